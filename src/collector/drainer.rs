@@ -1,0 +1,208 @@
+//! The background thread: sweeps every ring, rebuilds span trees, hands spans to the sink.
+
+use super::clock::TickClock;
+use super::sink::Sink;
+use super::stats::Counters;
+use super::tree::{Tenure, Tree};
+use crate::ids::owner_seed;
+use crate::record::{decode, flag, Decoded, Kind, Record};
+use crate::registry::{self, RingSlot, DETACHED};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Shared between the drainer and the session guard.
+#[derive(Default)]
+pub struct Control {
+    pub stop: AtomicBool,
+    pub flush_requested: AtomicU64,
+    flush_done: Mutex<u64>,
+    flushed: Condvar,
+    pub counters: Counters,
+}
+
+impl Control {
+    /// Asks for a flush and waits for it, up to `timeout`. False on time-out.
+    pub fn flush(&self, drainer: &std::thread::Thread, timeout: Duration) -> bool {
+        let want = self.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
+        drainer.unpark();
+        let done = self.flush_done.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, _) = self
+            .flushed
+            .wait_timeout_while(done, timeout, |d| *d < want)
+            .unwrap_or_else(|e| e.into_inner());
+        *done >= want
+    }
+
+    fn mark_flushed(&self, upto: u64) {
+        let mut done = self.flush_done.lock().unwrap_or_else(|e| e.into_inner());
+        if *done < upto {
+            *done = upto;
+        }
+        self.flushed.notify_all();
+    }
+}
+
+pub struct DrainerParts {
+    pub tree: Tree,
+    pub sink: Box<dyn Sink>,
+    pub clock: TickClock,
+    pub interval: Duration,
+    pub max_batch: usize,
+    pub shutdown_timeout: Duration,
+}
+
+struct RingState {
+    slot: &'static RingSlot,
+    tenure: Option<Arc<Tenure>>,
+    last_ns: u64,
+}
+
+struct Drainer {
+    ctl: Arc<Control>,
+    parts: DrainerParts,
+    rings: Vec<RingState>,
+    known: usize,
+    scratch: Vec<Record>,
+    decoded: Vec<Decoded>,
+    snapshot: Vec<&'static RingSlot>,
+}
+
+pub fn run(ctl: Arc<Control>, parts: DrainerParts) {
+    let mut d = Drainer {
+        ctl,
+        parts,
+        rings: Vec::new(),
+        known: 0,
+        scratch: Vec::new(),
+        decoded: Vec::new(),
+        snapshot: Vec::new(),
+    };
+    let mut flushed = 0;
+    loop {
+        let want = d.ctl.flush_requested.load(Ordering::Acquire);
+        let stopping = d.ctl.stop.load(Ordering::Acquire);
+        d.sweep();
+        let forcing = stopping || want > flushed;
+        if forcing {
+            // A second pass picks up what threads published while the first ran.
+            d.sweep();
+        }
+        let c = &d.ctl.counters;
+        d.parts.tree.housekeeping(c, forcing);
+        if stopping {
+            d.parts.tree.close_all(c, "unfinished: tracing shut down first");
+        }
+        d.export();
+        c.requests_open.store(d.parts.tree.open_requests() as u64, Ordering::Relaxed);
+        c.records_waiting.store(d.parts.tree.parked() as u64, Ordering::Relaxed);
+        if want > flushed {
+            flushed = want;
+            d.ctl.mark_flushed(want);
+        }
+        if stopping {
+            let _ = d.parts.sink.shutdown(d.parts.shutdown_timeout);
+            d.ctl.mark_flushed(u64::MAX);
+            return;
+        }
+        d.parts.clock.maybe_reanchor();
+        std::thread::park_timeout(d.parts.interval);
+    }
+}
+
+impl Drainer {
+    fn sweep(&mut self) {
+        if registry::ring_count() != self.known {
+            registry::snapshot(&mut self.snapshot);
+            for s in &self.snapshot[self.rings.len()..] {
+                self.rings.push(RingState {
+                    slot: s,
+                    tenure: None,
+                    last_ns: 0,
+                });
+            }
+            self.known = self.rings.len();
+        }
+        for i in 0..self.rings.len() {
+            self.drain_ring(i);
+        }
+    }
+
+    fn drain_ring(&mut self, i: usize) {
+        let c = &self.ctl.counters;
+        let rs = &mut self.rings[i];
+        let slot = rs.slot;
+        // Loaded before draining: a detached ring's final tail was stored before its state.
+        let state = slot.state();
+        self.scratch.clear();
+        let pos = slot.ring.drain_into(&mut self.scratch);
+        if !self.scratch.is_empty() {
+            let owner = slot.owner();
+            let tenure = match &rs.tenure {
+                Some(t) if t.owner == owner => t.clone(),
+                _ => {
+                    rs.last_ns = 0;
+                    let t = Arc::new(Tenure {
+                        ring: slot.index,
+                        owner,
+                        seed: owner_seed(slot.index, owner),
+                        meta: slot.meta(),
+                    });
+                    rs.tenure = Some(t.clone());
+                    t
+                }
+            };
+            Counters::add(&c.records_read, self.scratch.len() as u64);
+            self.decoded.clear();
+            let decoded = &mut self.decoded;
+            decode(
+                &self.scratch,
+                pos,
+                |d| decoded.push(d),
+                |_, _| Counters::add(&c.records_undecodable, 1),
+            );
+            let mut tenure = tenure;
+            for d in self.decoded.drain(..) {
+                let ns = if d.head.flags & flag::TS_UNIX != 0 {
+                    d.head.ts
+                } else {
+                    let ns = self.parts.clock.to_unix(d.head.ts).max(rs.last_ns);
+                    rs.last_ns = ns;
+                    ns
+                };
+                if d.kind == Kind::ThreadInfo {
+                    // Spans opened from here on carry the new label; open ones keep theirs.
+                    tenure = Arc::new(Tenure {
+                        ring: tenure.ring,
+                        owner: tenure.owner,
+                        seed: tenure.seed,
+                        meta: slot.meta(),
+                    });
+                    rs.tenure = Some(tenure.clone());
+                }
+                self.parts.tree.apply(c, &tenure, d, ns);
+            }
+        }
+        if state == DETACHED {
+            rs.tenure = None;
+            slot.release();
+        }
+    }
+
+    fn export(&mut self) {
+        let c = &self.ctl.counters;
+        let out = &mut self.parts.tree.out;
+        while !out.is_empty() {
+            let rest = out.split_off(out.len().min(self.parts.max_batch));
+            let batch = std::mem::replace(out, rest);
+            let n = batch.len() as u64;
+            match self.parts.sink.export(batch) {
+                Ok(()) => Counters::add(&c.spans_exported, n),
+                Err(_) => {
+                    Counters::add(&c.export_errors, 1);
+                    Counters::add(&c.spans_export_failed, n);
+                }
+            }
+        }
+    }
+}

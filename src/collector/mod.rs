@@ -1,0 +1,7 @@
+//! The drainer side: everything here runs on the background thread, never on a traced one.
+
+pub mod clock;
+pub mod drainer;
+pub mod sink;
+pub mod stats;
+pub mod tree;

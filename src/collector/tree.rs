@@ -1,0 +1,818 @@
+//! Rebuilding Request → Thread → Slice span trees from decoded records.
+//!
+//! The drainer feeds records in ring order per thread (threads interleaved in sweep order) with
+//! their times already in Unix nanoseconds. Finished spans go to `out` as `SpanData`.
+
+use super::stats::Counters;
+use crate::ids::{derive_span_id, Rid, Salt};
+use crate::local::history::{origin_ids, Upstream, UPSTREAM_BYTES};
+use crate::name::NameCache;
+use crate::record::{flag, Decoded, Kind};
+use crate::registry::ThreadMeta;
+use crate::slice_chain::{Ended, SliceChain};
+use opentelemetry::trace::{
+    Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Attributes and events kept per span; more are counted in the span's dropped counts.
+pub const MAX_ATTRS_PER_SPAN: usize = 128;
+pub const MAX_EVENTS_PER_SPAN: usize = 128;
+
+/// One thread's tenure of a ring: who wrote the records and the seed of their span ids.
+#[derive(Debug)]
+pub struct Tenure {
+    pub ring: u32,
+    pub owner: u32,
+    pub seed: u64,
+    pub meta: ThreadMeta,
+}
+
+/// Limits and timings of the rebuild.
+#[derive(Clone, Debug)]
+pub struct TreeLimits {
+    pub max_open_requests: usize,
+    pub idle_timeout: Duration,
+    pub finish_grace: Duration,
+    pub joined_linger: Duration,
+    pub park_timeout: Duration,
+    pub max_parked: usize,
+}
+
+/// What the span-building side needs to know of this process.
+pub struct ProcessInfo {
+    pub host_id: String,
+    pub process_tag: u64,
+    pub scope: InstrumentationScope,
+}
+
+struct OpenSlice {
+    id: u64,
+    parent: u64,
+    name: Option<&'static str>,
+    start_ns: u64,
+    attrs: Vec<KeyValue>,
+    dropped_attrs: u32,
+    events: Vec<Event>,
+    dropped_events: u32,
+    link: Option<SpanContext>,
+}
+
+struct ThreadSpan {
+    tenure: Arc<Tenure>,
+    /// 0 while no thread span is open (after thread_finish; the chain keeps the last slice).
+    id: u64,
+    start_ns: u64,
+    last_ns: u64,
+    chain: SliceChain,
+    slices: Vec<OpenSlice>,
+    /// The first slice after a propagation links here instead of to the chain.
+    pending_link: Option<SpanContext>,
+    /// Where the last event went, for the event's attributes.
+    last_event: EventAt,
+    own_events: Vec<Event>,
+    own_attrs: Vec<KeyValue>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EventAt {
+    None,
+    Slice(usize),
+    Thread,
+    Request,
+}
+
+struct Request {
+    rid: Rid,
+    rid_text: Option<String>,
+    trace_id: u128,
+    span_id: u64,
+    /// Remote parent (upstream or sender in another process).
+    parent: u64,
+    parent_remote: bool,
+    bootstrap_room: Option<u64>,
+    start_ns: u64,
+    last_ns: u64,
+    attrs: Vec<KeyValue>,
+    events: Vec<Event>,
+    dropped_attrs: u32,
+    threads: Vec<ThreadSpan>,
+    last_activity: Instant,
+    /// Set by ReqFinish: (finish time, close after).
+    finishing: Option<(u64, Instant)>,
+    /// Joined requests close once no thread span is open and this moment has passed.
+    linger_until: Option<Instant>,
+    local: bool,
+}
+
+struct Parked {
+    tenure: Arc<Tenure>,
+    rec: Decoded,
+    ns: u64,
+    at: Instant,
+}
+
+pub struct Tree {
+    limits: TreeLimits,
+    info: ProcessInfo,
+    names: NameCache,
+    requests: HashMap<Rid, Request>,
+    parked: HashMap<Rid, VecDeque<Parked>>,
+    parked_count: usize,
+    pub out: Vec<SpanData>,
+}
+
+fn ns_to_time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+fn error_status(msg: impl Into<Cow<'static, str>>) -> Status {
+    Status::Error {
+        description: msg.into(),
+    }
+}
+
+fn short_rid(text: &str) -> &str {
+    let tail = text.rsplit('_').next().unwrap_or(text);
+    crate::record::truncate_str(tail, 8)
+}
+
+impl Tree {
+    pub fn new(limits: TreeLimits, info: ProcessInfo) -> Tree {
+        Tree {
+            limits,
+            info,
+            names: NameCache::default(),
+            requests: HashMap::new(),
+            parked: HashMap::new(),
+            parked_count: 0,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn open_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    pub fn parked(&self) -> usize {
+        self.parked_count
+    }
+
+    /// Applies one record written by `tenure`, at `ns` Unix nanoseconds.
+    pub fn apply(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: Decoded, ns: u64) {
+        let rid = Rid(rec.head.rid);
+        match rec.kind {
+            Kind::ThreadInfo | Kind::Chunk => {}
+            Kind::ReqStart => {
+                self.req_start(c, tenure, &rec, ns);
+                self.unpark(c, rid);
+            }
+            Kind::SetPropagate => {
+                if self.set_propagate(c, tenure, &rec, ns) {
+                    self.unpark(c, rid);
+                } else {
+                    self.park(c, tenure, rec, ns);
+                }
+            }
+            _ => {
+                if self.requests.contains_key(&rid) {
+                    self.apply_known(c, tenure, &rec, ns);
+                } else {
+                    self.park(c, tenure, rec, ns);
+                }
+            }
+        }
+    }
+
+    fn park(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: Decoded, ns: u64) {
+        if self.parked_count >= self.limits.max_parked {
+            Counters::add(&c.unknown_rid_records, 1);
+            return;
+        }
+        self.parked_count += 1;
+        self.parked
+            .entry(Rid(rec.head.rid))
+            .or_default()
+            .push_back(Parked {
+                tenure: tenure.clone(),
+                rec,
+                ns,
+                at: Instant::now(),
+            });
+    }
+
+    fn unpark(&mut self, c: &Counters, rid: Rid) {
+        if let Some(q) = self.parked.remove(&rid) {
+            self.parked_count -= q.len();
+            for p in q {
+                self.apply(c, &p.tenure, p.rec, p.ns);
+            }
+        }
+    }
+
+    fn req_start(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: &Decoded, ns: u64) {
+        let rid = Rid(rec.head.rid);
+        if let Some(old) = self.requests.remove(&rid) {
+            if old.finishing.is_some() {
+                self.close_request(c, old, None);
+            } else {
+                Counters::add(&c.requests_restarted, 1);
+                self.close_request(c, old, Some("request started again before it finished"));
+            }
+        }
+        if self.requests.len() >= self.limits.max_open_requests {
+            Counters::add(&c.requests_rejected, 1);
+            return;
+        }
+        let up_flag = rec.head.flags & flag::UPSTREAM != 0;
+        let upstream = if up_flag {
+            Upstream::decode(&rec.payload)
+        } else {
+            None
+        };
+        if up_flag && upstream.is_none() {
+            Counters::add(&c.records_undecodable, 1);
+            return;
+        }
+        let Some(ids) = origin_ids(
+            tenure.seed,
+            rec.pos,
+            &rec.head,
+            upstream.as_ref(),
+            self.info.process_tag,
+        ) else {
+            return;
+        };
+        let text_bytes = if up_flag {
+            &rec.payload[UPSTREAM_BYTES.min(rec.payload.len())..]
+        } else {
+            &rec.payload[..]
+        };
+        let rid_text = (!text_bytes.is_empty()).then(|| String::from_utf8_lossy(text_bytes).into_owned());
+        Counters::add(&c.requests_started, 1);
+        let mut req = Request {
+            rid,
+            rid_text,
+            trace_id: ids.trace_id,
+            span_id: ids.request_span,
+            parent: upstream.as_ref().map(|u| u.extra).unwrap_or(0),
+            parent_remote: upstream.is_some(),
+            bootstrap_room: (rec.head.flags & flag::HAS_ROOM != 0).then_some(rec.head.value),
+            start_ns: ns,
+            last_ns: ns,
+            attrs: Vec::new(),
+            events: Vec::new(),
+            dropped_attrs: 0,
+            threads: Vec::new(),
+            last_activity: Instant::now(),
+            finishing: None,
+            linger_until: None,
+            local: true,
+        };
+        let link = upstream
+            .filter(|u| u.link != 0)
+            .map(|u| span_ctx(u.trace_id, u.link, true));
+        let t = thread_span(&mut req, tenure, rec.pos, ns);
+        if link.is_some() {
+            t.pending_link = link;
+        }
+        self.requests.insert(rid, req);
+    }
+
+    /// Returns false when the record must wait (a same-process hand-over of a request this
+    /// drainer has not seen start yet).
+    fn set_propagate(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: &Decoded, ns: u64) -> bool {
+        let rid = Rid(rec.head.rid);
+        let Some(up) = Upstream::decode(&rec.payload) else {
+            Counters::add(&c.records_undecodable, 1);
+            return true;
+        };
+        let same_process = up.extra == self.info.process_tag;
+        if !self.requests.contains_key(&rid) {
+            if same_process {
+                return false;
+            }
+            if self.requests.len() >= self.limits.max_open_requests {
+                Counters::add(&c.requests_rejected, 1);
+                return true;
+            }
+            let Some(ids) = origin_ids(tenure.seed, rec.pos, &rec.head, Some(&up), self.info.process_tag) else {
+                return true;
+            };
+            let text = &rec.payload[UPSTREAM_BYTES.min(rec.payload.len())..];
+            Counters::add(&c.requests_joined, 1);
+            self.requests.insert(
+                rid,
+                Request {
+                    rid,
+                    rid_text: (!text.is_empty()).then(|| String::from_utf8_lossy(text).into_owned()),
+                    trace_id: up.trace_id,
+                    span_id: ids.request_span,
+                    parent: rec.head.value,
+                    parent_remote: true,
+                    bootstrap_room: None,
+                    start_ns: ns,
+                    last_ns: ns,
+                    attrs: Vec::new(),
+                    events: Vec::new(),
+                    dropped_attrs: 0,
+                    threads: Vec::new(),
+                    last_activity: Instant::now(),
+                    finishing: None,
+                    linger_until: None,
+                    local: false,
+                },
+            );
+        }
+        let Some(req) = self.requests.get_mut(&rid) else {
+            return true;
+        };
+        if req.trace_id != up.trace_id {
+            Counters::add(&c.context_conflicts, 1);
+        }
+        if req.rid_text.is_none() && rec.payload.len() > UPSTREAM_BYTES {
+            req.rid_text = Some(String::from_utf8_lossy(&rec.payload[UPSTREAM_BYTES..]).into_owned());
+        }
+        req.last_activity = Instant::now();
+        req.linger_until = None;
+        let link = (up.link != 0).then(|| span_ctx(up.trace_id, up.link, !same_process));
+        let trace = req.trace_id;
+        let t = thread_span(req, tenure, rec.pos, ns);
+        // A hand-over starts this thread's chain afresh, as `propagate_context` reads it.
+        close_unfinished(c, &self.info, trace, t, ns, &mut self.out);
+        t.chain = SliceChain::default();
+        t.pending_link = link;
+        true
+    }
+
+    fn apply_known(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: &Decoded, ns: u64) {
+        let rid = Rid(rec.head.rid);
+        let name = self.names.get(rec.head.name);
+        if rec.head.name != 0 && name.is_none() {
+            Counters::add(&c.records_undecodable, 1);
+        }
+        let Some(req) = self.requests.get_mut(&rid) else {
+            return;
+        };
+        req.last_activity = Instant::now();
+        req.last_ns = req.last_ns.max(ns);
+        let scope = &self.info;
+        let out = &mut self.out;
+        match rec.kind {
+            Kind::ReqFinish => {
+                if req.finishing.is_none() {
+                    req.finishing = Some((ns, Instant::now() + self.limits.finish_grace));
+                }
+            }
+            Kind::SliceStart => {
+                let anon = rec.head.flags & flag::ANON != 0;
+                let trace = req.trace_id;
+                let t = thread_span(req, tenure, rec.pos, ns);
+                open_slice(c, t, trace, rec.pos, Salt::Slice, if anon { None } else { name }, ns);
+            }
+            Kind::SliceEnd => {
+                let trace = req.trace_id;
+                let ti = thread_entry(req, tenure);
+                let t = &mut req.threads[ti];
+                t.last_ns = t.last_ns.max(ns);
+                match t.chain.end() {
+                    Ended::Closed { id, .. } => {
+                        let s = t.slices.pop().expect("slices track the chain");
+                        debug_assert_eq!(s.id, id);
+                        let status = match (s.name, name) {
+                            (Some(started), Some(ended)) if started != ended => {
+                                Counters::add(&c.name_mismatches, 1);
+                                error_status(format!(
+                                    "slice_end name mismatch: started as {started:?}, ended as {ended:?}"
+                                ))
+                            }
+                            _ => Status::Unset,
+                        };
+                        let final_name = s.name.or(name).unwrap_or("anonymous");
+                        out.push(slice_data(scope, trace, s, final_name, ns, status, false));
+                    }
+                    Ended::Overflowed => {}
+                    Ended::Nothing => Counters::add(&c.end_without_start, 1),
+                }
+                if rec.head.flags & flag::THREAD_FINISH != 0 {
+                    finish_thread(c, scope, trace, req.span_id, &mut req.threads[ti], ns, out);
+                } else if rec.head.flags & flag::AUTO_NEXT_ANON != 0 {
+                    let t = open_thread(&mut req.threads[ti], rec.pos, ns);
+                    open_slice(c, t, trace, rec.pos, Salt::NextAnon, None, ns);
+                }
+                update_linger(req, &self.limits);
+            }
+            Kind::Event => {
+                let ev = Event::new(name.unwrap_or("event"), ns_to_time(ns), Vec::new(), 0);
+                let ti = find_thread(req, tenure);
+                let at = match ti.map(|i| &mut req.threads[i]) {
+                    Some(t) if !t.slices.is_empty() => {
+                        let i = t.slices.len() - 1;
+                        let s = &mut t.slices[i];
+                        push_capped(&mut s.events, &mut s.dropped_events, ev, MAX_EVENTS_PER_SPAN);
+                        EventAt::Slice(i)
+                    }
+                    Some(t) if t.id != 0 => {
+                        t.own_events.push(ev);
+                        EventAt::Thread
+                    }
+                    _ => {
+                        req.events.push(ev);
+                        EventAt::Request
+                    }
+                };
+                if let Some(i) = ti {
+                    req.threads[i].last_event = at;
+                }
+            }
+            Kind::Attr => {
+                let Some(kv) = decode_attr(rec, name) else {
+                    Counters::add(&c.records_undecodable, 1);
+                    return;
+                };
+                let target = rec.head.flags & flag::TARGET_MASK;
+                let ti = find_thread(req, tenure);
+                match (target, ti) {
+                    (flag::TARGET_REQUEST, _) | (_, None) => {
+                        push_capped(&mut req.attrs, &mut req.dropped_attrs, kv, MAX_ATTRS_PER_SPAN)
+                    }
+                    (flag::TARGET_EVENT, Some(i)) => {
+                        let t = &mut req.threads[i];
+                        let ev = match t.last_event {
+                            EventAt::Slice(j) => t.slices.get_mut(j).and_then(|s| s.events.last_mut()),
+                            EventAt::Thread => t.own_events.last_mut(),
+                            EventAt::Request => req.events.last_mut(),
+                            EventAt::None => None,
+                        };
+                        match ev {
+                            Some(ev) if ev.attributes.len() < MAX_ATTRS_PER_SPAN => ev.attributes.push(kv),
+                            Some(ev) => ev.dropped_attributes_count += 1,
+                            None => Counters::add(&c.records_undecodable, 1),
+                        }
+                    }
+                    (_, Some(i)) => {
+                        let t = &mut req.threads[i];
+                        match t.slices.last_mut() {
+                            Some(s) => push_capped(&mut s.attrs, &mut s.dropped_attrs, kv, MAX_ATTRS_PER_SPAN),
+                            None if t.id != 0 => t.own_attrs.push(kv),
+                            None => push_capped(&mut req.attrs, &mut req.dropped_attrs, kv, MAX_ATTRS_PER_SPAN),
+                        }
+                    }
+                }
+            }
+            Kind::Propagate => {
+                Counters::add(&c.propagations, 1);
+            }
+            Kind::ReqStart | Kind::SetPropagate | Kind::ThreadInfo | Kind::Chunk => {}
+        }
+    }
+
+    /// Closes what is due: finished requests past their grace, joined requests past their
+    /// linger, idle requests, and parked records nobody claimed. `force` closes every finished
+    /// request now (flush).
+    pub fn housekeeping(&mut self, c: &Counters, force: bool) {
+        let now = Instant::now();
+        let due: Vec<Rid> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| match (r.finishing, r.linger_until) {
+                (Some((_, at)), _) => force || now >= at,
+                (None, Some(at)) => force || now >= at,
+                (None, None) => now.duration_since(r.last_activity) >= self.limits.idle_timeout,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for rid in due {
+            if let Some(r) = self.requests.remove(&rid) {
+                let why = if r.finishing.is_some() || r.linger_until.is_some() {
+                    None
+                } else {
+                    Counters::add(&c.requests_evicted, 1);
+                    Some("evicted: no activity within the idle timeout")
+                };
+                self.close_request(c, r, why);
+            }
+        }
+        let timeout = self.limits.park_timeout;
+        let mut dropped = 0;
+        self.parked.retain(|_, q| {
+            while q.front().is_some_and(|p| now.duration_since(p.at) >= timeout) {
+                q.pop_front();
+                dropped += 1;
+            }
+            !q.is_empty()
+        });
+        if dropped > 0 {
+            self.parked_count -= dropped;
+            Counters::add(&c.unknown_rid_records, dropped as u64);
+        }
+    }
+
+    /// Closes every open request as unfinished (shutdown), and drops parked records (counted).
+    pub fn close_all(&mut self, c: &Counters, why: &'static str) {
+        let all: Vec<Rid> = self.requests.keys().copied().collect();
+        for rid in all {
+            if let Some(r) = self.requests.remove(&rid) {
+                let why = if r.finishing.is_some() { None } else { Some(why) };
+                self.close_request(c, r, why);
+            }
+        }
+        Counters::add(&c.unknown_rid_records, self.parked_count as u64);
+        self.parked.clear();
+        self.parked_count = 0;
+    }
+
+    /// Ends a request: its open slices (unfinished), thread spans, then the request span.
+    /// `why` marks the request unfinished with that reason.
+    fn close_request(&mut self, c: &Counters, mut req: Request, why: Option<&'static str>) {
+        let end_ns = match req.finishing {
+            Some((ns, _)) => ns,
+            None => req.last_ns,
+        };
+        let trace = req.trace_id;
+        for t in &mut req.threads {
+            if t.id != 0 {
+                finish_thread(c, &self.info, trace, req.span_id, t, end_ns.max(t.last_ns), &mut self.out);
+            }
+        }
+        if req.finishing.is_some() {
+            Counters::add(&c.requests_finished, 1);
+        }
+        let name = match &req.rid_text {
+            Some(t) => format!("Req {}", short_rid(t)),
+            None => format!("Req {}", req.rid.0),
+        };
+        let mut attrs = Vec::with_capacity(req.attrs.len() + 3);
+        attrs.push(KeyValue::new(
+            "rid",
+            req.rid_text.clone().unwrap_or_else(|| req.rid.0.to_string()),
+        ));
+        if let Some(room) = req.bootstrap_room {
+            attrs.push(KeyValue::new("bootstrap_room", room as i64));
+        }
+        let status = match why {
+            Some(w) => {
+                attrs.push(KeyValue::new("slicetrace.unfinished", true));
+                error_status(w)
+            }
+            None => Status::Unset,
+        };
+        attrs.append(&mut req.attrs);
+        let mut events = SpanEvents::default();
+        events.events = std::mem::take(&mut req.events);
+        self.out.push(SpanData {
+            span_context: span_ctx(trace, req.span_id, false),
+            parent_span_id: SpanId::from_bytes(req.parent.to_be_bytes()),
+            parent_span_is_remote: req.parent_remote,
+            span_kind: SpanKind::Server,
+            name: Cow::Owned(name),
+            start_time: ns_to_time(req.start_ns),
+            end_time: ns_to_time(end_ns.max(req.start_ns)),
+            attributes: attrs,
+            dropped_attributes_count: req.dropped_attrs,
+            events,
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: self.info.scope.clone(),
+        });
+    }
+}
+
+fn span_ctx(trace: u128, span: u64, remote: bool) -> SpanContext {
+    SpanContext::new(
+        TraceId::from_bytes(trace.to_be_bytes()),
+        SpanId::from_bytes(span.to_be_bytes()),
+        TraceFlags::SAMPLED,
+        remote,
+        TraceState::NONE,
+    )
+}
+
+fn push_capped<T>(v: &mut Vec<T>, dropped: &mut u32, item: T, cap: usize) {
+    if v.len() < cap {
+        v.push(item);
+    } else {
+        *dropped += 1;
+    }
+}
+
+fn decode_attr(rec: &Decoded, key: Option<&'static str>) -> Option<KeyValue> {
+    let key = key?;
+    let v = rec.head.value;
+    let value = match rec.head.flags & flag::VALUE_MASK {
+        flag::VALUE_I64 => OtelValue::I64(v as i64),
+        flag::VALUE_F64 => OtelValue::F64(f64::from_bits(v)),
+        flag::VALUE_BOOL => OtelValue::Bool(v != 0),
+        _ => OtelValue::String(String::from_utf8_lossy(&rec.payload).into_owned().into()),
+    };
+    Some(KeyValue::new(key, value))
+}
+
+fn find_thread(req: &Request, tenure: &Tenure) -> Option<usize> {
+    req.threads
+        .iter()
+        .position(|t| t.tenure.ring == tenure.ring && t.tenure.owner == tenure.owner)
+}
+
+/// This request's entry for `tenure`'s thread, made (with no span open) if missing.
+fn thread_entry(req: &mut Request, tenure: &Arc<Tenure>) -> usize {
+    if let Some(i) = find_thread(req, tenure) {
+        return i;
+    }
+    req.threads.push(ThreadSpan {
+        tenure: tenure.clone(),
+        id: 0,
+        start_ns: 0,
+        last_ns: 0,
+        chain: SliceChain::default(),
+        slices: Vec::new(),
+        pending_link: None,
+        last_event: EventAt::None,
+        own_events: Vec::new(),
+        own_attrs: Vec::new(),
+    });
+    req.threads.len() - 1
+}
+
+/// Opens `t`'s thread span (at `pos`, `ns`) unless one is open.
+fn open_thread(t: &mut ThreadSpan, pos: u64, ns: u64) -> &mut ThreadSpan {
+    if t.id == 0 {
+        t.id = derive_span_id(t.tenure.seed, pos, Salt::Thread);
+        t.start_ns = ns;
+    }
+    t.last_ns = t.last_ns.max(ns);
+    t
+}
+
+/// This request's open span on `tenure`'s thread, opened at `pos`, `ns` if none is.
+fn thread_span<'r>(req: &'r mut Request, tenure: &Arc<Tenure>, pos: u64, ns: u64) -> &'r mut ThreadSpan {
+    let i = thread_entry(req, tenure);
+    req.linger_until = None;
+    open_thread(&mut req.threads[i], pos, ns)
+}
+
+fn open_slice(
+    c: &Counters,
+    t: &mut ThreadSpan,
+    trace: u128,
+    pos: u64,
+    salt: Salt,
+    name: Option<&'static str>,
+    ns: u64,
+) {
+    let top = t.chain.depth() == 0;
+    let parent = t.chain.current().unwrap_or(t.id);
+    let prev_top = t.chain.last_top();
+    let Some(id) = t.chain.start(t.tenure.seed, pos, salt) else {
+        Counters::add(&c.slices_dropped_depth, 1);
+        return;
+    };
+    let link = if top {
+        t.pending_link
+            .take()
+            .or_else(|| prev_top.map(|p| span_ctx(trace, p, false)))
+    } else {
+        None
+    };
+    t.slices.push(OpenSlice {
+        id,
+        parent,
+        name,
+        start_ns: ns,
+        attrs: Vec::new(),
+        dropped_attrs: 0,
+        events: Vec::new(),
+        dropped_events: 0,
+        link,
+    });
+}
+
+fn slice_data(
+    info: &ProcessInfo,
+    trace: u128,
+    s: OpenSlice,
+    name: &'static str,
+    end_ns: u64,
+    status: Status,
+    unfinished: bool,
+) -> SpanData {
+    let mut attrs = s.attrs;
+    if unfinished {
+        attrs.push(KeyValue::new("slicetrace.unfinished", true));
+    }
+    let mut events = SpanEvents::default();
+    events.events = s.events;
+    events.dropped_count = s.dropped_events;
+    let mut links = SpanLinks::default();
+    if let Some(l) = s.link {
+        links.links.push(Link::new(l, Vec::new(), 0));
+    }
+    SpanData {
+        span_context: span_ctx(trace, s.id, false),
+        parent_span_id: SpanId::from_bytes(s.parent.to_be_bytes()),
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name: Cow::Borrowed(name),
+        start_time: ns_to_time(s.start_ns),
+        end_time: ns_to_time(end_ns.max(s.start_ns)),
+        attributes: attrs,
+        dropped_attributes_count: s.dropped_attrs,
+        events,
+        links,
+        status,
+        instrumentation_scope: info.scope.clone(),
+    }
+}
+
+/// Closes `t`'s open slices at `ns`, innermost first, marked unfinished.
+fn close_unfinished(
+    c: &Counters,
+    info: &ProcessInfo,
+    trace: u128,
+    t: &mut ThreadSpan,
+    ns: u64,
+    out: &mut Vec<SpanData>,
+) {
+    t.chain.finish_thread(|_| {});
+    for s in t.slices.drain(..).rev() {
+        Counters::add(&c.slices_unfinished, 1);
+        let name = s.name.unwrap_or("anonymous");
+        out.push(slice_data(
+            info,
+            trace,
+            s,
+            name,
+            ns,
+            error_status("unfinished: still open when its thread span or request ended"),
+            true,
+        ));
+    }
+}
+
+/// Ends `t`'s thread span at `ns`, first closing its open slices as unfinished.
+fn finish_thread(
+    c: &Counters,
+    info: &ProcessInfo,
+    trace: u128,
+    req_span: u64,
+    t: &mut ThreadSpan,
+    ns: u64,
+    out: &mut Vec<SpanData>,
+) {
+    if t.id == 0 {
+        return;
+    }
+    close_unfinished(c, info, trace, t, ns, out);
+    let m = &t.tenure.meta;
+    let label = m.label();
+    let host8 = crate::record::truncate_str(&info.host_id, 8);
+    let name = match m.tp_rank {
+        Some(tp) => format!("{label} [TP {tp}] (host:{host8} | pid:{})", m.tid),
+        None => format!("{label} (host:{host8} | pid:{})", m.tid),
+    };
+    let mut attrs = vec![
+        KeyValue::new("thread_label", label.to_owned()),
+        KeyValue::new("host_id", info.host_id.clone()),
+        KeyValue::new("pid", m.tid as i64),
+        KeyValue::new("thread.id", m.tid as i64),
+        KeyValue::new("thread.name", m.name.clone()),
+    ];
+    if let Some(tp) = m.tp_rank {
+        attrs.push(KeyValue::new("tp_rank", tp as i64));
+    }
+    if let Some(dp) = m.dp_rank {
+        attrs.push(KeyValue::new("dp_rank", dp as i64));
+    }
+    attrs.append(&mut t.own_attrs);
+    let mut events = SpanEvents::default();
+    events.events = std::mem::take(&mut t.own_events);
+    out.push(SpanData {
+        span_context: span_ctx(trace, t.id, false),
+        parent_span_id: SpanId::from_bytes(req_span.to_be_bytes()),
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name: Cow::Owned(name),
+        start_time: ns_to_time(t.start_ns),
+        end_time: ns_to_time(ns.max(t.start_ns)),
+        attributes: attrs,
+        dropped_attributes_count: 0,
+        events,
+        links: SpanLinks::default(),
+        status: Status::Unset,
+        instrumentation_scope: info.scope.clone(),
+    });
+    t.id = 0;
+    t.last_event = EventAt::None;
+}
+
+/// A joined request (no local req_start) ends once none of its thread spans is open.
+fn update_linger(req: &mut Request, limits: &TreeLimits) {
+    if !req.local && req.finishing.is_none() && req.threads.iter().all(|t| t.id == 0) {
+        req.linger_until = Some(Instant::now() + limits.joined_linger);
+    }
+}

@@ -1,0 +1,164 @@
+//! Request ids, and how trace and span ids are made without coordination.
+//!
+//! Span ids are derived, not drawn: `derive(seed, position, salt)` where `seed` is random per
+//! (process, ring, owner) and `position` is the ring position of the record that opened the span.
+//! For a fixed seed the map from `(position, salt)` to id is a bijection (two rounds of the
+//! splitmix64 finaliser around an xor), so one thread never repeats an id; across threads and
+//! processes the seeds are independent random values, which gives the same collision odds as
+//! random ids. The traced thread can therefore name a span it opened (for a propagated context)
+//! without asking the drainer, and the drainer rebuilds the same id from the same position.
+
+use std::sync::OnceLock;
+
+/// A request id: a small `Copy` value to keep and pass on the hot path.
+///
+/// Made from an integer as is, or from a string by a fixed hash that every process computes the
+/// same way (so a head-sampling decision taken on it agrees everywhere).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Rid(pub u64);
+
+impl Rid {
+    /// Hashes a string request id (FNV-1a, then a finaliser for well-mixed bits).
+    pub fn from_str_id(s: &str) -> Rid {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in s.as_bytes() {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Rid(mix64(h))
+    }
+}
+
+impl From<u64> for Rid {
+    fn from(v: u64) -> Rid {
+        Rid(v)
+    }
+}
+
+impl From<&str> for Rid {
+    fn from(s: &str) -> Rid {
+        Rid::from_str_id(s)
+    }
+}
+
+impl From<&String> for Rid {
+    fn from(s: &String) -> Rid {
+        Rid::from_str_id(s)
+    }
+}
+
+/// The splitmix64 finaliser: a bijection on u64 with full avalanche.
+#[inline]
+pub const fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// What a derived id names, so one record position can open more than one span.
+#[derive(Clone, Copy)]
+#[repr(u64)]
+pub enum Salt {
+    /// A slice opened by a start record.
+    Slice = 0,
+    /// The anonymous slice an end record opens (`auto_next_anon`, batch).
+    NextAnon = 1,
+    /// The request span opened by a `ReqStart` record.
+    Request = 2,
+    /// A thread span, opened by the first record of a request on a thread.
+    Thread = 3,
+}
+
+/// A non-zero 64-bit id for `(seed, pos, salt)`; bijective in `(pos, salt)` for `pos < 2^62`.
+#[inline]
+pub fn derive_span_id(seed: u64, pos: u64, salt: Salt) -> u64 {
+    nonzero(mix64(seed ^ mix64((pos << 2) | salt as u64)))
+}
+
+/// A non-zero 128-bit trace id for a request started at `pos`.
+pub fn derive_trace_id(seed: u64, pos: u64) -> u128 {
+    let lo = derive_span_id(seed, pos, Salt::Request);
+    let hi = mix64(lo ^ seed.rotate_left(17) ^ 0x5bd1_e995_0000_0001);
+    ((hi as u128) << 64) | lo as u128
+}
+
+/// The request span id of a request this process joined through a propagated context: the same
+/// on every thread of the process, so all of them attach to one request span.
+pub fn joined_request_span_id(rid: Rid, trace_id: u128) -> u64 {
+    let p = process_seed();
+    nonzero(mix64(
+        p[1] ^ mix64(rid.0 ^ mix64(trace_id as u64 ^ mix64((trace_id >> 64) as u64))),
+    ))
+}
+
+#[inline]
+fn nonzero(v: u64) -> u64 {
+    if v == 0 {
+        1
+    } else {
+        v
+    }
+}
+
+/// 128 random bits drawn once per process.
+pub fn process_seed() -> [u64; 2] {
+    static SEED: OnceLock<[u64; 2]> = OnceLock::new();
+    *SEED.get_or_init(|| {
+        let mut b = [0u8; 16];
+        if getrandom::fill(&mut b).is_err() {
+            // No OS randomness: fall back to what differs between processes and runs.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            let addr = &b as *const _ as u64;
+            b[..8].copy_from_slice(&mix64(t ^ std::process::id() as u64).to_le_bytes());
+            b[8..].copy_from_slice(&mix64(addr ^ t.rotate_left(32)).to_le_bytes());
+        }
+        [
+            u64::from_le_bytes(b[..8].try_into().unwrap()),
+            u64::from_le_bytes(b[8..].try_into().unwrap()),
+        ]
+    })
+}
+
+/// Tells this process's contexts from other processes' (carried in `PropagateContext`).
+pub fn process_tag() -> u64 {
+    nonzero(mix64(process_seed()[1] ^ 0x7072_6f63_6573_7321))
+}
+
+/// The id seed of one ring owner: independent for each ring, owner and process.
+pub fn owner_seed(ring_index: u32, owner: u32) -> u64 {
+    let p = process_seed();
+    mix64(p[0] ^ mix64(((ring_index as u64) << 32) | owner as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn derived_ids_do_not_repeat_within_a_seed() {
+        let mut seen = HashSet::new();
+        for pos in 0..50_000u64 {
+            for salt in [Salt::Slice, Salt::NextAnon, Salt::Request, Salt::Thread] {
+                assert!(seen.insert(derive_span_id(42, pos, salt)));
+            }
+        }
+    }
+
+    #[test]
+    fn string_rids_hash_the_same_way_every_time() {
+        assert_eq!(Rid::from("abc"), Rid::from_str_id("abc"));
+        assert_ne!(Rid::from("abc"), Rid::from("abd"));
+        // Pinned: other processes must compute the same value.
+        assert_eq!(Rid::from("").0, mix64(0xcbf2_9ce4_8422_2325));
+    }
+
+    #[test]
+    fn owner_seeds_differ() {
+        assert_ne!(owner_seed(0, 0), owner_seed(0, 1));
+        assert_ne!(owner_seed(0, 0), owner_seed(1, 0));
+    }
+}

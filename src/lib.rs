@@ -1,0 +1,63 @@
+//! Request tracing for LLM inference servers, cheap enough to leave on in production.
+//!
+//! Mark where a request's work begins and ends on each thread; slicetrace turns the marks into
+//! OpenTelemetry span trees (Request → Thread → Slice, each slice linked to the one before it)
+//! and hands them to any `opentelemetry_sdk` span exporter.
+//!
+//! ```
+//! use slicetrace::{name, End, Rid};
+//! # let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+//! let guard = slicetrace::init(slicetrace::Config::new("my-server").exporter(exporter))?;
+//! slicetrace::set_thread_info("scheduler", Some(0), None);
+//! let rid: Rid = slicetrace::req_start("3f2a9c0e-request", None);
+//! slicetrace::slice_start(name!("prefill"), rid);
+//! slicetrace::slice_end(name!("prefill"), rid, End::PLAIN);
+//! slicetrace::req_finish(rid);
+//! guard.shutdown();
+//! # Ok::<(), slicetrace::InitError>(())
+//! ```
+//!
+//! Each call writes one 32-byte record into the calling thread's own ring (no lock, no
+//! allocation, no system call); a background thread does the rest. See `docs/design.md`.
+
+mod args;
+mod collector;
+mod ids;
+mod local;
+mod name;
+mod propagate;
+mod record;
+mod registry;
+mod ring;
+mod session;
+mod slice_chain;
+mod sync;
+
+#[cfg(all(test, loom))]
+mod ring_loom;
+
+pub use args::{Attr, End, Opts, UnixNanos, Value};
+pub use collector::clock::ClockSource;
+pub use collector::sink::Sink;
+pub use collector::stats::Stats;
+pub use ids::Rid;
+pub use local::api::{
+    event, event_with, propagate_context, req_finish, req_finish_with, req_start,
+    req_start_with, set_propagate_context, set_thread_info, slice_add_attr, slice_batch,
+    slice_end, slice_end_with, slice_start, slice_start_anon, slice_start_at, ReqStart,
+    RequestKey,
+};
+pub use name::Name;
+pub use propagate::{ContextError, PropagateContext, CONTEXT_LEN};
+pub use record::MAX_STR_BYTES;
+pub use session::{init, is_enabled, stats, Config, Guard, InitError, DEFAULT_RING_CAPACITY};
+pub use slice_chain::MAX_DEPTH;
+
+#[cfg(feature = "testing")]
+pub use opentelemetry_sdk::trace::InMemorySpanExporter;
+
+/// For benchmarks and tests of the record path only; not a stable interface.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::record::{decode, Record};
+}

@@ -1,0 +1,438 @@
+//! The tracing calls. Each writes records into the calling thread's ring and returns; when
+//! tracing is off each is one relaxed load and a branch.
+
+use super::handle::{enabled, with_local, Local};
+use super::history::{self, Lookup, Upstream, UPSTREAM_BYTES};
+use crate::args::{Attr, End, Opts, UnixNanos, Value};
+use crate::ids::{process_tag, Rid};
+use crate::name::Name;
+use crate::propagate::PropagateContext;
+use crate::record::{chunks_for, flag, truncate_str, write_chunks, Kind, Record, MAX_STR_BYTES};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A request id as `req_start` and `set_propagate_context` take it: a string (hashed, and kept
+/// whole for the `rid` attribute), an integer, or a [`Rid`] made earlier.
+pub trait RequestKey {
+    fn rid(&self) -> Rid;
+    fn text(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl RequestKey for &str {
+    fn rid(&self) -> Rid {
+        Rid::from_str_id(self)
+    }
+    fn text(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl RequestKey for &String {
+    fn rid(&self) -> Rid {
+        Rid::from_str_id(self)
+    }
+    fn text(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl RequestKey for u64 {
+    fn rid(&self) -> Rid {
+        Rid(*self)
+    }
+}
+
+impl RequestKey for Rid {
+    fn rid(&self) -> Rid {
+        *self
+    }
+}
+
+/// `propagate_context` calls that found no request (not started or joined on this thread).
+pub(crate) static PROPAGATE_UNKNOWN: AtomicU64 = AtomicU64::new(0);
+
+#[inline(always)]
+fn stamp(l: &Local, ts: Option<UnixNanos>) -> (u64, u8) {
+    match ts {
+        None => (l.clock.raw(), 0),
+        Some(t) => (t.0, flag::TS_UNIX),
+    }
+}
+
+#[inline(always)]
+fn record_one(kind: Kind, flags: u8, rid: Rid, name: u32, value: u64, ts: Option<UnixNanos>) {
+    with_local(|l| {
+        let (t, tf) = stamp(l, ts);
+        l.producer.push(Record {
+            ts: t,
+            rid: rid.0,
+            value,
+            name,
+            kind: kind as u8,
+            flags: flags | tf,
+            len: 0,
+        });
+    });
+}
+
+/// Records of one call that carries more than a head record, gathered on the stack and pushed
+/// as whole units.
+struct Gather {
+    buf: [Record; Gather::CAP],
+    n: usize,
+}
+
+impl Gather {
+    const CAP: usize = 64;
+
+    fn new() -> Gather {
+        Gather {
+            buf: [Record::default(); Gather::CAP],
+            n: 0,
+        }
+    }
+
+    /// Adds a head record followed by chunks holding `payload`.
+    fn add(&mut self, l: &mut Local, mut head: Record, payload: &[u8]) {
+        let need = 1 + chunks_for(payload.len());
+        if self.n + need > Gather::CAP {
+            self.flush(l);
+        }
+        head.len = payload.len() as u16;
+        self.buf[self.n] = head;
+        self.n = write_chunks(payload, &mut self.buf, self.n + 1);
+    }
+
+    fn add_attrs(&mut self, l: &mut Local, rid: Rid, target: u8, attrs: &[Attr<'_>]) {
+        for a in attrs {
+            let (vt, value, text) = match a.value {
+                Value::I64(v) => (flag::VALUE_I64, v as u64, ""),
+                Value::F64(v) => (flag::VALUE_F64, v.to_bits(), ""),
+                Value::Bool(v) => (flag::VALUE_BOOL, v as u64, ""),
+                Value::Str(s) => (flag::VALUE_STR, 0, truncate_str(s, MAX_STR_BYTES)),
+            };
+            let head = Record {
+                rid: rid.0,
+                value,
+                name: a.key.id(),
+                kind: Kind::Attr as u8,
+                flags: vt | target,
+                ..Record::default()
+            };
+            self.add(l, head, text.as_bytes());
+        }
+    }
+
+    fn flush(&mut self, l: &mut Local) {
+        if self.n > 0 {
+            l.producer.push_all(&self.buf[..self.n]);
+            self.n = 0;
+        }
+    }
+}
+
+/// Names the calling thread in traces: its spans read `"{label} [TP n] (host:… | pid:…)"` and
+/// carry `thread_label`, `tp_rank` and `dp_rank`. Works before `init`; the latest call applies to
+/// thread spans opened after it. A thread that never calls it is traced under its thread name.
+pub fn set_thread_info(label: &str, tp_rank: Option<u32>, dp_rank: Option<u32>) {
+    with_local(|l| {
+        l.slot.update_meta(|m| {
+            m.label = Some(label.to_owned());
+            m.tp_rank = tp_rank;
+            m.dp_rank = dp_rank;
+        });
+        if enabled() {
+            let (ts, tf) = stamp(l, None);
+            l.producer.push(Record {
+                ts,
+                kind: Kind::ThreadInfo as u8,
+                flags: tf,
+                ..Record::default()
+            });
+        }
+    });
+}
+
+/// Options of [`req_start_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReqStart<'a> {
+    pub bootstrap_room: Option<u64>,
+    pub ts: Option<UnixNanos>,
+    /// Join an upstream trace: the request span becomes a child of its parent span, and the first
+    /// slice links to its link span.
+    pub parent: Option<&'a PropagateContext>,
+}
+
+/// Opens the request's span in this process (and this thread's span of it).
+pub fn req_start(rid: impl RequestKey, bootstrap_room: Option<u64>) -> Rid {
+    req_start_with(
+        rid,
+        ReqStart {
+            bootstrap_room,
+            ..ReqStart::default()
+        },
+    )
+}
+
+pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
+    let id = rid.rid();
+    if !enabled() {
+        return id;
+    }
+    let text = truncate_str(rid.text().unwrap_or(""), MAX_STR_BYTES);
+    with_local(|l| {
+        let (ts, tf) = stamp(l, opts.ts);
+        let mut flags = tf;
+        if opts.bootstrap_room.is_some() {
+            flags |= flag::HAS_ROOM;
+        }
+        let mut payload = [0u8; UPSTREAM_BYTES + MAX_STR_BYTES];
+        let mut n = 0;
+        if let Some(p) = opts.parent {
+            flags |= flag::UPSTREAM | if p.is_sampled() { flag::SAMPLED } else { 0 };
+            let up = Upstream {
+                trace_id: p.trace_id,
+                link: p.link_span_id,
+                extra: p.parent_span_id,
+            };
+            payload[..UPSTREAM_BYTES].copy_from_slice(&up.encode());
+            n = UPSTREAM_BYTES;
+        }
+        payload[n..n + text.len()].copy_from_slice(text.as_bytes());
+        n += text.len();
+        let head = Record {
+            ts,
+            rid: id.0,
+            value: opts.bootstrap_room.unwrap_or(0),
+            kind: Kind::ReqStart as u8,
+            flags,
+            ..Record::default()
+        };
+        let mut g = Gather::new();
+        g.add(l, head, &payload[..n]);
+        g.flush(l);
+    });
+    id
+}
+
+/// Ends the request in this process: its open slices close as unfinished, its thread spans end,
+/// then its request span.
+#[inline]
+pub fn req_finish(rid: Rid) {
+    if enabled() {
+        record_one(Kind::ReqFinish, 0, rid, 0, 0, None);
+    }
+}
+
+/// [`req_finish`] with a timestamp and attributes for the request span.
+pub fn req_finish_with(rid: Rid, opts: Opts<'_>) {
+    if !enabled() {
+        return;
+    }
+    with_local(|l| {
+        let mut g = Gather::new();
+        g.add_attrs(l, rid, flag::TARGET_REQUEST, opts.attrs);
+        let (ts, tf) = stamp(l, opts.ts);
+        let head = Record {
+            ts,
+            rid: rid.0,
+            kind: Kind::ReqFinish as u8,
+            flags: tf,
+            ..Record::default()
+        };
+        g.add(l, head, &[]);
+        g.flush(l);
+    });
+}
+
+/// Opens a slice: a child of this request's innermost open slice on this thread, else of the
+/// thread span (then linked to the previous top-level slice).
+#[inline]
+pub fn slice_start(name: &'static Name, rid: Rid) {
+    if enabled() {
+        record_one(Kind::SliceStart, 0, rid, name.id(), 0, None);
+    }
+}
+
+/// Opens an anonymous slice, named by the `slice_end` that closes it.
+#[inline]
+pub fn slice_start_anon(rid: Rid) {
+    if enabled() {
+        record_one(Kind::SliceStart, flag::ANON, rid, 0, 0, None);
+    }
+}
+
+/// [`slice_start`] (or, with `name: None`, [`slice_start_anon`]) at a given time.
+pub fn slice_start_at(name: Option<&'static Name>, rid: Rid, ts: UnixNanos) {
+    if enabled() {
+        let (id, f) = match name {
+            Some(n) => (n.id(), 0),
+            None => (0, flag::ANON),
+        };
+        record_one(Kind::SliceStart, f, rid, id, 0, Some(ts));
+    }
+}
+
+/// Ends the innermost open slice of this request on this thread.
+#[inline]
+pub fn slice_end(name: &'static Name, rid: Rid, end: End) {
+    if enabled() {
+        record_one(Kind::SliceEnd, end.0, rid, name.id(), 0, None);
+    }
+}
+
+/// [`slice_end`] with a timestamp and attributes for the ending slice.
+pub fn slice_end_with(name: &'static Name, rid: Rid, end: End, opts: Opts<'_>) {
+    if !enabled() {
+        return;
+    }
+    with_local(|l| {
+        let mut g = Gather::new();
+        g.add_attrs(l, rid, flag::TARGET_SLICE, opts.attrs);
+        let (ts, tf) = stamp(l, opts.ts);
+        let head = Record {
+            ts,
+            rid: rid.0,
+            name: name.id(),
+            kind: Kind::SliceEnd as u8,
+            flags: end.0 | tf,
+            ..Record::default()
+        };
+        g.add(l, head, &[]);
+        g.flush(l);
+    });
+}
+
+/// The decode-loop call: for every request of the batch, ends its current slice as `name`, then
+/// opens the next anonymous slice, or, for a finished request, ends its thread span. One clock
+/// read for the whole batch.
+pub fn slice_batch(name: &'static Name, reqs: &[(Rid, bool)]) {
+    if !enabled() || reqs.is_empty() {
+        return;
+    }
+    let id = name.id();
+    with_local(|l| {
+        let ts = l.clock.raw();
+        l.producer.push_each(reqs.len(), |i| {
+            let (rid, finished) = reqs[i];
+            Record {
+                ts,
+                rid: rid.0,
+                value: 0,
+                name: id,
+                kind: Kind::SliceEnd as u8,
+                flags: if finished {
+                    flag::THREAD_FINISH
+                } else {
+                    flag::AUTO_NEXT_ANON
+                },
+                len: 0,
+            }
+        });
+    });
+}
+
+/// A span event on the innermost open slice of this request on this thread.
+#[inline]
+pub fn event(name: &'static Name, rid: Rid) {
+    if enabled() {
+        record_one(Kind::Event, 0, rid, name.id(), 0, None);
+    }
+}
+
+/// [`event`] with a timestamp and event attributes.
+pub fn event_with(name: &'static Name, rid: Rid, opts: Opts<'_>) {
+    if !enabled() {
+        return;
+    }
+    with_local(|l| {
+        let (ts, tf) = stamp(l, opts.ts);
+        let mut g = Gather::new();
+        let head = Record {
+            ts,
+            rid: rid.0,
+            name: name.id(),
+            kind: Kind::Event as u8,
+            flags: tf,
+            ..Record::default()
+        };
+        g.add(l, head, &[]);
+        g.add_attrs(l, rid, flag::TARGET_EVENT, opts.attrs);
+        g.flush(l);
+    });
+}
+
+/// Attributes on the innermost open slice of this request on this thread.
+pub fn slice_add_attr(rid: Rid, attrs: &[Attr<'_>]) {
+    if !enabled() || attrs.is_empty() {
+        return;
+    }
+    with_local(|l| {
+        let mut g = Gather::new();
+        g.add_attrs(l, rid, flag::TARGET_SLICE, attrs);
+        g.flush(l);
+    });
+}
+
+/// The context to send with the request to another thread or process. `None` when tracing is
+/// off, or this thread neither started nor joined `rid` (counted), or finished it here.
+pub fn propagate_context(rid: Rid) -> Option<PropagateContext> {
+    if !enabled() {
+        return None;
+    }
+    with_local(|l| {
+        let tag = process_tag();
+        match history::lookup(&l.producer, l.seed, rid.0, tag) {
+            Lookup::Found(ctx) => {
+                let (ts, tf) = stamp(l, None);
+                l.producer.push(Record {
+                    ts,
+                    rid: rid.0,
+                    value: ctx.link_span_id,
+                    kind: Kind::Propagate as u8,
+                    flags: tf,
+                    ..Record::default()
+                });
+                Some(ctx)
+            }
+            Lookup::Unknown | Lookup::Finished => {
+                PROPAGATE_UNKNOWN.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    })
+    .flatten()
+}
+
+/// Continues a request received from another thread or process on this thread: its thread span
+/// hangs under the sender's request span, and its first slice links to the sender's slice.
+pub fn set_propagate_context(rid: impl RequestKey, ctx: &PropagateContext) {
+    if !enabled() {
+        return;
+    }
+    let id = rid.rid();
+    let text = truncate_str(rid.text().unwrap_or(""), MAX_STR_BYTES);
+    with_local(|l| {
+        let (ts, tf) = stamp(l, None);
+        let up = Upstream {
+            trace_id: ctx.trace_id,
+            link: ctx.link_span_id,
+            extra: ctx.process,
+        };
+        let mut payload = [0u8; UPSTREAM_BYTES + MAX_STR_BYTES];
+        payload[..UPSTREAM_BYTES].copy_from_slice(&up.encode());
+        payload[UPSTREAM_BYTES..UPSTREAM_BYTES + text.len()].copy_from_slice(text.as_bytes());
+        let head = Record {
+            ts,
+            rid: id.0,
+            value: ctx.parent_span_id,
+            kind: Kind::SetPropagate as u8,
+            flags: tf | if ctx.sampled { flag::SAMPLED } else { 0 },
+            ..Record::default()
+        };
+        let mut g = Gather::new();
+        g.add(l, head, &payload[..UPSTREAM_BYTES + text.len()]);
+        g.flush(l);
+    });
+}

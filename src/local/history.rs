@@ -1,0 +1,162 @@
+//! `propagate_context` without shared state: the calling thread reads back its own ring.
+//!
+//! The hot calls keep no per-request state, so to name the request span and the current slice
+//! the thread walks back through the records it wrote (they stay in the ring until it reuses the
+//! slots) to the request's origin on this thread (its `ReqStart` or `SetPropagate`), then replays
+//! the slice records after it with the same [`SliceChain`] rule the drainer uses. The cost is a
+//! walk over this thread's records since that origin, paid only by the propagating call.
+
+use crate::ids::{derive_span_id, derive_trace_id, joined_request_span_id, Rid, Salt};
+use crate::propagate::PropagateContext;
+use crate::record::{flag, read_chunks, Kind, Record};
+use crate::ring::Producer;
+use crate::slice_chain::SliceChain;
+
+/// The outcome of a look-up.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    Found(PropagateContext),
+    /// Neither started nor joined on this thread within the history the ring still holds.
+    Unknown,
+    /// Finished on this thread.
+    Finished,
+}
+
+/// Fixed leading payload of `ReqStart` (with `UPSTREAM`) and `SetPropagate` records.
+pub(crate) struct Upstream {
+    pub trace_id: u128,
+    /// `SetPropagate`: the link span; `ReqStart`: the remote link span.
+    pub link: u64,
+    /// `SetPropagate`: the sender's process tag; `ReqStart`: the remote parent span.
+    pub extra: u64,
+}
+
+pub(crate) const UPSTREAM_BYTES: usize = 32;
+
+impl Upstream {
+    pub fn encode(&self) -> [u8; UPSTREAM_BYTES] {
+        let mut b = [0u8; UPSTREAM_BYTES];
+        b[..16].copy_from_slice(&self.trace_id.to_le_bytes());
+        b[16..24].copy_from_slice(&self.link.to_le_bytes());
+        b[24..32].copy_from_slice(&self.extra.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Upstream> {
+        let b: &[u8; UPSTREAM_BYTES] = b.get(..UPSTREAM_BYTES)?.try_into().ok()?;
+        Some(Upstream {
+            trace_id: u128::from_le_bytes(b[..16].try_into().ok()?),
+            link: u64::from_le_bytes(b[16..24].try_into().ok()?),
+            extra: u64::from_le_bytes(b[24..32].try_into().ok()?),
+        })
+    }
+}
+
+/// The request ids a process derives from an origin record. Shared with the drainer.
+pub(crate) struct OriginIds {
+    pub trace_id: u128,
+    pub request_span: u64,
+}
+
+pub(crate) fn origin_ids(
+    seed: u64,
+    pos: u64,
+    head: &Record,
+    upstream: Option<&Upstream>,
+    process_tag: u64,
+) -> Option<OriginIds> {
+    match Kind::from_u8(head.kind)? {
+        Kind::ReqStart => Some(OriginIds {
+            trace_id: match upstream {
+                Some(u) if head.flags & flag::UPSTREAM != 0 => u.trace_id,
+                _ => derive_trace_id(seed, pos),
+            },
+            request_span: derive_span_id(seed, pos, Salt::Request),
+        }),
+        Kind::SetPropagate => {
+            let u = upstream?;
+            let request_span = if u.extra == process_tag {
+                // Handed over inside this process: the sender's request span is ours too.
+                head.value
+            } else {
+                joined_request_span_id(Rid(head.rid), u.trace_id)
+            };
+            Some(OriginIds {
+                trace_id: u.trace_id,
+                request_span,
+            })
+        }
+        _ => None,
+    }
+}
+
+pub(crate) fn lookup(p: &Producer<'_>, seed: u64, rid: u64, process_tag: u64) -> Lookup {
+    let start = p.history_start();
+    let tail = p.tail();
+    let mut pos = tail;
+    let origin = loop {
+        if pos == start {
+            return Lookup::Unknown;
+        }
+        pos -= 1;
+        let r = p.read_back(pos);
+        if r.rid != rid || r.kind == Kind::Chunk as u8 {
+            continue;
+        }
+        match Kind::from_u8(r.kind) {
+            Some(Kind::ReqFinish) => return Lookup::Finished,
+            Some(Kind::ReqStart) | Some(Kind::SetPropagate) => break (pos, r),
+            _ => {}
+        }
+    };
+    let (opos, head) = origin;
+    let has_upstream = head.kind == Kind::SetPropagate as u8 || head.flags & flag::UPSTREAM != 0;
+    let upstream = if has_upstream {
+        let mut chunks = [Record::default(); 2];
+        for (i, c) in chunks.iter_mut().enumerate() {
+            let at = opos + 1 + i as u64;
+            if at >= tail {
+                return Lookup::Unknown;
+            }
+            *c = p.read_back(at);
+        }
+        let mut bytes = Vec::with_capacity(UPSTREAM_BYTES);
+        read_chunks(&chunks, UPSTREAM_BYTES, &mut bytes);
+        Upstream::decode(&bytes)
+    } else {
+        None
+    };
+    let Some(ids) = origin_ids(seed, opos, &head, upstream.as_ref(), process_tag) else {
+        return Lookup::Unknown;
+    };
+    let mut chain = SliceChain::default();
+    for at in opos + 1..tail {
+        let r = p.read_back(at);
+        if r.rid != rid {
+            continue;
+        }
+        match Kind::from_u8(r.kind) {
+            Some(Kind::SliceStart) => {
+                chain.start(seed, at, Salt::Slice);
+            }
+            Some(Kind::SliceEnd) => {
+                chain.end();
+                if r.flags & flag::THREAD_FINISH != 0 {
+                    chain.finish_thread(|_| {});
+                } else if r.flags & flag::AUTO_NEXT_ANON != 0 {
+                    chain.start(seed, at, Salt::NextAnon);
+                }
+            }
+            _ => {}
+        }
+    }
+    let sampled = head.kind == Kind::ReqStart as u8 && head.flags & flag::UPSTREAM == 0
+        || head.flags & flag::SAMPLED != 0;
+    Lookup::Found(PropagateContext::new(
+        ids.trace_id,
+        ids.request_span,
+        chain.handoff_target().unwrap_or(0),
+        process_tag,
+        sampled,
+    ))
+}

@@ -1,0 +1,244 @@
+//! The context a request carries from one thread or process to the next.
+
+use std::fmt;
+
+/// Bytes in an encoded [`PropagateContext`].
+pub const CONTEXT_LEN: usize = 48;
+
+const MAGIC: [u8; 2] = *b"sT";
+const VERSION: u8 = 1;
+const FLAG_SAMPLED: u8 = 1;
+const FLAG_HAS_LINK: u8 = 2;
+const KNOWN_FLAGS: u8 = FLAG_SAMPLED | FLAG_HAS_LINK;
+
+/// Where a request's trace continues: the sender's request span (the receiver's parent) and the
+/// sender's current slice (what the receiver's first slice links to).
+///
+/// Fixed-size and `Copy`; [`to_bytes`](Self::to_bytes) gives 48 bytes:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0..2 | magic `sT` |
+/// | 2 | version (1) |
+/// | 3 | flags: 1 sampled, 2 has link |
+/// | 4..8 | FNV-1a 32 of bytes 0..4 and 8..48, little-endian |
+/// | 8..24 | trace id, big-endian (W3C order) |
+/// | 24..32 | parent span id, big-endian |
+/// | 32..40 | link span id, big-endian (0 when none) |
+/// | 40..48 | sender process tag (tells a same-process hand-over from a remote one) |
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PropagateContext {
+    pub(crate) trace_id: u128,
+    pub(crate) parent_span_id: u64,
+    pub(crate) link_span_id: u64,
+    pub(crate) process: u64,
+    pub(crate) sampled: bool,
+}
+
+/// Why bytes are not a [`PropagateContext`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextError {
+    /// Not 48 bytes.
+    Length { got: usize },
+    /// Does not start with the magic bytes: not a slicetrace context.
+    Magic,
+    /// A version this build does not read.
+    Version(u8),
+    /// Flag bits this version does not define.
+    Flags(u8),
+    /// The checksum does not match: the bytes were changed on the way.
+    Checksum,
+    /// A zero trace id or parent span id (invalid in W3C trace context).
+    ZeroId,
+}
+
+impl fmt::Display for ContextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContextError::Length { got } => {
+                write!(
+                    f,
+                    "propagate context must be {CONTEXT_LEN} bytes, got {got}"
+                )
+            }
+            ContextError::Magic => f.write_str("propagate context has no slicetrace magic"),
+            ContextError::Version(v) => {
+                write!(
+                    f,
+                    "propagate context version {v} is not supported (this build reads {VERSION})"
+                )
+            }
+            ContextError::Flags(b) => write!(f, "propagate context has unknown flag bits {b:#04x}"),
+            ContextError::Checksum => f.write_str("propagate context checksum mismatch"),
+            ContextError::ZeroId => f.write_str("propagate context has a zero trace or span id"),
+        }
+    }
+}
+
+impl std::error::Error for ContextError {}
+
+/// FNV-1a 32 over every byte but the checksum's own (4..8).
+fn checksum(b: &[u8; CONTEXT_LEN]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for x in b[..4].iter().chain(&b[8..]) {
+        h ^= *x as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+impl PropagateContext {
+    pub(crate) fn new(
+        trace_id: u128,
+        parent_span_id: u64,
+        link_span_id: u64,
+        process: u64,
+        sampled: bool,
+    ) -> Self {
+        PropagateContext {
+            trace_id,
+            parent_span_id,
+            link_span_id,
+            process,
+            sampled,
+        }
+    }
+
+    /// The 128-bit W3C trace id.
+    pub fn trace_id(&self) -> u128 {
+        self.trace_id
+    }
+
+    /// The span the receiver's spans hang under (the sender's request span).
+    pub fn parent_span_id(&self) -> u64 {
+        self.parent_span_id
+    }
+
+    /// The sender's slice the receiver's first slice links to, if the sender had one.
+    pub fn link_span_id(&self) -> Option<u64> {
+        (self.link_span_id != 0).then_some(self.link_span_id)
+    }
+
+    pub fn is_sampled(&self) -> bool {
+        self.sampled
+    }
+
+    pub fn to_bytes(&self) -> [u8; CONTEXT_LEN] {
+        let mut b = [0u8; CONTEXT_LEN];
+        b[0..2].copy_from_slice(&MAGIC);
+        b[2] = VERSION;
+        b[3] = (self.sampled as u8 * FLAG_SAMPLED)
+            | ((self.link_span_id != 0) as u8 * FLAG_HAS_LINK);
+        b[8..24].copy_from_slice(&self.trace_id.to_be_bytes());
+        b[24..32].copy_from_slice(&self.parent_span_id.to_be_bytes());
+        b[32..40].copy_from_slice(&self.link_span_id.to_be_bytes());
+        b[40..48].copy_from_slice(&self.process.to_be_bytes());
+        let sum = checksum(&b);
+        b[4..8].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Decodes and validates bytes made by [`to_bytes`](Self::to_bytes). Never panics.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, ContextError> {
+        let b: &[u8; CONTEXT_LEN] = b
+            .try_into()
+            .map_err(|_| ContextError::Length { got: b.len() })?;
+        if b[0..2] != MAGIC {
+            return Err(ContextError::Magic);
+        }
+        if b[2] != VERSION {
+            return Err(ContextError::Version(b[2]));
+        }
+        let flags = b[3];
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(ContextError::Flags(flags));
+        }
+        let sum = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        if sum != checksum(b) {
+            return Err(ContextError::Checksum);
+        }
+        let trace_id = u128::from_be_bytes(b[8..24].try_into().unwrap_or_default());
+        let parent = u64::from_be_bytes(b[24..32].try_into().unwrap_or_default());
+        let link = u64::from_be_bytes(b[32..40].try_into().unwrap_or_default());
+        let process = u64::from_be_bytes(b[40..48].try_into().unwrap_or_default());
+        if trace_id == 0 || parent == 0 {
+            return Err(ContextError::ZeroId);
+        }
+        if (link != 0) != (flags & FLAG_HAS_LINK != 0) {
+            return Err(ContextError::Flags(flags));
+        }
+        Ok(PropagateContext {
+            trace_id,
+            parent_span_id: parent,
+            link_span_id: link,
+            process,
+            sampled: flags & FLAG_SAMPLED != 0,
+        })
+    }
+}
+
+impl fmt::Debug for PropagateContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PropagateContext {{ trace: {:032x}, parent: {:016x}, link: {:016x}, sampled: {} }}",
+            self.trace_id, self.parent_span_id, self.link_span_id, self.sampled
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> PropagateContext {
+        PropagateContext::new(0x0123_4567_89ab_cdef_0011_2233_4455_6677, 42, 7, 99, true)
+    }
+
+    #[test]
+    fn round_trips() {
+        let c = ctx();
+        assert_eq!(PropagateContext::from_bytes(&c.to_bytes()), Ok(c));
+        let no_link = PropagateContext::new(5, 6, 0, 1, false);
+        assert_eq!(
+            PropagateContext::from_bytes(&no_link.to_bytes()),
+            Ok(no_link)
+        );
+    }
+
+    #[test]
+    fn every_single_byte_change_is_caught() {
+        let good = ctx().to_bytes();
+        for i in 0..CONTEXT_LEN {
+            for bit in 0..8 {
+                let mut b = good;
+                b[i] ^= 1 << bit;
+                assert!(
+                    PropagateContext::from_bytes(&b).is_err(),
+                    "byte {i} bit {bit} passed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_and_foreign_bytes_are_errors() {
+        let good = ctx().to_bytes();
+        for n in 0..CONTEXT_LEN {
+            assert_eq!(
+                PropagateContext::from_bytes(&good[..n]),
+                Err(ContextError::Length { got: n })
+            );
+        }
+        assert_eq!(
+            PropagateContext::from_bytes(&[0u8; CONTEXT_LEN]),
+            Err(ContextError::Magic)
+        );
+        let mut v2 = good;
+        v2[2] = 2;
+        assert_eq!(
+            PropagateContext::from_bytes(&v2),
+            Err(ContextError::Version(2))
+        );
+    }
+}

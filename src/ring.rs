@@ -1,0 +1,307 @@
+//! A bounded single-producer/single-consumer ring of [`Record`]s.
+//!
+//! The traced thread is the only producer, the drainer the only consumer. Positions are 64-bit
+//! counters that never wrap in practice; a slot is `pos & mask`.
+//!
+//! - `tail` is written only by the producer: the next position it will fill. It is stored with
+//!   `Release` after the slots are written, and the consumer loads it with `Acquire`, so the
+//!   consumer sees every slot below the tail it loaded.
+//! - `head` is written only by the consumer: the next position it will read. It is stored with
+//!   `Release` after the slots are copied out, and the producer loads it with `Acquire` before it
+//!   reuses a slot, so it never overwrites a slot the consumer is still reading.
+//! - The producer keeps a cached head and reloads the shared one only when the cache says the ring
+//!   looks full, so the common push touches no line the consumer writes.
+//! - A push of several records (a head and its chunks) is all or nothing: the tail moves once,
+//!   after the last slot is written. A push that does not fit is dropped and counted in `dropped`.
+//!
+//! Slots the consumer has passed keep their contents until the producer reuses them. The producer
+//! may read them back (see `local::history`): both sides only read such a slot, and only the
+//! producer ever writes one.
+
+use crate::record::Record;
+use crate::sync::{AtomicU64, Ordering, SlotCell};
+use crossbeam_utils::CachePadded;
+
+pub struct Ring {
+    tail: CachePadded<AtomicU64>,
+    head: CachePadded<AtomicU64>,
+    /// Records the producer could not push. Written only by the producer.
+    dropped: CachePadded<AtomicU64>,
+    slots: Box<[SlotCell<Record>]>,
+    mask: u64,
+}
+
+// SAFETY: slots are shared between exactly one producer and one consumer; the head/tail protocol
+// above keeps every write to a slot ordered before any read of it and after the last read of its
+// previous contents.
+unsafe impl Sync for Ring {}
+// SAFETY: the ring owns its slots; moving it between threads moves plain data.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    /// A ring of `capacity` records, rounded up to a power of two (at least 2).
+    pub fn new(capacity: usize) -> Ring {
+        let cap = capacity.max(2).next_power_of_two();
+        let slots = (0..cap).map(|_| SlotCell::new(Record::default())).collect();
+        Ring {
+            tail: CachePadded::new(AtomicU64::new(0)),
+            head: CachePadded::new(AtomicU64::new(0)),
+            dropped: CachePadded::new(AtomicU64::new(0)),
+            slots,
+            mask: cap as u64 - 1,
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// Records dropped because the ring was full, since it was made.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records pushed, since it was made.
+    pub fn written(&self) -> u64 {
+        self.tail.load(Ordering::Acquire)
+    }
+
+    /// The consumer's position.
+    pub fn read_pos(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// Producer state for a thread that takes the ring over. The caller guarantees that no other
+    /// producer is live (see `registry`: ownership passes through the drainer).
+    pub fn producer(&self) -> Producer<'_> {
+        let tail = self.tail.load(Ordering::Acquire);
+        Producer {
+            ring: self,
+            tail,
+            head_cache: self.head.load(Ordering::Acquire),
+            start: tail,
+        }
+    }
+
+    /// Copies every published record past the head into `out`, then releases their slots.
+    /// Returns the position of the first copied record. Only the consumer calls this.
+    pub fn drain_into(&self, out: &mut Vec<Record>) -> u64 {
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Acquire);
+        out.reserve((tail - head) as usize);
+        for pos in head..tail {
+            let slot = &self.slots[(pos & self.mask) as usize];
+            // SAFETY: head <= pos < tail: the producer published this slot (Acquire on tail) and
+            // will not write it again until head passes it (Release below).
+            out.push(slot.with(|p| unsafe { *p }));
+        }
+        self.head.store(tail, Ordering::Release);
+        head
+    }
+
+    /// Moves the head to `pos` without reading, dropping what lies before it. Only the consumer
+    /// calls this, at start-up, to skip records written before the current session.
+    pub fn skip_to(&self, pos: u64) {
+        self.head.store(pos, Ordering::Release);
+    }
+}
+
+/// The producing half, kept by the owning thread.
+pub struct Producer<'a> {
+    ring: &'a Ring,
+    tail: u64,
+    head_cache: u64,
+    /// Where this producer's records begin: history before it belongs to another owner.
+    start: u64,
+}
+
+impl<'a> Producer<'a> {
+    /// Position the next record will take.
+    #[inline]
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// True when `n` more records fit now.
+    #[inline]
+    pub fn has_room(&mut self, n: u64) -> bool {
+        let cap = self.ring.mask + 1;
+        if self.tail + n - self.head_cache <= cap {
+            return true;
+        }
+        self.head_cache = self.ring.head.load(Ordering::Acquire);
+        self.tail + n - self.head_cache <= cap
+    }
+
+    /// Pushes one record. On a full ring it is dropped and counted.
+    #[inline]
+    pub fn push(&mut self, rec: Record) -> bool {
+        if !self.has_room(1) {
+            self.count_dropped(1);
+            return false;
+        }
+        self.write(self.tail, rec);
+        self.tail += 1;
+        self.ring.tail.store(self.tail, Ordering::Release);
+        true
+    }
+
+    /// Pushes `recs` as one unit: all of them or, on a full ring, none (counted as dropped).
+    #[inline]
+    pub fn push_all(&mut self, recs: &[Record]) -> bool {
+        let n = recs.len() as u64;
+        if !self.has_room(n) {
+            self.count_dropped(n);
+            return false;
+        }
+        for (i, rec) in recs.iter().enumerate() {
+            self.write(self.tail + i as u64, *rec);
+        }
+        self.tail += n;
+        self.ring.tail.store(self.tail, Ordering::Release);
+        true
+    }
+
+    /// Pushes the records `make(0..n)` of independent calls: as many as fit, the rest dropped
+    /// and counted. The tail moves once.
+    #[inline]
+    pub fn push_each(&mut self, n: usize, make: impl FnMut(usize) -> Record) -> usize {
+        let cap = self.ring.mask + 1;
+        if !self.has_room(n as u64) {
+            // has_room refreshed the cached head.
+            let fit = (cap - (self.tail - self.head_cache)) as usize;
+            self.count_dropped((n - fit) as u64);
+            return self.push_each_unchecked(fit, make);
+        }
+        self.push_each_unchecked(n, make)
+    }
+
+    #[inline]
+    fn push_each_unchecked(&mut self, n: usize, mut make: impl FnMut(usize) -> Record) -> usize {
+        for i in 0..n {
+            self.write(self.tail + i as u64, make(i));
+        }
+        self.tail += n as u64;
+        self.ring.tail.store(self.tail, Ordering::Release);
+        n
+    }
+
+    #[cold]
+    pub fn count_dropped(&self, n: u64) {
+        // Single writer: a load and a store, no read-modify-write needed.
+        let d = &self.ring.dropped;
+        d.store(d.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn write(&self, pos: u64, rec: Record) {
+        let slot = &self.ring.slots[(pos & self.ring.mask) as usize];
+        // SAFETY: has_room saw head > pos - capacity, so the consumer is done with this slot,
+        // and this producer is its only writer.
+        slot.with_mut(|p| unsafe { p.write(rec) });
+    }
+
+    /// The oldest position whose record this producer wrote and has not overwritten since.
+    pub fn history_start(&self) -> u64 {
+        self.start.max(self.tail.saturating_sub(self.ring.mask + 1))
+    }
+
+    /// Reads back a record this producer wrote, at `history_start() <= pos < tail()`.
+    pub fn read_back(&self, pos: u64) -> Record {
+        debug_assert!(pos >= self.history_start() && pos < self.tail);
+        let slot = &self.ring.slots[(pos & self.ring.mask) as usize];
+        // SAFETY: only this producer writes slots, and it is not writing now; the consumer may be
+        // reading the same slot, which is a read alongside a read.
+        slot.with(|p| unsafe { *p })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn rec(v: u64) -> Record {
+        Record {
+            value: v,
+            kind: 3,
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn fifo_and_full_ring_drops_are_counted() {
+        let ring = Ring::new(4);
+        let mut p = ring.producer();
+        for v in 0..6 {
+            p.push(rec(v));
+        }
+        assert_eq!(ring.dropped(), 2);
+        let mut out = Vec::new();
+        assert_eq!(ring.drain_into(&mut out), 0);
+        assert_eq!(out.iter().map(|r| r.value).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert!(p.push(rec(9)));
+        out.clear();
+        assert_eq!(ring.drain_into(&mut out), 4);
+        assert_eq!(out[0].value, 9);
+    }
+
+    #[test]
+    fn multi_record_push_is_all_or_nothing() {
+        let ring = Ring::new(4);
+        let mut p = ring.producer();
+        assert!(p.push_all(&[rec(1), rec(2), rec(3)]));
+        assert!(!p.push_all(&[rec(4), rec(5)]));
+        assert_eq!(ring.dropped(), 2);
+        assert_eq!(ring.written(), 3);
+        assert!(p.push(rec(6)));
+    }
+
+    #[test]
+    fn history_survives_draining_until_overwritten() {
+        let ring = Ring::new(4);
+        let mut p = ring.producer();
+        for v in 0..3 {
+            p.push(rec(v));
+        }
+        let mut out = Vec::new();
+        ring.drain_into(&mut out);
+        assert_eq!(p.history_start(), 0);
+        assert_eq!(p.read_back(1).value, 1);
+        for v in 3..6 {
+            p.push(rec(v));
+        }
+        assert_eq!(p.history_start(), 2);
+        assert_eq!(p.read_back(2).value, 2);
+        assert_eq!(p.read_back(5).value, 5);
+    }
+
+    #[test]
+    fn threads_exchange_every_record_in_order() {
+        let ring = std::sync::Arc::new(Ring::new(64));
+        let r2 = ring.clone();
+        let producer = std::thread::spawn(move || {
+            let mut p = r2.producer();
+            let mut sent = 0u64;
+            for v in 0..100_000u64 {
+                while !p.has_room(1) {
+                    std::hint::spin_loop();
+                }
+                assert!(p.push(rec(v)));
+                sent += 1;
+            }
+            sent
+        });
+        let mut next = 0u64;
+        let mut out = Vec::new();
+        while next < 100_000 {
+            out.clear();
+            ring.drain_into(&mut out);
+            for r in &out {
+                assert_eq!(r.value, next);
+                next += 1;
+            }
+        }
+        assert_eq!(producer.join().unwrap(), 100_000);
+        assert_eq!(ring.dropped(), 0);
+    }
+}
