@@ -127,8 +127,8 @@ impl PropagateContext {
         let mut b = [0u8; CONTEXT_LEN];
         b[0..2].copy_from_slice(&MAGIC);
         b[2] = VERSION;
-        b[3] = (self.sampled as u8 * FLAG_SAMPLED)
-            | ((self.link_span_id != 0) as u8 * FLAG_HAS_LINK);
+        b[3] =
+            (self.sampled as u8 * FLAG_SAMPLED) | ((self.link_span_id != 0) as u8 * FLAG_HAS_LINK);
         b[8..24].copy_from_slice(&self.trace_id.to_be_bytes());
         b[24..32].copy_from_slice(&self.parent_span_id.to_be_bytes());
         b[32..40].copy_from_slice(&self.link_span_id.to_be_bytes());

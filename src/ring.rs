@@ -238,7 +238,10 @@ mod tests {
         assert_eq!(ring.dropped(), 2);
         let mut out = Vec::new();
         assert_eq!(ring.drain_into(&mut out), 0);
-        assert_eq!(out.iter().map(|r| r.value).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            out.iter().map(|r| r.value).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
         assert!(p.push(rec(9)));
         out.clear();
         assert_eq!(ring.drain_into(&mut out), 4);

@@ -99,7 +99,9 @@ pub enum InitError {
 impl fmt::Display for InitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            InitError::AlreadyRunning => f.write_str("slicetrace is already running in this process"),
+            InitError::AlreadyRunning => {
+                f.write_str("slicetrace is already running in this process")
+            }
             InitError::NoExporter => f.write_str("slicetrace Config has no exporter"),
             InitError::BadConfig(s) => write!(f, "slicetrace Config: {s}"),
             InitError::Spawn(e) => write!(f, "slicetrace could not start its drainer thread: {e}"),
@@ -171,13 +173,18 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         )));
     }
     if cfg.max_export_batch == 0 {
-        return Err(InitError::BadConfig("max_export_batch must be at least 1".into()));
+        return Err(InitError::BadConfig(
+            "max_export_batch must be at least 1".into(),
+        ));
     }
     RING_CAPACITY.store(cfg.ring_capacity, Ordering::Relaxed);
     let quanta_clock = handle::clock().clone();
     let source = clock::source(&quanta_clock);
     if cfg.announce {
-        eprintln!("slicetrace: tracing on for {:?}; clock: {source}", cfg.service_name);
+        eprintln!(
+            "slicetrace: tracing on for {:?}; clock: {source}",
+            cfg.service_name
+        );
     }
 
     // What earlier sessions left unread is not this session's: skip it, and free rings whose

@@ -88,14 +88,19 @@ pub fn run(ctl: Arc<Control>, parts: DrainerParts) {
             // A second pass picks up what threads published while the first ran.
             d.sweep();
         }
-        let c = &d.ctl.counters;
+        let ctl = d.ctl.clone();
+        let c = &ctl.counters;
         d.parts.tree.housekeeping(c, forcing);
         if stopping {
-            d.parts.tree.close_all(c, "unfinished: tracing shut down first");
+            d.parts
+                .tree
+                .close_all(c, "unfinished: tracing shut down first");
         }
         d.export();
-        c.requests_open.store(d.parts.tree.open_requests() as u64, Ordering::Relaxed);
-        c.records_waiting.store(d.parts.tree.parked() as u64, Ordering::Relaxed);
+        c.requests_open
+            .store(d.parts.tree.open_requests() as u64, Ordering::Relaxed);
+        c.records_waiting
+            .store(d.parts.tree.parked() as u64, Ordering::Relaxed);
         if want > flushed {
             flushed = want;
             d.ctl.mark_flushed(want);

@@ -27,7 +27,8 @@ impl<E: SpanExporter + 'static> Sink for E {
     }
 
     fn shutdown(&mut self, timeout: Duration) -> Result<(), String> {
-        self.shutdown_with_timeout(timeout).map_err(|e| e.to_string())
+        self.shutdown_with_timeout(timeout)
+            .map_err(|e| e.to_string())
     }
 }
 

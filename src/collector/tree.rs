@@ -253,7 +253,8 @@ impl Tree {
         } else {
             &rec.payload[..]
         };
-        let rid_text = (!text_bytes.is_empty()).then(|| String::from_utf8_lossy(text_bytes).into_owned());
+        let rid_text =
+            (!text_bytes.is_empty()).then(|| String::from_utf8_lossy(text_bytes).into_owned());
         Counters::add(&c.requests_started, 1);
         let mut req = Request {
             rid,
@@ -286,7 +287,13 @@ impl Tree {
 
     /// Returns false when the record must wait (a same-process hand-over of a request this
     /// drainer has not seen start yet).
-    fn set_propagate(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: &Decoded, ns: u64) -> bool {
+    fn set_propagate(
+        &mut self,
+        c: &Counters,
+        tenure: &Arc<Tenure>,
+        rec: &Decoded,
+        ns: u64,
+    ) -> bool {
         let rid = Rid(rec.head.rid);
         let Some(up) = Upstream::decode(&rec.payload) else {
             Counters::add(&c.records_undecodable, 1);
@@ -301,7 +308,13 @@ impl Tree {
                 Counters::add(&c.requests_rejected, 1);
                 return true;
             }
-            let Some(ids) = origin_ids(tenure.seed, rec.pos, &rec.head, Some(&up), self.info.process_tag) else {
+            let Some(ids) = origin_ids(
+                tenure.seed,
+                rec.pos,
+                &rec.head,
+                Some(&up),
+                self.info.process_tag,
+            ) else {
                 return true;
             };
             let text = &rec.payload[UPSTREAM_BYTES.min(rec.payload.len())..];
@@ -310,7 +323,8 @@ impl Tree {
                 rid,
                 Request {
                     rid,
-                    rid_text: (!text.is_empty()).then(|| String::from_utf8_lossy(text).into_owned()),
+                    rid_text: (!text.is_empty())
+                        .then(|| String::from_utf8_lossy(text).into_owned()),
                     trace_id: up.trace_id,
                     span_id: ids.request_span,
                     parent: rec.head.value,
@@ -336,7 +350,8 @@ impl Tree {
             Counters::add(&c.context_conflicts, 1);
         }
         if req.rid_text.is_none() && rec.payload.len() > UPSTREAM_BYTES {
-            req.rid_text = Some(String::from_utf8_lossy(&rec.payload[UPSTREAM_BYTES..]).into_owned());
+            req.rid_text =
+                Some(String::from_utf8_lossy(&rec.payload[UPSTREAM_BYTES..]).into_owned());
         }
         req.last_activity = Instant::now();
         req.linger_until = None;
@@ -373,7 +388,15 @@ impl Tree {
                 let anon = rec.head.flags & flag::ANON != 0;
                 let trace = req.trace_id;
                 let t = thread_span(req, tenure, rec.pos, ns);
-                open_slice(c, t, trace, rec.pos, Salt::Slice, if anon { None } else { name }, ns);
+                open_slice(
+                    c,
+                    t,
+                    trace,
+                    rec.pos,
+                    Salt::Slice,
+                    if anon { None } else { name },
+                    ns,
+                );
             }
             Kind::SliceEnd => {
                 let trace = req.trace_id;
@@ -414,7 +437,12 @@ impl Tree {
                     Some(t) if !t.slices.is_empty() => {
                         let i = t.slices.len() - 1;
                         let s = &mut t.slices[i];
-                        push_capped(&mut s.events, &mut s.dropped_events, ev, MAX_EVENTS_PER_SPAN);
+                        push_capped(
+                            &mut s.events,
+                            &mut s.dropped_events,
+                            ev,
+                            MAX_EVENTS_PER_SPAN,
+                        );
                         EventAt::Slice(i)
                     }
                     Some(t) if t.id != 0 => {
@@ -438,19 +466,26 @@ impl Tree {
                 let target = rec.head.flags & flag::TARGET_MASK;
                 let ti = find_thread(req, tenure);
                 match (target, ti) {
-                    (flag::TARGET_REQUEST, _) | (_, None) => {
-                        push_capped(&mut req.attrs, &mut req.dropped_attrs, kv, MAX_ATTRS_PER_SPAN)
-                    }
+                    (flag::TARGET_REQUEST, _) | (_, None) => push_capped(
+                        &mut req.attrs,
+                        &mut req.dropped_attrs,
+                        kv,
+                        MAX_ATTRS_PER_SPAN,
+                    ),
                     (flag::TARGET_EVENT, Some(i)) => {
                         let t = &mut req.threads[i];
                         let ev = match t.last_event {
-                            EventAt::Slice(j) => t.slices.get_mut(j).and_then(|s| s.events.last_mut()),
+                            EventAt::Slice(j) => {
+                                t.slices.get_mut(j).and_then(|s| s.events.last_mut())
+                            }
                             EventAt::Thread => t.own_events.last_mut(),
                             EventAt::Request => req.events.last_mut(),
                             EventAt::None => None,
                         };
                         match ev {
-                            Some(ev) if ev.attributes.len() < MAX_ATTRS_PER_SPAN => ev.attributes.push(kv),
+                            Some(ev) if ev.attributes.len() < MAX_ATTRS_PER_SPAN => {
+                                ev.attributes.push(kv)
+                            }
                             Some(ev) => ev.dropped_attributes_count += 1,
                             None => Counters::add(&c.records_undecodable, 1),
                         }
@@ -458,9 +493,19 @@ impl Tree {
                     (_, Some(i)) => {
                         let t = &mut req.threads[i];
                         match t.slices.last_mut() {
-                            Some(s) => push_capped(&mut s.attrs, &mut s.dropped_attrs, kv, MAX_ATTRS_PER_SPAN),
+                            Some(s) => push_capped(
+                                &mut s.attrs,
+                                &mut s.dropped_attrs,
+                                kv,
+                                MAX_ATTRS_PER_SPAN,
+                            ),
                             None if t.id != 0 => t.own_attrs.push(kv),
-                            None => push_capped(&mut req.attrs, &mut req.dropped_attrs, kv, MAX_ATTRS_PER_SPAN),
+                            None => push_capped(
+                                &mut req.attrs,
+                                &mut req.dropped_attrs,
+                                kv,
+                                MAX_ATTRS_PER_SPAN,
+                            ),
                         }
                     }
                 }
@@ -501,7 +546,10 @@ impl Tree {
         let timeout = self.limits.park_timeout;
         let mut dropped = 0;
         self.parked.retain(|_, q| {
-            while q.front().is_some_and(|p| now.duration_since(p.at) >= timeout) {
+            while q
+                .front()
+                .is_some_and(|p| now.duration_since(p.at) >= timeout)
+            {
                 q.pop_front();
                 dropped += 1;
             }
@@ -518,7 +566,11 @@ impl Tree {
         let all: Vec<Rid> = self.requests.keys().copied().collect();
         for rid in all {
             if let Some(r) = self.requests.remove(&rid) {
-                let why = if r.finishing.is_some() { None } else { Some(why) };
+                let why = if r.finishing.is_some() {
+                    None
+                } else {
+                    Some(why)
+                };
                 self.close_request(c, r, why);
             }
         }
@@ -537,7 +589,15 @@ impl Tree {
         let trace = req.trace_id;
         for t in &mut req.threads {
             if t.id != 0 {
-                finish_thread(c, &self.info, trace, req.span_id, t, end_ns.max(t.last_ns), &mut self.out);
+                finish_thread(
+                    c,
+                    &self.info,
+                    trace,
+                    req.span_id,
+                    t,
+                    end_ns.max(t.last_ns),
+                    &mut self.out,
+                );
             }
         }
         if req.finishing.is_some() {
@@ -550,7 +610,9 @@ impl Tree {
         let mut attrs = Vec::with_capacity(req.attrs.len() + 3);
         attrs.push(KeyValue::new(
             "rid",
-            req.rid_text.clone().unwrap_or_else(|| req.rid.0.to_string()),
+            req.rid_text
+                .clone()
+                .unwrap_or_else(|| req.rid.0.to_string()),
         ));
         if let Some(room) = req.bootstrap_room {
             attrs.push(KeyValue::new("bootstrap_room", room as i64));
@@ -650,7 +712,12 @@ fn open_thread(t: &mut ThreadSpan, pos: u64, ns: u64) -> &mut ThreadSpan {
 }
 
 /// This request's open span on `tenure`'s thread, opened at `pos`, `ns` if none is.
-fn thread_span<'r>(req: &'r mut Request, tenure: &Arc<Tenure>, pos: u64, ns: u64) -> &'r mut ThreadSpan {
+fn thread_span<'r>(
+    req: &'r mut Request,
+    tenure: &Arc<Tenure>,
+    pos: u64,
+    ns: u64,
+) -> &'r mut ThreadSpan {
     let i = thread_entry(req, tenure);
     req.linger_until = None;
     open_thread(&mut req.threads[i], pos, ns)

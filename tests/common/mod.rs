@@ -1,0 +1,207 @@
+//! Shared by the integration tests: a session exporting to memory, and ways to walk the trees.
+#![allow(dead_code)]
+
+use opentelemetry::trace::Status;
+use opentelemetry::Value;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use slicetrace::{Config, Guard};
+use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+/// Keeps every exported span, also after shutdown (the SDK's in-memory exporter clears itself
+/// on shutdown).
+#[derive(Clone, Debug, Default)]
+pub struct Collect(pub Arc<Mutex<Vec<SpanData>>>);
+
+impl SpanExporter for Collect {
+    async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.lock().unwrap().append(&mut batch);
+        Ok(())
+    }
+}
+
+impl Collect {
+    pub fn spans(&self) -> Vec<SpanData> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// One session per process at a time: tests in a binary take turns.
+static TURN: Mutex<()> = Mutex::new(());
+
+pub struct Session {
+    pub guard: Option<Guard>,
+    pub exporter: Collect,
+    _turn: MutexGuard<'static, ()>,
+}
+
+pub fn config() -> Config {
+    let mut c = Config::new("slicetrace-test");
+    c.announce = false;
+    c.finish_grace = Duration::from_millis(5);
+    c.joined_linger = Duration::from_millis(30);
+    c.park_timeout = Duration::from_millis(100);
+    c.sweep_interval = Duration::from_millis(1);
+    c
+}
+
+pub fn session() -> Session {
+    session_with(|c| c)
+}
+
+pub fn session_with(f: impl FnOnce(Config) -> Config) -> Session {
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let exporter = Collect::default();
+    let guard = slicetrace::init(f(config()).exporter(exporter.clone())).expect("init");
+    Session {
+        guard: Some(guard),
+        exporter,
+        _turn: turn,
+    }
+}
+
+impl Session {
+    /// Flushes and returns everything exported so far.
+    pub fn trace(&self) -> Trace {
+        assert!(self.guard.as_ref().unwrap().flush(Duration::from_secs(10)));
+        Trace::new(self.exporter.spans())
+    }
+
+    /// Ends the session and returns everything exported, with the final counters.
+    pub fn finish(&mut self) -> (Trace, slicetrace::Stats) {
+        let stats = self.guard.take().unwrap().shutdown();
+        (Trace::new(self.exporter.spans()), stats)
+    }
+}
+
+pub struct Trace {
+    pub spans: Vec<SpanData>,
+}
+
+pub fn sid(s: &SpanData) -> u64 {
+    u64::from_be_bytes(s.span_context.span_id().to_bytes())
+}
+
+pub fn tid(s: &SpanData) -> u128 {
+    u128::from_be_bytes(s.span_context.trace_id().to_bytes())
+}
+
+pub fn parent(s: &SpanData) -> u64 {
+    u64::from_be_bytes(s.parent_span_id.to_bytes())
+}
+
+pub fn links(s: &SpanData) -> Vec<u64> {
+    s.links
+        .iter()
+        .map(|l| u64::from_be_bytes(l.span_context.span_id().to_bytes()))
+        .collect()
+}
+
+pub fn attr(s: &SpanData, key: &str) -> Option<Value> {
+    s.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.clone())
+}
+
+pub fn is_error(s: &SpanData) -> bool {
+    matches!(s.status, Status::Error { .. })
+}
+
+pub fn unfinished(s: &SpanData) -> bool {
+    attr(s, "slicetrace.unfinished") == Some(Value::Bool(true))
+}
+
+pub fn nanos(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+impl Trace {
+    pub fn new(spans: Vec<SpanData>) -> Trace {
+        let t = Trace { spans };
+        t.assert_well_formed();
+        t
+    }
+
+    /// Checks that hold for every export: unique span ids, start <= end, children inside their
+    /// local parents in time and in the same trace, links to spans of the same trace exist.
+    pub fn assert_well_formed(&self) {
+        let mut ids = std::collections::HashSet::new();
+        for s in &self.spans {
+            assert!(ids.insert(sid(s)), "duplicate span id in {}", s.name);
+            assert!(
+                s.start_time <= s.end_time,
+                "{} ends before it starts",
+                s.name
+            );
+        }
+        for s in &self.spans {
+            if let Some(p) = self.find(parent(s)) {
+                assert_eq!(tid(p), tid(s), "{} and its parent differ in trace", s.name);
+                assert!(
+                    p.start_time <= s.start_time && s.end_time <= p.end_time,
+                    "{} [{:?}..{:?}] lies outside its parent {} [{:?}..{:?}]",
+                    s.name,
+                    s.start_time,
+                    s.end_time,
+                    p.name,
+                    p.start_time,
+                    p.end_time
+                );
+            }
+        }
+    }
+
+    pub fn find(&self, id: u64) -> Option<&SpanData> {
+        self.spans.iter().find(|s| sid(s) == id)
+    }
+
+    /// The only span with this name.
+    pub fn one(&self, name: &str) -> &SpanData {
+        let all = self.named(name);
+        assert_eq!(all.len(), 1, "spans named {name:?}: {}", self.names());
+        all[0]
+    }
+
+    pub fn named(&self, name: &str) -> Vec<&SpanData> {
+        let mut v: Vec<_> = self.spans.iter().filter(|s| s.name == name).collect();
+        v.sort_by_key(|s| s.start_time);
+        v
+    }
+
+    pub fn starting_with(&self, prefix: &str) -> Vec<&SpanData> {
+        let mut v: Vec<_> = self
+            .spans
+            .iter()
+            .filter(|s| s.name.starts_with(prefix))
+            .collect();
+        v.sort_by_key(|s| s.start_time);
+        v
+    }
+
+    /// Children of `s`, by start time (ties by name).
+    pub fn children(&self, s: &SpanData) -> Vec<&SpanData> {
+        let mut v: Vec<_> = self
+            .spans
+            .iter()
+            .filter(|c| parent(c) == sid(s) && tid(c) == tid(s))
+            .collect();
+        v.sort_by(|a, b| a.start_time.cmp(&b.start_time).then(a.name.cmp(&b.name)));
+        v
+    }
+
+    pub fn child_names(&self, s: &SpanData) -> Vec<String> {
+        self.children(s)
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect()
+    }
+
+    pub fn names(&self) -> String {
+        let mut n: Vec<_> = self.spans.iter().map(|s| s.name.to_string()).collect();
+        n.sort();
+        n.join(", ")
+    }
+}
