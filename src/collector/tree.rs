@@ -376,6 +376,8 @@ impl Tree {
         };
         req.last_activity = Instant::now();
         req.last_ns = req.last_ns.max(ns);
+        // Records of other threads can predate the start record; the request span encloses them.
+        req.start_ns = req.start_ns.min(ns);
         let scope = &self.info;
         let out = &mut self.out;
         match rec.kind {

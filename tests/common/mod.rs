@@ -78,6 +78,7 @@ impl Session {
 
 pub struct Trace {
     pub spans: Vec<SpanData>,
+    by_id: std::collections::HashMap<u64, usize>,
 }
 
 pub fn sid(s: &SpanData) -> u64 {
@@ -120,7 +121,8 @@ pub fn nanos(t: SystemTime) -> u128 {
 
 impl Trace {
     pub fn new(spans: Vec<SpanData>) -> Trace {
-        let t = Trace { spans };
+        let by_id = spans.iter().enumerate().map(|(i, s)| (sid(s), i)).collect();
+        let t = Trace { spans, by_id };
         t.assert_well_formed();
         t
     }
@@ -155,7 +157,7 @@ impl Trace {
     }
 
     pub fn find(&self, id: u64) -> Option<&SpanData> {
-        self.spans.iter().find(|s| sid(s) == id)
+        self.by_id.get(&id).map(|&i| &self.spans[i])
     }
 
     /// The only span with this name.

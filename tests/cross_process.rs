@@ -1,0 +1,152 @@
+//! Two processes, one trace: the parent sends `PropagateContext` bytes over a pipe to a child
+//! process (this test binary, run again), and the spans of both join up.
+
+mod common;
+
+use common::*;
+use slicetrace::{name, End, PropagateContext};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+
+const CHILD_ENV: &str = "SLICETRACE_CROSS_PROCESS_CHILD";
+const RID: &str = "b7e1c0d2f3a4-cross";
+
+/// The child's side; does nothing unless started by the parent test.
+#[test]
+fn child_process_side() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let mut bytes = [0u8; slicetrace::CONTEXT_LEN];
+    std::io::stdin().read_exact(&mut bytes).unwrap();
+    let ctx = PropagateContext::from_bytes(&bytes).unwrap();
+    let mut s = session();
+    slicetrace::set_thread_info("scheduler", Some(0), None);
+    let rid = slicetrace::Rid::from(RID);
+    slicetrace::set_propagate_context(RID, &ctx);
+    slicetrace::slice_start(name!("prefill"), rid);
+    slicetrace::slice_end(name!("prefill"), rid, End::THREAD_FINISH);
+    let (t, _) = s.finish();
+    let mut out = std::io::stdout().lock();
+    for sp in &t.spans {
+        let l: Vec<String> = links(sp).iter().map(|l| format!("{l:016x}")).collect();
+        writeln!(
+            out,
+            "SPAN {:032x} {:016x} {:016x} {} {}|{}",
+            tid(sp),
+            sid(sp),
+            parent(sp),
+            sp.parent_span_is_remote,
+            l.join(","),
+            sp.name
+        )
+        .unwrap();
+    }
+}
+
+struct Remote {
+    trace: u128,
+    span: u64,
+    parent: u64,
+    parent_remote: bool,
+    links: Vec<u64>,
+    name: String,
+}
+
+fn parse(line: &str) -> Option<Remote> {
+    // libtest's own "test … " may share the line: look for the marker anywhere.
+    let rest = &line[line.find("SPAN ")? + 5..];
+    let (head, name) = rest.split_once('|')?;
+    let f: Vec<&str> = head.split(' ').collect();
+    Some(Remote {
+        trace: u128::from_str_radix(f[0], 16).ok()?,
+        span: u64::from_str_radix(f[1], 16).ok()?,
+        parent: u64::from_str_radix(f[2], 16).ok()?,
+        parent_remote: f[3] == "true",
+        links: f[4]
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| u64::from_str_radix(s, 16).unwrap())
+            .collect(),
+        name: name.to_owned(),
+    })
+}
+
+#[test]
+fn spans_of_two_processes_form_one_trace() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let mut s = session();
+    slicetrace::set_thread_info("tokenizer", None, None);
+    let rid = slicetrace::req_start(RID, None);
+    slicetrace::slice_start(name!("tokenize"), rid);
+    let ctx = slicetrace::propagate_context(rid).unwrap();
+    slicetrace::slice_end(name!("tokenize"), rid, End::PLAIN);
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_process_side",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&ctx.to_bytes())
+        .unwrap();
+    let remote: Vec<Remote> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| parse(&l))
+        .collect();
+    assert!(child.wait().unwrap().success());
+    slicetrace::req_finish(rid);
+    let (t, _) = s.finish();
+
+    let req = t.one("Req b7e1c0d2");
+    let tokenize = t.one("tokenize");
+    assert_eq!(remote.len(), 3, "child's request, thread and slice spans");
+    let by = |n: &str| remote.iter().find(|r| r.name.starts_with(n)).unwrap();
+    let child_req = by("Req ");
+    let child_thread = by("scheduler [TP 0]");
+    let prefill = by("prefill");
+    for r in &remote {
+        assert_eq!(r.trace, tid(req), "{} is in the parent's trace", r.name);
+    }
+    assert_eq!(
+        child_req.name, "Req b7e1c0d2",
+        "the child learned the rid text"
+    );
+    assert_eq!(
+        child_req.parent,
+        sid(req),
+        "child request span hangs under the parent's"
+    );
+    assert!(child_req.parent_remote);
+    assert_eq!(child_thread.parent, child_req.span);
+    assert_eq!(prefill.parent, child_thread.span);
+    assert_eq!(
+        prefill.links,
+        [sid(tokenize)],
+        "linked to the sender's slice"
+    );
+    let all: std::collections::HashSet<u64> = t
+        .spans
+        .iter()
+        .map(sid)
+        .chain(remote.iter().map(|r| r.span))
+        .collect();
+    assert_eq!(
+        all.len(),
+        t.spans.len() + remote.len(),
+        "no span id repeats"
+    );
+}

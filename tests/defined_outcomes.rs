@@ -1,0 +1,316 @@
+//! Calls in the wrong order, unknown ids and abandoned requests: each has a defined, documented
+//! outcome (docs/api.md, "Defined outcomes"), asserted here.
+
+mod common;
+
+use common::*;
+use opentelemetry::Value;
+use slicetrace::{name, Attr, End, Opts, Rid, UnixNanos};
+use std::time::Duration;
+
+#[test]
+fn end_with_nothing_open_is_counted_and_thread_finish_still_applies() {
+    let mut s = session();
+    let rid = slicetrace::req_start("r-end", None);
+    slicetrace::slice_end(name!("ghost"), rid, End::THREAD_FINISH);
+    std::thread::sleep(Duration::from_millis(2));
+    slicetrace::req_finish(rid);
+    let (t, stats) = s.finish();
+    assert_eq!(stats.end_without_start, 1);
+    assert!(t.named("ghost").is_empty());
+    let req = t.one("Req r-end");
+    let th = &t.children(req)[0];
+    assert!(
+        th.end_time < req.end_time,
+        "thread_finish ended the thread span early"
+    );
+}
+
+#[test]
+fn name_mismatch_keeps_the_start_name_with_error_status() {
+    let mut s = session();
+    let rid = slicetrace::req_start("r-mis", None);
+    slicetrace::slice_start(name!("prefill"), rid);
+    slicetrace::slice_end(name!("decode"), rid, End::PLAIN);
+    slicetrace::req_finish(rid);
+    let (t, stats) = s.finish();
+    let p = t.one("prefill");
+    assert!(is_error(p));
+    assert!(t.named("decode").is_empty());
+    assert_eq!(stats.name_mismatches, 1);
+}
+
+#[test]
+fn nested_anonymous_slices_are_named_innermost_first() {
+    let mut s = session();
+    let rid = slicetrace::req_start("r-anon", None);
+    slicetrace::slice_start_anon(rid);
+    slicetrace::slice_start_anon(rid);
+    slicetrace::slice_end(name!("inner"), rid, End::PLAIN);
+    slicetrace::slice_end(name!("outer"), rid, End::PLAIN);
+    slicetrace::req_finish(rid);
+    let (t, _) = s.finish();
+    let outer = t.one("outer");
+    let inner = t.one("inner");
+    assert_eq!(parent(inner), sid(outer));
+    assert!(!is_error(inner) && !is_error(outer));
+}
+
+#[test]
+fn records_of_an_unknown_rid_are_dropped_and_counted() {
+    let mut s = session();
+    let ghost = Rid::from("never-started");
+    slicetrace::slice_start(name!("orphan"), ghost);
+    slicetrace::slice_end(name!("orphan"), ghost, End::PLAIN);
+    slicetrace::event(name!("orphan-event"), ghost);
+    assert_eq!(slicetrace::propagate_context(ghost), None);
+    std::thread::sleep(Duration::from_millis(250));
+    let t = s.trace();
+    assert!(t.spans.is_empty(), "{}", t.names());
+    let stats = slicetrace::stats();
+    assert_eq!(stats.unknown_rid_records, 3);
+    assert_eq!(stats.propagate_unknown, 1);
+    s.finish();
+}
+
+#[test]
+fn records_that_arrive_before_their_request_wait_for_it() {
+    // Another thread slices the request before the drainer has seen its start: the drainer
+    // keeps those records until the start arrives.
+    let mut s = session();
+    let rid = Rid::from("r-early");
+    std::thread::spawn(move || {
+        slicetrace::slice_start(name!("early"), rid);
+        slicetrace::slice_end(name!("early"), rid, End::THREAD_FINISH);
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    slicetrace::req_start("r-early", None);
+    slicetrace::req_finish(rid);
+    let (t, stats) = s.finish();
+    assert_eq!(stats.unknown_rid_records, 0);
+    let early = t.one("early");
+    let th = t.find(parent(early)).unwrap();
+    assert_eq!(parent(th), sid(t.one("Req r-early")));
+}
+
+#[test]
+fn req_start_twice_closes_the_first_as_unfinished() {
+    let mut s = session();
+    let rid = slicetrace::req_start("r-twice", None);
+    slicetrace::slice_start(name!("first"), rid);
+    slicetrace::req_start("r-twice", None);
+    slicetrace::slice_start(name!("second"), rid);
+    slicetrace::slice_end(name!("second"), rid, End::PLAIN);
+    slicetrace::req_finish(rid);
+    let (t, stats) = s.finish();
+    assert_eq!(stats.requests_restarted, 1);
+    let reqs = t.named("Req r-twice");
+    assert_eq!(reqs.len(), 2);
+    assert!(is_error(reqs[0]) && unfinished(reqs[0]));
+    assert!(!is_error(reqs[1]));
+    assert_ne!(tid(reqs[0]), tid(reqs[1]), "each start is its own trace");
+    let first = t.one("first");
+    assert!(unfinished(first) && is_error(first));
+    assert_eq!(tid(first), tid(reqs[0]));
+    assert_eq!(tid(t.one("second")), tid(reqs[1]));
+}
+
+#[test]
+fn req_finish_closes_open_slices_as_unfinished() {
+    let mut s = session();
+    let rid = slicetrace::req_start("r-open", None);
+    slicetrace::slice_start(name!("outer"), rid);
+    slicetrace::slice_start(name!("inner"), rid);
+    slicetrace::req_finish(rid);
+    let (t, stats) = s.finish();
+    assert_eq!(stats.slices_unfinished, 2);
+    let req = t.one("Req r-open");
+    for n in ["outer", "inner"] {
+        let sl = t.one(n);
+        assert!(unfinished(sl) && is_error(sl), "{n}");
+        assert_eq!(sl.end_time, req.end_time);
+    }
+    assert_eq!(parent(t.one("inner")), sid(t.one("outer")));
+    assert!(!is_error(req));
+}
+
+#[test]
+fn idle_requests_are_evicted_as_unfinished() {
+    let mut s = session_with(|mut c| {
+        c.idle_timeout = Duration::from_millis(50);
+        c
+    });
+    let rid = slicetrace::req_start("r-idle", None);
+    slicetrace::slice_start(name!("stuck"), rid);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = s.trace();
+    let req = t.one("Req r-idle");
+    assert!(is_error(req) && unfinished(req));
+    assert!(unfinished(t.one("stuck")));
+    let stats = slicetrace::stats();
+    assert_eq!(stats.requests_evicted, 1);
+    assert_eq!(stats.requests_open, 0);
+    s.finish();
+}
+
+#[test]
+fn open_request_cap_refuses_and_counts() {
+    let mut s = session_with(|mut c| {
+        c.max_open_requests = 2;
+        c
+    });
+    for i in 0..4u64 {
+        slicetrace::req_start(i, None);
+    }
+    let (t, stats) = s.finish();
+    assert_eq!(stats.requests_rejected, 2);
+    assert_eq!(t.starting_with("Req ").len(), 2);
+}
+
+#[test]
+fn shutdown_exports_open_requests_as_unfinished() {
+    let mut s = session();
+    let rid = slicetrace::req_start("r-shut", None);
+    slicetrace::slice_start(name!("running"), rid);
+    let (t, _) = s.finish();
+    assert!(unfinished(t.one("Req r-shut")));
+    assert!(unfinished(t.one("running")));
+}
+
+#[test]
+fn events_and_attributes_land_where_recorded() {
+    static TOKENS: slicetrace::Name = slicetrace::Name::new("tokens");
+    static RATIO: slicetrace::Name = slicetrace::Name::new("ratio");
+    static CACHED: slicetrace::Name = slicetrace::Name::new("cached");
+    static MODEL: slicetrace::Name = slicetrace::Name::new("model");
+    static STATUS: slicetrace::Name = slicetrace::Name::new("status");
+    let mut s = session();
+    let rid = slicetrace::req_start("r-attrs", None);
+    slicetrace::slice_start(name!("prefill"), rid);
+    slicetrace::slice_add_attr(rid, &[Attr::new(&TOKENS, 512i64)]);
+    slicetrace::event_with(
+        name!("cache hit"),
+        rid,
+        Opts::attrs(&[Attr::new(&CACHED, true), Attr::new(&MODEL, "llama-3-8b")]),
+    );
+    slicetrace::slice_end_with(
+        name!("prefill"),
+        rid,
+        End::PLAIN,
+        Opts::attrs(&[Attr::new(&RATIO, 0.25)]),
+    );
+    slicetrace::event(name!("outside"), rid);
+    let long = "x".repeat(1000);
+    slicetrace::req_finish_with(rid, Opts::attrs(&[Attr::new(&STATUS, long.as_str())]));
+    let (t, _) = s.finish();
+    let p = t.one("prefill");
+    assert_eq!(attr(p, "tokens"), Some(Value::I64(512)));
+    assert_eq!(attr(p, "ratio"), Some(Value::F64(0.25)));
+    assert_eq!(p.events.len(), 1);
+    let ev = &p.events[0];
+    assert_eq!(ev.name, "cache hit");
+    assert!(p.start_time <= ev.timestamp && ev.timestamp <= p.end_time);
+    let evattr: Vec<_> = ev
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.as_str().to_owned(), kv.value.clone()))
+        .collect();
+    assert_eq!(
+        evattr,
+        [
+            ("cached".to_owned(), Value::Bool(true)),
+            ("model".to_owned(), Value::from("llama-3-8b"))
+        ]
+    );
+    let req = t.one("Req r-attrs");
+    let th = t.children(req)[0];
+    assert_eq!(
+        th.events.len(),
+        1,
+        "an event outside any slice goes to the thread span"
+    );
+    assert_eq!(th.events[0].name, "outside");
+    match attr(req, "status") {
+        Some(Value::String(v)) => assert_eq!(v.as_str().len(), slicetrace::MAX_STR_BYTES),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn explicit_timestamps_are_kept_exactly() {
+    let mut s = session();
+    let base = UnixNanos::now().0 - 1_000_000_000;
+    let rid = slicetrace::req_start_with(
+        "r-ts",
+        slicetrace::ReqStart {
+            ts: Some(UnixNanos(base)),
+            ..Default::default()
+        },
+    );
+    slicetrace::slice_start_at(Some(name!("timed")), rid, UnixNanos(base + 100));
+    slicetrace::slice_end_with(
+        name!("timed"),
+        rid,
+        End::PLAIN,
+        Opts::at(UnixNanos(base + 350)),
+    );
+    slicetrace::req_finish_with(rid, Opts::at(UnixNanos(base + 1000)));
+    let (t, _) = s.finish();
+    let sl = t.one("timed");
+    assert_eq!(nanos(sl.start_time), base as u128 + 100);
+    assert_eq!(nanos(sl.end_time), base as u128 + 350);
+    let req = t.one("Req r-ts");
+    assert_eq!(nanos(req.start_time), base as u128);
+    assert_eq!(nanos(req.end_time), base as u128 + 1000);
+}
+
+#[test]
+fn unregistered_threads_are_traced_under_their_thread_name() {
+    let mut s = session();
+    let rid = slicetrace::req_start("r-anon-thread", None);
+    let ctx = slicetrace::propagate_context(rid).unwrap();
+    std::thread::Builder::new()
+        .name("worker-7".into())
+        .spawn(move || {
+            slicetrace::set_propagate_context(rid, &ctx);
+            slicetrace::slice_start(name!("work"), rid);
+            slicetrace::slice_end(name!("work"), rid, End::PLAIN);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    slicetrace::req_finish(rid);
+    let (t, _) = s.finish();
+    let th = t.find(parent(t.one("work"))).unwrap();
+    assert!(th.name.starts_with("worker-7 (host:"), "{}", th.name);
+    assert_eq!(attr(th, "thread.name"), Some(Value::from("worker-7")));
+}
+
+#[test]
+fn disabled_calls_record_nothing() {
+    let mut s = session();
+    s.guard.take().unwrap().shutdown();
+    assert!(!slicetrace::is_enabled());
+    let rid = slicetrace::req_start("off", None);
+    slicetrace::slice_start(name!("off"), rid);
+    assert_eq!(slicetrace::propagate_context(rid), None);
+    s.guard = Some(slicetrace::init(config().exporter(s.exporter.clone())).unwrap());
+    let (t, stats) = s.finish();
+    assert!(t.spans.is_empty());
+    assert_eq!(stats.records_written, 0);
+    assert_eq!(stats.records_stale, 0);
+}
+
+#[test]
+fn a_second_init_is_refused() {
+    let mut s = session();
+    let again = slicetrace::init(config().exporter(Collect::default()));
+    assert!(matches!(again, Err(slicetrace::InitError::AlreadyRunning)));
+    s.finish();
+    assert!(matches!(
+        slicetrace::init(config()),
+        Err(slicetrace::InitError::NoExporter)
+    ));
+}
