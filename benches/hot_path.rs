@@ -1,1 +1,143 @@
-fn main() {}
+//! What a traced thread pays per call, against the floor: two raw clock reads.
+//!
+//! Run: `cargo bench --bench hot_path`. Ratios, not absolute times, are what to compare: the
+//! machine is shared, so only figures from the same run mean anything together.
+//!
+//! The enabled benchmarks run with the drainer live and a sink that discards spans. They time
+//! blocks of calls small enough to fit the ring, and let the drainer catch up between blocks
+//! (untimed), so every timed call takes the normal path: no record is dropped for a full ring.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use slicetrace::{name, Config, End, Guard, Rid};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
+}
+
+/// Records per timed block: a quarter of the ring, so a block never meets a full ring.
+const RING: usize = 1 << 16;
+const BLOCK_RECORDS: u64 = (RING / 4) as u64;
+
+fn start() -> Guard {
+    let mut c = Config::new("bench").exporter(Discard);
+    c.ring_capacity = RING;
+    c.announce = false;
+    c.sweep_interval = Duration::from_micros(200);
+    slicetrace::init(c).expect("init")
+}
+
+/// Times `iters` runs of `f` (each writing `records_per_iter` records) in ring-sized blocks.
+fn blocks(guard: &Guard, iters: u64, records_per_iter: u64, mut f: impl FnMut()) -> Duration {
+    let per_block = (BLOCK_RECORDS / records_per_iter).max(1);
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(per_block);
+        guard.flush(Duration::from_secs(10));
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        total += t.elapsed();
+        left -= n;
+    }
+    total
+}
+
+fn hot_path(c: &mut Criterion) {
+    let clock = quanta::Clock::new();
+    let mut g = c.benchmark_group("hot_path");
+
+    g.bench_function("floor/two_raw_clock_reads", |b| {
+        b.iter(|| {
+            black_box(clock.raw());
+            black_box(clock.raw());
+        })
+    });
+
+    // Tracing off: what every call costs in a process that does not trace.
+    assert!(!slicetrace::is_enabled());
+    let rid = Rid(1);
+    g.bench_function("disabled/slice_start", |b| {
+        b.iter(|| slicetrace::slice_start(name!("decode"), black_box(rid)))
+    });
+    g.bench_function("disabled/slice_pair", |b| {
+        b.iter(|| {
+            slicetrace::slice_start(name!("decode"), black_box(rid));
+            slicetrace::slice_end(name!("decode"), black_box(rid), End::PLAIN);
+        })
+    });
+
+    let guard = start();
+    let rid = slicetrace::req_start("bench-request", None);
+    g.bench_function("enabled/slice_pair", |b| {
+        b.iter_custom(|iters| {
+            blocks(&guard, iters, 2, || {
+                slicetrace::slice_start(name!("decode"), black_box(rid));
+                slicetrace::slice_end(name!("decode"), black_box(rid), End::PLAIN);
+            })
+        })
+    });
+    g.bench_function("enabled/anon_auto_next", |b| {
+        slicetrace::slice_start_anon(rid);
+        b.iter_custom(|iters| {
+            blocks(&guard, iters, 1, || {
+                slicetrace::slice_end(name!("step"), black_box(rid), End::AUTO_NEXT_ANON)
+            })
+        })
+    });
+    g.bench_function("enabled/event", |b| {
+        b.iter_custom(|iters| {
+            blocks(&guard, iters, 1, || {
+                slicetrace::event(name!("token"), black_box(rid))
+            })
+        })
+    });
+
+    const BATCH: usize = 256;
+    let batch: Vec<(Rid, bool)> = (0..BATCH as u64)
+        .map(|i| {
+            let r = slicetrace::req_start(1000 + i, None);
+            slicetrace::slice_start_anon(r);
+            (r, false)
+        })
+        .collect();
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_with_input(
+        BenchmarkId::new("enabled/slice_batch", BATCH),
+        &batch,
+        |b, batch| {
+            b.iter_custom(|iters| {
+                blocks(&guard, iters, BATCH as u64, || {
+                    slicetrace::slice_batch(name!("decode"), black_box(batch))
+                })
+            })
+        },
+    );
+    g.finish();
+
+    let stats = guard.shutdown();
+    assert_eq!(
+        stats.records_dropped_ring_full, 0,
+        "a timed block met a full ring: the figures above include drops"
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = hot_path
+}
+criterion_main!(benches);

@@ -56,28 +56,44 @@ pub const fn mix64(mut z: u64) -> u64 {
 }
 
 /// What a derived id names, so one record position can open more than one span.
-#[derive(Clone, Copy)]
-#[repr(u64)]
-pub enum Salt {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Salt(u64);
+
+impl Salt {
     /// A slice opened by a start record.
-    Slice = 0,
-    /// The anonymous slice an end record opens (`auto_next_anon`, batch).
-    NextAnon = 1,
+    pub const SLICE: Salt = Salt(0);
+    /// The anonymous slice an end record opens (`auto_next_anon`).
+    pub const NEXT_ANON: Salt = Salt(1);
     /// The request span opened by a `ReqStart` record.
-    Request = 2,
+    pub const REQUEST: Salt = Salt(2);
     /// A thread span, opened by the first record of a request on a thread.
-    Thread = 3,
+    pub const THREAD: Salt = Salt(3);
+
+    /// The anonymous slice opened by item `k` (0, 1, 2) of a packed batch record.
+    pub const fn batch_item(k: u8) -> Salt {
+        Salt(4 + k as u64)
+    }
+
+    /// The salt of the anonymous slice an end opens: `sub` is `Decoded::sub` (0 for a plain
+    /// end record, 1 + index for a batch item).
+    pub const fn next_anon(sub: u8) -> Salt {
+        if sub == 0 {
+            Salt::NEXT_ANON
+        } else {
+            Salt::batch_item(sub - 1)
+        }
+    }
 }
 
-/// A non-zero 64-bit id for `(seed, pos, salt)`; bijective in `(pos, salt)` for `pos < 2^62`.
+/// A non-zero 64-bit id for `(seed, pos, salt)`; bijective in `(pos, salt)` for `pos < 2^60`.
 #[inline]
 pub fn derive_span_id(seed: u64, pos: u64, salt: Salt) -> u64 {
-    nonzero(mix64(seed ^ mix64((pos << 2) | salt as u64)))
+    nonzero(mix64(seed ^ mix64((pos << 4) | salt.0)))
 }
 
 /// A non-zero 128-bit trace id for a request started at `pos`.
 pub fn derive_trace_id(seed: u64, pos: u64) -> u128 {
-    let lo = derive_span_id(seed, pos, Salt::Request);
+    let lo = derive_span_id(seed, pos, Salt::REQUEST);
     let hi = mix64(lo ^ seed.rotate_left(17) ^ 0x5bd1_e995_0000_0001);
     ((hi as u128) << 64) | lo as u128
 }
@@ -142,7 +158,15 @@ mod tests {
     fn derived_ids_do_not_repeat_within_a_seed() {
         let mut seen = HashSet::new();
         for pos in 0..50_000u64 {
-            for salt in [Salt::Slice, Salt::NextAnon, Salt::Request, Salt::Thread] {
+            for salt in [
+                Salt::SLICE,
+                Salt::NEXT_ANON,
+                Salt::REQUEST,
+                Salt::THREAD,
+                Salt::batch_item(0),
+                Salt::batch_item(1),
+                Salt::batch_item(2),
+            ] {
                 assert!(seen.insert(derive_span_id(42, pos, salt)));
             }
         }

@@ -49,6 +49,8 @@ pub enum Kind {
     SetPropagate = 7,
     Propagate = 8,
     ThreadInfo = 9,
+    /// `slice_batch`: `len` items packed three to a chunk (see [`pack_batch_chunk`]).
+    Batch = 10,
 }
 
 impl Kind {
@@ -64,6 +66,7 @@ impl Kind {
             7 => Kind::SetPropagate,
             8 => Kind::Propagate,
             9 => Kind::ThreadInfo,
+            10 => Kind::Batch,
             _ => return None,
         })
     }
@@ -96,6 +99,58 @@ pub mod flag {
     pub const TARGET_SLICE: u8 = 0;
     pub const TARGET_EVENT: u8 = 1 << 2;
     pub const TARGET_REQUEST: u8 = 2 << 2;
+}
+
+/// Requests one batch chunk carries.
+pub const BATCH_PER_CHUNK: usize = 3;
+
+/// Requests one batch record carries at most; longer batches are split.
+pub const MAX_BATCH_ITEMS: usize = 255 * BATCH_PER_CHUNK;
+
+/// Packs up to three `(rid, finished)` items into one chunk: the rids in `ts`, `rid` and
+/// `value`, the finished bits in `name`.
+#[inline(always)]
+pub fn pack_batch_chunk(items: &[(u64, bool)]) -> Record {
+    let get = |i: usize| items.get(i).copied().unwrap_or((0, false));
+    let (a, b, c) = (get(0), get(1), get(2));
+    Record {
+        ts: a.0,
+        rid: b.0,
+        value: c.0,
+        name: a.1 as u32 | (b.1 as u32) << 1 | (c.1 as u32) << 2,
+        kind: Kind::Chunk as u8,
+        flags: 0,
+        len: 0,
+    }
+}
+
+/// The items of one batch chunk, `n` of them (1 to 3).
+#[inline]
+pub fn unpack_batch_chunk(c: &Record, n: usize) -> impl Iterator<Item = (u64, bool)> + '_ {
+    [c.ts, c.rid, c.value]
+        .into_iter()
+        .enumerate()
+        .take(n.min(BATCH_PER_CHUNK))
+        .map(move |(i, rid)| (rid, c.name & (1 << i) != 0))
+}
+
+/// The per-request record a batch item stands for: an end of `rid`'s current slice named by
+/// the batch, then `auto_next_anon`, or `thread_finish` for a finished request.
+pub fn batch_item_record(head: &Record, rid: u64, finished: bool) -> Record {
+    Record {
+        ts: head.ts,
+        rid,
+        value: 0,
+        name: head.name,
+        kind: Kind::SliceEnd as u8,
+        flags: (head.flags & flag::TS_UNIX)
+            | if finished {
+                flag::THREAD_FINISH
+            } else {
+                flag::AUTO_NEXT_ANON
+            },
+        len: 0,
+    }
 }
 
 /// Number of chunk records needed for `len` payload bytes.
@@ -147,8 +202,10 @@ pub fn truncate_str(s: &str, max: usize) -> &str {
 /// One head record with the payload of its chunks, as the drainer decodes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decoded {
-    /// Ring position of the head record.
+    /// Ring position of the head record (for a batch item, of the chunk holding it).
     pub pos: u64,
+    /// 0, or for an item of a batch record, 1 + its index within its chunk.
+    pub sub: u8,
     pub head: Record,
     pub kind: Kind,
     pub payload: Vec<u8>,
@@ -193,8 +250,17 @@ pub fn decode(
             }
         };
         let len = head.len as usize;
-        let n = chunks_for(len);
-        if n > MAX_CHUNKS + 2 || i + 1 + n > recs.len() {
+        let n = if kind == Kind::Batch {
+            len.div_ceil(BATCH_PER_CHUNK)
+        } else {
+            chunks_for(len)
+        };
+        let limit = if kind == Kind::Batch {
+            MAX_BATCH_ITEMS.div_ceil(BATCH_PER_CHUNK)
+        } else {
+            MAX_CHUNKS + 2
+        };
+        if n > limit || i + 1 + n > recs.len() {
             on_error(at, DecodeError::Truncated);
             i += 1;
             continue;
@@ -205,6 +271,23 @@ pub fn decode(
             i += 1;
             continue;
         }
+        if kind == Kind::Batch {
+            let mut left = len;
+            for (ci, c) in chunks.iter().enumerate() {
+                for (k, (rid, finished)) in unpack_batch_chunk(c, left).enumerate() {
+                    on_record(Decoded {
+                        pos: at + 1 + ci as u64,
+                        sub: 1 + k as u8,
+                        head: batch_item_record(&head, rid, finished),
+                        kind: Kind::SliceEnd,
+                        payload: Vec::new(),
+                    });
+                }
+                left = left.saturating_sub(BATCH_PER_CHUNK);
+            }
+            i += 1 + n;
+            continue;
+        }
         let mut payload = Vec::new();
         if len > 0 {
             payload.reserve_exact(len);
@@ -212,6 +295,7 @@ pub fn decode(
         }
         on_record(Decoded {
             pos: at,
+            sub: 0,
             head,
             kind,
             payload,
@@ -270,6 +354,39 @@ mod tests {
                 (0, DecodeError::StrayChunk),
                 (2, DecodeError::UnknownKind(200)),
                 (4, DecodeError::Truncated)
+            ]
+        );
+    }
+
+    #[test]
+    fn batch_records_expand_to_one_end_per_request() {
+        let items: Vec<(u64, bool)> = (1..=4).map(|r| (r * 11, r == 2)).collect();
+        let head = Record {
+            ts: 99,
+            name: 5,
+            kind: Kind::Batch as u8,
+            len: 4,
+            ..Record::default()
+        };
+        let recs = [
+            head,
+            pack_batch_chunk(&items[..3]),
+            pack_batch_chunk(&items[3..]),
+        ];
+        let mut got = Vec::new();
+        decode(&recs, 10, |d| got.push(d), |_, e| panic!("{e:?}"));
+        let summary: Vec<_> = got
+            .iter()
+            .map(|d| (d.pos, d.sub, d.head.rid, d.head.flags, d.head.ts, d.kind))
+            .collect();
+        let (a, f) = (flag::AUTO_NEXT_ANON, flag::THREAD_FINISH);
+        assert_eq!(
+            summary,
+            [
+                (11, 1, 11, a, 99, Kind::SliceEnd),
+                (11, 2, 22, f, 99, Kind::SliceEnd),
+                (11, 3, 33, a, 99, Kind::SliceEnd),
+                (12, 1, 44, a, 99, Kind::SliceEnd),
             ]
         );
     }

@@ -162,28 +162,20 @@ impl<'a> Producer<'a> {
         true
     }
 
-    /// Pushes the records `make(0..n)` of independent calls: as many as fit, the rest dropped
-    /// and counted. The tail moves once.
+    /// Pushes the `n` records `make(0..n)` as one unit, written straight into the slots: all of
+    /// them or, on a full ring, none (counted as dropped).
     #[inline]
-    pub fn push_each(&mut self, n: usize, make: impl FnMut(usize) -> Record) -> usize {
-        let cap = self.ring.mask + 1;
+    pub fn push_unit(&mut self, n: usize, mut make: impl FnMut(usize) -> Record) -> bool {
         if !self.has_room(n as u64) {
-            // has_room refreshed the cached head.
-            let fit = (cap - (self.tail - self.head_cache)) as usize;
-            self.count_dropped((n - fit) as u64);
-            return self.push_each_unchecked(fit, make);
+            self.count_dropped(n as u64);
+            return false;
         }
-        self.push_each_unchecked(n, make)
-    }
-
-    #[inline]
-    fn push_each_unchecked(&mut self, n: usize, mut make: impl FnMut(usize) -> Record) -> usize {
         for i in 0..n {
             self.write(self.tail + i as u64, make(i));
         }
         self.tail += n as u64;
         self.ring.tail.store(self.tail, Ordering::Release);
-        n
+        true
     }
 
     #[cold]

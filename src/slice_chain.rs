@@ -113,14 +113,14 @@ mod tests {
     fn nesting_links_and_overflow() {
         let mut c = SliceChain::default();
         assert_eq!(c.end(), Ended::Nothing);
-        let a = c.start(1, 0, Salt::Slice).unwrap();
-        let b = c.start(1, 1, Salt::Slice).unwrap();
+        let a = c.start(1, 0, Salt::SLICE).unwrap();
+        let b = c.start(1, 1, Salt::SLICE).unwrap();
         assert_eq!(c.handoff_target(), Some(a));
         assert_eq!(c.end(), Ended::Closed { id: b, top: false });
         assert_eq!(c.end(), Ended::Closed { id: a, top: true });
         assert_eq!(c.handoff_target(), Some(a));
         for p in 0..MAX_DEPTH as u64 + 2 {
-            c.start(1, 10 + p, Salt::Slice);
+            c.start(1, 10 + p, Salt::SLICE);
         }
         assert_eq!(c.depth(), MAX_DEPTH);
         assert_eq!(c.end(), Ended::Overflowed);

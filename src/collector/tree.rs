@@ -395,7 +395,7 @@ impl Tree {
                     t,
                     trace,
                     rec.pos,
-                    Salt::Slice,
+                    Salt::SLICE,
                     if anon { None } else { name },
                     ns,
                 );
@@ -428,7 +428,7 @@ impl Tree {
                     finish_thread(c, scope, trace, req.span_id, &mut req.threads[ti], ns, out);
                 } else if rec.head.flags & flag::AUTO_NEXT_ANON != 0 {
                     let t = open_thread(&mut req.threads[ti], rec.pos, ns);
-                    open_slice(c, t, trace, rec.pos, Salt::NextAnon, None, ns);
+                    open_slice(c, t, trace, rec.pos, Salt::next_anon(rec.sub), None, ns);
                 }
                 update_linger(req, &self.limits);
             }
@@ -515,7 +515,7 @@ impl Tree {
             Kind::Propagate => {
                 Counters::add(&c.propagations, 1);
             }
-            Kind::ReqStart | Kind::SetPropagate | Kind::ThreadInfo | Kind::Chunk => {}
+            Kind::ReqStart | Kind::SetPropagate | Kind::ThreadInfo | Kind::Chunk | Kind::Batch => {}
         }
     }
 
@@ -706,7 +706,7 @@ fn thread_entry(req: &mut Request, tenure: &Arc<Tenure>) -> usize {
 /// Opens `t`'s thread span (at `pos`, `ns`) unless one is open.
 fn open_thread(t: &mut ThreadSpan, pos: u64, ns: u64) -> &mut ThreadSpan {
     if t.id == 0 {
-        t.id = derive_span_id(t.tenure.seed, pos, Salt::Thread);
+        t.id = derive_span_id(t.tenure.seed, pos, Salt::THREAD);
         t.start_ns = ns;
     }
     t.last_ns = t.last_ns.max(ns);

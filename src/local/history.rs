@@ -8,7 +8,9 @@
 
 use crate::ids::{derive_span_id, derive_trace_id, joined_request_span_id, Rid, Salt};
 use crate::propagate::PropagateContext;
-use crate::record::{flag, read_chunks, Kind, Record};
+use crate::record::{
+    batch_item_record, flag, read_chunks, unpack_batch_chunk, Kind, Record, BATCH_PER_CHUNK,
+};
 use crate::ring::Producer;
 use crate::slice_chain::SliceChain;
 
@@ -71,7 +73,7 @@ pub(crate) fn origin_ids(
                 Some(u) if head.flags & flag::UPSTREAM != 0 => u.trace_id,
                 _ => derive_trace_id(seed, pos),
             },
-            request_span: derive_span_id(seed, pos, Salt::Request),
+            request_span: derive_span_id(seed, pos, Salt::REQUEST),
         }),
         Kind::SetPropagate => {
             let u = upstream?;
@@ -87,6 +89,16 @@ pub(crate) fn origin_ids(
             })
         }
         _ => None,
+    }
+}
+
+/// An end record (or batch item at `sub`) replayed the drainer's way.
+fn end(chain: &mut SliceChain, seed: u64, pos: u64, sub: u8, flags: u8) {
+    chain.end();
+    if flags & flag::THREAD_FINISH != 0 {
+        chain.finish_thread(|_| {});
+    } else if flags & flag::AUTO_NEXT_ANON != 0 {
+        chain.start(seed, pos, Salt::next_anon(sub));
     }
 }
 
@@ -130,25 +142,34 @@ pub(crate) fn lookup(p: &Producer<'_>, seed: u64, rid: u64, process_tag: u64) ->
         return Lookup::Unknown;
     };
     let mut chain = SliceChain::default();
-    for at in opos + 1..tail {
+    let mut at = opos + 1;
+    while at < tail {
         let r = p.read_back(at);
-        if r.rid != rid {
-            continue;
-        }
         match Kind::from_u8(r.kind) {
-            Some(Kind::SliceStart) => {
-                chain.start(seed, at, Salt::Slice);
+            Some(Kind::SliceStart) if r.rid == rid => {
+                chain.start(seed, at, Salt::SLICE);
             }
-            Some(Kind::SliceEnd) => {
-                chain.end();
-                if r.flags & flag::THREAD_FINISH != 0 {
-                    chain.finish_thread(|_| {});
-                } else if r.flags & flag::AUTO_NEXT_ANON != 0 {
-                    chain.start(seed, at, Salt::NextAnon);
+            Some(Kind::SliceEnd) if r.rid == rid => end(&mut chain, seed, at, 0, r.flags),
+            Some(Kind::Batch) => {
+                let mut left = r.len as usize;
+                let mut c = at + 1;
+                while left > 0 && c < tail {
+                    let chunk = p.read_back(c);
+                    for (k, (item, finished)) in unpack_batch_chunk(&chunk, left).enumerate() {
+                        if item == rid {
+                            let f = batch_item_record(&r, item, finished).flags;
+                            end(&mut chain, seed, c, 1 + k as u8, f);
+                        }
+                    }
+                    left = left.saturating_sub(BATCH_PER_CHUNK);
+                    c += 1;
                 }
+                at = c;
+                continue;
             }
             _ => {}
         }
+        at += 1;
     }
     let sampled = head.kind == Kind::ReqStart as u8 && head.flags & flag::UPSTREAM == 0
         || head.flags & flag::SAMPLED != 0;
