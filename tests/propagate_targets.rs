@@ -1,0 +1,130 @@
+//! `propagate_context` names the sender's request span and the slice a receiver links to,
+//! computed on the calling thread; these tests check each answer against the spans the drainer
+//! exports for the same records.
+
+mod common;
+
+use common::*;
+use slicetrace::{name, End, Rid};
+
+#[test]
+fn link_targets_the_outermost_open_slice() {
+    let mut s = session();
+    let rid = slicetrace::req_start("p-open", None);
+    slicetrace::slice_start(name!("outer"), rid);
+    slicetrace::slice_start(name!("inner"), rid);
+    let ctx = slicetrace::propagate_context(rid).unwrap();
+    slicetrace::slice_end(name!("inner"), rid, End::PLAIN);
+    slicetrace::slice_end(name!("outer"), rid, End::PLAIN);
+    slicetrace::req_finish(rid);
+    let (t, stats) = s.finish();
+    assert_eq!(ctx.link_span_id(), Some(sid(t.one("outer"))));
+    assert_eq!(ctx.parent_span_id(), sid(t.one("Req p-open")));
+    assert_eq!(ctx.trace_id(), tid(t.one("Req p-open")));
+    assert_eq!(stats.propagations, 1);
+}
+
+#[test]
+fn link_targets_the_last_top_level_slice_when_none_is_open() {
+    let mut s = session();
+    let rid = slicetrace::req_start("p-closed", None);
+    assert_eq!(
+        slicetrace::propagate_context(rid).unwrap().link_span_id(),
+        None
+    );
+    for _ in 0..3 {
+        slicetrace::slice_start(name!("step"), rid);
+        slicetrace::slice_end(name!("step"), rid, End::PLAIN);
+    }
+    let ctx = slicetrace::propagate_context(rid).unwrap();
+    slicetrace::slice_start(name!("last"), rid);
+    slicetrace::slice_end(name!("last"), rid, End::THREAD_FINISH);
+    let after_finish = slicetrace::propagate_context(rid).unwrap();
+    slicetrace::req_finish(rid);
+    assert_eq!(slicetrace::propagate_context(rid), None, "finished here");
+    let (t, _) = s.finish();
+    let steps = t.named("step");
+    assert_eq!(ctx.link_span_id(), Some(sid(steps[2])));
+    assert_eq!(after_finish.link_span_id(), Some(sid(t.one("last"))));
+}
+
+#[test]
+fn link_targets_the_anonymous_slice_a_batch_opened() {
+    let mut s = session();
+    let rids: Vec<Rid> = (0..7u64)
+        .map(|i| {
+            let r = slicetrace::req_start(500 + i, None);
+            slicetrace::slice_start_anon(r);
+            r
+        })
+        .collect();
+    let batch: Vec<(Rid, bool)> = rids.iter().map(|r| (*r, false)).collect();
+    slicetrace::slice_batch(name!("decode"), &batch);
+    slicetrace::slice_batch(name!("decode"), &batch);
+    let ctxs: Vec<_> = rids
+        .iter()
+        .map(|r| slicetrace::propagate_context(*r).unwrap())
+        .collect();
+    for r in &rids {
+        slicetrace::slice_end(name!("detokenize"), *r, End::PLAIN);
+        slicetrace::req_finish(*r);
+    }
+    let (t, _) = s.finish();
+    for (ctx, r) in ctxs.iter().zip(&rids) {
+        let target = t
+            .find(ctx.link_span_id().unwrap())
+            .expect("link target exported");
+        assert_eq!(target.name, "detokenize", "request {}", r.0);
+        assert_eq!(tid(target), ctx.trace_id());
+        let decodes: Vec<_> = t
+            .named("decode")
+            .into_iter()
+            .filter(|d| tid(d) == ctx.trace_id())
+            .collect();
+        assert_eq!(decodes.len(), 2);
+        assert_eq!(links(target), [sid(decodes[1])]);
+    }
+}
+
+#[test]
+fn a_thread_that_joined_propagates_onward_under_the_same_request_span() {
+    let mut s = session();
+    let rid = slicetrace::req_start("p-chain", None);
+    let first = slicetrace::propagate_context(rid).unwrap();
+    let second = std::thread::spawn(move || {
+        slicetrace::set_propagate_context(rid, &first);
+        slicetrace::slice_start(name!("schedule"), rid);
+        let ctx = slicetrace::propagate_context(rid).unwrap();
+        slicetrace::slice_end(name!("schedule"), rid, End::THREAD_FINISH);
+        ctx
+    })
+    .join()
+    .unwrap();
+    std::thread::spawn(move || {
+        slicetrace::set_propagate_context(rid, &second);
+        slicetrace::slice_start(name!("detokenize"), rid);
+        slicetrace::slice_end(name!("detokenize"), rid, End::THREAD_FINISH);
+    })
+    .join()
+    .unwrap();
+    slicetrace::req_finish(rid);
+    let (t, _) = s.finish();
+    let req = t.one("Req p-chain");
+    assert_eq!(second.parent_span_id(), sid(req));
+    assert_eq!(second.link_span_id(), Some(sid(t.one("schedule"))));
+    assert_eq!(links(t.one("detokenize")), [sid(t.one("schedule"))]);
+    assert_eq!(t.children(req).len(), 3, "{}", t.names());
+}
+
+#[test]
+fn a_thread_that_never_saw_the_request_gets_none() {
+    let mut s = session();
+    let rid = slicetrace::req_start("p-else", None);
+    let ctx = std::thread::spawn(move || slicetrace::propagate_context(rid))
+        .join()
+        .unwrap();
+    assert_eq!(ctx, None);
+    assert_eq!(slicetrace::stats().propagate_unknown, 1);
+    slicetrace::req_finish(rid);
+    s.finish();
+}
