@@ -22,6 +22,7 @@
 
 mod args;
 mod collector;
+mod export;
 mod ids;
 mod local;
 mod name;
@@ -40,6 +41,7 @@ pub use args::{Attr, End, Opts, UnixNanos, Value};
 pub use collector::clock::ClockSource;
 pub use collector::sink::Sink;
 pub use collector::stats::Stats;
+pub use export::jsonl::JsonLinesExporter;
 pub use ids::Rid;
 pub use local::api::{
     event, event_with, propagate_context, req_finish, req_finish_with, req_start, req_start_with,

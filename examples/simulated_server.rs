@@ -1,0 +1,260 @@
+//! A simulated LLM inference server, traced: a tokenizer thread, one scheduler thread per tensor
+//! parallel rank, and a detokenizer thread pass requests through channels with their propagated
+//! context; each scheduler runs prefill, then a batched decode loop.
+//!
+//! Run: `cargo run --release --example simulated_server`. Spans go to `slicetrace-trace.jsonl`
+//! (or the path in `SLICETRACE_FILE`), one JSON object per line. `SIM_REQUESTS` and `SIM_TP`
+//! change the load.
+
+use slicetrace::{name, Attr, Config, End, JsonLinesExporter, Name, Opts, PropagateContext, Rid};
+use std::collections::HashMap;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+static PROMPT_TOKENS: Name = Name::new("prompt_tokens");
+static OUTPUT_TOKENS: Name = Name::new("output_tokens");
+static BATCH_SIZE: Name = Name::new("batch_size");
+
+/// What travels between the server's threads: the request and its trace context.
+struct Msg {
+    rid: Rid,
+    ctx: [u8; slicetrace::CONTEXT_LEN],
+    output_tokens: usize,
+}
+
+fn env_num(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Busy work standing in for tokenizing, attention kernels and so on.
+fn work(micros: u64) {
+    let until = Instant::now() + Duration::from_micros(micros);
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+fn rid_text(i: usize) -> String {
+    // Looks like the reference's uuid hex ids.
+    format!(
+        "{:016x}{:016x}",
+        0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1),
+        i
+    )
+}
+
+fn tokenizer(n: usize, to_sched: Vec<Sender<Msg>>, done: Receiver<Rid>) {
+    slicetrace::set_thread_info("tokenizer", None, Some(0));
+    let mut open = HashMap::new();
+    for i in 0..n {
+        let text = rid_text(i);
+        let rid = slicetrace::req_start(text.as_str(), None);
+        slicetrace::slice_start(name!("tokenize"), rid);
+        work(40);
+        slicetrace::slice_end_with(
+            name!("tokenize"),
+            rid,
+            End::PLAIN,
+            Opts::attrs(&[Attr::new(&PROMPT_TOKENS, 64 + (i % 7) as i64 * 32)]),
+        );
+        let ctx = slicetrace::propagate_context(rid).expect("started on this thread");
+        let output_tokens = 4 + i % 13;
+        for tx in &to_sched {
+            let _ = tx.send(Msg {
+                rid,
+                ctx: ctx.to_bytes(),
+                output_tokens,
+            });
+        }
+        open.insert(rid, output_tokens);
+        if i % 8 == 7 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    drop(to_sched);
+    for rid in done {
+        if let Some(tokens) = open.remove(&rid) {
+            slicetrace::req_finish_with(
+                rid,
+                Opts::attrs(&[Attr::new(&OUTPUT_TOKENS, tokens as i64)]),
+            );
+        }
+    }
+}
+
+struct Running {
+    rid: Rid,
+    left: usize,
+    ctx_bytes: [u8; slicetrace::CONTEXT_LEN],
+}
+
+fn scheduler(tp: u32, inbox: Receiver<Msg>, detok: Option<Sender<Msg>>) {
+    slicetrace::set_thread_info("scheduler", Some(tp), Some(0));
+    let mut running: Vec<Running> = Vec::new();
+    let mut inbox_open = true;
+    while inbox_open || !running.is_empty() {
+        // Admit what has arrived: queue wait, then prefill.
+        loop {
+            let msg = if running.is_empty() && inbox_open {
+                inbox.recv().map_err(|_| ())
+            } else {
+                inbox.try_recv().map_err(|_| ())
+            };
+            let Ok(msg) = msg else {
+                if running.is_empty() {
+                    inbox_open = false;
+                }
+                break;
+            };
+            let ctx = PropagateContext::from_bytes(&msg.ctx).expect("valid context");
+            slicetrace::set_propagate_context(msg.rid, &ctx);
+            slicetrace::slice_start_anon(msg.rid);
+            slicetrace::slice_end(name!("queue wait"), msg.rid, End::AUTO_NEXT_ANON);
+            work(120);
+            slicetrace::slice_end(name!("prefill"), msg.rid, End::AUTO_NEXT_ANON);
+            running.push(Running {
+                rid: msg.rid,
+                left: msg.output_tokens,
+                ctx_bytes: msg.ctx,
+            });
+        }
+        if running.is_empty() {
+            continue;
+        }
+        // One decode step for the whole batch.
+        work(30 + running.len() as u64);
+        for r in &mut running {
+            r.left -= 1;
+        }
+        let batch: Vec<(Rid, bool)> = running.iter().map(|r| (r.rid, r.left == 0)).collect();
+        slicetrace::slice_batch(name!("decode"), &batch);
+        if tp == 0 {
+            slicetrace::event_with(
+                name!("decode step"),
+                running[0].rid,
+                Opts::attrs(&[Attr::new(&BATCH_SIZE, running.len())]),
+            );
+        }
+        running.retain(|r| {
+            if r.left > 0 {
+                return true;
+            }
+            if let Some(tx) = &detok {
+                // The finished request goes on to the detokenizer with its context.
+                let ctx = slicetrace::propagate_context(r.rid);
+                let ctx = ctx.map(|c| c.to_bytes()).unwrap_or(r.ctx_bytes);
+                let _ = tx.send(Msg {
+                    rid: r.rid,
+                    ctx,
+                    output_tokens: 0,
+                });
+            }
+            false
+        });
+    }
+}
+
+fn detokenizer(inbox: Receiver<Msg>, done: Sender<Rid>) {
+    slicetrace::set_thread_info("detokenizer", None, Some(0));
+    for msg in inbox {
+        let ctx = PropagateContext::from_bytes(&msg.ctx).expect("valid context");
+        slicetrace::set_propagate_context(msg.rid, &ctx);
+        slicetrace::slice_start(name!("detokenize"), msg.rid);
+        work(25);
+        slicetrace::slice_end(name!("detokenize"), msg.rid, End::THREAD_FINISH);
+        let _ = done.send(msg.rid);
+    }
+}
+
+/// Nanoseconds per call of a slice start+end pair, and of a raw clock read, measured here. The
+/// probe's slices are real: they appear under their own request, "Req cost-pro".
+fn measure_cost(guard: &slicetrace::Guard) -> (f64, f64) {
+    // Small enough to fit the ring between flushes, so no call meets a full ring.
+    const PAIRS: u64 = 1024;
+    const ROUNDS: u64 = 8;
+    let rid = slicetrace::req_start("cost-probe", None);
+    let mut traced = Duration::ZERO;
+    for _ in 0..ROUNDS {
+        guard.flush(Duration::from_secs(5));
+        let t = Instant::now();
+        for _ in 0..PAIRS {
+            slicetrace::slice_start(name!("probe"), std::hint::black_box(rid));
+            slicetrace::slice_end(name!("probe"), std::hint::black_box(rid), End::PLAIN);
+        }
+        traced += t.elapsed();
+    }
+    slicetrace::req_finish(rid);
+    let clock = quanta::Clock::new();
+    let t = Instant::now();
+    for _ in 0..PAIRS * ROUNDS * 2 {
+        std::hint::black_box(clock.raw());
+    }
+    let raw = t.elapsed();
+    let calls = (PAIRS * ROUNDS * 2) as f64;
+    (
+        traced.as_nanos() as f64 / calls,
+        raw.as_nanos() as f64 / calls,
+    )
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let requests = env_num("SIM_REQUESTS", 200);
+    let tp = env_num("SIM_TP", 2).max(1) as u32;
+    let path = std::env::var("SLICETRACE_FILE").unwrap_or_else(|_| "slicetrace-trace.jsonl".into());
+    let guard = slicetrace::init(
+        Config::new("simulated-llm-server").exporter(JsonLinesExporter::create(&path)?),
+    )?;
+    let started = Instant::now();
+
+    let (done_tx, done_rx) = channel();
+    let (detok_tx, detok_rx) = channel();
+    let detok = std::thread::Builder::new()
+        .name("detokenizer".into())
+        .spawn(move || detokenizer(detok_rx, done_tx))?;
+    let mut sched_txs = Vec::new();
+    let mut scheds = Vec::new();
+    for rank in 0..tp {
+        let (tx, rx) = channel();
+        sched_txs.push(tx);
+        let to_detok = (rank == 0).then(|| detok_tx.clone());
+        scheds.push(
+            std::thread::Builder::new()
+                .name(format!("scheduler-tp{rank}"))
+                .spawn(move || scheduler(rank, rx, to_detok))?,
+        );
+    }
+    drop(detok_tx);
+    let tok = std::thread::Builder::new()
+        .name("tokenizer".into())
+        .spawn(move || tokenizer(requests, sched_txs, done_rx))?;
+    for s in scheds {
+        s.join().expect("scheduler");
+    }
+    detok.join().expect("detokenizer");
+    tok.join().expect("tokenizer");
+    let served = started.elapsed();
+
+    let (per_call, per_raw_read) = measure_cost(&guard);
+    let clock = guard.clock_source();
+    let stats = guard.shutdown();
+    println!("simulated server: {requests} requests on {tp} TP ranks in {served:.2?}");
+    println!(
+        "spans exported: {} (to {path}); requests finished: {}",
+        stats.spans_exported, stats.requests_finished
+    );
+    println!(
+        "records written: {}, dropped (ring full): {}, unknown request: {}, export failures: {}",
+        stats.records_written,
+        stats.records_dropped_ring_full,
+        stats.unknown_rid_records,
+        stats.spans_export_failed
+    );
+    println!(
+        "tracing cost: {per_call:.1} ns per call (slice start/end), a raw clock read here: {per_raw_read:.1} ns"
+    );
+    println!("clock: {clock}");
+    Ok(())
+}

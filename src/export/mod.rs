@@ -1,0 +1,3 @@
+//! Exporters slicetrace ships, for destinations the OpenTelemetry SDK does not cover.
+
+pub mod jsonl;
