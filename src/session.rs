@@ -285,6 +285,7 @@ fn stats_of(live: &Live) -> Stats {
     s.calls_lost_in_teardown = LOST_NO_HANDLE.load(Ordering::Relaxed) - live.lost_base;
     s.propagate_unknown =
         crate::local::api::PROPAGATE_UNKNOWN.load(Ordering::Relaxed) - live.unknown_base;
+    s.rings = registry::ring_count() as u64;
     s
 }
 

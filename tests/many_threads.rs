@@ -70,3 +70,52 @@ fn every_slice_is_exported_exactly_once() {
     rids.dedup();
     assert_eq!(rids.len(), total);
 }
+
+#[test]
+fn short_lived_threads_reuse_rings_without_mixing_records() {
+    let mut s = session();
+    let rid = slicetrace::req_start("churn", None);
+    let ctx = slicetrace::propagate_context(rid).unwrap();
+    let mut tids = Vec::new();
+    for i in 0..300u32 {
+        let h = std::thread::spawn(move || {
+            slicetrace::set_thread_info("worker", Some(i), None);
+            slicetrace::set_propagate_context(rid, &ctx);
+            slicetrace::slice_start(name!("short"), rid);
+            slicetrace::slice_end(name!("short"), rid, End::THREAD_FINISH);
+        });
+        tids.push(h.join().map(|_| i).unwrap());
+        if i % 50 == 49 {
+            // Let the drainer free the exited threads' rings, as it does every sweep.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    slicetrace::req_finish(rid);
+    let (t, stats) = s.finish();
+    let req = t.one("Req churn");
+    let threads = t.children(req);
+    assert_eq!(
+        threads.len(),
+        301,
+        "one span per thread, plus the starting thread's"
+    );
+    for i in tids {
+        let th: Vec<_> = threads
+            .iter()
+            .filter(|s| s.name.starts_with(&format!("worker [TP {i}] ")))
+            .collect();
+        assert_eq!(th.len(), 1, "TP {i}");
+        assert_eq!(
+            t.child_names(th[0]),
+            ["short"],
+            "TP {i} holds only its own slice"
+        );
+        assert_eq!(attr(th[0], "tp_rank"), Some(Value::I64(i as i64)));
+    }
+    assert!(
+        stats.rings < 60,
+        "rings are reused after their threads exit: {} rings for 300 threads",
+        stats.rings
+    );
+    assert_eq!(stats.records_read, stats.records_written);
+}

@@ -22,6 +22,8 @@ macro_rules! counters {
             pub calls_lost_in_teardown: u64,
             /// `propagate_context` calls that found no request on the calling thread.
             pub propagate_unknown: u64,
+            /// Rings in the process (one per thread alive at once, reused after threads exit).
+            pub rings: u64,
             $($(#[$doc])* pub $field: u64,)*
         }
 
