@@ -314,3 +314,39 @@ fn a_second_init_is_refused() {
         Err(slicetrace::InitError::NoExporter)
     ));
 }
+
+#[test]
+fn a_full_ring_drops_whole_calls_and_counts_every_record() {
+    let mut s = session_with(|mut c| {
+        c.ring_capacity = 64;
+        c.sweep_interval = Duration::from_millis(50);
+        c
+    });
+    const PAIRS: u64 = 20_000;
+    let (written, dropped) = std::thread::spawn(|| {
+        let rid = slicetrace::req_start(7u64, None);
+        for _ in 0..PAIRS {
+            slicetrace::slice_start(name!("tight"), rid);
+            slicetrace::slice_end(name!("tight"), rid, End::PLAIN);
+        }
+        slicetrace::req_finish(rid);
+        let st = slicetrace::stats();
+        (st.records_written, st.records_dropped_ring_full)
+    })
+    .join()
+    .unwrap();
+    let (t, stats) = s.finish();
+    let attempted = 2 * PAIRS + 2;
+    assert!(
+        dropped > 0,
+        "a 64-record ring cannot hold {attempted} records"
+    );
+    assert_eq!(written + dropped, attempted);
+    assert_eq!(stats.records_read, stats.records_written);
+    assert_eq!(
+        stats.records_written + stats.records_dropped_ring_full,
+        attempted
+    );
+    // Whatever was kept still forms a well-formed tree (checked by Trace::new).
+    assert!(t.named("tight").len() as u64 <= PAIRS);
+}
