@@ -208,17 +208,20 @@ impl<'a> Producer<'a> {
     }
 }
 
+/// A record carrying `v`, for the ring's tests.
+#[cfg(test)]
+pub(crate) fn test_record(v: u64) -> Record {
+    Record {
+        value: v,
+        kind: 3,
+        ..Record::default()
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use super::test_record as rec;
     use super::*;
-
-    fn rec(v: u64) -> Record {
-        Record {
-            value: v,
-            kind: 3,
-            ..Record::default()
-        }
-    }
 
     #[test]
     fn fifo_and_full_ring_drops_are_counted() {

@@ -1,17 +1,8 @@
 //! Model checks of the ring protocol under every interleaving loom explores.
 
-use crate::record::Record;
-use crate::ring::Ring;
+use crate::ring::{test_record as rec, Ring};
 use loom::sync::Arc;
 use loom::thread;
-
-fn rec(v: u64) -> Record {
-    Record {
-        value: v,
-        kind: 3,
-        ..Record::default()
-    }
-}
 
 #[test]
 fn loom_every_record_arrives_once_in_order_or_is_counted() {

@@ -110,6 +110,30 @@ struct Request {
     local: bool,
 }
 
+impl Request {
+    fn new(rid: Rid, trace_id: u128, span_id: u64, ns: u64, local: bool) -> Request {
+        Request {
+            rid,
+            rid_text: None,
+            trace_id,
+            span_id,
+            parent: 0,
+            parent_remote: false,
+            bootstrap_room: None,
+            start_ns: ns,
+            last_ns: ns,
+            attrs: Vec::new(),
+            events: Vec::new(),
+            dropped_attrs: 0,
+            threads: Vec::new(),
+            last_activity: Instant::now(),
+            finishing: None,
+            linger_until: None,
+            local,
+        }
+    }
+}
+
 struct Parked {
     tenure: Arc<Tenure>,
     rec: Decoded,
@@ -256,25 +280,13 @@ impl Tree {
         let rid_text =
             (!text_bytes.is_empty()).then(|| String::from_utf8_lossy(text_bytes).into_owned());
         Counters::add(&c.requests_started, 1);
-        let mut req = Request {
-            rid,
-            rid_text,
-            trace_id: ids.trace_id,
-            span_id: ids.request_span,
-            parent: upstream.as_ref().map(|u| u.extra).unwrap_or(0),
-            parent_remote: upstream.is_some(),
-            bootstrap_room: (rec.head.flags & flag::HAS_ROOM != 0).then_some(rec.head.value),
-            start_ns: ns,
-            last_ns: ns,
-            attrs: Vec::new(),
-            events: Vec::new(),
-            dropped_attrs: 0,
-            threads: Vec::new(),
-            last_activity: Instant::now(),
-            finishing: None,
-            linger_until: None,
-            local: true,
-        };
+        let mut req = Request::new(rid, ids.trace_id, ids.request_span, ns, true);
+        req.rid_text = rid_text;
+        if let Some(u) = &upstream {
+            req.parent = u.extra;
+            req.parent_remote = true;
+        }
+        req.bootstrap_room = (rec.head.flags & flag::HAS_ROOM != 0).then_some(rec.head.value);
         let link = upstream
             .filter(|u| u.link != 0)
             .map(|u| span_ctx(u.trace_id, u.link, true));
@@ -319,29 +331,11 @@ impl Tree {
             };
             let text = &rec.payload[UPSTREAM_BYTES.min(rec.payload.len())..];
             Counters::add(&c.requests_joined, 1);
-            self.requests.insert(
-                rid,
-                Request {
-                    rid,
-                    rid_text: (!text.is_empty())
-                        .then(|| String::from_utf8_lossy(text).into_owned()),
-                    trace_id: up.trace_id,
-                    span_id: ids.request_span,
-                    parent: rec.head.value,
-                    parent_remote: true,
-                    bootstrap_room: None,
-                    start_ns: ns,
-                    last_ns: ns,
-                    attrs: Vec::new(),
-                    events: Vec::new(),
-                    dropped_attrs: 0,
-                    threads: Vec::new(),
-                    last_activity: Instant::now(),
-                    finishing: None,
-                    linger_until: None,
-                    local: false,
-                },
-            );
+            let mut req = Request::new(rid, up.trace_id, ids.request_span, ns, false);
+            req.rid_text = (!text.is_empty()).then(|| String::from_utf8_lossy(text).into_owned());
+            req.parent = rec.head.value;
+            req.parent_remote = true;
+            self.requests.insert(rid, req);
         }
         let Some(req) = self.requests.get_mut(&rid) else {
             return true;
