@@ -193,6 +193,11 @@ impl<'a> Producer<'a> {
         slot.with_mut(|p| unsafe { p.write(rec) });
     }
 
+    /// Where this producer's records begin.
+    pub fn owner_start(&self) -> u64 {
+        self.start
+    }
+
     /// The oldest position whose record this producer wrote and has not overwritten since.
     pub fn history_start(&self) -> u64 {
         self.start.max(self.tail.saturating_sub(self.ring.mask + 1))

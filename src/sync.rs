@@ -2,9 +2,9 @@
 //! model-checked (`RUSTFLAGS="--cfg loom" cargo test --release --lib loom`).
 
 #[cfg(loom)]
-pub use loom::sync::atomic::{AtomicU64, Ordering};
+pub use loom::sync::atomic::{fence, AtomicU64, Ordering};
 #[cfg(not(loom))]
-pub use std::sync::atomic::{AtomicU64, Ordering};
+pub use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 #[cfg(loom)]
 pub use loom::cell::UnsafeCell as SlotCell;

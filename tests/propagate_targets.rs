@@ -117,14 +117,41 @@ fn a_thread_that_joined_propagates_onward_under_the_same_request_span() {
 }
 
 #[test]
-fn a_thread_that_never_saw_the_request_gets_none() {
+fn a_thread_that_only_sliced_the_request_finds_it_in_the_process_directory() {
     let mut s = session();
     let rid = slicetrace::req_start("p-else", None);
-    let ctx = std::thread::spawn(move || slicetrace::propagate_context(rid))
+    // Handed to another thread of this process without a context, as a rid alone.
+    let (ctx, bare) = std::thread::spawn(move || {
+        let bare = slicetrace::propagate_context(rid).unwrap();
+        slicetrace::slice_start(name!("sliced here"), rid);
+        let ctx = slicetrace::propagate_context(rid).unwrap();
+        slicetrace::slice_end(name!("sliced here"), rid, End::THREAD_FINISH);
+        (ctx, bare)
+    })
+    .join()
+    .unwrap();
+    std::thread::spawn(move || {
+        slicetrace::set_propagate_context(rid, &ctx);
+        slicetrace::slice_start(name!("received"), rid);
+        slicetrace::slice_end(name!("received"), rid, End::THREAD_FINISH);
+    })
+    .join()
+    .unwrap();
+    slicetrace::req_finish(rid);
+    let after = std::thread::spawn(move || slicetrace::propagate_context(rid))
         .join()
         .unwrap();
-    assert_eq!(ctx, None);
-    assert_eq!(slicetrace::stats().propagate_unknown, 1);
-    slicetrace::req_finish(rid);
-    s.finish();
+    assert_eq!(after, None, "finished requests leave the directory");
+    let (t, stats) = s.finish();
+    let req = t.one("Req p-else");
+    assert_eq!(bare.parent_span_id(), sid(req));
+    assert_eq!(bare.trace_id(), tid(req));
+    assert_eq!(
+        bare.link_span_id(),
+        None,
+        "nothing sliced on that thread yet"
+    );
+    assert_eq!(ctx.link_span_id(), Some(sid(t.one("sliced here"))));
+    assert_eq!(links(t.one("received")), [sid(t.one("sliced here"))]);
+    assert_eq!(stats.propagate_unknown, 1);
 }

@@ -1,6 +1,7 @@
 //! The tracing calls. Each writes records into the calling thread's ring and returns; when
 //! tracing is off each is one relaxed load and a branch.
 
+use super::directory::{directory, Entry};
 use super::handle::{enabled, with_local, Local};
 use super::history::{self, Lookup, Upstream, UPSTREAM_BYTES};
 use crate::args::{Attr, End, Opts, UnixNanos, Value};
@@ -127,11 +128,10 @@ impl Gather {
         }
     }
 
-    fn flush(&mut self, l: &mut Local) {
-        if self.n > 0 {
-            l.producer.push_all(&self.buf[..self.n]);
-            self.n = 0;
-        }
+    /// Pushes what is gathered; false if the ring had no room for it (dropped, counted).
+    fn flush(&mut self, l: &mut Local) -> bool {
+        let n = std::mem::take(&mut self.n);
+        n == 0 || l.producer.push_all(&self.buf[..n])
     }
 }
 
@@ -212,11 +212,32 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
             flags,
             ..Record::default()
         };
+        let pos = l.producer.tail();
         let mut g = Gather::new();
         g.add(l, head, &payload[..n]);
-        g.flush(l);
+        if g.flush(l) {
+            let up = opts.parent.map(|p| Upstream {
+                trace_id: p.trace_id,
+                link: p.link_span_id,
+                extra: p.parent_span_id,
+            });
+            publish(l, id, pos, &head, up.as_ref());
+        }
     });
     id
+}
+
+/// Makes the request findable by `propagate_context` on this process's other threads.
+fn publish(l: &Local, rid: Rid, pos: u64, head: &Record, up: Option<&Upstream>) {
+    if let Some(ids) = history::origin_ids(l.seed, pos, head, up, process_tag()) {
+        directory().insert(
+            rid.0,
+            Entry {
+                trace_id: ids.trace_id,
+                request_span: ids.request_span,
+            },
+        );
+    }
 }
 
 /// Ends the request in this process: its open slices close as unfinished, its thread spans end,
@@ -225,6 +246,7 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
 pub fn req_finish(rid: Rid) {
     if enabled() {
         record_one(Kind::ReqFinish, 0, rid, 0, 0, None);
+        directory().remove(rid.0);
     }
 }
 
@@ -247,6 +269,7 @@ pub fn req_finish_with(rid: Rid, opts: Opts<'_>) {
         g.add(l, head, &[]);
         g.flush(l);
     });
+    directory().remove(rid.0);
 }
 
 /// Opens a slice: a child of this request's innermost open slice on this thread, else of the
@@ -439,8 +462,11 @@ pub fn set_propagate_context(rid: impl RequestKey, ctx: &PropagateContext) {
             flags: tf | if ctx.sampled { flag::SAMPLED } else { 0 },
             ..Record::default()
         };
+        let pos = l.producer.tail();
         let mut g = Gather::new();
         g.add(l, head, &payload[..UPSTREAM_BYTES + text.len()]);
-        g.flush(l);
+        if g.flush(l) {
+            publish(l, id, pos, &head, Some(&up));
+        }
     });
 }

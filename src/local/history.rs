@@ -108,7 +108,7 @@ pub(crate) fn lookup(p: &Producer<'_>, seed: u64, rid: u64, process_tag: u64) ->
     let mut pos = tail;
     let origin = loop {
         if pos == start {
-            return Lookup::Unknown;
+            return lookup_elsewhere(p, seed, rid, process_tag);
         }
         pos -= 1;
         let r = p.read_back(pos);
@@ -141,8 +141,45 @@ pub(crate) fn lookup(p: &Producer<'_>, seed: u64, rid: u64, process_tag: u64) ->
     let Some(ids) = origin_ids(seed, opos, &head, upstream.as_ref(), process_tag) else {
         return Lookup::Unknown;
     };
+    let chain = replay(p, seed, rid, opos + 1);
+    let sampled = head.kind == Kind::ReqStart as u8 && head.flags & flag::UPSTREAM == 0
+        || head.flags & flag::SAMPLED != 0;
+    Lookup::Found(PropagateContext::new(
+        ids.trace_id,
+        ids.request_span,
+        chain.handoff_target().unwrap_or(0),
+        process_tag,
+        sampled,
+    ))
+}
+
+/// A request this thread only sliced: its identity comes from the process directory, and its
+/// slices from this thread's history, when that history is whole (else no link).
+fn lookup_elsewhere(p: &Producer<'_>, seed: u64, rid: u64, process_tag: u64) -> Lookup {
+    let Some(e) = super::directory::directory().get(rid) else {
+        return Lookup::Unknown;
+    };
+    let link = if p.history_start() == p.owner_start() {
+        replay(p, seed, rid, p.history_start())
+            .handoff_target()
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    Lookup::Found(PropagateContext::new(
+        e.trace_id,
+        e.request_span,
+        link,
+        process_tag,
+        true,
+    ))
+}
+
+/// This thread's slices of `rid` from `from` to now, by the drainer's rule.
+fn replay(p: &Producer<'_>, seed: u64, rid: u64, from: u64) -> SliceChain {
+    let tail = p.tail();
     let mut chain = SliceChain::default();
-    let mut at = opos + 1;
+    let mut at = from;
     while at < tail {
         let r = p.read_back(at);
         match Kind::from_u8(r.kind) {
@@ -171,13 +208,5 @@ pub(crate) fn lookup(p: &Producer<'_>, seed: u64, rid: u64, process_tag: u64) ->
         }
         at += 1;
     }
-    let sampled = head.kind == Kind::ReqStart as u8 && head.flags & flag::UPSTREAM == 0
-        || head.flags & flag::SAMPLED != 0;
-    Lookup::Found(PropagateContext::new(
-        ids.trace_id,
-        ids.request_span,
-        chain.handoff_target().unwrap_or(0),
-        process_tag,
-        sampled,
-    ))
+    chain
 }

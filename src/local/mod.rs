@@ -2,5 +2,6 @@
 //! uses. Nothing here imports from `collector`.
 
 pub mod api;
+pub(crate) mod directory;
 pub(crate) mod handle;
 pub(crate) mod history;
