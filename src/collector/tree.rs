@@ -148,6 +148,13 @@ pub struct Tree {
     requests: HashMap<Rid, Request>,
     parked: HashMap<Rid, VecDeque<Parked>>,
     parked_count: usize,
+    /// Requests to close once their `req_finish` grace has passed, in deadline order (the
+    /// grace is one constant, so arrival order is deadline order). Entries may be stale.
+    finishing_q: VecDeque<(Instant, Rid)>,
+    /// Joined requests to close once their linger has passed, likewise.
+    linger_q: VecDeque<(Instant, Rid)>,
+    last_idle_scan: Instant,
+    last_park_scan: Instant,
     pub out: Vec<SpanData>,
 }
 
@@ -175,6 +182,10 @@ impl Tree {
             requests: HashMap::new(),
             parked: HashMap::new(),
             parked_count: 0,
+            finishing_q: VecDeque::new(),
+            linger_q: VecDeque::new(),
+            last_idle_scan: Instant::now(),
+            last_park_scan: Instant::now(),
             out: Vec::new(),
         }
     }
@@ -377,7 +388,9 @@ impl Tree {
         match rec.kind {
             Kind::ReqFinish => {
                 if req.finishing.is_none() {
-                    req.finishing = Some((ns, Instant::now() + self.limits.finish_grace));
+                    let due = Instant::now() + self.limits.finish_grace;
+                    req.finishing = Some((ns, due));
+                    self.finishing_q.push_back((due, rid));
                 }
             }
             Kind::SliceStart => {
@@ -424,7 +437,7 @@ impl Tree {
                     let t = open_thread(&mut req.threads[ti], rec.pos, ns);
                     open_slice(c, t, trace, rec.pos, Salt::next_anon(rec.sub), None, ns);
                 }
-                update_linger(req, &self.limits);
+                update_linger(req, &self.limits, &mut self.linger_q);
             }
             Kind::Event => {
                 let ev = Event::new(name.unwrap_or("event"), ns_to_time(ns), Vec::new(), 0);
@@ -515,43 +528,72 @@ impl Tree {
 
     /// Closes what is due: finished requests past their grace, joined requests past their
     /// linger, idle requests, and parked records nobody claimed. `force` closes every finished
-    /// request now (flush).
+    /// and lingering request now (flush). Costs what is due, plus a scan of all requests once a
+    /// second for idleness.
     pub fn housekeeping(&mut self, c: &Counters, force: bool) {
         let now = Instant::now();
-        let due: Vec<Rid> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| match (r.finishing, r.linger_until) {
-                (Some((_, at)), _) => force || now >= at,
-                (None, Some(at)) => force || now >= at,
-                (None, None) => now.duration_since(r.last_activity) >= self.limits.idle_timeout,
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for rid in due {
-            if let Some(r) = self.requests.remove(&rid) {
-                let why = if r.finishing.is_some() || r.linger_until.is_some() {
-                    None
-                } else {
-                    Counters::add(&c.requests_evicted, 1);
-                    Some("evicted: no activity within the idle timeout")
-                };
-                self.close_request(c, r, why);
+        while let Some(&(due, rid)) = self.finishing_q.front() {
+            if !force && due > now {
+                break;
+            }
+            self.finishing_q.pop_front();
+            let current = self.requests.get(&rid).and_then(|r| r.finishing);
+            if current.is_some_and(|(_, d)| d == due) {
+                if let Some(r) = self.requests.remove(&rid) {
+                    self.close_request(c, r, None);
+                }
             }
         }
-        let timeout = self.limits.park_timeout;
-        let mut dropped = 0;
-        self.parked.retain(|_, q| {
-            while q
-                .front()
-                .is_some_and(|p| now.duration_since(p.at) >= timeout)
-            {
-                q.pop_front();
-                dropped += 1;
+        while let Some(&(due, rid)) = self.linger_q.front() {
+            if !force && due > now {
+                break;
             }
-            !q.is_empty()
-        });
-        if dropped > 0 {
+            self.linger_q.pop_front();
+            let current = self.requests.get(&rid).and_then(|r| r.linger_until);
+            if current == Some(due) {
+                if let Some(r) = self.requests.remove(&rid) {
+                    self.close_request(c, r, None);
+                }
+            }
+        }
+        if now.duration_since(self.last_idle_scan)
+            >= Duration::from_secs(1).min(self.limits.idle_timeout / 2)
+        {
+            self.last_idle_scan = now;
+            let idle = self.limits.idle_timeout;
+            let due: Vec<Rid> = self
+                .requests
+                .iter()
+                .filter(|(_, r)| {
+                    r.finishing.is_none()
+                        && r.linger_until.is_none()
+                        && now.duration_since(r.last_activity) >= idle
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            for rid in due {
+                if let Some(r) = self.requests.remove(&rid) {
+                    Counters::add(&c.requests_evicted, 1);
+                    self.close_request(c, r, Some("evicted: no activity within the idle timeout"));
+                }
+            }
+        }
+        if self.parked_count > 0
+            && now.duration_since(self.last_park_scan) >= self.limits.park_timeout / 4
+        {
+            self.last_park_scan = now;
+            let timeout = self.limits.park_timeout;
+            let mut dropped = 0;
+            self.parked.retain(|_, q| {
+                while q
+                    .front()
+                    .is_some_and(|p| now.duration_since(p.at) >= timeout)
+                {
+                    q.pop_front();
+                    dropped += 1;
+                }
+                !q.is_empty()
+            });
             self.parked_count -= dropped;
             Counters::add(&c.unknown_rid_records, dropped as u64);
         }
@@ -874,8 +916,10 @@ fn finish_thread(
 }
 
 /// A joined request (no local req_start) ends once none of its thread spans is open.
-fn update_linger(req: &mut Request, limits: &TreeLimits) {
+fn update_linger(req: &mut Request, limits: &TreeLimits, q: &mut VecDeque<(Instant, Rid)>) {
     if !req.local && req.finishing.is_none() && req.threads.iter().all(|t| t.id == 0) {
-        req.linger_until = Some(Instant::now() + limits.joined_linger);
+        let due = Instant::now() + limits.joined_linger;
+        req.linger_until = Some(due);
+        q.push_back((due, req.rid));
     }
 }
