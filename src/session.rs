@@ -2,6 +2,7 @@
 
 use crate::collector::clock::{self, ClockSource, TickClock};
 use crate::collector::drainer::{self, Control, DrainerParts};
+use crate::collector::shipper::Shipper;
 use crate::collector::sink::Sink;
 use crate::collector::stats::Stats;
 use crate::collector::tree::{ProcessInfo, Tree, TreeLimits};
@@ -43,6 +44,8 @@ pub struct Config {
     pub max_parked: usize,
     /// Spans per export call, at most.
     pub max_export_batch: usize,
+    /// Batches waiting for the exporter, at most; more are dropped and counted.
+    pub export_queue_batches: usize,
     /// How long shutdown waits for the exporter.
     pub shutdown_timeout: Duration,
     /// Print the one start-up line (clock source) on stderr.
@@ -64,6 +67,7 @@ impl Config {
             max_open_requests: 1 << 20,
             max_parked: 1 << 16,
             max_export_batch: 512,
+            export_queue_batches: 256,
             shutdown_timeout: Duration::from_secs(5),
             announce: true,
             sink: None,
@@ -232,13 +236,19 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
                 .build(),
         },
     );
+    let shipper = Shipper::start(
+        sink,
+        ctl.clone(),
+        cfg.export_queue_batches,
+        cfg.shutdown_timeout,
+    )
+    .map_err(InitError::Spawn)?;
     let parts = DrainerParts {
         tree,
-        sink,
+        shipper,
         clock: TickClock::new(quanta_clock, Duration::from_secs(1)),
         interval: cfg.sweep_interval,
         max_batch: cfg.max_export_batch,
-        shutdown_timeout: cfg.shutdown_timeout,
     };
     let (written_base, dropped_base) = ring_totals();
     DRAINER_LIVE.store(true, Ordering::Release);

@@ -1,7 +1,7 @@
 //! The background thread: sweeps every ring, rebuilds span trees, hands spans to the sink.
 
 use super::clock::TickClock;
-use super::sink::Sink;
+use super::shipper::Shipper;
 use super::stats::Counters;
 use super::tree::{Tenure, Tree};
 use crate::ids::owner_seed;
@@ -34,7 +34,7 @@ impl Control {
         *done >= want
     }
 
-    fn mark_flushed(&self, upto: u64) {
+    pub fn mark_flushed(&self, upto: u64) {
         let mut done = self.flush_done.lock().unwrap_or_else(|e| e.into_inner());
         if *done < upto {
             *done = upto;
@@ -45,11 +45,10 @@ impl Control {
 
 pub struct DrainerParts {
     pub tree: Tree,
-    pub sink: Box<dyn Sink>,
+    pub shipper: Shipper,
     pub clock: TickClock,
     pub interval: Duration,
     pub max_batch: usize,
-    pub shutdown_timeout: Duration,
 }
 
 struct RingState {
@@ -101,14 +100,14 @@ pub fn run(ctl: Arc<Control>, parts: DrainerParts) {
             .store(d.parts.tree.open_requests() as u64, Ordering::Relaxed);
         c.records_waiting
             .store(d.parts.tree.parked() as u64, Ordering::Relaxed);
-        if want > flushed {
-            flushed = want;
-            d.ctl.mark_flushed(want);
-        }
         if stopping {
-            let _ = d.parts.sink.shutdown(d.parts.shutdown_timeout);
+            d.parts.shipper.stop();
             d.ctl.mark_flushed(u64::MAX);
             return;
+        }
+        if want > flushed {
+            flushed = want;
+            d.parts.shipper.flush(want);
         }
         d.parts.clock.maybe_reanchor();
         std::thread::park_timeout(d.parts.interval);
@@ -195,19 +194,10 @@ impl Drainer {
     }
 
     fn export(&mut self) {
-        let c = &self.ctl.counters;
         let out = &mut self.parts.tree.out;
         while !out.is_empty() {
             let rest = out.split_off(out.len().min(self.parts.max_batch));
-            let batch = std::mem::replace(out, rest);
-            let n = batch.len() as u64;
-            match self.parts.sink.export(batch) {
-                Ok(()) => Counters::add(&c.spans_exported, n),
-                Err(_) => {
-                    Counters::add(&c.export_errors, 1);
-                    Counters::add(&c.spans_export_failed, n);
-                }
-            }
+            self.parts.shipper.send(std::mem::replace(out, rest));
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod drainer;
+pub mod shipper;
 pub mod sink;
 pub mod stats;
 pub mod tree;

@@ -50,8 +50,10 @@ counters! {
     records_stale,
     /// Spans handed to the exporter and accepted.
     spans_exported,
-    /// Spans in batches the exporter failed.
+    /// Spans in batches the exporter failed (after its own retries).
     spans_export_failed,
+    /// Spans dropped because the export queue was full (the destination could not keep up).
+    spans_dropped_export,
     /// Failed export calls.
     export_errors,
     requests_started,

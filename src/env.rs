@@ -1,0 +1,376 @@
+//! Configuration from the environment: the one switch, and the standard `OTEL_*` variables.
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `SLICETRACE` | `1`/`true`/`on` switches tracing on; unset, `0`/`false`/`off` leaves it off |
+//! | `SLICETRACE_FILE` | with no OTLP endpoint set: the local trace file (default `slicetrace-{pid}.jsonl`) |
+//! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | OTLP endpoint for traces, used as given (`host:port` gets `http://`) |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP base endpoint; over HTTP `/v1/traces` is appended |
+//! | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` | `grpc` (default, as the reference) or `http/protobuf` |
+//! | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS` | `key=value,…` sent with every export |
+//! | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` | export timeout in milliseconds (default 10000) |
+//! | `OTEL_SERVICE_NAME` | `service.name` (else the name the program passes) |
+//! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,…` resource attributes |
+//!
+//! A value that cannot be used is an error at `init`, naming the variable and what it expected.
+
+use std::fmt;
+use std::time::Duration;
+
+/// OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// Where spans go, as the environment says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Otlp {
+        endpoint: String,
+        protocol: Protocol,
+        headers: Vec<(String, String)>,
+        timeout: Duration,
+    },
+    File(String),
+}
+
+/// Tracing settings read from the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvSettings {
+    pub enabled: bool,
+    pub service_name: Option<String>,
+    pub resource_attributes: Vec<(String, String)>,
+    pub destination: Destination,
+}
+
+/// A variable with a value that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvError {
+    pub variable: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl fmt::Display for EnvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={:?}: expected {}",
+            self.variable, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for EnvError {}
+
+fn err(variable: &'static str, value: &str, expected: &'static str) -> EnvError {
+    EnvError {
+        variable,
+        value: value.to_owned(),
+        expected,
+    }
+}
+
+/// The first of `names` that is set and not empty, with its name.
+fn first<'a>(
+    get: &impl Fn(&str) -> Option<String>,
+    names: &[&'a str],
+) -> Option<(&'a str, String)> {
+    names
+        .iter()
+        .find_map(|n| get(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)))
+}
+
+/// `key=value,key=value` (values may be percent-encoded, as the OTel spec allows).
+fn key_values(
+    variable: &'static str,
+    value: &str,
+) -> Result<Vec<(String, String)>, EnvError> {
+    let mut out = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(err(variable, value, "comma-separated key=value pairs"));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(err(variable, value, "comma-separated key=value pairs"));
+        }
+        let v = percent_decode(v.trim())
+            .ok_or_else(|| err(variable, value, "valid percent-encoding in values"))?;
+        out.push((k.to_owned(), v));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Checks an endpoint and gives it a scheme: `host:port` → `http://host:port`.
+fn endpoint(variable: &'static str, value: &str) -> Result<String, EnvError> {
+    const EXPECTED: &str = "host:port, http://host:port[/path] or https://host:port[/path]";
+    let v = value.trim();
+    let (scheme, rest) = match v.split_once("://") {
+        Some((s, r)) => (s.to_ascii_lowercase(), r),
+        None => ("http".to_owned(), v),
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(err(variable, value, EXPECTED));
+    }
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = match authority.rsplit_once(':') {
+        // An IPv6 literal without a port: "[::1]".
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(err(variable, value, EXPECTED));
+    }
+    if let Some(p) = port {
+        if p.parse::<u16>().is_err() {
+            return Err(err(variable, value, EXPECTED));
+        }
+    }
+    if scheme == "https" {
+        return Err(err(
+            variable,
+            value,
+            "an http:// endpoint: this build has no TLS support",
+        ));
+    }
+    Ok(format!("{scheme}://{rest}"))
+}
+
+impl EnvSettings {
+    /// Reads the process environment.
+    pub fn from_process() -> Result<EnvSettings, EnvError> {
+        EnvSettings::parse(|k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `get` (the process environment, or a map in tests).
+    pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<EnvSettings, EnvError> {
+        let enabled = match get("SLICETRACE").map(|v| v.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(v) => match v.as_str() {
+                "" | "0" | "false" | "off" | "no" => false,
+                "1" | "true" | "on" | "yes" => true,
+                _ => return Err(err("SLICETRACE", &v, "1/true/on or 0/false/off")),
+            },
+        };
+        let protocol = match first(
+            &get,
+            &[
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ],
+        ) {
+            None => Protocol::Grpc,
+            Some((name, v)) => match v.trim() {
+                "grpc" => Protocol::Grpc,
+                "http/protobuf" => Protocol::HttpProtobuf,
+                _ => {
+                    let name = if name.contains("TRACES") {
+                        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+                    } else {
+                        "OTEL_EXPORTER_OTLP_PROTOCOL"
+                    };
+                    return Err(err(name, &v, "grpc or http/protobuf"));
+                }
+            },
+        };
+        let specific = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").filter(|v| !v.trim().is_empty());
+        let generic = get("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty());
+        let endpoint = match (specific, generic) {
+            (Some(v), _) => Some(endpoint("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &v)?),
+            (None, Some(v)) => {
+                let base = endpoint("OTEL_EXPORTER_OTLP_ENDPOINT", &v)?;
+                Some(match protocol {
+                    Protocol::Grpc => base,
+                    Protocol::HttpProtobuf => {
+                        format!("{}/v1/traces", base.trim_end_matches('/'))
+                    }
+                })
+            }
+            (None, None) => None,
+        };
+        let headers = match first(
+            &get,
+            &[
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "OTEL_EXPORTER_OTLP_HEADERS",
+            ],
+        ) {
+            None => Vec::new(),
+            Some(("OTEL_EXPORTER_OTLP_TRACES_HEADERS", v)) => {
+                key_values("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &v)?
+            }
+            Some((_, v)) => key_values("OTEL_EXPORTER_OTLP_HEADERS", &v)?,
+        };
+        let timeout = match first(
+            &get,
+            &[
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+            ],
+        ) {
+            None => Duration::from_millis(10_000),
+            Some((name, v)) => match v.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    let name = if name.contains("TRACES") {
+                        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+                    } else {
+                        "OTEL_EXPORTER_OTLP_TIMEOUT"
+                    };
+                    return Err(err(name, &v, "a positive number of milliseconds"));
+                }
+            },
+        };
+        let resource_attributes = match get("OTEL_RESOURCE_ATTRIBUTES") {
+            None => Vec::new(),
+            Some(v) => key_values("OTEL_RESOURCE_ATTRIBUTES", &v)?,
+        };
+        let destination = match endpoint {
+            Some(endpoint) => Destination::Otlp {
+                endpoint,
+                protocol,
+                headers,
+                timeout,
+            },
+            None => Destination::File(
+                get("SLICETRACE_FILE")
+                    .filter(|v| !v.trim().is_empty())
+                    .unwrap_or_else(|| format!("slicetrace-{}.jsonl", std::process::id())),
+            ),
+        };
+        Ok(EnvSettings {
+            enabled,
+            service_name: get("OTEL_SERVICE_NAME").filter(|v| !v.trim().is_empty()),
+            resource_attributes,
+            destination,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<EnvSettings, EnvError> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        EnvSettings::parse(|k| m.get(k).cloned())
+    }
+
+    fn otlp(s: &EnvSettings) -> (&str, Protocol) {
+        match &s.destination {
+            Destination::Otlp {
+                endpoint, protocol, ..
+            } => (endpoint, *protocol),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn off_unless_switched_on() {
+        assert!(!parse(&[]).unwrap().enabled);
+        assert!(!parse(&[("SLICETRACE", "0")]).unwrap().enabled);
+        assert!(parse(&[("SLICETRACE", "1")]).unwrap().enabled);
+        assert!(parse(&[("SLICETRACE", " On ")]).unwrap().enabled);
+        let e = parse(&[("SLICETRACE", "maybe")]).unwrap_err();
+        assert_eq!(e.variable, "SLICETRACE");
+    }
+
+    #[test]
+    fn endpoints_in_every_form() {
+        let s = parse(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]).unwrap();
+        assert_eq!(otlp(&s), ("http://collector:4317", Protocol::Grpc));
+        let s = parse(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ])
+        .unwrap();
+        assert_eq!(
+            otlp(&s),
+            ("http://127.0.0.1:4318/v1/traces", Protocol::HttpProtobuf)
+        );
+        let s = parse(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:1/"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://b:2/custom"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ])
+        .unwrap();
+        assert_eq!(otlp(&s), ("http://b:2/custom", Protocol::HttpProtobuf));
+        let s = parse(&[("SLICETRACE_FILE", "/tmp/x.jsonl")]).unwrap();
+        assert_eq!(s.destination, Destination::File("/tmp/x.jsonl".into()));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (vars, var) in [
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x:1")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "host:notaport")],
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_HEADERS", "novalue")],
+                "OTEL_EXPORTER_OTLP_HEADERS",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")],
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+            ),
+            (vec![("OTEL_RESOURCE_ATTRIBUTES", "=x")], "OTEL_RESOURCE_ATTRIBUTES"),
+        ] {
+            let e = parse(&vars).unwrap_err();
+            assert_eq!(e.variable, var, "{e}");
+            assert!(e.to_string().starts_with(var));
+        }
+    }
+
+    #[test]
+    fn headers_resource_and_service() {
+        let s = parse(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=abc%3D, x=1"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=infer"),
+            ("OTEL_SERVICE_NAME", "sglang"),
+        ])
+        .unwrap();
+        match &s.destination {
+            Destination::Otlp { headers, .. } => assert_eq!(
+                headers,
+                &[("api-key".into(), "abc=".into()), ("x".into(), "1".into())]
+            ),
+            d => panic!("{d:?}"),
+        }
+        assert_eq!(s.service_name.as_deref(), Some("sglang"));
+        assert_eq!(s.resource_attributes.len(), 2);
+    }
+}
