@@ -3,10 +3,13 @@
 //! context; each scheduler runs prefill, then a batched decode loop.
 //!
 //! Run: `cargo run --release --example simulated_server`. Spans go to `slicetrace-trace.jsonl`
-//! (or the path in `SLICETRACE_FILE`), one JSON object per line. `SIM_REQUESTS` and `SIM_TP`
-//! change the load.
+//! (or the path in `SLICETRACE_FILE`), one JSON object per line; with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set they go to that collector instead (see `EnvSettings` for
+//! the other `OTEL_*` variables). `SIM_REQUESTS` and `SIM_TP` change the load.
 
-use slicetrace::{name, Attr, Config, End, JsonLinesExporter, Name, Opts, PropagateContext, Rid};
+use slicetrace::{
+    name, Attr, Config, Destination, End, EnvSettings, Name, Opts, PropagateContext, Rid,
+};
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -203,10 +206,19 @@ fn measure_cost(guard: &slicetrace::Guard) -> (f64, f64) {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let requests = env_num("SIM_REQUESTS", 200);
     let tp = env_num("SIM_TP", 2).max(1) as u32;
-    let path = std::env::var("SLICETRACE_FILE").unwrap_or_else(|_| "slicetrace-trace.jsonl".into());
-    let guard = slicetrace::init(
-        Config::new("simulated-llm-server").exporter(JsonLinesExporter::create(&path)?),
-    )?;
+    let mut env = EnvSettings::from_process()?;
+    if let Destination::File(path) = &mut env.destination {
+        if std::env::var_os("SLICETRACE_FILE").is_none() {
+            *path = "slicetrace-trace.jsonl".into();
+        }
+    }
+    let dest = match &env.destination {
+        Destination::File(path) => path.clone(),
+        Destination::Otlp {
+            endpoint, protocol, ..
+        } => format!("{endpoint} over OTLP {protocol:?}"),
+    };
+    let guard = slicetrace::init(Config::from_settings(&env, "simulated-llm-server")?)?;
     let started = Instant::now();
 
     let (done_tx, done_rx) = channel();
@@ -242,15 +254,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stats = guard.shutdown();
     println!("simulated server: {requests} requests on {tp} TP ranks in {served:.2?}");
     println!(
-        "spans exported: {} (to {path}); requests finished: {}",
+        "spans exported: {} (to {dest}); requests finished: {}",
         stats.spans_exported, stats.requests_finished
     );
     println!(
-        "records written: {}, dropped (ring full): {}, unknown request: {}, export failures: {}",
+        "records written: {}, dropped (ring full): {}, unknown request: {}; spans failed to export: {}, dropped (export queue full): {}",
         stats.records_written,
         stats.records_dropped_ring_full,
         stats.unknown_rid_records,
-        stats.spans_export_failed
+        stats.spans_export_failed,
+        stats.spans_dropped_export
     );
     println!(
         "tracing cost: {per_call:.1} ns per call (slice start/end), a raw clock read here: {per_raw_read:.1} ns"

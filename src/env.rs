@@ -84,10 +84,7 @@ fn first<'a>(
 }
 
 /// `key=value,key=value` (values may be percent-encoded, as the OTel spec allows).
-fn key_values(
-    variable: &'static str,
-    value: &str,
-) -> Result<Vec<(String, String)>, EnvError> {
+fn key_values(variable: &'static str, value: &str) -> Result<Vec<(String, String)>, EnvError> {
     let mut out = Vec::new();
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((k, v)) = part.split_once('=') else {
@@ -346,7 +343,10 @@ mod tests {
                 vec![("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")],
                 "OTEL_EXPORTER_OTLP_TIMEOUT",
             ),
-            (vec![("OTEL_RESOURCE_ATTRIBUTES", "=x")], "OTEL_RESOURCE_ATTRIBUTES"),
+            (
+                vec![("OTEL_RESOURCE_ATTRIBUTES", "=x")],
+                "OTEL_RESOURCE_ATTRIBUTES",
+            ),
         ] {
             let e = parse(&vars).unwrap_err();
             assert_eq!(e.variable, var, "{e}");
@@ -359,7 +359,10 @@ mod tests {
         let s = parse(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=abc%3D, x=1"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=infer"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,team=infer",
+            ),
             ("OTEL_SERVICE_NAME", "sglang"),
         ])
         .unwrap();

@@ -93,7 +93,9 @@ pub fn derive_span_id(seed: u64, pos: u64, salt: Salt) -> u64 {
 
 /// A non-zero 128-bit trace id for a request started at `pos`.
 pub fn derive_trace_id(seed: u64, pos: u64) -> u128 {
-    let lo = derive_span_id(seed, pos, Salt::REQUEST);
+    // Both halves independent of the request span's id, which derives from the same position.
+    let x = derive_span_id(seed, pos, Salt::REQUEST);
+    let lo = nonzero(mix64(x ^ seed.rotate_left(29) ^ 0x2545_f491_4f6c_dd1d));
     let hi = mix64(lo ^ seed.rotate_left(17) ^ 0x5bd1_e995_0000_0001);
     ((hi as u128) << 64) | lo as u128
 }

@@ -22,6 +22,7 @@
 
 mod args;
 mod collector;
+mod env;
 mod export;
 mod ids;
 mod local;
@@ -41,7 +42,9 @@ pub use args::{Attr, End, Opts, UnixNanos, Value};
 pub use collector::clock::ClockSource;
 pub use collector::sink::Sink;
 pub use collector::stats::Stats;
+pub use env::{Destination, EnvError, EnvSettings, Protocol};
 pub use export::jsonl::JsonLinesExporter;
+pub use export::otlp::OtlpSink;
 pub use ids::Rid;
 pub use local::api::{
     event, event_with, propagate_context, req_finish, req_finish_with, req_start, req_start_with,
@@ -51,7 +54,9 @@ pub use local::api::{
 pub use name::Name;
 pub use propagate::{ContextError, PropagateContext, CONTEXT_LEN};
 pub use record::MAX_STR_BYTES;
-pub use session::{init, is_enabled, stats, Config, Guard, InitError, DEFAULT_RING_CAPACITY};
+pub use session::{
+    init, init_from_env, is_enabled, stats, Config, Guard, InitError, DEFAULT_RING_CAPACITY,
+};
 pub use slice_chain::MAX_DEPTH;
 
 #[cfg(feature = "testing")]

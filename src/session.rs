@@ -6,6 +6,9 @@ use crate::collector::shipper::Shipper;
 use crate::collector::sink::Sink;
 use crate::collector::stats::Stats;
 use crate::collector::tree::{ProcessInfo, Tree, TreeLimits};
+use crate::env::{Destination, EnvError, EnvSettings};
+use crate::export::jsonl::JsonLinesExporter;
+use crate::export::otlp::OtlpSink;
 use crate::local::handle::{self, ENABLED, LOST_NO_HANDLE, RING_CAPACITY};
 use crate::registry::{self, DETACHED, DRAINER_LIVE};
 use opentelemetry::{InstrumentationScope, KeyValue};
@@ -87,6 +90,55 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The configuration the environment asks for (see [`EnvSettings`]): OTLP when an endpoint
+    /// variable is set, else a local trace file. `service_name` applies unless
+    /// `OTEL_SERVICE_NAME` is set. Does not look at the `SLICETRACE` switch.
+    pub fn from_env(service_name: &str) -> Result<Config, InitError> {
+        let env = EnvSettings::from_process().map_err(InitError::Env)?;
+        Config::from_settings(&env, service_name)
+    }
+
+    pub fn from_settings(env: &EnvSettings, service_name: &str) -> Result<Config, InitError> {
+        let mut cfg = Config::new(env.service_name.as_deref().unwrap_or(service_name));
+        cfg.resource_attributes = env
+            .resource_attributes
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+            .collect();
+        let sink: Box<dyn Sink> = match &env.destination {
+            Destination::Otlp {
+                endpoint,
+                protocol,
+                timeout,
+                ..
+            } => {
+                // Headers from the environment are read by the OTLP exporter itself.
+                Box::new(
+                    OtlpSink::new(endpoint, *protocol, &[], *timeout)
+                        .map_err(InitError::Exporter)?,
+                )
+            }
+            Destination::File(path) => Box::new(
+                JsonLinesExporter::create(path)
+                    .map_err(|e| InitError::Exporter(format!("cannot create {path}: {e}")))?,
+            ),
+        };
+        Ok(cfg.sink(sink))
+    }
+}
+
+/// Starts tracing if the environment switches it on (`SLICETRACE=1`), configured by the
+/// standard `OTEL_*` variables (see [`EnvSettings`]); `Ok(None)` when it is off. A variable
+/// with a value that cannot be used is an error naming it.
+pub fn init_from_env(service_name: &str) -> Result<Option<Guard>, InitError> {
+    let env = EnvSettings::from_process().map_err(InitError::Env)?;
+    if !env.enabled {
+        return Ok(None);
+    }
+    init(Config::from_settings(&env, service_name)?).map(Some)
+}
+
 /// Why `init` failed.
 #[derive(Debug)]
 pub enum InitError {
@@ -98,6 +150,10 @@ pub enum InitError {
     BadConfig(String),
     /// The drainer thread could not start.
     Spawn(std::io::Error),
+    /// An environment variable has a value that cannot be used.
+    Env(EnvError),
+    /// The exporter could not be made; the text says why.
+    Exporter(String),
 }
 
 impl fmt::Display for InitError {
@@ -109,6 +165,8 @@ impl fmt::Display for InitError {
             InitError::NoExporter => f.write_str("slicetrace Config has no exporter"),
             InitError::BadConfig(s) => write!(f, "slicetrace Config: {s}"),
             InitError::Spawn(e) => write!(f, "slicetrace could not start its drainer thread: {e}"),
+            InitError::Env(e) => write!(f, "slicetrace: {e}"),
+            InitError::Exporter(e) => write!(f, "slicetrace: {e}"),
         }
     }
 }

@@ -1,3 +1,4 @@
-//! Exporters slicetrace ships, for destinations the OpenTelemetry SDK does not cover.
+//! Exporters slicetrace ships: OTLP to a collector, and JSON lines to a local file.
 
 pub mod jsonl;
+pub mod otlp;

@@ -1,6 +1,8 @@
 //! Shared by the integration tests: a session exporting to memory, and ways to walk the trees.
 #![allow(dead_code)]
 
+pub mod rotel;
+
 use opentelemetry::trace::Status;
 use opentelemetry::Value;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -49,6 +51,17 @@ pub fn config() -> Config {
 
 pub fn session() -> Session {
     session_with(|c| c)
+}
+
+/// A session exporting where `cfg` says (its spans are not collected here).
+pub fn session_using(cfg: Config) -> Session {
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = slicetrace::init(cfg).expect("init");
+    Session {
+        guard: Some(guard),
+        exporter: Collect::default(),
+        _turn: turn,
+    }
 }
 
 pub fn session_with(f: impl FnOnce(Config) -> Config) -> Session {

@@ -1,0 +1,111 @@
+//! OTLP export over gRPC or HTTP/protobuf, with the `opentelemetry-otlp` exporters driven from
+//! slicetrace's export thread. The gRPC client needs a Tokio runtime: slicetrace owns a small
+//! current-thread one, so the traced program needs none. Retries with backoff on transient
+//! errors are the exporter's own (the OTLP recommended policy).
+
+use crate::collector::sink::{block_on, Sink};
+use crate::env::Protocol;
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::Resource;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A [`Sink`] sending spans to an OTLP collector.
+pub struct OtlpSink {
+    exporter: opentelemetry_otlp::SpanExporter,
+    /// Drives the gRPC client; `None` over HTTP (its blocking client runs its own).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl OtlpSink {
+    /// An exporter for `endpoint` (already resolved: scheme, and for HTTP the `/v1/traces` path).
+    /// `headers` are sent with every request, besides those of `OTEL_EXPORTER_OTLP_*HEADERS`.
+    pub fn new(
+        endpoint: &str,
+        protocol: Protocol,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<OtlpSink, String> {
+        match protocol {
+            Protocol::Grpc => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .thread_name("slicetrace-otlp")
+                    .build()
+                    .map_err(|e| format!("cannot start the OTLP runtime: {e}"))?;
+                let mut map = http::HeaderMap::new();
+                for (k, v) in headers {
+                    let key = http::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| format!("header name {k:?} is not valid gRPC metadata"))?;
+                    let value = http::HeaderValue::from_str(v)
+                        .map_err(|_| format!("header {k:?} has a value gRPC cannot carry"))?;
+                    map.append(key, value);
+                }
+                let metadata = MetadataMap::from_headers(map);
+                let exporter = {
+                    let _in_runtime = runtime.enter();
+                    opentelemetry_otlp::SpanExporter::builder()
+                        .with_tonic()
+                        .with_endpoint(endpoint)
+                        .with_timeout(timeout)
+                        .with_metadata(metadata)
+                        .build()
+                        .map_err(|e| format!("OTLP/gRPC exporter for {endpoint}: {e}"))?
+                };
+                Ok(OtlpSink {
+                    exporter,
+                    runtime: Some(runtime),
+                })
+            }
+            Protocol::HttpProtobuf => {
+                let endpoint = endpoint.to_owned();
+                let headers: HashMap<String, String> = headers.iter().cloned().collect();
+                // The blocking HTTP client may not be made inside an async runtime, and the
+                // program calling init may be running one: make it on a thread of our own.
+                let exporter = std::thread::spawn(move || {
+                    opentelemetry_otlp::SpanExporter::builder()
+                        .with_http()
+                        .with_endpoint(&endpoint)
+                        .with_timeout(timeout)
+                        .with_headers(headers)
+                        .build()
+                        .map_err(|e| format!("OTLP/HTTP exporter for {endpoint}: {e}"))
+                })
+                .join()
+                .map_err(|_| "the OTLP/HTTP exporter could not be built".to_owned())??;
+                Ok(OtlpSink {
+                    exporter,
+                    runtime: None,
+                })
+            }
+        }
+    }
+}
+
+impl Sink for OtlpSink {
+    fn export(&mut self, batch: Vec<SpanData>) -> Result<(), String> {
+        let fut = self.exporter.export(batch);
+        match &self.runtime {
+            Some(rt) => rt.block_on(fut),
+            None => block_on(fut),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        SpanExporter::set_resource(&mut self.exporter, resource);
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> Result<(), String> {
+        let r = match &self.runtime {
+            Some(rt) => {
+                let _in_runtime = rt.enter();
+                self.exporter.shutdown_with_timeout(timeout)
+            }
+            None => self.exporter.shutdown_with_timeout(timeout),
+        };
+        r.map_err(|e| e.to_string())
+    }
+}

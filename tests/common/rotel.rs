@@ -1,0 +1,234 @@
+//! A real OpenTelemetry collector for the tests: `rotel`, started on loopback ports of its own,
+//! printing every span it decoded; and a reader of what it printed.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where `.ci/run` / `scripts/test` put it: `rotel-agent` inside the `rotel` Python package.
+pub fn agent_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("ROTEL_AGENT") {
+        return p.into();
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import rotel, os; print(os.path.dirname(rotel.__file__))",
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "rotel is not installed: run `pip install rotel==0.0.1a15` (scripts/test does)"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("rotel-agent")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Rotel {
+    child: Child,
+    pub grpc: String,
+    pub http: String,
+    log: PathBuf,
+}
+
+impl Rotel {
+    pub fn start() -> Rotel {
+        let (g, h) = (free_port(), free_port());
+        let log =
+            std::env::temp_dir().join(format!("slicetrace-rotel-{}-{g}.out", std::process::id()));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(agent_path())
+            .args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{g}"),
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{h}"),
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "traces",
+                "--debug-log-verbosity",
+                "detailed",
+                "--pid-file",
+                &format!("{}.pid", log.display()),
+                "--log-file",
+                &format!("{}.log", log.display()),
+            ])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("rotel-agent starts");
+        let r = Rotel {
+            child,
+            grpc: format!("127.0.0.1:{g}"),
+            http: format!("127.0.0.1:{h}"),
+            log,
+        };
+        for addr in [&r.grpc, &r.http] {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while TcpStream::connect(addr).is_err() {
+                assert!(Instant::now() < deadline, "rotel did not listen on {addr}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        r
+    }
+
+    pub fn output(&self) -> String {
+        let mut s = String::new();
+        std::fs::File::open(&self.log)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    }
+
+    /// Waits until the collector has printed at least `n` spans, then returns all it printed.
+    pub fn spans(&self, n: usize) -> Vec<Span> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let spans = parse(&self.output());
+            if spans.len() >= n || Instant::now() > deadline {
+                return spans;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Rotel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// One span as the collector decoded it.
+#[derive(Clone, Debug, Default)]
+pub struct Span {
+    pub trace_id: String,
+    pub parent_id: String,
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    /// `(key, value)` with the value as printed, e.g. `Str(x)`, `Int(3)`.
+    pub attrs: Vec<(String, String)>,
+    pub links: Vec<String>,
+    pub events: Vec<String>,
+    pub resource: Vec<(String, String)>,
+}
+
+impl Span {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn resource_attr(&self, key: &str) -> Option<&str> {
+        self.resource
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(PartialEq)]
+enum Mode {
+    None,
+    Resource,
+    Attrs,
+    Events,
+    Links,
+}
+
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let rest = line.trim_start().strip_prefix(name)?;
+    Some(rest.trim_start().strip_prefix(':')?.trim())
+}
+
+/// Reads the OpenTelemetry Collector debug format ("detailed") that rotel prints.
+pub fn parse(text: &str) -> Vec<Span> {
+    let mut spans: Vec<Span> = Vec::new();
+    let mut resource: Vec<(String, String)> = Vec::new();
+    let mut mode = Mode::None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("ResourceSpans #") {
+            resource.clear();
+            mode = Mode::None;
+        } else if t.starts_with("Resource attributes:") {
+            mode = Mode::Resource;
+        } else if t.starts_with("Span #") {
+            spans.push(Span {
+                resource: resource.clone(),
+                ..Span::default()
+            });
+            mode = Mode::None;
+        } else if t == "Attributes:" {
+            mode = Mode::Attrs;
+        } else if t == "Events:" {
+            mode = Mode::Events;
+        } else if t == "Links:" {
+            mode = Mode::Links;
+        } else if let Some(s) = spans.last_mut().filter(|_| mode != Mode::Resource) {
+            if let Some(v) = field(line, "Trace ID").filter(|_| mode == Mode::None) {
+                s.trace_id = v.to_owned();
+            } else if let Some(v) = field(line, "Parent ID") {
+                s.parent_id = v.to_owned();
+            } else if let Some(v) = field(line, "ID").filter(|_| mode == Mode::None) {
+                s.id = v.to_owned();
+            } else if let Some(v) = field(line, "Name").filter(|_| mode == Mode::None) {
+                s.name = v.to_owned();
+            } else if let Some(v) = field(line, "Kind") {
+                s.kind = v.to_owned();
+            } else if let Some(v) = field(line, "Status code") {
+                s.status = v.to_owned();
+            } else if let Some(kv) = t.strip_prefix("-> ") {
+                match mode {
+                    Mode::Attrs => {
+                        if let Some((k, v)) = kv.split_once(": ") {
+                            s.attrs.push((k.to_owned(), v.to_owned()));
+                        }
+                    }
+                    Mode::Links => {
+                        if let Some(id) = kv.strip_prefix("ID: ") {
+                            s.links.push(id.to_owned());
+                        }
+                    }
+                    Mode::Events => {
+                        if let Some(n) = kv.strip_prefix("Name: ") {
+                            s.events.push(n.to_owned());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        } else if mode == Mode::Resource {
+            if let Some(kv) = t.strip_prefix("-> ") {
+                if let Some((k, v)) = kv.split_once(": ") {
+                    resource.push((k.to_owned(), v.to_owned()));
+                }
+            } else if t.starts_with("ScopeSpans") {
+                mode = Mode::None;
+            }
+        }
+    }
+    spans
+}
