@@ -81,11 +81,11 @@ fn check(spans: &[Span]) {
     assert_eq!(prefill.parent_id, sched_thread.id);
     assert_eq!(
         prefill.links,
-        [tokenize.id.clone()],
+        [tokenize.id.as_str()],
         "linked to the sender's slice"
     );
-    assert_eq!(decodes[0].links, [prefill.id.clone()]);
-    assert_eq!(decodes[1].links, [decodes[0].id.clone()]);
+    assert_eq!(decodes[0].links, [prefill.id.as_str()]);
+    assert_eq!(decodes[1].links, [decodes[0].id.as_str()]);
     let mut ids: Vec<&str> = spans.iter().map(|s| s.id.as_str()).collect();
     ids.sort();
     ids.dedup();
