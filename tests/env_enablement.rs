@@ -1,0 +1,146 @@
+//! Switching tracing on by environment: each case runs this binary again as a child process with
+//! its own environment, and the child calls `init_from_env` as a server would at start-up.
+
+mod common;
+
+use common::rotel::Rotel;
+use std::process::{Command, Output};
+
+const CHILD: &str = "SLICETRACE_ENV_TEST_CHILD";
+
+/// The child's side: does nothing unless started by a case below.
+#[test]
+fn child_side() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    match slicetrace::init_from_env("env-default-name") {
+        Ok(None) => println!("RESULT off"),
+        Err(e) => println!("RESULT error {e}"),
+        Ok(Some(guard)) => {
+            let rid = slicetrace::req_start("env-request", None);
+            slicetrace::slice_start(slicetrace::name!("work"), rid);
+            slicetrace::slice_end(slicetrace::name!("work"), rid, slicetrace::End::PLAIN);
+            slicetrace::req_finish(rid);
+            let stats = guard.shutdown();
+            println!(
+                "RESULT on exported={} failed={}",
+                stats.spans_exported, stats.spans_export_failed
+            );
+        }
+    }
+}
+
+fn run_child(vars: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["child_side", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1");
+    for key in [
+        "SLICETRACE",
+        "SLICETRACE_FILE",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+    ] {
+        cmd.env_remove(key);
+    }
+    cmd.envs(vars.iter().copied());
+    let Output { stdout, status, .. } = cmd.output().unwrap();
+    assert!(status.success());
+    let out = String::from_utf8(stdout).unwrap();
+    let line = out
+        .lines()
+        .find_map(|l| l.find("RESULT ").map(|i| l[i + 7..].to_owned()))
+        .unwrap_or_else(|| panic!("no RESULT in {out}"));
+    line
+}
+
+#[test]
+fn unset_means_off() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    assert_eq!(run_child(&[]), "off");
+    assert_eq!(run_child(&[("SLICETRACE", "0")]), "off");
+    assert_eq!(
+        run_child(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:1")]),
+        "off",
+        "an endpoint alone does not switch tracing on"
+    );
+}
+
+#[test]
+fn a_bad_value_is_an_error_naming_the_variable() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    let r = run_child(&[
+        ("SLICETRACE", "1"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:43x7"),
+    ]);
+    assert!(
+        r.starts_with("error slicetrace: OTEL_EXPORTER_OTLP_ENDPOINT=\"localhost:43x7\": expected"),
+        "{r}"
+    );
+    let r = run_child(&[("SLICETRACE", "yes please")]);
+    assert!(r.starts_with("error slicetrace: SLICETRACE="), "{r}");
+}
+
+#[test]
+fn with_no_endpoint_spans_go_to_a_local_file() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("slicetrace-env-{}.jsonl", std::process::id()));
+    let r = run_child(&[
+        ("SLICETRACE", "1"),
+        ("SLICETRACE_FILE", path.to_str().unwrap()),
+    ]);
+    assert_eq!(r, "on exported=3 failed=0");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    assert!(text.contains("\"name\":\"work\""));
+    assert!(text.contains("\"service\":\"env-default-name\""));
+}
+
+/// A bare `host:port` endpoint over HTTP (the reference crashes on it), with the service name
+/// and resource attributes from the standard variables.
+#[test]
+fn bare_host_port_over_http_reaches_the_collector() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    let rotel = Rotel::start();
+    let r = run_child(&[
+        ("SLICETRACE", "1"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.http),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_SERVICE_NAME", "from-env"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci,team=inference"),
+    ]);
+    assert_eq!(r, "on exported=3 failed=0");
+    let spans = rotel.spans(3);
+    assert_eq!(spans.len(), 3);
+    for s in &spans {
+        assert_eq!(s.resource_attr("service.name"), Some("Str(from-env)"));
+        assert_eq!(s.resource_attr("deployment.environment"), Some("Str(ci)"));
+        assert_eq!(s.resource_attr("team"), Some("Str(inference)"));
+    }
+    assert!(spans.iter().any(|s| s.name == "work"));
+}
+
+#[test]
+fn grpc_is_the_default_protocol() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    let rotel = Rotel::start();
+    let r = run_child(&[("SLICETRACE", "1"), ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.grpc)]);
+    assert_eq!(r, "on exported=3 failed=0");
+    assert_eq!(rotel.spans(3).len(), 3);
+}
