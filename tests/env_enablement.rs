@@ -121,7 +121,10 @@ fn bare_host_port_over_http_reaches_the_collector() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.http),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ("OTEL_SERVICE_NAME", "from-env"),
-        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci,team=inference"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=ci,team=inference",
+        ),
     ]);
     assert_eq!(r, "on exported=3 failed=0");
     let spans = rotel.spans(3);
@@ -140,7 +143,10 @@ fn grpc_is_the_default_protocol() {
         return;
     }
     let rotel = Rotel::start();
-    let r = run_child(&[("SLICETRACE", "1"), ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.grpc)]);
+    let r = run_child(&[
+        ("SLICETRACE", "1"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.grpc),
+    ]);
     assert_eq!(r, "on exported=3 failed=0");
     assert_eq!(rotel.spans(3).len(), 3);
 }

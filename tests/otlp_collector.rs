@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::rotel::{Rotel, Span};
+use common::rotel::{free_port, Rotel, Span};
 use common::{config, session_using};
 use slicetrace::{name, End, OtlpSink, Protocol, Rid};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A tokenizer thread hands a request to a scheduler thread (TP 1) with its context.
 fn trace_one_request() {
@@ -117,4 +117,71 @@ fn spans_arrive_over_grpc() {
 #[test]
 fn spans_arrive_over_http_protobuf() {
     export_over(Protocol::HttpProtobuf);
+}
+
+fn one_request(text: &str) {
+    let rid = slicetrace::req_start(text, None);
+    slicetrace::slice_start(name!("work"), rid);
+    slicetrace::slice_end(name!("work"), rid, End::PLAIN);
+    slicetrace::req_finish(rid);
+}
+
+/// No collector at all: export fails, the losses are counted span for span, and shutdown ends
+/// within its timeout.
+#[test]
+fn collector_down_losses_are_counted_and_shutdown_is_bounded() {
+    let port = free_port();
+    let sink = OtlpSink::new(
+        &format!("http://127.0.0.1:{port}"),
+        Protocol::Grpc,
+        &[],
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let mut cfg = config();
+    cfg.shutdown_timeout = Duration::from_secs(2);
+    let mut s = session_using(cfg.sink(Box::new(sink)));
+    for i in 0..50 {
+        one_request(&format!("down-{i}"));
+    }
+    let t = Instant::now();
+    let stats = s.guard.take().unwrap().shutdown();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(30), "shutdown took {took:?}");
+    assert_eq!(stats.spans_exported, 0);
+    assert_eq!(
+        stats.spans_export_failed + stats.spans_dropped_export,
+        150,
+        "{stats:?}"
+    );
+    assert!(stats.export_errors >= 1);
+}
+
+/// The collector comes up after tracing started: what was exported before is counted as lost,
+/// export resumes by itself, and everything after arrives.
+#[test]
+fn export_resumes_when_the_collector_comes_up() {
+    let (g, h) = (free_port(), free_port());
+    let sink = OtlpSink::new(
+        &format!("http://127.0.0.1:{g}"),
+        Protocol::Grpc,
+        &[],
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let mut s = session_using(config().sink(Box::new(sink)));
+    one_request("before-collector");
+    assert!(s.guard.as_ref().unwrap().flush(Duration::from_secs(30)));
+    let lost = slicetrace::stats();
+    assert_eq!(lost.spans_exported, 0);
+    assert_eq!(lost.spans_export_failed + lost.spans_dropped_export, 3);
+
+    let rotel = Rotel::start_on(g, h);
+    one_request("after-collector");
+    let stats = s.guard.take().unwrap().shutdown();
+    assert_eq!(stats.spans_exported, 3, "{stats:?}");
+    let spans = rotel.spans(3);
+    assert_eq!(spans.len(), 3);
+    assert!(spans.iter().any(|s| s.name == "Req after-co"));
+    assert!(!spans.iter().any(|s| s.name.starts_with("Req before")));
 }

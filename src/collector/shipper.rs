@@ -7,9 +7,9 @@ use super::sink::Sink;
 use super::stats::Counters;
 use opentelemetry_sdk::trace::SpanData;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 enum Msg {
     Batch(Vec<SpanData>),
@@ -22,6 +22,9 @@ pub struct Shipper {
     tx: SyncSender<Msg>,
     join: Option<JoinHandle<()>>,
     ctl: Arc<Control>,
+    /// Set when shutdown begins: batches still queued after it are dropped and counted.
+    give_up_at: Arc<OnceLock<Instant>>,
+    shutdown_timeout: Duration,
 }
 
 impl Shipper {
@@ -33,6 +36,8 @@ impl Shipper {
     ) -> std::io::Result<Shipper> {
         let (tx, rx) = sync_channel(queue_batches.max(1));
         let c = ctl.clone();
+        let give_up_at = Arc::new(OnceLock::<Instant>::new());
+        let deadline = give_up_at.clone();
         let join = std::thread::Builder::new()
             .name("slicetrace-export".into())
             .spawn(move || {
@@ -40,6 +45,10 @@ impl Shipper {
                     match msg {
                         Msg::Batch(batch) => {
                             let n = batch.len() as u64;
+                            if deadline.get().is_some_and(|d| Instant::now() >= *d) {
+                                Counters::add(&c.counters.spans_dropped_export, n);
+                                continue;
+                            }
                             match sink.export(batch) {
                                 Ok(()) => Counters::add(&c.counters.spans_exported, n),
                                 Err(_) => {
@@ -60,6 +69,8 @@ impl Shipper {
             tx,
             join: Some(join),
             ctl,
+            give_up_at,
+            shutdown_timeout,
         })
     }
 
@@ -82,8 +93,10 @@ impl Shipper {
         }
     }
 
-    /// Exports what is queued, shuts the sink down, and ends the thread.
+    /// Exports what is queued, within the shutdown timeout (what is left after it is dropped and
+    /// counted), shuts the sink down, and ends the thread.
     pub fn stop(mut self) {
+        let _ = self.give_up_at.set(Instant::now() + self.shutdown_timeout);
         let _ = self.tx.send(Msg::Stop);
         if let Some(j) = self.join.take() {
             let _ = j.join();

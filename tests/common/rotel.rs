@@ -27,7 +27,7 @@ pub fn agent_path() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("rotel-agent")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -44,7 +44,11 @@ pub struct Rotel {
 
 impl Rotel {
     pub fn start() -> Rotel {
-        let (g, h) = (free_port(), free_port());
+        Rotel::start_on(free_port(), free_port())
+    }
+
+    /// On given ports (say, where an exporter already points).
+    pub fn start_on(g: u16, h: u16) -> Rotel {
         let log =
             std::env::temp_dir().join(format!("slicetrace-rotel-{}-{g}.out", std::process::id()));
         let out = std::fs::File::create(&log).unwrap();
