@@ -52,7 +52,7 @@ pub use local::api::{
     slice_start, slice_start_anon, slice_start_at, ReqStart, RequestKey,
 };
 pub use name::Name;
-pub use propagate::{ContextError, PropagateContext, CONTEXT_LEN};
+pub use propagate::{ContextError, PropagateContext, TraceparentError, CONTEXT_LEN};
 pub use record::MAX_STR_BYTES;
 pub use session::{
     init, init_from_env, is_enabled, stats, Config, Guard, InitError, DEFAULT_RING_CAPACITY,

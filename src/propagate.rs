@@ -177,6 +177,90 @@ impl PropagateContext {
     }
 }
 
+/// Why a `traceparent` header value was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceparentError {
+    /// Not `version-traceid-parentid-flags` with 2, 32, 16 and 2 lowercase hex digits.
+    Format,
+    /// Version `ff`, which W3C forbids.
+    Version,
+    /// An all-zero trace id or parent id.
+    ZeroId,
+}
+
+impl fmt::Display for TraceparentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TraceparentError::Format => {
+                "traceparent must be version-traceid-parentid-flags in lowercase hex (2-32-16-2 digits)"
+            }
+            TraceparentError::Version => "traceparent version ff is invalid",
+            TraceparentError::ZeroId => "traceparent has an all-zero trace id or parent id",
+        })
+    }
+}
+
+impl std::error::Error for TraceparentError {}
+
+fn hex_field(s: &str, len: usize) -> Result<u128, TraceparentError> {
+    if s.len() != len
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(TraceparentError::Format);
+    }
+    u128::from_str_radix(s, 16).map_err(|_| TraceparentError::Format)
+}
+
+impl PropagateContext {
+    /// The W3C `traceparent` header value for a call made on behalf of this request: the
+    /// receiver's spans hang under the request span.
+    pub fn to_traceparent(&self) -> String {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.parent_span_id, self.sampled as u8
+        )
+    }
+
+    /// Reads a W3C `traceparent` header value (an HTTP gateway's, say), by the W3C rules:
+    /// version 00 is exactly 55 characters; a later version may carry more after a `-`.
+    /// The context has no link (the gateway's span is the parent).
+    pub fn from_traceparent(value: &str) -> Result<Self, TraceparentError> {
+        let v = value.trim_matches([' ', '\t']);
+        if !v.is_ascii() {
+            return Err(TraceparentError::Format);
+        }
+        let version = hex_field(v.get(..2).ok_or(TraceparentError::Format)?, 2)?;
+        if version == 0xff {
+            return Err(TraceparentError::Version);
+        }
+        if v.len() < 55
+            || (version == 0 && v.len() != 55)
+            || (v.len() > 55 && v.as_bytes()[55] != b'-')
+        {
+            return Err(TraceparentError::Format);
+        }
+        let b = v.as_bytes();
+        if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+            return Err(TraceparentError::Format);
+        }
+        let trace_id = hex_field(&v[3..35], 32)?;
+        let parent = hex_field(&v[36..52], 16)? as u64;
+        let flags = hex_field(&v[53..55], 2)? as u8;
+        if trace_id == 0 || parent == 0 {
+            return Err(TraceparentError::ZeroId);
+        }
+        Ok(PropagateContext {
+            trace_id,
+            parent_span_id: parent,
+            link_span_id: 0,
+            process: 0,
+            sampled: flags & 1 != 0,
+        })
+    }
+}
+
 impl fmt::Debug for PropagateContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -218,6 +302,71 @@ mod tests {
                     "byte {i} bit {bit} passed"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn traceparent_round_trips_and_follows_the_w3c_rules() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let c = PropagateContext::from_traceparent(tp).unwrap();
+        assert_eq!(c.trace_id(), 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(c.parent_span_id(), 0x00f067aa0ba902b7);
+        assert!(c.is_sampled());
+        assert_eq!(c.link_span_id(), None);
+        assert_eq!(c.to_traceparent(), tp);
+        assert_eq!(
+            PropagateContext::from_traceparent(&format!(" {tp}\t")).unwrap(),
+            c
+        );
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more";
+        assert!(!PropagateContext::from_traceparent(later)
+            .unwrap()
+            .is_sampled());
+        use TraceparentError::*;
+        for (bad, why) in [
+            ("", Format),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+                Format,
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                Format,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-011",
+                Format,
+            ),
+            (
+                "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Format,
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Version,
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                ZeroId,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                ZeroId,
+            ),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+                Format,
+            ),
+            (
+                "é0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Format,
+            ),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01é---",
+                Format,
+            ),
+        ] {
+            assert_eq!(PropagateContext::from_traceparent(bad), Err(why), "{bad:?}");
         }
     }
 

@@ -155,3 +155,35 @@ fn a_thread_that_only_sliced_the_request_finds_it_in_the_process_directory() {
     assert_eq!(links(t.one("received")), [sid(t.one("sliced here"))]);
     assert_eq!(stats.propagate_unknown, 1);
 }
+
+/// A request arriving from an HTTP gateway with a W3C `traceparent` joins the gateway's trace,
+/// and calls made on its behalf carry a `traceparent` naming its request span.
+#[test]
+fn a_request_joins_the_trace_of_an_upstream_traceparent() {
+    let mut s = session();
+    let gateway = slicetrace::PropagateContext::from_traceparent(
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+    .unwrap();
+    let rid = slicetrace::req_start_with(
+        "p-gateway",
+        slicetrace::ReqStart {
+            parent: Some(&gateway),
+            ..Default::default()
+        },
+    );
+    slicetrace::slice_start(name!("tokenize"), rid);
+    slicetrace::slice_end(name!("tokenize"), rid, End::PLAIN);
+    let onward = slicetrace::propagate_context(rid).unwrap().to_traceparent();
+    slicetrace::req_finish(rid);
+    let (t, _) = s.finish();
+    let req = t.one("Req p-gatewa");
+    assert_eq!(tid(req), 0x0af7651916cd43dd8448eb211c80319c);
+    assert_eq!(parent(req), 0xb7ad6b7169203331);
+    assert!(req.parent_span_is_remote);
+    assert_eq!(
+        onward,
+        format!("00-0af7651916cd43dd8448eb211c80319c-{:016x}-01", sid(req))
+    );
+    assert!(t.spans.iter().all(|sp| tid(sp) == tid(req)));
+}
