@@ -45,8 +45,12 @@ pub struct Config {
     pub max_open_requests: usize,
     /// Records waiting for their request, at most; more are dropped and counted.
     pub max_parked: usize,
-    /// Spans per export call, at most.
+    /// Spans per export call, at most; a full batch is exported at once.
     pub max_export_batch: usize,
+    /// A batch that is not full waits at most this long before it is exported.
+    pub export_interval: Duration,
+    /// Print one line on stderr per interval in which spans or records were lost (`None`: never).
+    pub report_losses_every: Option<Duration>,
     /// Batches waiting for the exporter, at most; more are dropped and counted.
     pub export_queue_batches: usize,
     /// How long shutdown waits for the exporter.
@@ -69,8 +73,10 @@ impl Config {
             park_timeout: Duration::from_millis(500),
             max_open_requests: 1 << 20,
             max_parked: 1 << 16,
-            max_export_batch: 512,
-            export_queue_batches: 256,
+            max_export_batch: 64,
+            export_interval: Duration::from_millis(500),
+            report_losses_every: Some(Duration::from_secs(10)),
+            export_queue_batches: 2048,
             shutdown_timeout: Duration::from_secs(5),
             announce: true,
             sink: None,
@@ -307,6 +313,8 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         clock: TickClock::new(quanta_clock, Duration::from_secs(1)),
         interval: cfg.sweep_interval,
         max_batch: cfg.max_export_batch,
+        export_interval: cfg.export_interval,
+        report_every: cfg.report_losses_every,
     };
     let (written_base, dropped_base) = ring_totals();
     DRAINER_LIVE.store(true, Ordering::Release);

@@ -13,8 +13,10 @@ const REQUESTS: u64 = 10_000;
 #[test]
 fn every_slice_is_exported_exactly_once() {
     let mut s = session_with(|mut c| {
-        // Room for every record a thread writes, so no drop is possible whatever the schedule.
+        // Room for every record a thread writes, and for every span in the export queue, so no
+        // drop is possible whatever the schedule.
         c.ring_capacity = 1 << 16;
+        c.export_queue_batches = 4 * (THREADS * REQUESTS) as usize;
         c
     });
     let workers: Vec<_> = (0..THREADS)

@@ -9,7 +9,7 @@ use crate::record::{decode, flag, Decoded, Kind, Record};
 use crate::registry::{self, RingSlot, DETACHED};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Shared between the drainer and the session guard.
 #[derive(Default)]
@@ -49,6 +49,10 @@ pub struct DrainerParts {
     pub clock: TickClock,
     pub interval: Duration,
     pub max_batch: usize,
+    /// A batch smaller than `max_batch` waits at most this long.
+    pub export_interval: Duration,
+    /// How often to report losses on stderr (only when there were any).
+    pub report_every: Option<Duration>,
 }
 
 struct RingState {
@@ -65,6 +69,18 @@ struct Drainer {
     scratch: Vec<Record>,
     decoded: Vec<Decoded>,
     snapshot: Vec<&'static RingSlot>,
+    last_export: Instant,
+    last_report: Instant,
+    reported: Losses,
+}
+
+/// What was lost so far, for the periodic report.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Losses {
+    ring_full: u64,
+    unknown_rid: u64,
+    export_failed: u64,
+    export_dropped: u64,
 }
 
 pub fn run(ctl: Arc<Control>, parts: DrainerParts) {
@@ -76,7 +92,11 @@ pub fn run(ctl: Arc<Control>, parts: DrainerParts) {
         scratch: Vec::new(),
         decoded: Vec::new(),
         snapshot: Vec::new(),
+        last_export: Instant::now(),
+        last_report: Instant::now(),
+        reported: Losses::default(),
     };
+    d.reported = d.losses();
     let mut flushed = 0;
     loop {
         let want = d.ctl.flush_requested.load(Ordering::Acquire);
@@ -95,7 +115,8 @@ pub fn run(ctl: Arc<Control>, parts: DrainerParts) {
                 .tree
                 .close_all(c, "unfinished: tracing shut down first");
         }
-        d.export();
+        d.export(forcing);
+        d.report();
         c.requests_open
             .store(d.parts.tree.open_requests() as u64, Ordering::Relaxed);
         c.records_waiting
@@ -193,11 +214,53 @@ impl Drainer {
         }
     }
 
-    fn export(&mut self) {
+    /// Ships full batches; the remainder too when it has waited `export_interval`, or `force`.
+    fn export(&mut self, force: bool) {
+        let max = self.parts.max_batch;
+        let due = force || self.last_export.elapsed() >= self.parts.export_interval;
         let out = &mut self.parts.tree.out;
-        while !out.is_empty() {
-            let rest = out.split_off(out.len().min(self.parts.max_batch));
-            self.parts.shipper.send(std::mem::replace(out, rest));
+        if out.len() < max && !(due && !out.is_empty()) {
+            return;
+        }
+        let n = out.len();
+        let keep = if due { 0 } else { n % max };
+        let mut spans = std::mem::take(out).into_iter();
+        for _ in 0..(n - keep).div_ceil(max) {
+            self.parts.shipper.send(spans.by_ref().take(max).collect());
+        }
+        *out = spans.collect();
+        self.last_export = Instant::now();
+    }
+
+    fn losses(&self) -> Losses {
+        let c = &self.ctl.counters;
+        Losses {
+            ring_full: self.rings.iter().map(|r| r.slot.ring.dropped()).sum(),
+            unknown_rid: c.unknown_rid_records.load(Ordering::Relaxed),
+            export_failed: c.spans_export_failed.load(Ordering::Relaxed),
+            export_dropped: c.spans_dropped_export.load(Ordering::Relaxed),
+        }
+    }
+
+    /// One line on stderr per interval in which something was lost.
+    fn report(&mut self) {
+        let Some(every) = self.parts.report_every else {
+            return;
+        };
+        if self.last_report.elapsed() < every {
+            return;
+        }
+        self.last_report = Instant::now();
+        let now = self.losses();
+        let was = std::mem::replace(&mut self.reported, now);
+        if now != was {
+            eprintln!(
+                "slicetrace: lost in the last {every:?}: {} records (ring full), {} records (unknown request), {} spans (export failed), {} spans (export queue full)",
+                now.ring_full - was.ring_full,
+                now.unknown_rid - was.unknown_rid,
+                now.export_failed - was.export_failed,
+                now.export_dropped - was.export_dropped,
+            );
         }
     }
 }

@@ -46,6 +46,7 @@ pub fn config() -> Config {
     c.joined_linger = Duration::from_millis(30);
     c.park_timeout = Duration::from_millis(100);
     c.sweep_interval = Duration::from_millis(1);
+    c.report_losses_every = None;
     c
 }
 
