@@ -219,7 +219,7 @@ impl Drainer {
         let max = self.parts.max_batch;
         let due = force || self.last_export.elapsed() >= self.parts.export_interval;
         let out = &mut self.parts.tree.out;
-        if out.len() < max && !(due && !out.is_empty()) {
+        if out.is_empty() || (out.len() < max && !due) {
             return;
         }
         let n = out.len();
