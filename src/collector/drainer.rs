@@ -137,6 +137,7 @@ pub fn run(ctl: Arc<Control>, parts: DrainerParts) {
 
 impl Drainer {
     fn sweep(&mut self) {
+        self.parts.tree.set_now(Instant::now());
         if registry::ring_count() != self.known {
             registry::snapshot(&mut self.snapshot);
             for s in &self.snapshot[self.rings.len()..] {

@@ -110,8 +110,37 @@ struct Request {
     local: bool,
 }
 
+/// Rids are well-mixed 64-bit values (hashes, or integers mixed here once), so the map needs
+/// no keyed hash: a multiply spreads them.
+#[derive(Clone, Copy, Default)]
+struct RidHash;
+
+#[derive(Default)]
+struct RidHasher(u64);
+
+impl std::hash::BuildHasher for RidHash {
+    type Hasher = RidHasher;
+    fn build_hasher(&self) -> RidHasher {
+        RidHasher(0)
+    }
+}
+
+impl std::hash::Hasher for RidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = crate::ids::mix64(self.0 ^ v);
+    }
+}
+
 impl Request {
-    fn new(rid: Rid, trace_id: u128, span_id: u64, ns: u64, local: bool) -> Request {
+    fn new(rid: Rid, trace_id: u128, span_id: u64, ns: u64, local: bool, now: Instant) -> Request {
         Request {
             rid,
             rid_text: None,
@@ -126,7 +155,7 @@ impl Request {
             events: Vec::new(),
             dropped_attrs: 0,
             threads: Vec::new(),
-            last_activity: Instant::now(),
+            last_activity: now,
             finishing: None,
             linger_until: None,
             local,
@@ -145,8 +174,8 @@ pub struct Tree {
     limits: TreeLimits,
     info: ProcessInfo,
     names: NameCache,
-    requests: HashMap<Rid, Request>,
-    parked: HashMap<Rid, VecDeque<Parked>>,
+    requests: HashMap<Rid, Request, RidHash>,
+    parked: HashMap<Rid, VecDeque<Parked>, RidHash>,
     parked_count: usize,
     /// Requests to close once their `req_finish` grace has passed, in deadline order (the
     /// grace is one constant, so arrival order is deadline order). Entries may be stale.
@@ -155,6 +184,8 @@ pub struct Tree {
     linger_q: VecDeque<(Instant, Rid)>,
     last_idle_scan: Instant,
     last_park_scan: Instant,
+    /// The drainer's "now", read once per sweep rather than once per record.
+    now: Instant,
     pub out: Vec<SpanData>,
 }
 
@@ -179,15 +210,21 @@ impl Tree {
             limits,
             info,
             names: NameCache::default(),
-            requests: HashMap::new(),
-            parked: HashMap::new(),
+            requests: HashMap::default(),
+            parked: HashMap::default(),
             parked_count: 0,
             finishing_q: VecDeque::new(),
             linger_q: VecDeque::new(),
             last_idle_scan: Instant::now(),
             last_park_scan: Instant::now(),
+            now: Instant::now(),
             out: Vec::new(),
         }
+    }
+
+    /// Sets the time records applied from now on are stamped with (for idleness and grace).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
     }
 
     pub fn open_requests(&self) -> usize {
@@ -237,7 +274,7 @@ impl Tree {
                 tenure: tenure.clone(),
                 rec,
                 ns,
-                at: Instant::now(),
+                at: self.now,
             });
     }
 
@@ -291,7 +328,7 @@ impl Tree {
         let rid_text =
             (!text_bytes.is_empty()).then(|| String::from_utf8_lossy(text_bytes).into_owned());
         Counters::add(&c.requests_started, 1);
-        let mut req = Request::new(rid, ids.trace_id, ids.request_span, ns, true);
+        let mut req = Request::new(rid, ids.trace_id, ids.request_span, ns, true, self.now);
         req.rid_text = rid_text;
         if let Some(u) = &upstream {
             req.parent = u.extra;
@@ -342,7 +379,7 @@ impl Tree {
             };
             let text = &rec.payload[UPSTREAM_BYTES.min(rec.payload.len())..];
             Counters::add(&c.requests_joined, 1);
-            let mut req = Request::new(rid, up.trace_id, ids.request_span, ns, false);
+            let mut req = Request::new(rid, up.trace_id, ids.request_span, ns, false, self.now);
             req.rid_text = (!text.is_empty()).then(|| String::from_utf8_lossy(text).into_owned());
             req.parent = rec.head.value;
             req.parent_remote = true;
@@ -358,7 +395,7 @@ impl Tree {
             req.rid_text =
                 Some(String::from_utf8_lossy(&rec.payload[UPSTREAM_BYTES..]).into_owned());
         }
-        req.last_activity = Instant::now();
+        req.last_activity = self.now;
         req.linger_until = None;
         let link = (up.link != 0).then(|| span_ctx(up.trace_id, up.link, !same_process));
         let trace = req.trace_id;
@@ -379,7 +416,7 @@ impl Tree {
         let Some(req) = self.requests.get_mut(&rid) else {
             return;
         };
-        req.last_activity = Instant::now();
+        req.last_activity = self.now;
         req.last_ns = req.last_ns.max(ns);
         // Records of other threads can predate the start record; the request span encloses them.
         req.start_ns = req.start_ns.min(ns);
@@ -388,7 +425,7 @@ impl Tree {
         match rec.kind {
             Kind::ReqFinish => {
                 if req.finishing.is_none() {
-                    let due = Instant::now() + self.limits.finish_grace;
+                    let due = self.now + self.limits.finish_grace;
                     req.finishing = Some((ns, due));
                     self.finishing_q.push_back((due, rid));
                 }
@@ -437,7 +474,7 @@ impl Tree {
                     let t = open_thread(&mut req.threads[ti], rec.pos, ns);
                     open_slice(c, t, trace, rec.pos, Salt::next_anon(rec.sub), None, ns);
                 }
-                update_linger(req, &self.limits, &mut self.linger_q);
+                update_linger(req, &self.limits, self.now, &mut self.linger_q);
             }
             Kind::Event => {
                 let ev = Event::new(name.unwrap_or("event"), ns_to_time(ns), Vec::new(), 0);
@@ -916,9 +953,14 @@ fn finish_thread(
 }
 
 /// A joined request (no local req_start) ends once none of its thread spans is open.
-fn update_linger(req: &mut Request, limits: &TreeLimits, q: &mut VecDeque<(Instant, Rid)>) {
+fn update_linger(
+    req: &mut Request,
+    limits: &TreeLimits,
+    now: Instant,
+    q: &mut VecDeque<(Instant, Rid)>,
+) {
     if !req.local && req.finishing.is_none() && req.threads.iter().all(|t| t.id == 0) {
-        let due = Instant::now() + limits.joined_linger;
+        let due = now + limits.joined_linger;
         req.linger_until = Some(due);
         q.push_back((due, req.rid));
     }
