@@ -35,7 +35,7 @@ mod session;
 mod slice_chain;
 mod sync;
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, slicetrace_loom))]
 mod ring_loom;
 
 pub use args::{Attr, End, Opts, UnixNanos, Value};

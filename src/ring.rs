@@ -223,7 +223,7 @@ pub(crate) fn test_record(v: u64) -> Record {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(slicetrace_loom)))]
 mod tests {
     use super::test_record as rec;
     use super::*;

@@ -185,3 +185,54 @@ fn export_resumes_when_the_collector_comes_up() {
     assert!(spans.iter().any(|s| s.name == "Req after-co"));
     assert!(!spans.iter().any(|s| s.name.starts_with("Req before")));
 }
+
+/// The collector is killed mid-run and restarted on the same ports: while it is gone the losses
+/// are counted, afterwards export resumes, and every span is accounted for exactly once.
+#[test]
+fn collector_killed_and_restarted_every_span_accounted_for() {
+    let (g, h) = (free_port(), free_port());
+    let sink = OtlpSink::new(
+        &format!("http://127.0.0.1:{g}"),
+        Protocol::Grpc,
+        &[],
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    let mut s = session_using(config().sink(Box::new(sink)));
+    let flush =
+        |s: &common::Session| assert!(s.guard.as_ref().unwrap().flush(Duration::from_secs(60)));
+
+    let first = Rotel::start_on(g, h);
+    for i in 0..10 {
+        one_request(&format!("first-{i}"));
+    }
+    flush(&s);
+    assert_eq!(first.spans(30).len(), 30);
+    drop(first); // killed
+
+    for i in 0..10 {
+        one_request(&format!("gone-{i}"));
+    }
+    flush(&s);
+    let mid = slicetrace::stats();
+    assert_eq!(mid.spans_exported, 30);
+    assert_eq!(
+        mid.spans_export_failed + mid.spans_dropped_export,
+        30,
+        "{mid:?}"
+    );
+
+    let second = Rotel::start_on(g, h);
+    for i in 0..10 {
+        one_request(&format!("again-{i}"));
+    }
+    let stats = s.guard.take().unwrap().shutdown();
+    let spans = second.spans(30);
+    assert_eq!(spans.len(), 30);
+    assert!(spans.iter().all(|s| !s.name.starts_with("Req gone")));
+    assert_eq!(stats.spans_exported, 60, "{stats:?}");
+    assert_eq!(
+        stats.spans_exported + stats.spans_export_failed + stats.spans_dropped_export,
+        90
+    );
+}

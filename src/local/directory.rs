@@ -126,7 +126,7 @@ pub(crate) fn directory() -> &'static Directory {
     D.get_or_init(|| Directory::new(SLOTS))
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(slicetrace_loom)))]
 mod tests {
     use super::*;
 
@@ -155,7 +155,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, slicetrace_loom))]
 mod loom_tests {
     use super::*;
     use loom::sync::Arc;
