@@ -4,7 +4,7 @@
 //! machine is shared, so only figures from the same run mean anything together.
 //!
 //! The enabled benchmarks run with the drainer live and a sink that discards spans. They time
-//! blocks of calls small enough to fit the ring, and let the drainer catch up between blocks
+//! blocks of calls small enough to fit the ring, and let the drainer read the ring between blocks
 //! (untimed), so every timed call takes the normal path: no record is dropped for a full ring.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -32,18 +32,31 @@ fn start() -> Guard {
     let mut c = Config::new("bench").exporter(Discard);
     c.ring_capacity = RING;
     c.announce = false;
+    c.report_losses_every = None;
     c.sweep_interval = Duration::from_micros(200);
     slicetrace::init(c).expect("init")
 }
 
+/// Waits (untimed) until the drainer has read every record written so far. Unlike a flush it
+/// does not wait for the export, so a stalled exporter does not leave the core idle and cold.
+fn drained() {
+    loop {
+        let s = slicetrace::stats();
+        if s.records_read >= s.records_written {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
 /// Times `iters` runs of `f` (each writing `records_per_iter` records) in ring-sized blocks.
-fn blocks(guard: &Guard, iters: u64, records_per_iter: u64, mut f: impl FnMut()) -> Duration {
+fn blocks(iters: u64, records_per_iter: u64, mut f: impl FnMut()) -> Duration {
     let per_block = (BLOCK_RECORDS / records_per_iter).max(1);
     let mut total = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
         let n = left.min(per_block);
-        guard.flush(Duration::from_secs(10));
+        drained();
         let t = Instant::now();
         for _ in 0..n {
             f();
@@ -82,7 +95,7 @@ fn hot_path(c: &mut Criterion) {
     let rid = slicetrace::req_start("bench-request", None);
     g.bench_function("enabled/slice_pair", |b| {
         b.iter_custom(|iters| {
-            blocks(&guard, iters, 2, || {
+            blocks(iters, 2, || {
                 slicetrace::slice_start(name!("decode"), black_box(rid));
                 slicetrace::slice_end(name!("decode"), black_box(rid), End::PLAIN);
             })
@@ -91,14 +104,14 @@ fn hot_path(c: &mut Criterion) {
     g.bench_function("enabled/anon_auto_next", |b| {
         slicetrace::slice_start_anon(rid);
         b.iter_custom(|iters| {
-            blocks(&guard, iters, 1, || {
+            blocks(iters, 1, || {
                 slicetrace::slice_end(name!("step"), black_box(rid), End::AUTO_NEXT_ANON)
             })
         })
     });
     g.bench_function("enabled/event", |b| {
         b.iter_custom(|iters| {
-            blocks(&guard, iters, 1, || {
+            blocks(iters, 1, || {
                 slicetrace::event(name!("token"), black_box(rid))
             })
         })
@@ -118,7 +131,7 @@ fn hot_path(c: &mut Criterion) {
         &batch,
         |b, batch| {
             b.iter_custom(|iters| {
-                blocks(&guard, iters, BATCH as u64, || {
+                blocks(iters, BATCH as u64, || {
                     slicetrace::slice_batch(name!("decode"), black_box(batch))
                 })
             })
@@ -131,6 +144,41 @@ fn hot_path(c: &mut Criterion) {
         stats.records_dropped_ring_full, 0,
         "a timed block met a full ring: the figures above include drops"
     );
+
+    // The same pair while every export fails: an OTLP exporter pointed at a port nobody
+    // listens on. The traced thread must not notice.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sink = slicetrace::OtlpSink::new(
+        &format!("http://127.0.0.1:{dead}"),
+        slicetrace::Protocol::Grpc,
+        &[],
+        Duration::from_millis(200),
+    )
+    .unwrap();
+    let mut cfg = Config::new("bench").sink(Box::new(sink));
+    cfg.ring_capacity = RING;
+    cfg.announce = false;
+    cfg.report_losses_every = None;
+    cfg.sweep_interval = Duration::from_micros(200);
+    let guard = slicetrace::init(cfg).expect("init");
+    let rid = slicetrace::req_start("bench-request", None);
+    let mut g = c.benchmark_group("hot_path");
+    g.bench_function("collector_down/slice_pair", |b| {
+        b.iter_custom(|iters| {
+            blocks(iters, 2, || {
+                slicetrace::slice_start(name!("decode"), black_box(rid));
+                slicetrace::slice_end(name!("decode"), black_box(rid), End::PLAIN);
+            })
+        })
+    });
+    g.finish();
+    let stats = guard.shutdown();
+    assert_eq!(stats.records_dropped_ring_full, 0);
+    assert_eq!(stats.spans_exported, 0, "nothing listens there");
 }
 
 criterion_group! {
