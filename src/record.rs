@@ -33,8 +33,15 @@ pub const CHUNK_BYTES: usize = 28;
 /// Longest string payload a record may carry; longer strings are cut at a char boundary.
 pub const MAX_STR_BYTES: usize = 256;
 
+/// Longest W3C tracestate kept (the length W3C asks every vendor to propagate).
+pub const MAX_TRACESTATE_BYTES: usize = 512;
+
+/// The largest payload one call carries: a `ReqStart` with an upstream context (32 bytes), a
+/// tracestate with its length, and the rid text.
+pub const MAX_PAYLOAD: usize = 32 + 2 + MAX_TRACESTATE_BYTES + MAX_STR_BYTES;
+
 /// The most chunk records one call writes.
-pub const MAX_CHUNKS: usize = MAX_STR_BYTES.div_ceil(CHUNK_BYTES);
+pub const MAX_CHUNKS: usize = MAX_PAYLOAD.div_ceil(CHUNK_BYTES);
 
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +95,8 @@ pub mod flag {
     pub const UPSTREAM: u8 = 1 << 1;
     /// ReqStart / SetPropagate: the upstream or sender asked for this request to be sampled.
     pub const SAMPLED: u8 = 1 << 2;
+    /// ReqStart: a W3C tracestate (u16 length, then the text) follows the upstream context.
+    pub const TRACESTATE: u8 = 1 << 3;
     /// Attr: the value type, in the low two bits.
     pub const VALUE_MASK: u8 = 0b11;
     pub const VALUE_I64: u8 = 0;
@@ -258,7 +267,7 @@ pub fn decode(
         let limit = if kind == Kind::Batch {
             MAX_BATCH_ITEMS.div_ceil(BATCH_PER_CHUNK)
         } else {
-            MAX_CHUNKS + 2
+            MAX_CHUNKS
         };
         if n > limit || i + 1 + n > recs.len() {
             on_error(at, DecodeError::Truncated);

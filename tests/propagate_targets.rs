@@ -187,3 +187,44 @@ fn a_request_joins_the_trace_of_an_upstream_traceparent() {
     );
     assert!(t.spans.iter().all(|sp| tid(sp) == tid(req)));
 }
+
+/// The gateway's `tracestate` stays on every span of the request; a malformed one is refused
+/// and counted, and the request is traced all the same.
+#[test]
+fn an_upstream_tracestate_is_kept_on_the_requests_spans() {
+    let mut s = session();
+    let gateway = slicetrace::PropagateContext::from_traceparent(
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+    .unwrap();
+    let good_state = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+    for (rid, state) in [("good-state", good_state), ("bad-state", "no spaces=x y")] {
+        let r = slicetrace::req_start_with(
+            rid,
+            slicetrace::ReqStart {
+                parent: Some(&gateway),
+                tracestate: Some(state),
+                ..Default::default()
+            },
+        );
+        slicetrace::slice_start(name!("work"), r);
+        slicetrace::slice_end(name!("work"), r, End::PLAIN);
+        slicetrace::req_finish(r);
+    }
+    let (t, stats) = s.finish();
+    assert_eq!(stats.tracestate_refused, 1);
+    assert_eq!(t.spans.len(), 6);
+    for sp in &t.spans {
+        // Walk up to this process's request span (its parent is the gateway's, not exported).
+        let mut req = sp;
+        while let Some(p) = t.find(parent(req)) {
+            req = p;
+        }
+        let header = sp.span_context.trace_state().header();
+        match req.name.as_ref() {
+            "Req good-sta" => assert_eq!(header, good_state, "{}", sp.name),
+            "Req bad-stat" => assert_eq!(header, "", "{}", sp.name),
+            other => panic!("{other}"),
+        }
+    }
+}

@@ -77,6 +77,8 @@ counters! {
     propagations,
     /// `set_propagate_context` with a trace id other than the request's in this process.
     context_conflicts,
+    /// `req_start` tracestates not kept: over 512 bytes or not valid W3C tracestate.
+    tracestate_refused,
     /// Gauge: requests open in the drainer now.
     requests_open,
     /// Gauge: records waiting for their request now.

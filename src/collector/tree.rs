@@ -91,6 +91,8 @@ struct Request {
     rid: Rid,
     rid_text: Option<String>,
     trace_id: u128,
+    /// W3C tracestate from an upstream gateway, carried by every span of the request here.
+    trace_state: TraceState,
     span_id: u64,
     /// Remote parent (upstream or sender in another process).
     parent: u64,
@@ -145,6 +147,7 @@ impl Request {
             rid,
             rid_text: None,
             trace_id,
+            trace_state: TraceState::NONE,
             span_id,
             parent: 0,
             parent_remote: false,
@@ -320,16 +323,30 @@ impl Tree {
         ) else {
             return;
         };
-        let text_bytes = if up_flag {
+        let mut rest = if up_flag {
             &rec.payload[UPSTREAM_BYTES.min(rec.payload.len())..]
         } else {
             &rec.payload[..]
         };
+        let mut trace_state = TraceState::NONE;
+        if rec.head.flags & flag::TRACESTATE != 0 {
+            let len = rest
+                .get(..2)
+                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+            let text = rest.get(2..2 + len).unwrap_or(&[]);
+            match std::str::from_utf8(text).ok().map(str::parse::<TraceState>) {
+                Some(Ok(st)) if !text.is_empty() => trace_state = st,
+                _ => Counters::add(&c.tracestate_refused, 1),
+            }
+            rest = rest.get((2 + len).min(rest.len())..).unwrap_or(&[]);
+        }
+        let text_bytes = rest;
         let rid_text =
             (!text_bytes.is_empty()).then(|| String::from_utf8_lossy(text_bytes).into_owned());
         Counters::add(&c.requests_started, 1);
         let mut req = Request::new(rid, ids.trace_id, ids.request_span, ns, true, self.now);
         req.rid_text = rid_text;
+        req.trace_state = trace_state;
         if let Some(u) = &upstream {
             req.parent = u.extra;
             req.parent_remote = true;
@@ -399,9 +416,10 @@ impl Tree {
         req.linger_until = None;
         let link = (up.link != 0).then(|| span_ctx(up.trace_id, up.link, !same_process));
         let trace = req.trace_id;
+        let state = req.trace_state.clone();
         let t = thread_span(req, tenure, rec.pos, ns);
         // A hand-over starts this thread's chain afresh, as `propagate_context` reads it.
-        close_unfinished(c, &self.info, trace, t, ns, &mut self.out);
+        close_unfinished(c, &self.info, trace, &state, t, ns, &mut self.out);
         t.chain = SliceChain::default();
         t.pending_link = link;
         true
@@ -463,13 +481,31 @@ impl Tree {
                             _ => Status::Unset,
                         };
                         let final_name = s.name.or(name).unwrap_or("anonymous");
-                        out.push(slice_data(scope, trace, s, final_name, ns, status, false));
+                        out.push(slice_data(
+                            scope,
+                            trace,
+                            &req.trace_state,
+                            s,
+                            final_name,
+                            ns,
+                            status,
+                            false,
+                        ));
                     }
                     Ended::Overflowed => {}
                     Ended::Nothing => Counters::add(&c.end_without_start, 1),
                 }
                 if rec.head.flags & flag::THREAD_FINISH != 0 {
-                    finish_thread(c, scope, trace, req.span_id, &mut req.threads[ti], ns, out);
+                    finish_thread(
+                        c,
+                        scope,
+                        trace,
+                        &req.trace_state,
+                        req.span_id,
+                        &mut req.threads[ti],
+                        ns,
+                        out,
+                    );
                 } else if rec.head.flags & flag::AUTO_NEXT_ANON != 0 {
                     let t = open_thread(&mut req.threads[ti], rec.pos, ns);
                     open_slice(c, t, trace, rec.pos, Salt::next_anon(rec.sub), None, ns);
@@ -668,6 +704,7 @@ impl Tree {
                     c,
                     &self.info,
                     trace,
+                    &req.trace_state,
                     req.span_id,
                     t,
                     end_ns.max(t.last_ns),
@@ -703,7 +740,7 @@ impl Tree {
         let mut events = SpanEvents::default();
         events.events = std::mem::take(&mut req.events);
         self.out.push(SpanData {
-            span_context: span_ctx(trace, req.span_id, false),
+            span_context: own_ctx(trace, req.span_id, req.trace_state),
             parent_span_id: SpanId::from_bytes(req.parent.to_be_bytes()),
             parent_span_is_remote: req.parent_remote,
             span_kind: SpanKind::Server,
@@ -718,6 +755,17 @@ impl Tree {
             instrumentation_scope: self.info.scope.clone(),
         });
     }
+}
+
+/// The context of a span of this process's request, with its tracestate.
+fn own_ctx(trace: u128, span: u64, state: TraceState) -> SpanContext {
+    SpanContext::new(
+        TraceId::from_bytes(trace.to_be_bytes()),
+        SpanId::from_bytes(span.to_be_bytes()),
+        TraceFlags::SAMPLED,
+        false,
+        state,
+    )
 }
 
 fn span_ctx(trace: u128, span: u64, remote: bool) -> SpanContext {
@@ -834,9 +882,11 @@ fn open_slice(
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 fn slice_data(
     info: &ProcessInfo,
     trace: u128,
+    state: &TraceState,
     s: OpenSlice,
     name: &'static str,
     end_ns: u64,
@@ -855,7 +905,7 @@ fn slice_data(
         links.links.push(Link::new(l, Vec::new(), 0));
     }
     SpanData {
-        span_context: span_ctx(trace, s.id, false),
+        span_context: own_ctx(trace, s.id, state.clone()),
         parent_span_id: SpanId::from_bytes(s.parent.to_be_bytes()),
         parent_span_is_remote: false,
         span_kind: SpanKind::Internal,
@@ -876,6 +926,7 @@ fn close_unfinished(
     c: &Counters,
     info: &ProcessInfo,
     trace: u128,
+    state: &TraceState,
     t: &mut ThreadSpan,
     ns: u64,
     out: &mut Vec<SpanData>,
@@ -887,6 +938,7 @@ fn close_unfinished(
         out.push(slice_data(
             info,
             trace,
+            state,
             s,
             name,
             ns,
@@ -897,10 +949,12 @@ fn close_unfinished(
 }
 
 /// Ends `t`'s thread span at `ns`, first closing its open slices as unfinished.
+#[allow(clippy::too_many_arguments)]
 fn finish_thread(
     c: &Counters,
     info: &ProcessInfo,
     trace: u128,
+    state: &TraceState,
     req_span: u64,
     t: &mut ThreadSpan,
     ns: u64,
@@ -909,7 +963,7 @@ fn finish_thread(
     if t.id == 0 {
         return;
     }
-    close_unfinished(c, info, trace, t, ns, out);
+    close_unfinished(c, info, trace, state, t, ns, out);
     let m = &t.tenure.meta;
     let label = m.label();
     let host8 = crate::record::truncate_str(&info.host_id, 8);
@@ -934,7 +988,7 @@ fn finish_thread(
     let mut events = SpanEvents::default();
     events.events = std::mem::take(&mut t.own_events);
     out.push(SpanData {
-        span_context: span_ctx(trace, t.id, false),
+        span_context: own_ctx(trace, t.id, state.clone()),
         parent_span_id: SpanId::from_bytes(req_span.to_be_bytes()),
         parent_span_is_remote: false,
         span_kind: SpanKind::Internal,

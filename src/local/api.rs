@@ -10,7 +10,7 @@ use crate::name::Name;
 use crate::propagate::PropagateContext;
 use crate::record::{
     chunks_for, flag, pack_batch_chunk, truncate_str, write_chunks, Kind, Record, BATCH_PER_CHUNK,
-    MAX_BATCH_ITEMS, MAX_STR_BYTES,
+    MAX_BATCH_ITEMS, MAX_PAYLOAD, MAX_STR_BYTES, MAX_TRACESTATE_BYTES,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -165,6 +165,10 @@ pub struct ReqStart<'a> {
     /// Join an upstream trace: the request span becomes a child of its parent span, and the first
     /// slice links to its link span.
     pub parent: Option<&'a PropagateContext>,
+    /// The upstream W3C `tracestate` header value, kept on every span of the request in this
+    /// process. Values over 512 bytes, or not valid W3C tracestate, are not kept (counted in
+    /// `Stats::tracestate_refused`).
+    pub tracestate: Option<&'a str>,
 }
 
 /// Opens the request's span in this process (and this thread's span of it).
@@ -190,7 +194,7 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
         if opts.bootstrap_room.is_some() {
             flags |= flag::HAS_ROOM;
         }
-        let mut payload = [0u8; UPSTREAM_BYTES + MAX_STR_BYTES];
+        let mut payload = [0u8; MAX_PAYLOAD];
         let mut n = 0;
         if let Some(p) = opts.parent {
             flags |= flag::UPSTREAM | if p.is_sampled() { flag::SAMPLED } else { 0 };
@@ -201,6 +205,18 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
             };
             payload[..UPSTREAM_BYTES].copy_from_slice(&up.encode());
             n = UPSTREAM_BYTES;
+        }
+        if let Some(ts) = opts.tracestate {
+            // Too long to keep whole: sent as empty, so the drainer counts it refused.
+            let ts = if ts.len() <= MAX_TRACESTATE_BYTES {
+                ts
+            } else {
+                ""
+            };
+            flags |= flag::TRACESTATE;
+            payload[n..n + 2].copy_from_slice(&(ts.len() as u16).to_le_bytes());
+            payload[n + 2..n + 2 + ts.len()].copy_from_slice(ts.as_bytes());
+            n += 2 + ts.len();
         }
         payload[n..n + text.len()].copy_from_slice(text.as_bytes());
         n += text.len();
