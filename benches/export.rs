@@ -60,17 +60,19 @@ fn timed_flush(guard: &Guard, iters: u64) -> Duration {
 }
 
 fn rebuild(c: &mut Criterion) {
-    let guard = slicetrace::init(config(Box::new(Discard), 512)).unwrap();
     let mut g = c.benchmark_group("drainer");
     g.sample_size(10);
     g.throughput(Throughput::Elements(2 * PAIRS + 2));
-    g.bench_function("rebuild_records", |b| {
-        b.iter_custom(|iters| timed_flush(&guard, iters))
-    });
+    for batch in [64usize, 512] {
+        let guard = slicetrace::init(config(Box::new(Discard), batch)).unwrap();
+        g.bench_function(format!("rebuild_records/batch_{batch}"), |b| {
+            b.iter_custom(|iters| timed_flush(&guard, iters))
+        });
+        let stats = guard.shutdown();
+        assert_eq!(stats.records_dropped_ring_full, 0);
+        assert_eq!(stats.spans_dropped_export, 0);
+    }
     g.finish();
-    let stats = guard.shutdown();
-    assert_eq!(stats.records_dropped_ring_full, 0);
-    assert_eq!(stats.spans_dropped_export, 0);
 }
 
 struct Rotel(Child);
