@@ -350,3 +350,39 @@ fn a_full_ring_drops_whole_calls_and_counts_every_record() {
     // Whatever was kept still forms a well-formed tree (checked by Trace::new).
     assert!(t.named("tight").len() as u64 <= PAIRS);
 }
+
+#[test]
+fn shutdown_while_threads_still_trace_neither_hangs_nor_panics() {
+    let mut s = session();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let rid = slicetrace::req_start((t << 40) | n, None);
+                    slicetrace::slice_start(name!("busy"), rid);
+                    let _ = slicetrace::propagate_context(rid);
+                    slicetrace::slice_end(name!("busy"), rid, End::PLAIN);
+                    slicetrace::req_finish(rid);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = std::time::Instant::now();
+    let (_, stats) = s.finish();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    assert!(!slicetrace::is_enabled());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let done: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(done > 0);
+    assert!(stats.spans_exported > 0);
+}
