@@ -9,24 +9,14 @@
 //! - `otlp_grpc`: spans per second from flush to the collector's acknowledgement, over loopback,
 //!   with the collector discarding what it receives.
 
+mod common;
+#[path = "../tests/common/rotel.rs"]
+mod rotel;
+
+use common::Discard;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use slicetrace::{name, Config, End, Guard, OtlpSink, Protocol, Rid};
-use std::hint::black_box;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        black_box(batch);
-        Ok(())
-    }
-}
 
 const PAIRS: u64 = 50_000;
 
@@ -75,69 +65,13 @@ fn rebuild(c: &mut Criterion) {
     g.finish();
 }
 
-struct Rotel(Child);
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rotel() -> Option<(Rotel, String)> {
-    let dir = Command::new("python3")
-        .args([
-            "-c",
-            "import rotel, os; print(os.path.dirname(rotel.__file__))",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())?;
-    let agent =
-        std::path::Path::new(String::from_utf8(dir.stdout).ok()?.trim()).join("rotel-agent");
-    let port = |_| {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (g, h) = (port(0), port(1));
-    let child = Command::new(agent)
-        .args([
-            "start",
-            "--otlp-grpc-endpoint",
-            &format!("127.0.0.1:{g}"),
-            "--otlp-http-endpoint",
-            &format!("127.0.0.1:{h}"),
-            "--exporter",
-            "blackhole",
-            "--pid-file",
-            &format!("/tmp/slicetrace-bench-rotel-{g}.pid"),
-            "--log-file",
-            &format!("/tmp/slicetrace-bench-rotel-{g}.log"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let r = Rotel(child);
-    let addr = format!("127.0.0.1:{g}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&addr).is_err() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some((r, format!("http://{addr}")))
-}
-
 fn otlp(c: &mut Criterion) {
-    let Some((_rotel, endpoint)) = rotel() else {
+    if !rotel::installed() {
         eprintln!("export/otlp_grpc skipped: rotel is not installed (pip install rotel==0.0.1a15)");
         return;
-    };
+    }
+    let collector = rotel::Rotel::start_quiet();
+    let endpoint = format!("http://{}", collector.grpc);
     let mut g = c.benchmark_group("export");
     g.sample_size(10);
     g.throughput(Throughput::Elements(PAIRS + 2));

@@ -7,22 +7,13 @@
 //! blocks of calls small enough to fit the ring, and let the drainer read the ring between blocks
 //! (untimed), so every timed call takes the normal path: no record is dropped for a full ring.
 
+mod common;
+
+use common::Discard;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use slicetrace::{name, Config, End, Guard, Rid};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        black_box(batch);
-        Ok(())
-    }
-}
 
 /// Records per timed block: a quarter of the ring, so a block never meets a full ring.
 const RING: usize = 1 << 16;

@@ -768,11 +768,13 @@ fn own_ctx(trace: u128, span: u64, state: TraceState) -> SpanContext {
     )
 }
 
+/// The context of a linked span, here or in the process it came from.
 fn span_ctx(trace: u128, span: u64, remote: bool) -> SpanContext {
+    let c = own_ctx(trace, span, TraceState::NONE);
     SpanContext::new(
-        TraceId::from_bytes(trace.to_be_bytes()),
-        SpanId::from_bytes(span.to_be_bytes()),
-        TraceFlags::SAMPLED,
+        c.trace_id(),
+        c.span_id(),
+        c.trace_flags(),
         remote,
         TraceState::NONE,
     )

@@ -8,6 +8,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// True when the `rotel` Python package is installed.
+pub fn installed() -> bool {
+    std::env::var_os("ROTEL_AGENT").is_some()
+        || Command::new("python3")
+            .args(["-c", "import rotel"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
 /// Where `.ci/run` / `scripts/test` put it: `rotel-agent` inside the `rotel` Python package.
 pub fn agent_path() -> PathBuf {
     if let Some(p) = std::env::var_os("ROTEL_AGENT") {
@@ -47,11 +56,25 @@ impl Rotel {
         Rotel::start_on(free_port(), free_port())
     }
 
+    /// Without printing spans: for measuring, where only the collector's speed matters.
+    pub fn start_quiet() -> Rotel {
+        Rotel::launch(free_port(), free_port(), false)
+    }
+
     /// On given ports (say, where an exporter already points).
     pub fn start_on(g: u16, h: u16) -> Rotel {
+        Rotel::launch(g, h, true)
+    }
+
+    fn launch(g: u16, h: u16, print_spans: bool) -> Rotel {
         let log =
             std::env::temp_dir().join(format!("slicetrace-rotel-{}-{g}.out", std::process::id()));
         let out = std::fs::File::create(&log).unwrap();
+        let debug: &[&str] = if print_spans {
+            &["--debug-log", "traces", "--debug-log-verbosity", "detailed"]
+        } else {
+            &[]
+        };
         let child = Command::new(agent_path())
             .args([
                 "start",
@@ -61,15 +84,12 @@ impl Rotel {
                 &format!("127.0.0.1:{h}"),
                 "--exporter",
                 "blackhole",
-                "--debug-log",
-                "traces",
-                "--debug-log-verbosity",
-                "detailed",
                 "--pid-file",
                 &format!("{}.pid", log.display()),
                 "--log-file",
                 &format!("{}.log", log.display()),
             ])
+            .args(debug)
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .stdin(Stdio::null())
