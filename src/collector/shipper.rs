@@ -59,7 +59,9 @@ impl Shipper {
                         }
                         Msg::Flush(n) => c.mark_flushed(n),
                         Msg::Stop => {
-                            let _ = sink.shutdown(shutdown_timeout);
+                            if sink.shutdown(shutdown_timeout).is_err() {
+                                Counters::add(&c.counters.export_errors, 1);
+                            }
                             return;
                         }
                     }

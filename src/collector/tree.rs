@@ -469,8 +469,13 @@ impl Tree {
                 t.last_ns = t.last_ns.max(ns);
                 match t.chain.end() {
                     Ended::Closed { id, .. } => {
-                        let s = t.slices.pop().expect("slices track the chain");
-                        debug_assert_eq!(s.id, id);
+                        // The chain and the slice data move together; a gap would be a bug here,
+                        // which must not take the drainer down.
+                        let Some(s) = t.slices.pop().filter(|s| s.id == id) else {
+                            debug_assert!(false, "slice data out of step with the chain");
+                            Counters::add(&c.records_undecodable, 1);
+                            return;
+                        };
                         let status = match (s.name, name) {
                             (Some(started), Some(ended)) if started != ended => {
                                 Counters::add(&c.name_mismatches, 1);
