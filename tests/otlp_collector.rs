@@ -119,6 +119,17 @@ fn spans_arrive_over_http_protobuf() {
     export_over(Protocol::HttpProtobuf);
 }
 
+/// An OTLP/gRPC sink for a loopback port (a collector may or may not listen there).
+fn grpc_sink(port: u16, timeout: Duration) -> OtlpSink {
+    OtlpSink::new(
+        &format!("http://127.0.0.1:{port}"),
+        Protocol::Grpc,
+        &[],
+        timeout,
+    )
+    .unwrap()
+}
+
 fn one_request(text: &str) {
     let rid = slicetrace::req_start(text, None);
     slicetrace::slice_start(name!("work"), rid);
@@ -131,13 +142,7 @@ fn one_request(text: &str) {
 #[test]
 fn collector_down_losses_are_counted_and_shutdown_is_bounded() {
     let port = free_port();
-    let sink = OtlpSink::new(
-        &format!("http://127.0.0.1:{port}"),
-        Protocol::Grpc,
-        &[],
-        Duration::from_millis(300),
-    )
-    .unwrap();
+    let sink = grpc_sink(port, Duration::from_millis(300));
     let mut cfg = config();
     cfg.shutdown_timeout = Duration::from_secs(2);
     let mut s = session_using(cfg.sink(Box::new(sink)));
@@ -162,13 +167,7 @@ fn collector_down_losses_are_counted_and_shutdown_is_bounded() {
 #[test]
 fn export_resumes_when_the_collector_comes_up() {
     let (g, h) = (free_port(), free_port());
-    let sink = OtlpSink::new(
-        &format!("http://127.0.0.1:{g}"),
-        Protocol::Grpc,
-        &[],
-        Duration::from_millis(300),
-    )
-    .unwrap();
+    let sink = grpc_sink(g, Duration::from_millis(300));
     let mut s = session_using(config().sink(Box::new(sink)));
     one_request("before-collector");
     assert!(s.guard.as_ref().unwrap().flush(Duration::from_secs(30)));
@@ -191,13 +190,7 @@ fn export_resumes_when_the_collector_comes_up() {
 #[test]
 fn collector_killed_and_restarted_every_span_accounted_for() {
     let (g, h) = (free_port(), free_port());
-    let sink = OtlpSink::new(
-        &format!("http://127.0.0.1:{g}"),
-        Protocol::Grpc,
-        &[],
-        Duration::from_millis(500),
-    )
-    .unwrap();
+    let sink = grpc_sink(g, Duration::from_millis(500));
     let mut s = session_using(config().sink(Box::new(sink)));
     let flush =
         |s: &common::Session| assert!(s.guard.as_ref().unwrap().flush(Duration::from_secs(60)));
@@ -248,13 +241,7 @@ fn resident_bytes() -> u64 {
 #[test]
 fn memory_stays_bounded_while_the_collector_is_down() {
     let port = free_port();
-    let sink = OtlpSink::new(
-        &format!("http://127.0.0.1:{port}"),
-        Protocol::Grpc,
-        &[],
-        Duration::from_millis(200),
-    )
-    .unwrap();
+    let sink = grpc_sink(port, Duration::from_millis(200));
     let mut cfg = config();
     // A small queue, so the test reaches the bound quickly: 64 batches of 64 spans.
     cfg.export_queue_batches = 64;
