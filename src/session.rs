@@ -304,6 +304,7 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         sink,
         ctl.clone(),
         cfg.export_queue_batches,
+        cfg.max_export_batch,
         cfg.shutdown_timeout,
     )
     .map_err(InitError::Spawn)?;

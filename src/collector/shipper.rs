@@ -7,6 +7,7 @@ use super::sink::Sink;
 use super::stats::Counters;
 use opentelemetry_sdk::trace::SpanData;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,6 +21,9 @@ enum Msg {
 
 pub struct Shipper {
     tx: SyncSender<Msg>,
+    /// Spans queued and not yet exported; the queue's bound is in spans.
+    queued: Arc<AtomicUsize>,
+    limit: usize,
     join: Option<JoinHandle<()>>,
     ctl: Arc<Control>,
     /// Set when shutdown begins: batches still queued after it are dropped and counted.
@@ -32,9 +36,13 @@ impl Shipper {
         mut sink: Box<dyn Sink>,
         ctl: Arc<Control>,
         queue_batches: usize,
+        max_batch: usize,
         shutdown_timeout: Duration,
     ) -> std::io::Result<Shipper> {
         let (tx, rx) = sync_channel(queue_batches.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
+        let max_batch = max_batch.max(1);
         let c = ctl.clone();
         let give_up_at = Arc::new(OnceLock::<Instant>::new());
         let deadline = give_up_at.clone();
@@ -43,19 +51,32 @@ impl Shipper {
             .spawn(move || {
                 for msg in rx {
                     match msg {
-                        Msg::Batch(batch) => {
-                            let n = batch.len() as u64;
-                            if deadline.get().is_some_and(|d| Instant::now() >= *d) {
-                                Counters::add(&c.counters.spans_dropped_export, n);
-                                continue;
-                            }
-                            match sink.export(batch) {
-                                Ok(()) => Counters::add(&c.counters.spans_exported, n),
-                                Err(_) => {
-                                    Counters::add(&c.counters.export_errors, 1);
-                                    Counters::add(&c.counters.spans_export_failed, n);
+                        Msg::Batch(spans) => {
+                            let total = spans.len();
+                            let mut rest = spans.into_iter();
+                            loop {
+                                let batch: Vec<SpanData> = if rest.len() <= max_batch {
+                                    rest.by_ref().collect()
+                                } else {
+                                    rest.by_ref().take(max_batch).collect()
+                                };
+                                if batch.is_empty() {
+                                    break;
+                                }
+                                let n = batch.len() as u64;
+                                if deadline.get().is_some_and(|d| Instant::now() >= *d) {
+                                    Counters::add(&c.counters.spans_dropped_export, n);
+                                    continue;
+                                }
+                                match sink.export(batch) {
+                                    Ok(()) => Counters::add(&c.counters.spans_exported, n),
+                                    Err(_) => {
+                                        Counters::add(&c.counters.export_errors, 1);
+                                        Counters::add(&c.counters.spans_export_failed, n);
+                                    }
                                 }
                             }
+                            q.fetch_sub(total, Ordering::Relaxed);
                         }
                         Msg::Flush(n) => c.mark_flushed(n),
                         Msg::Stop => {
@@ -69,6 +90,8 @@ impl Shipper {
             })?;
         Ok(Shipper {
             tx,
+            queued,
+            limit: queue_batches.max(1) * max_batch,
             join: Some(join),
             ctl,
             give_up_at,
@@ -76,13 +99,20 @@ impl Shipper {
         })
     }
 
-    /// Queues a batch, or drops and counts it when the queue is full.
-    pub fn send(&self, batch: Vec<SpanData>) {
-        let n = batch.len() as u64;
-        match self.tx.try_send(Msg::Batch(batch)) {
+    /// Queues spans (the export thread cuts them into batches), or drops and counts them when
+    /// the queue already holds its bound of spans.
+    pub fn send(&self, spans: Vec<SpanData>) {
+        let n = spans.len();
+        if self.queued.load(Ordering::Relaxed) + n > self.limit {
+            Counters::add(&self.ctl.counters.spans_dropped_export, n as u64);
+            return;
+        }
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        match self.tx.try_send(Msg::Batch(spans)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                Counters::add(&self.ctl.counters.spans_dropped_export, n);
+                self.queued.fetch_sub(n, Ordering::Relaxed);
+                Counters::add(&self.ctl.counters.spans_dropped_export, n as u64);
             }
         }
     }
