@@ -149,17 +149,7 @@ impl<'a> Producer<'a> {
     /// Pushes `recs` as one unit: all of them or, on a full ring, none (counted as dropped).
     #[inline]
     pub fn push_all(&mut self, recs: &[Record]) -> bool {
-        let n = recs.len() as u64;
-        if !self.has_room(n) {
-            self.count_dropped(n);
-            return false;
-        }
-        for (i, rec) in recs.iter().enumerate() {
-            self.write(self.tail + i as u64, *rec);
-        }
-        self.tail += n;
-        self.ring.tail.store(self.tail, Ordering::Release);
-        true
+        self.push_unit(recs.len(), |i| recs[i])
     }
 
     /// Pushes the `n` records `make(0..n)` as one unit, written straight into the slots: all of

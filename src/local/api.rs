@@ -196,13 +196,13 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
         }
         let mut payload = [0u8; MAX_PAYLOAD];
         let mut n = 0;
-        if let Some(p) = opts.parent {
+        let up = opts.parent.map(|p| Upstream {
+            trace_id: p.trace_id,
+            link: p.link_span_id,
+            extra: p.parent_span_id,
+        });
+        if let (Some(p), Some(up)) = (opts.parent, &up) {
             flags |= flag::UPSTREAM | if p.is_sampled() { flag::SAMPLED } else { 0 };
-            let up = Upstream {
-                trace_id: p.trace_id,
-                link: p.link_span_id,
-                extra: p.parent_span_id,
-            };
             payload[..UPSTREAM_BYTES].copy_from_slice(&up.encode());
             n = UPSTREAM_BYTES;
         }
@@ -232,11 +232,6 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
         let mut g = Gather::new();
         g.add(l, head, &payload[..n]);
         if g.flush(l) {
-            let up = opts.parent.map(|p| Upstream {
-                trace_id: p.trace_id,
-                link: p.link_span_id,
-                extra: p.parent_span_id,
-            });
             publish(l, id, pos, &head, up.as_ref());
         }
     });
