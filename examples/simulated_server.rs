@@ -2,8 +2,8 @@
 //! parallel rank, and a detokenizer thread pass requests through channels with their propagated
 //! context; each scheduler runs prefill, then a batched decode loop.
 //!
-//! Run: `cargo run --release --example simulated_server`. Spans go to `slicetrace-trace.jsonl`
-//! (or the path in `SLICETRACE_FILE`), one JSON object per line; with
+//! Run: `cargo run --release --example simulated_server`. Spans go to `slicetrace-trace.json`
+//! (or the path in `SLICETRACE_FILE`), a trace-event file to drop into ui.perfetto.dev; with
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` set they go to that collector instead (see `EnvSettings` for
 //! the other `OTEL_*` variables). `SIM_REQUESTS` and `SIM_TP` change the load.
 
@@ -209,7 +209,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut env = EnvSettings::from_process()?;
     if let Destination::File(path) = &mut env.destination {
         if std::env::var_os("SLICETRACE_FILE").is_none() {
-            *path = "slicetrace-trace.jsonl".into();
+            *path = "slicetrace-trace.json".into();
         }
     }
     let dest = match &env.destination {

@@ -3,7 +3,7 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `SLICETRACE` | `1`/`true`/`on` switches tracing on; unset, `0`/`false`/`off` leaves it off |
-//! | `SLICETRACE_FILE` | with no OTLP endpoint set: the local trace file (default `slicetrace-{pid}.jsonl`) |
+//! | `SLICETRACE_FILE` | with no OTLP endpoint set: the local trace file (default `slicetrace-{pid}.trace.json`, a Perfetto / `chrome://tracing` file; a name ending `.jsonl` gets one JSON object per span instead) |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | OTLP endpoint for traces, used as given (`host:port` gets `http://`) |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP base endpoint; over HTTP `/v1/traces` is appended |
 //! | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` | `grpc` (default, as the reference) or `http/protobuf` |
@@ -252,7 +252,7 @@ impl EnvSettings {
             None => Destination::File(
                 get("SLICETRACE_FILE")
                     .filter(|v| !v.trim().is_empty())
-                    .unwrap_or_else(|| format!("slicetrace-{}.jsonl", std::process::id())),
+                    .unwrap_or_else(|| format!("slicetrace-{}.trace.json", std::process::id())),
             ),
         };
         Ok(EnvSettings {

@@ -34,6 +34,7 @@ mod ring;
 mod session;
 mod slice_chain;
 mod sync;
+pub mod trace_event;
 
 #[cfg(all(test, slicetrace_loom))]
 mod ring_loom;

@@ -11,6 +11,7 @@ use crate::export::jsonl::JsonLinesExporter;
 use crate::export::otlp::OtlpSink;
 use crate::local::handle::{self, ENABLED, LOST_NO_HANDLE, RING_CAPACITY};
 use crate::registry::{self, DETACHED, DRAINER_LIVE};
+use crate::trace_event::exporter::PerfettoExporter;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SpanExporter;
 use opentelemetry_sdk::Resource;
@@ -125,10 +126,14 @@ impl Config {
                         .map_err(InitError::Exporter)?,
                 )
             }
-            Destination::File(path) => Box::new(
-                JsonLinesExporter::create(path)
-                    .map_err(|e| InitError::Exporter(format!("cannot create {path}: {e}")))?,
-            ),
+            Destination::File(path) => {
+                let cannot = |e| InitError::Exporter(format!("cannot create {path}: {e}"));
+                if path.ends_with(".jsonl") {
+                    Box::new(JsonLinesExporter::create(path).map_err(cannot)?)
+                } else {
+                    Box::new(PerfettoExporter::create(path).map_err(cannot)?)
+                }
+            }
         };
         Ok(cfg.sink(sink))
     }

@@ -90,6 +90,8 @@ enum EventAt {
 struct Request {
     rid: Rid,
     rid_text: Option<String>,
+    /// The `rid` attribute every slice carries, shared rather than copied per slice.
+    rid_value: OtelValue,
     trace_id: u128,
     /// W3C tracestate from an upstream gateway, carried by every span of the request here.
     trace_state: TraceState,
@@ -141,11 +143,23 @@ impl std::hash::Hasher for RidHasher {
     }
 }
 
+fn shared_str(s: String) -> OtelValue {
+    OtelValue::String(opentelemetry::StringValue::from(Arc::<str>::from(s)))
+}
+
 impl Request {
+    fn set_rid_text(&mut self, text: Option<String>) {
+        if let Some(t) = &text {
+            self.rid_value = shared_str(t.clone());
+        }
+        self.rid_text = text;
+    }
+
     fn new(rid: Rid, trace_id: u128, span_id: u64, ns: u64, local: bool, now: Instant) -> Request {
         Request {
             rid,
             rid_text: None,
+            rid_value: shared_str(rid.0.to_string()),
             trace_id,
             trace_state: TraceState::NONE,
             span_id,
@@ -345,7 +359,7 @@ impl Tree {
             (!text_bytes.is_empty()).then(|| String::from_utf8_lossy(text_bytes).into_owned());
         Counters::add(&c.requests_started, 1);
         let mut req = Request::new(rid, ids.trace_id, ids.request_span, ns, true, self.now);
-        req.rid_text = rid_text;
+        req.set_rid_text(rid_text);
         req.trace_state = trace_state;
         if let Some(u) = &upstream {
             req.parent = u.extra;
@@ -397,7 +411,9 @@ impl Tree {
             let text = &rec.payload[UPSTREAM_BYTES.min(rec.payload.len())..];
             Counters::add(&c.requests_joined, 1);
             let mut req = Request::new(rid, up.trace_id, ids.request_span, ns, false, self.now);
-            req.rid_text = (!text.is_empty()).then(|| String::from_utf8_lossy(text).into_owned());
+            req.set_rid_text(
+                (!text.is_empty()).then(|| String::from_utf8_lossy(text).into_owned()),
+            );
             req.parent = rec.head.value;
             req.parent_remote = true;
             self.requests.insert(rid, req);
@@ -409,17 +425,19 @@ impl Tree {
             Counters::add(&c.context_conflicts, 1);
         }
         if req.rid_text.is_none() && rec.payload.len() > UPSTREAM_BYTES {
-            req.rid_text =
-                Some(String::from_utf8_lossy(&rec.payload[UPSTREAM_BYTES..]).into_owned());
+            req.set_rid_text(Some(
+                String::from_utf8_lossy(&rec.payload[UPSTREAM_BYTES..]).into_owned(),
+            ));
         }
         req.last_activity = self.now;
         req.linger_until = None;
         let link = (up.link != 0).then(|| span_ctx(up.trace_id, up.link, !same_process));
         let trace = req.trace_id;
         let state = req.trace_state.clone();
+        let rid = req.rid_value.clone();
         let t = thread_span(req, tenure, rec.pos, ns);
         // A hand-over starts this thread's chain afresh, as `propagate_context` reads it.
-        close_unfinished(c, &self.info, trace, &state, t, ns, &mut self.out);
+        close_unfinished(c, &self.info, trace, &state, &rid, t, ns, &mut self.out);
         t.chain = SliceChain::default();
         t.pending_link = link;
         true
@@ -495,6 +513,8 @@ impl Tree {
                             ns,
                             status,
                             false,
+                            t.tenure.meta.tid,
+                            &req.rid_value,
                         ));
                     }
                     Ended::Overflowed => {}
@@ -506,6 +526,7 @@ impl Tree {
                         scope,
                         trace,
                         &req.trace_state,
+                        &req.rid_value,
                         req.span_id,
                         &mut req.threads[ti],
                         ns,
@@ -710,6 +731,7 @@ impl Tree {
                     &self.info,
                     trace,
                     &req.trace_state,
+                    &req.rid_value,
                     req.span_id,
                     t,
                     end_ns.max(t.last_ns),
@@ -899,8 +921,15 @@ fn slice_data(
     end_ns: u64,
     status: Status,
     unfinished: bool,
+    tid: u64,
+    rid: &OtelValue,
 ) -> SpanData {
     let mut attrs = s.attrs;
+    // `rid` and the OpenTelemetry convention `thread.id` on every slice let a reader place a
+    // slice on its thread's track, and name its request, without waiting for the thread and
+    // request spans, which end last.
+    attrs.push(KeyValue::new("rid", rid.clone()));
+    attrs.push(KeyValue::new("thread.id", tid as i64));
     if unfinished {
         attrs.push(KeyValue::new("slicetrace.unfinished", true));
     }
@@ -929,11 +958,13 @@ fn slice_data(
 }
 
 /// Closes `t`'s open slices at `ns`, innermost first, marked unfinished.
+#[allow(clippy::too_many_arguments)]
 fn close_unfinished(
     c: &Counters,
     info: &ProcessInfo,
     trace: u128,
     state: &TraceState,
+    rid: &OtelValue,
     t: &mut ThreadSpan,
     ns: u64,
     out: &mut Vec<SpanData>,
@@ -951,6 +982,8 @@ fn close_unfinished(
             ns,
             error_status("unfinished: still open when its thread span or request ended"),
             true,
+            t.tenure.meta.tid,
+            rid,
         ));
     }
 }
@@ -962,6 +995,7 @@ fn finish_thread(
     info: &ProcessInfo,
     trace: u128,
     state: &TraceState,
+    rid: &OtelValue,
     req_span: u64,
     t: &mut ThreadSpan,
     ns: u64,
@@ -970,7 +1004,7 @@ fn finish_thread(
     if t.id == 0 {
         return;
     }
-    close_unfinished(c, info, trace, state, t, ns, out);
+    close_unfinished(c, info, trace, state, rid, t, ns, out);
     let m = &t.tenure.meta;
     let label = m.label();
     let host8 = crate::record::truncate_str(&info.host_id, 8);

@@ -46,7 +46,7 @@ fn unix_nanos(t: SystemTime) -> u128 {
         .unwrap_or(0)
 }
 
-fn json_str(out: &mut String, s: &str) {
+pub(crate) fn json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

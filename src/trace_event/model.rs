@@ -1,0 +1,159 @@
+//! The span model the trace-event writer reads: what an exported span says, independent of where
+//! it came from (this process's drainer, or a collector's OTLP/JSON file).
+
+use opentelemetry::trace::Status;
+use opentelemetry::Value as OtelValue;
+use opentelemetry_sdk::trace::SpanData;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// An attribute value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+    F64(f64),
+    Bool(bool),
+}
+
+impl AttrValue {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            AttrValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            AttrValue::Int(i) => Some(*i),
+            AttrValue::Str(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    fn from_otel(v: &OtelValue) -> AttrValue {
+        match v {
+            OtelValue::Bool(b) => AttrValue::Bool(*b),
+            OtelValue::I64(i) => AttrValue::Int(*i),
+            OtelValue::F64(f) => AttrValue::F64(*f),
+            other => AttrValue::Str(other.as_str().into_owned()),
+        }
+    }
+}
+
+/// A span event (an instant inside a span).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanEvent {
+    pub name: String,
+    pub time_ns: u64,
+    pub attrs: Vec<(String, AttrValue)>,
+}
+
+/// The process that recorded a span, from its resource.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    pub service: String,
+    pub host: String,
+    /// `process.pid` of the resource; 0 when the resource does not say.
+    pub pid: u64,
+}
+
+/// One finished span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Span {
+    pub trace_id: u128,
+    pub span_id: u64,
+    /// 0 for a root span.
+    pub parent: u64,
+    pub name: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub attrs: Vec<(String, AttrValue)>,
+    pub events: Vec<SpanEvent>,
+    /// (trace id, span id) of each linked span.
+    pub links: Vec<(u128, u64)>,
+    /// The status message when the span ended in error.
+    pub error: Option<String>,
+}
+
+/// What a span stands for in the Request → Thread → Slice tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A request's span in one process (`rid` attribute, no thread).
+    Request,
+    /// A request's presence on one thread (`thread_label` attribute).
+    Thread,
+    /// Work on a thread: everything else.
+    Slice,
+}
+
+impl Span {
+    pub fn attr(&self, key: &str) -> Option<&AttrValue> {
+        self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn role(&self) -> Role {
+        if self.attr("thread_label").is_some() {
+            Role::Thread
+        } else if self.attr("rid").is_some() && self.attr("thread.id").is_none() {
+            Role::Request
+        } else {
+            Role::Slice
+        }
+    }
+
+    /// The OS thread id a thread span or slice names (`thread.id`, or the reference's `pid`).
+    pub fn thread_id(&self) -> Option<u64> {
+        self.attr("thread.id")
+            .or_else(|| self.attr("pid"))
+            .and_then(AttrValue::as_i64)
+            .map(|t| t as u64)
+    }
+
+    /// Converts an exported `SpanData`.
+    pub fn from_span_data(s: &SpanData) -> Span {
+        let attrs = |kvs: &[opentelemetry::KeyValue]| {
+            kvs.iter()
+                .map(|kv| (kv.key.as_str().to_owned(), AttrValue::from_otel(&kv.value)))
+                .collect::<Vec<_>>()
+        };
+        Span {
+            trace_id: u128::from_be_bytes(s.span_context.trace_id().to_bytes()),
+            span_id: u64::from_be_bytes(s.span_context.span_id().to_bytes()),
+            parent: u64::from_be_bytes(s.parent_span_id.to_bytes()),
+            name: s.name.to_string(),
+            start_ns: unix_nanos(s.start_time),
+            end_ns: unix_nanos(s.end_time),
+            attrs: attrs(&s.attributes),
+            events: s
+                .events
+                .iter()
+                .map(|e| SpanEvent {
+                    name: e.name.to_string(),
+                    time_ns: unix_nanos(e.timestamp),
+                    attrs: attrs(&e.attributes),
+                })
+                .collect(),
+            links: s
+                .links
+                .iter()
+                .map(|l| {
+                    (
+                        u128::from_be_bytes(l.span_context.trace_id().to_bytes()),
+                        u64::from_be_bytes(l.span_context.span_id().to_bytes()),
+                    )
+                })
+                .collect(),
+            error: match &s.status {
+                Status::Error { description } => Some(description.to_string()),
+                _ => None,
+            },
+        }
+    }
+}
+
+pub(crate) fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
+        .unwrap_or(0)
+}

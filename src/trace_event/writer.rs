@@ -1,0 +1,827 @@
+//! Streaming Chrome trace-event JSON (the format Perfetto UI and `chrome://tracing` open) from
+//! finished spans, in bounded memory.
+//!
+//! Layout: a process track per recording process, a thread track per traced thread, slices as
+//! complete (`X`) events nested by time, span events as thread-scoped instants, each slice link
+//! as a flow arrow from the linked slice to the linking one, and each request as an async slice
+//! on its process. Spans arrive in the order they end; a reorder window puts the events of each
+//! track in timestamp order, and a slice that overlaps another on its thread without nesting
+//! (two requests' slices interleaved) goes to an overlap lane of that thread instead of
+//! breaking the nesting.
+
+use super::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
+use super::two_gen::TwoGen;
+use crate::export::jsonl::json_str;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+/// Bounds of the writer's memory, and how long it waits for late spans.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Events are held until spans that ended this much later (in trace time) have arrived, so
+    /// that each track is written in timestamp order.
+    pub reorder_window_ns: u64,
+    /// Events held for reordering; past this the oldest are written at once.
+    pub max_buffered: usize,
+    /// Slices held because neither they nor their ancestors name their thread yet; past this
+    /// the oldest go to the process's "unplaced" track, counted.
+    pub max_pending: usize,
+    /// Recent slices remembered for links and children (two generations of this many).
+    pub index_window: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            reorder_window_ns: 2_000_000_000,
+            max_buffered: 1 << 20,
+            max_pending: 1 << 18,
+            index_window: 1 << 18,
+        }
+    }
+}
+
+/// What the writer did, including what it could not place exactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub spans: u64,
+    pub slices: u64,
+    pub requests: u64,
+    pub instants: u64,
+    pub flows: u64,
+    /// Links whose target slice never appeared (another process's file, or past the window).
+    pub links_unresolved: u64,
+    /// Slices whose thread could not be found, written on the "unplaced" track.
+    pub spans_unplaced: u64,
+    /// Events that arrived after later events of the trace had been written.
+    pub late: u64,
+    /// Overlap lanes opened for slices that did not nest.
+    pub overlap_lanes: u64,
+    pub bytes: u64,
+}
+
+/// Lane tracks of a thread get tids above every real one (Linux tids are below 2^22).
+const LANE_TID_STRIDE: u64 = 1 << 32;
+/// The track of slices whose thread is unknown.
+const UNPLACED_TID: u64 = 0;
+
+#[derive(Clone, Copy)]
+struct Placed {
+    pid: u32,
+    tid: u64,
+    start: u64,
+    end: u64,
+}
+
+struct PendingLink {
+    pid: u32,
+    tid: u64,
+    span: u64,
+    start: u64,
+    end: u64,
+}
+
+enum Item {
+    Slice {
+        pid: u32,
+        tid: u64,
+        span: Box<Span>,
+    },
+    Instant {
+        pid: u32,
+        tid: u64,
+        ev: SpanEvent,
+    },
+    Flow {
+        pid: u32,
+        tid: u64,
+        /// The slice the flow end binds to, whose lane decides the track.
+        bind: u64,
+        id: u64,
+        start: bool,
+    },
+    Async {
+        pid: u32,
+        id: u64,
+        ph: char,
+        name: String,
+        args: String,
+    },
+}
+
+struct Queued {
+    ts: u64,
+    /// Among equal timestamps: async and slices first (longest first), then what binds to them.
+    class: u8,
+    dur: u64,
+    seq: u64,
+    item: Item,
+}
+
+impl Queued {
+    fn key(&self) -> (u64, u8, Reverse<u64>, u64) {
+        (self.ts, self.class, Reverse(self.dur), self.seq)
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+struct Lane {
+    tid: u64,
+    /// End times of the slices open at the current write position, outermost first.
+    open: Vec<u64>,
+}
+
+#[derive(Default)]
+struct Track {
+    name: Option<String>,
+    lanes: Vec<Lane>,
+}
+
+/// Writes trace-event JSON to `out` as spans are pushed. Call [`TraceEventWriter::finish`] to
+/// write what is held and close the array; a file cut short before that still opens (the
+/// format allows a missing `]`), and `slicetrace repair` closes it.
+pub struct TraceEventWriter<W: Write> {
+    out: W,
+    limits: Limits,
+    stats: WriterStats,
+    wrote_any: bool,
+    line: String,
+    processes: HashMap<ProcessKey, u32>,
+    pids_used: HashMap<u32, ()>,
+    next_synthetic_pid: u32,
+    tracks: HashMap<(u32, u64), Track>,
+    threads_by_span: TwoGen<u64, (u32, u64)>,
+    placed: TwoGen<u64, Placed>,
+    lane_of: TwoGen<u64, u64>,
+    rid_of_trace: TwoGen<u128, String>,
+    pending: HashMap<u64, Vec<(u32, Span)>>,
+    pending_order: VecDeque<u64>,
+    pending_count: usize,
+    pending_links: TwoGen<u64, Vec<PendingLink>>,
+    heap: BinaryHeap<Reverse<Queued>>,
+    seq: u64,
+    next_flow: u64,
+    latest_end: u64,
+    written_to: u64,
+    /// Timestamps are written relative to this Unix time, so that a double (what viewers parse
+    /// `ts` into) keeps nanoseconds; every process_name event carries it.
+    epoch_ns: u64,
+}
+
+const DAY_NS: u64 = 86_400_000_000_000;
+
+/// The `process_name` argument holding the Unix time (ns) that `ts` values count from.
+pub const EPOCH_ARG: &str = "slicetrace_epoch_unix_ns";
+
+impl<W: Write> TraceEventWriter<W> {
+    pub fn new(out: W, limits: Limits) -> io::Result<TraceEventWriter<W>> {
+        let mut w = TraceEventWriter {
+            out,
+            stats: WriterStats::default(),
+            wrote_any: false,
+            line: String::with_capacity(512),
+            processes: HashMap::new(),
+            pids_used: HashMap::new(),
+            next_synthetic_pid: 1 << 30,
+            tracks: HashMap::new(),
+            threads_by_span: TwoGen::new(limits.index_window),
+            placed: TwoGen::new(limits.index_window),
+            lane_of: TwoGen::new(limits.index_window),
+            rid_of_trace: TwoGen::new(limits.index_window),
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            pending_count: 0,
+            pending_links: TwoGen::new(limits.index_window),
+            heap: BinaryHeap::new(),
+            seq: 0,
+            next_flow: 1,
+            latest_end: 0,
+            written_to: 0,
+            epoch_ns: u64::MAX,
+            limits,
+        };
+        w.out.write_all(b"[\n")?;
+        w.stats.bytes += 2;
+        Ok(w)
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Takes one finished span of `process`. Writes whatever the reorder window lets go.
+    pub fn push(&mut self, process: &ProcessKey, span: Span) -> io::Result<()> {
+        self.stats.spans += 1;
+        if self.epoch_ns == u64::MAX {
+            // A day's margin before the first span's day: earlier spans would be clamped.
+            self.epoch_ns = (span.start_ns / DAY_NS).saturating_sub(1) * DAY_NS;
+        }
+        let pid = self.pid_for(process)?;
+        self.latest_end = self.latest_end.max(span.end_ns);
+        match span.role() {
+            Role::Request => self.push_request(pid, span),
+            Role::Thread => self.push_thread(pid, span)?,
+            Role::Slice => {
+                let known = span
+                    .thread_id()
+                    .map(|tid| (pid, tid))
+                    .or_else(|| self.threads_by_span.get(&span.parent).copied())
+                    .or_else(|| self.placed.get(&span.parent).map(|p| (p.pid, p.tid)));
+                match known {
+                    Some((pid, tid)) => self.place(pid, tid, span),
+                    None => self.hold(pid, span)?,
+                }
+            }
+        }
+        self.write_ready(false)
+    }
+
+    /// Writes everything held and closes the JSON array.
+    pub fn finish(mut self) -> io::Result<(W, WriterStats)> {
+        while let Some(parent) = self.pending_order.pop_front() {
+            self.evict_pending(parent)?;
+        }
+        self.write_ready(true)?;
+        let unnamed: Vec<(u32, u64)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.name.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        for (pid, tid) in unnamed {
+            let name = if tid == UNPLACED_TID {
+                "unplaced slices (thread unknown)".to_owned()
+            } else {
+                format!("thread {tid}")
+            };
+            self.name_track(pid, tid, name)?;
+        }
+        self.out.write_all(b"\n]\n")?;
+        self.stats.bytes += 3;
+        self.out.flush()?;
+        let unresolved: usize = self.pending_links.values().map(Vec::len).sum();
+        self.stats.links_unresolved += unresolved as u64;
+        Ok((self.out, self.stats))
+    }
+
+    /// Writes out what the reorder window lets go and flushes the output.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.write_ready(false)?;
+        self.out.flush()
+    }
+
+    fn pid_for(&mut self, p: &ProcessKey) -> io::Result<u32> {
+        if let Some(pid) = self.processes.get(p) {
+            return Ok(*pid);
+        }
+        let wanted = u32::try_from(p.pid).ok().filter(|pid| *pid != 0);
+        let pid = match wanted {
+            Some(pid) if !self.pids_used.contains_key(&pid) => pid,
+            _ => {
+                self.next_synthetic_pid += 1;
+                self.next_synthetic_pid
+            }
+        };
+        self.pids_used.insert(pid, ());
+        self.processes.insert(p.clone(), pid);
+        let mut name = if p.service.is_empty() {
+            "process".to_owned()
+        } else {
+            p.service.clone()
+        };
+        if p.pid != 0 {
+            let _ = write!(name, " (pid {}", p.pid);
+            if !p.host.is_empty() {
+                let _ = write!(name, " on {}", p.host);
+            }
+            name.push(')');
+        }
+        self.line.clear();
+        let _ = write!(
+            self.line,
+            "{{\"ph\":\"M\",\"pid\":{pid},\"name\":\"process_name\",\"args\":{{\"name\":"
+        );
+        json_str(&mut self.line, &name);
+        let _ = write!(self.line, ",\"{EPOCH_ARG}\":{}}}}}", self.epoch_ns);
+        self.emit_line()?;
+        Ok(pid)
+    }
+
+    fn push_request(&mut self, pid: u32, span: Span) {
+        self.stats.requests += 1;
+        let rid = span.attr("rid").map(attr_text);
+        if let Some(rid) = &rid {
+            self.rid_of_trace.insert(span.trace_id, rid.clone());
+        }
+        let mut args = String::with_capacity(128);
+        args.push('{');
+        ids_args(&mut args, &span);
+        attrs_args(&mut args, &span.attrs, false);
+        args.push('}');
+        let id = span.span_id;
+        let (start, end) = (span.start_ns, span.end_ns.max(span.start_ns));
+        for ev in span.events {
+            let mut ev_args = String::from("{");
+            attrs_args(&mut ev_args, &ev.attrs, true);
+            ev_args.push('}');
+            self.queue(
+                ev.time_ns.clamp(start, end),
+                2,
+                0,
+                Item::Async {
+                    pid,
+                    id,
+                    ph: 'n',
+                    name: ev.name,
+                    args: ev_args,
+                },
+            );
+        }
+        self.queue(
+            start,
+            0,
+            end - start,
+            Item::Async {
+                pid,
+                id,
+                ph: 'b',
+                name: span.name.clone(),
+                args,
+            },
+        );
+        self.queue(
+            end,
+            0,
+            0,
+            Item::Async {
+                pid,
+                id,
+                ph: 'e',
+                name: span.name,
+                args: String::from("{}"),
+            },
+        );
+    }
+
+    fn push_thread(&mut self, pid: u32, span: Span) -> io::Result<()> {
+        // No thread id: a track of its own, below the lane range.
+        let tid = span
+            .thread_id()
+            .unwrap_or((span.span_id % (1 << 31)) + (1 << 31));
+        self.threads_by_span.insert(span.span_id, (pid, tid));
+        let named = self
+            .tracks
+            .get(&(pid, tid))
+            .is_some_and(|t| t.name.is_some());
+        if !named {
+            let mut name = span
+                .attr("thread_label")
+                .map(attr_text)
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| format!("thread {tid}"));
+            if let Some(tp) = span.attr("tp_rank").and_then(AttrValue::as_i64) {
+                let _ = write!(name, " [TP {tp}]");
+            }
+            if let Some(dp) = span.attr("dp_rank").and_then(AttrValue::as_i64) {
+                let _ = write!(name, " [DP {dp}]");
+            }
+            self.name_track(pid, tid, name)?;
+        }
+        if let Some(children) = self.take_pending(span.span_id) {
+            for (_, child) in children {
+                self.place(pid, tid, child);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_pending(&mut self, parent: u64) -> Option<Vec<(u32, Span)>> {
+        let children = self.pending.remove(&parent)?;
+        self.pending_count -= children.len();
+        Some(children)
+    }
+
+    fn hold(&mut self, pid: u32, span: Span) -> io::Result<()> {
+        let parent = span.parent;
+        let list = self.pending.entry(parent).or_default();
+        if list.is_empty() {
+            self.pending_order.push_back(parent);
+        }
+        list.push((pid, span));
+        self.pending_count += 1;
+        while self.pending_count > self.limits.max_pending {
+            let Some(oldest) = self.pending_order.pop_front() else {
+                break;
+            };
+            self.evict_pending(oldest)?;
+        }
+        Ok(())
+    }
+
+    /// Places the slices waiting for `parent` on their process's unplaced track.
+    fn evict_pending(&mut self, parent: u64) -> io::Result<()> {
+        if let Some(children) = self.take_pending(parent) {
+            for (pid, child) in children {
+                self.stats.spans_unplaced += 1;
+                self.place(pid, UNPLACED_TID, child);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues `span` (and, transitively, the slices that were waiting for it) on `pid`/`tid`.
+    fn place(&mut self, pid: u32, tid: u64, span: Span) {
+        let mut work = vec![span];
+        while let Some(span) = work.pop() {
+            let end = span.end_ns.max(span.start_ns);
+            let here = Placed {
+                pid,
+                tid,
+                start: span.start_ns,
+                end,
+            };
+            self.placed.insert(span.span_id, here);
+            let (span_id, start) = (span.span_id, span.start_ns);
+            let links = span.links.clone();
+            // The slice is queued before its flows: at equal times a flow binds to what is
+            // already open.
+            self.queue(
+                span.start_ns,
+                1,
+                end - span.start_ns,
+                Item::Slice {
+                    pid,
+                    tid,
+                    span: Box::new(span),
+                },
+            );
+            for (_, target) in links {
+                match self.placed.get(&target).copied() {
+                    Some(from) => self.queue_flow(from, target, here, span_id),
+                    None => {
+                        let waiting = PendingLink {
+                            pid,
+                            tid,
+                            span: span_id,
+                            start: start,
+                            end,
+                        };
+                        let mut v = self.pending_links.remove(&target).unwrap_or_default();
+                        v.push(waiting);
+                        // Links that waited a whole window for their target give up, counted.
+                        let gave_up: usize = self
+                            .pending_links
+                            .insert(target, v)
+                            .values()
+                            .map(Vec::len)
+                            .sum();
+                        self.stats.links_unresolved += gave_up as u64;
+                    }
+                }
+            }
+            if let Some(waiting) = self.pending_links.remove(&span_id) {
+                for l in waiting {
+                    let to = Placed {
+                        pid: l.pid,
+                        tid: l.tid,
+                        start: l.start,
+                        end: l.end,
+                    };
+                    self.queue_flow(here, span_id, to, l.span);
+                }
+            }
+            if let Some(children) = self.take_pending(span_id) {
+                work.extend(children.into_iter().map(|(_, c)| c));
+            }
+        }
+    }
+
+    /// A flow arrow from slice `from_id` (placed at `from`) to the slice `to_id` starting at
+    /// `to.start`.
+    fn queue_flow(&mut self, from: Placed, from_id: u64, to: Placed, to_id: u64) {
+        let id = self.next_flow;
+        self.next_flow += 1;
+        // The arrow leaves the linked slice at its end, or where the linking slice starts if
+        // that is earlier; either way inside the linked slice, which the start binds to.
+        let leave = to.start.min(from.end.saturating_sub(1)).max(from.start);
+        self.queue(
+            leave,
+            2,
+            0,
+            Item::Flow {
+                pid: from.pid,
+                tid: from.tid,
+                bind: from_id,
+                id,
+                start: true,
+            },
+        );
+        // Right after the linking slice, before any child starting with it, so it binds there.
+        self.queue(
+            to.start,
+            1,
+            to.end - to.start,
+            Item::Flow {
+                pid: to.pid,
+                tid: to.tid,
+                bind: to_id,
+                id,
+                start: false,
+            },
+        );
+    }
+
+    fn queue(&mut self, ts: u64, class: u8, dur: u64, item: Item) {
+        if ts < self.written_to {
+            self.stats.late += 1;
+        }
+        self.seq += 1;
+        self.heap.push(Reverse(Queued {
+            ts,
+            class,
+            dur,
+            seq: self.seq,
+            item,
+        }));
+    }
+
+    fn write_ready(&mut self, all: bool) -> io::Result<()> {
+        let watermark = self
+            .latest_end
+            .saturating_sub(self.limits.reorder_window_ns);
+        while let Some(Reverse(top)) = self.heap.peek() {
+            let due = all || top.ts < watermark || self.heap.len() > self.limits.max_buffered;
+            if !due {
+                break;
+            }
+            let Some(Reverse(q)) = self.heap.pop() else {
+                break;
+            };
+            self.written_to = self.written_to.max(q.ts);
+            self.write_item(q)?;
+        }
+        Ok(())
+    }
+
+    fn write_item(&mut self, q: Queued) -> io::Result<()> {
+        match q.item {
+            Item::Slice { pid, tid, span } => self.write_slice(pid, tid, *span),
+            Item::Instant { pid, tid, ev } => {
+                self.stats.instants += 1;
+                self.line.clear();
+                let _ = write!(
+                    self.line,
+                    "{{\"ph\":\"i\",\"s\":\"t\",\"pid\":{pid},\"tid\":{tid},\"ts\":"
+                );
+                push_us(&mut self.line, ev.time_ns.saturating_sub(self.epoch_ns));
+                self.line.push_str(",\"name\":");
+                json_str(&mut self.line, &ev.name);
+                self.line.push_str(",\"args\":{");
+                attrs_args(&mut self.line, &ev.attrs, true);
+                self.line.push_str("}}");
+                self.emit_line()
+            }
+            Item::Flow {
+                pid,
+                tid,
+                bind,
+                id,
+                start,
+            } => {
+                if start {
+                    self.stats.flows += 1;
+                }
+                let tid = self.lane_of.get(&bind).copied().unwrap_or(tid);
+                self.line.clear();
+                let ph = if start { "s" } else { "f\",\"bp\":\"e" };
+                let _ = write!(
+                    self.line,
+                    "{{\"ph\":\"{ph}\",\"id\":{id},\"pid\":{pid},\"tid\":{tid},\"ts\":"
+                );
+                push_us(&mut self.line, q.ts.saturating_sub(self.epoch_ns));
+                self.line
+                    .push_str(",\"name\":\"link\",\"cat\":\"slicetrace.link\"}");
+                self.emit_line()
+            }
+            Item::Async {
+                pid,
+                id,
+                ph,
+                name,
+                args,
+            } => {
+                self.line.clear();
+                let _ = write!(
+                    self.line,
+                    "{{\"ph\":\"{ph}\",\"cat\":\"request\",\"id\":\"0x{id:016x}\",\"pid\":{pid},\"ts\":"
+                );
+                push_us(&mut self.line, q.ts.saturating_sub(self.epoch_ns));
+                self.line.push_str(",\"name\":");
+                json_str(&mut self.line, &name);
+                self.line.push_str(",\"args\":");
+                self.line.push_str(&args);
+                self.line.push('}');
+                self.emit_line()
+            }
+        }
+    }
+
+    fn write_slice(&mut self, pid: u32, tid: u64, span: Span) -> io::Result<()> {
+        self.stats.slices += 1;
+        let end = span.end_ns.max(span.start_ns);
+        let out_tid = self.lane_for(pid, tid, span.start_ns, end)?;
+        if out_tid != tid {
+            self.lane_of.insert(span.span_id, out_tid);
+        }
+        self.line.clear();
+        let _ = write!(
+            self.line,
+            "{{\"ph\":\"X\",\"pid\":{pid},\"tid\":{out_tid},\"ts\":"
+        );
+        push_us(&mut self.line, span.start_ns.saturating_sub(self.epoch_ns));
+        self.line.push_str(",\"dur\":");
+        push_us(&mut self.line, end - span.start_ns);
+        self.line.push_str(",\"name\":");
+        json_str(&mut self.line, &span.name);
+        self.line.push_str(",\"cat\":\"slice\",\"args\":{");
+        ids_args(&mut self.line, &span);
+        if span.attr("rid").is_none() {
+            if let Some(rid) = self.rid_of_trace.get(&span.trace_id) {
+                self.line.push_str(",\"rid\":");
+                json_str(&mut self.line, rid);
+            }
+        }
+        attrs_args(&mut self.line, &span.attrs, false);
+        self.line.push_str("}}");
+        self.emit_line()?;
+        for ev in span.events {
+            let ts = ev.time_ns.clamp(span.start_ns, end);
+            self.queue(
+                ts,
+                3,
+                0,
+                Item::Instant {
+                    pid,
+                    tid: out_tid,
+                    ev,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The track of `pid`/`tid` where a slice `start..end` nests: the thread's own, or the
+    /// first overlap lane where it does.
+    fn lane_for(&mut self, pid: u32, tid: u64, start: u64, end: u64) -> io::Result<u64> {
+        let track = self.tracks.entry((pid, tid)).or_default();
+        if track.lanes.is_empty() {
+            track.lanes.push(Lane {
+                tid,
+                open: Vec::new(),
+            });
+        }
+        for lane in &mut track.lanes {
+            while lane.open.last().is_some_and(|&e| e <= start) {
+                lane.open.pop();
+            }
+            if lane.open.last().is_none_or(|&e| end <= e) {
+                lane.open.push(end);
+                return Ok(lane.tid);
+            }
+        }
+        let n = track.lanes.len() as u64;
+        let lane_tid = tid + n * LANE_TID_STRIDE;
+        track.lanes.push(Lane {
+            tid: lane_tid,
+            open: vec![end],
+        });
+        let name = track.name.clone();
+        self.stats.overlap_lanes += 1;
+        if let Some(name) = name {
+            self.write_thread_name(pid, lane_tid, &format!("{name} · overlap {n}"), n)?;
+        }
+        Ok(lane_tid)
+    }
+
+    fn name_track(&mut self, pid: u32, tid: u64, name: String) -> io::Result<()> {
+        let track = self.tracks.entry((pid, tid)).or_default();
+        track.name = Some(name.clone());
+        let lanes: Vec<u64> = track.lanes.iter().skip(1).map(|l| l.tid).collect();
+        self.write_thread_name(pid, tid, &name, 0)?;
+        for (i, lane_tid) in lanes.into_iter().enumerate() {
+            self.write_thread_name(pid, lane_tid, &format!("{name} · overlap {}", i + 1), 0)?;
+        }
+        Ok(())
+    }
+
+    fn write_thread_name(&mut self, pid: u32, tid: u64, name: &str, sort: u64) -> io::Result<()> {
+        self.line.clear();
+        let _ = write!(
+            self.line,
+            "{{\"ph\":\"M\",\"pid\":{pid},\"tid\":{tid},\"name\":\"thread_name\",\"args\":{{\"name\":"
+        );
+        json_str(&mut self.line, name);
+        self.line.push_str("}}");
+        self.emit_line()?;
+        // Keeps a thread's overlap lanes right under it: sorted by the thread id, then lane.
+        let base = tid % LANE_TID_STRIDE;
+        let index = base.min(1 << 20) * 64 + sort.min(63);
+        self.line.clear();
+        let _ = write!(
+            self.line,
+            "{{\"ph\":\"M\",\"pid\":{pid},\"tid\":{tid},\"name\":\"thread_sort_index\",\"args\":{{\"sort_index\":{index}}}}}"
+        );
+        self.emit_line()
+    }
+
+    fn emit_line(&mut self) -> io::Result<()> {
+        // One event per line, the separator before it, so a file cut short after any whole
+        // line is a valid array but for its closing bracket.
+        let sep: &[u8] = if self.wrote_any { b",\n" } else { b"" };
+        self.wrote_any = true;
+        self.out.write_all(sep)?;
+        self.out.write_all(self.line.as_bytes())?;
+        self.stats.bytes += (sep.len() + self.line.len()) as u64;
+        Ok(())
+    }
+}
+
+fn attr_text(v: &AttrValue) -> String {
+    match v {
+        AttrValue::Str(s) => s.clone(),
+        AttrValue::Int(i) => i.to_string(),
+        AttrValue::F64(f) => f.to_string(),
+        AttrValue::Bool(b) => b.to_string(),
+    }
+}
+
+/// Microseconds with nanosecond precision, as the format's `ts` and `dur` want.
+pub(crate) fn push_us(out: &mut String, ns: u64) {
+    let _ = write!(out, "{}.{:03}", ns / 1000, ns % 1000);
+}
+
+fn ids_args(out: &mut String, span: &Span) {
+    let _ = write!(
+        out,
+        "\"trace_id\":\"{:032x}\",\"span_id\":\"{:016x}\"",
+        span.trace_id, span.span_id
+    );
+    if span.parent != 0 {
+        let _ = write!(out, ",\"parent_span_id\":\"{:016x}\"", span.parent);
+    }
+    if !span.links.is_empty() {
+        out.push_str(",\"links\":[");
+        for (i, (t, s)) in span.links.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "\"{t:032x}-{s:016x}\"");
+        }
+        out.push(']');
+    }
+    if let Some(e) = &span.error {
+        out.push_str(",\"error\":");
+        json_str(out, e);
+    }
+}
+
+/// `"key":value` for each attribute, comma-separated, with a comma before the first unless
+/// `first`.
+fn attrs_args(out: &mut String, attrs: &[(String, AttrValue)], first: bool) {
+    for (i, (k, v)) in attrs.iter().enumerate() {
+        if i > 0 || !first {
+            out.push(',');
+        }
+        json_str(out, k);
+        out.push(':');
+        match v {
+            AttrValue::Str(s) => json_str(out, s),
+            AttrValue::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            AttrValue::F64(f) if f.is_finite() => {
+                let _ = write!(out, "{f:?}");
+            }
+            AttrValue::F64(f) => json_str(out, &f.to_string()),
+            AttrValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        }
+    }
+}
