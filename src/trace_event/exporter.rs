@@ -35,9 +35,14 @@ impl fmt::Debug for PerfettoExporter {
 }
 
 impl PerfettoExporter {
-    /// Creates (or truncates) the file at `path`.
+    /// Creates (or truncates) the file at `path`. Events are held for a reorder window of one
+    /// second of trace time: a killed process's file lacks at most its last second.
     pub fn create(path: impl AsRef<Path>) -> std::io::Result<PerfettoExporter> {
-        PerfettoExporter::with_limits(path, Limits::default())
+        let limits = Limits {
+            reorder_window_ns: 1_000_000_000,
+            ..Limits::default()
+        };
+        PerfettoExporter::with_limits(path, limits)
     }
 
     pub fn with_limits(

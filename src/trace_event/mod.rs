@@ -3,5 +3,6 @@
 
 pub mod exporter;
 pub mod model;
+pub mod repair;
 mod two_gen;
 pub mod writer;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod rotel;
+pub mod trace_events;
 
 use opentelemetry::trace::Status;
 use opentelemetry::Value;

@@ -1,0 +1,264 @@
+//! The local trace file: a tokenizer and a TP scheduler thread write a Perfetto trace-event file,
+//! which is checked against the format's rules and for what it must show: named tracks, nested
+//! slices, flow arrows for links across threads, requests as async slices with their rid,
+//! span events as instants, overlapping slices of two requests on overlap lanes.
+
+mod common;
+
+use common::trace_events::TraceFile;
+use common::*;
+use slicetrace::trace_event::exporter::PerfettoExporter;
+use slicetrace::{name, End, PropagateContext, Rid};
+use std::sync::mpsc;
+
+fn temp_path(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "slicetrace-test-{tag}-{}.trace.json",
+        std::process::id()
+    ))
+}
+
+fn scheduler(rx: mpsc::Receiver<(Rid, [u8; slicetrace::CONTEXT_LEN])>) {
+    slicetrace::set_thread_info("scheduler", Some(0), None);
+    let mut live = Vec::new();
+    for _ in 0..2 {
+        let (rid, bytes) = rx.recv().unwrap();
+        slicetrace::set_propagate_context(rid, &PropagateContext::from_bytes(&bytes).unwrap());
+        live.push(rid);
+    }
+    let (a, b) = (live[0], live[1]);
+    // Two requests' slices that overlap without nesting.
+    slicetrace::slice_start(name!("prefill"), a);
+    slicetrace::slice_start(name!("prefill"), b);
+    slicetrace::slice_end(name!("prefill"), a, End::PLAIN);
+    slicetrace::slice_end(name!("prefill"), b, End::PLAIN);
+    for step in 0..3 {
+        for &rid in &live {
+            slicetrace::slice_start(name!("decode"), rid);
+        }
+        let batch: Vec<(Rid, bool)> = live.iter().map(|&r| (r, step == 2)).collect();
+        // Ends every open decode slice with one clock read, as the decode loop does.
+        for &(rid, _) in &batch {
+            slicetrace::slice_end(name!("decode"), rid, End::PLAIN);
+        }
+    }
+}
+
+#[test]
+fn tokenizer_and_scheduler_make_a_valid_nested_linked_trace_file() {
+    let path = temp_path("scenario");
+    let mut s = session_using(config().exporter(PerfettoExporter::create(&path).unwrap()));
+    let (tx, rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || scheduler(rx));
+    slicetrace::set_thread_info("tokenizer", None, None);
+    let mut rids = Vec::new();
+    for text in ["req-alpha-0001", "req-beta-00002"] {
+        let rid = slicetrace::req_start(text, None);
+        slicetrace::slice_start(name!("tokenize"), rid);
+        slicetrace::slice_start(name!("encode"), rid);
+        slicetrace::event(name!("vocab loaded"), rid);
+        slicetrace::slice_end(name!("encode"), rid, End::PLAIN);
+        let ctx = slicetrace::propagate_context(rid).unwrap();
+        slicetrace::slice_end(name!("tokenize"), rid, End::PLAIN);
+        tx.send((rid, ctx.to_bytes())).unwrap();
+        rids.push((text, rid));
+    }
+    worker.join().unwrap();
+    for &(_, rid) in &rids {
+        slicetrace::req_finish(rid);
+    }
+    let (_, stats) = s.finish();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let f = TraceFile::check(&text);
+
+    // Per request: tokenize, encode, prefill, 3 decode slices; plus a request and two thread
+    // spans each that are not drawn as slices.
+    assert_eq!(f.slices.len(), 2 * 6);
+    assert_eq!(stats.spans_exported as usize, 2 * 6 + 2 * 3);
+    assert_eq!(f.requests.len(), 2);
+    for (text, _) in &rids {
+        assert!(
+            f.requests
+                .values()
+                .any(|(_, args)| args["rid"].as_str() == Some(text)),
+            "request {text} has an async slice with its rid"
+        );
+        let mine: Vec<_> = f
+            .slices
+            .iter()
+            .filter(|s| s.arg_str("rid") == Some(text))
+            .collect();
+        assert_eq!(mine.len(), 6, "every slice of {text} carries its rid");
+    }
+    let names: Vec<&String> = f.thread_names.values().collect();
+    assert!(names.iter().any(|n| n.as_str() == "tokenizer"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.as_str() == "scheduler [TP 0]"),
+        "{names:?}"
+    );
+    assert!(f
+        .process_names
+        .values()
+        .all(|n| n.contains("slicetrace-test")));
+
+    // Nested slices are kept: each encode lies inside its tokenize, on the same track.
+    for enc in f.named("encode") {
+        let parent = f
+            .by_span_id(enc.arg_str("parent_span_id").unwrap())
+            .expect("encode's parent is in the file");
+        assert_eq!(parent.name, "tokenize");
+        assert_eq!((parent.pid, parent.tid), (enc.pid, enc.tid));
+        assert!(parent.ts <= enc.ts && enc.end() <= parent.end());
+    }
+    // The span event is an instant inside encode.
+    assert_eq!(f.instants.len(), 2);
+    for (pid, tid, ts, name) in &f.instants {
+        assert_eq!(name, "vocab loaded");
+        assert_eq!(f.enclosing((*pid, *tid, *ts)).unwrap().name, "encode");
+    }
+
+    // The two prefills overlap without nesting: one is on an overlap lane of the scheduler.
+    let prefills = f.named("prefill");
+    assert_eq!(prefills.len(), 2);
+    assert_ne!(prefills[0].tid, prefills[1].tid);
+    let lane = prefills.iter().map(|p| p.tid).max().unwrap();
+    assert!(f.thread_names[&(prefills[0].pid, lane)].starts_with("scheduler [TP 0] · overlap"));
+
+    // Each link is a flow arrow whose ends bind to the linked and the linking slice.
+    let mut linked = 0;
+    for s in &f.slices {
+        let Some(links) = s.arg("links").and_then(|l| l.as_array()) else {
+            continue;
+        };
+        for l in links {
+            let target_span = l.as_str().unwrap().split('-').nth(1).unwrap();
+            let target = f.by_span_id(target_span).expect("link target in the file");
+            let flow = f
+                .flows
+                .values()
+                .find(|(_, fin)| {
+                    f.enclosing(*fin).map(|e| e.arg_str("span_id")) == Some(s.arg_str("span_id"))
+                })
+                .unwrap_or_else(|| panic!("no flow into {} {}", s.name, s.ts));
+            let (start, _) = flow;
+            assert_eq!((start.0, start.1), (target.pid, target.tid));
+            assert!(target.contains(start.2));
+            linked += 1;
+        }
+    }
+    // prefill → tokenize (across threads) and decode → previous slice (same thread), per request.
+    assert_eq!(
+        linked,
+        2 * 4,
+        "tokenize has no predecessor; the other four top-level do"
+    );
+    assert_eq!(f.flows.len(), linked);
+    let prefill_from = f
+        .flows
+        .values()
+        .filter(|(_, fin)| f.enclosing(*fin).unwrap().name == "prefill")
+        .map(|(start, _)| f.enclosing(*start).unwrap().name.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(prefill_from.len(), 2);
+    assert!(prefill_from
+        .iter()
+        .all(|n| n == "tokenize" || n == "encode"));
+}
+
+const CHILD: &str = "SLICETRACE_PERFETTO_KILL_CHILD";
+
+/// The child's side of the kill test: traces requests until it is killed.
+#[test]
+fn killed_child_side() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let guard = slicetrace::init_from_env("killed-server").unwrap().unwrap();
+    slicetrace::set_thread_info("scheduler", Some(1), None);
+    let one = |text: String| {
+        let rid = slicetrace::req_start(text.as_str(), None);
+        slicetrace::slice_start(name!("step"), rid);
+        slicetrace::slice_start(name!("inner"), rid);
+        slicetrace::slice_end(name!("inner"), rid, End::PLAIN);
+        slicetrace::slice_end(name!("step"), rid, End::PLAIN);
+        slicetrace::req_finish(rid);
+    };
+    for i in 0..200 {
+        one(format!("early-{i}"));
+    }
+    // Later spans move the reorder window past the early ones.
+    let t = std::time::Instant::now();
+    let mut i = 0;
+    while t.elapsed() < std::time::Duration::from_millis(1600) {
+        one(format!("tick-{i}"));
+        i += 1;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(guard.flush(std::time::Duration::from_secs(10)));
+    println!("READY");
+    loop {
+        one(format!("tick-{i}"));
+        i += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_killed_process_leaves_a_file_that_repair_makes_valid() {
+    use std::io::{BufRead, BufReader};
+    let path = temp_path("killed");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "killed_child_side",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("SLICETRACE", "1")
+        .env("SLICETRACE_FILE", &path)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let cut = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !cut.trim_end().ends_with(']'),
+        "a killed writer never closed the array"
+    );
+    let r = slicetrace::trace_event::repair::repair(&path).unwrap();
+    assert!(matches!(
+        r,
+        slicetrace::trace_event::repair::Repaired::Closed { .. }
+    ));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let f = TraceFile::check_cut(&text);
+    // Every span of the early requests was more than a reorder window old at the kill.
+    for i in 0..200 {
+        let rid = format!("early-{i}");
+        let names: Vec<&str> = f
+            .slices
+            .iter()
+            .filter(|s| s.arg_str("rid") == Some(rid.as_str()))
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names.len(), 2, "{rid}: {names:?}");
+        assert!(f
+            .requests
+            .values()
+            .any(|(_, a)| a["rid"].as_str() == Some(rid.as_str())));
+    }
+}
