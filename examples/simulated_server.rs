@@ -76,15 +76,23 @@ fn tokenizer(n: usize, to_sched: Vec<Sender<Msg>>, done: Receiver<Rid>) {
         if i % 8 == 7 {
             std::thread::sleep(Duration::from_millis(2));
         }
+        // Between arrivals, hand finished requests back as they complete.
+        while let Ok(rid) = done.try_recv() {
+            finish(&mut open, rid);
+        }
     }
     drop(to_sched);
     for rid in done {
-        if let Some(tokens) = open.remove(&rid) {
-            slicetrace::req_finish_with(
-                rid,
-                Opts::attrs(&[Attr::new(&OUTPUT_TOKENS, tokens as i64)]),
-            );
-        }
+        finish(&mut open, rid);
+    }
+}
+
+fn finish(open: &mut HashMap<Rid, usize>, rid: Rid) {
+    if let Some(tokens) = open.remove(&rid) {
+        slicetrace::req_finish_with(
+            rid,
+            Opts::attrs(&[Attr::new(&OUTPUT_TOKENS, tokens as i64)]),
+        );
     }
 }
 

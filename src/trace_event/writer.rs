@@ -184,6 +184,8 @@ pub struct TraceEventWriter<W: Write> {
     /// Timestamps are written relative to this Unix time, so that a double (what viewers parse
     /// `ts` into) keeps nanoseconds; every process_name event carries it.
     epoch_ns: u64,
+    /// Processes seen before the epoch was known: named once it is.
+    unnamed_processes: Vec<(ProcessKey, u32)>,
 }
 
 const DAY_NS: u64 = 86_400_000_000_000;
@@ -216,6 +218,7 @@ impl<W: Write> TraceEventWriter<W> {
             latest_end: 0,
             written_to: 0,
             epoch_ns: u64::MAX,
+            unnamed_processes: Vec::new(),
             limits,
         };
         w.out.write_all(b"[\n")?;
@@ -230,9 +233,12 @@ impl<W: Write> TraceEventWriter<W> {
     /// Takes one finished span of `process`. Writes whatever the reorder window lets go.
     pub fn push(&mut self, process: &ProcessKey, span: Span) -> io::Result<()> {
         self.stats.spans += 1;
-        if self.epoch_ns == u64::MAX {
+        if self.epoch_ns == u64::MAX && span.start_ns > 0 {
             // A day's margin before the first span's day: earlier spans would be clamped.
             self.epoch_ns = (span.start_ns / DAY_NS).saturating_sub(1) * DAY_NS;
+            for (p, pid) in std::mem::take(&mut self.unnamed_processes) {
+                self.write_process_name(&p, pid)?;
+            }
         }
         let pid = self.pid_for(process)?;
         self.latest_end = self.latest_end.max(span.end_ns);
@@ -256,6 +262,12 @@ impl<W: Write> TraceEventWriter<W> {
 
     /// Writes everything held and closes the JSON array.
     pub fn finish(mut self) -> io::Result<(W, WriterStats)> {
+        if self.epoch_ns == u64::MAX {
+            self.epoch_ns = 0;
+            for (p, pid) in std::mem::take(&mut self.unnamed_processes) {
+                self.write_process_name(&p, pid)?;
+            }
+        }
         while let Some(parent) = self.pending_order.pop_front() {
             self.evict_pending(parent)?;
         }
@@ -302,6 +314,15 @@ impl<W: Write> TraceEventWriter<W> {
         };
         self.pids_used.insert(pid, ());
         self.processes.insert(p.clone(), pid);
+        if self.epoch_ns == u64::MAX {
+            self.unnamed_processes.push((p.clone(), pid));
+        } else {
+            self.write_process_name(p, pid)?;
+        }
+        Ok(pid)
+    }
+
+    fn write_process_name(&mut self, p: &ProcessKey, pid: u32) -> io::Result<()> {
         let mut name = if p.service.is_empty() {
             "process".to_owned()
         } else {
@@ -321,8 +342,7 @@ impl<W: Write> TraceEventWriter<W> {
         );
         json_str(&mut self.line, &name);
         let _ = write!(self.line, ",\"{EPOCH_ARG}\":{}}}}}", self.epoch_ns);
-        self.emit_line()?;
-        Ok(pid)
+        self.emit_line()
     }
 
     fn push_request(&mut self, pid: u32, span: Span) {

@@ -1,0 +1,213 @@
+//! Reading spans from trace files, one line at a time: the OpenTelemetry Collector file
+//! exporter's OTLP/JSON, slicetrace's JSON-lines span dump, and slicetrace's own trace-event
+//! files. Memory does not grow with the file; bad lines are skipped and reported by number.
+
+mod otlp_json;
+mod span_lines;
+mod trace_events;
+
+use slicetrace::trace_event::model::{ProcessKey, Span};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::Path;
+
+/// The formats this tool reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OTLP/JSON, one `{"resourceSpans": …}` object per line (the Collector's file exporter).
+    OtlpJson,
+    /// slicetrace's `JsonLinesExporter` output: one span object per line.
+    SpanLines,
+    /// A Chrome trace-event JSON array as slicetrace writes it (one event per line).
+    TraceEvents,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::OtlpJson => "OTLP/JSON lines",
+            Format::SpanLines => "slicetrace span lines",
+            Format::TraceEvents => "trace-event JSON",
+        })
+    }
+}
+
+/// A line that could not be read, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub line: u64,
+    pub why: String,
+}
+
+/// Lines skipped are kept by number up to this many; the rest are only counted.
+pub const SKIPPED_KEPT: usize = 20;
+
+#[derive(Debug)]
+pub struct ReadReport {
+    pub format: Format,
+    pub lines: u64,
+    pub spans: u64,
+    pub skipped: Vec<Skipped>,
+    pub skipped_count: u64,
+}
+
+impl ReadReport {
+    fn skip(&mut self, line: u64, why: String) {
+        self.skipped_count += 1;
+        if self.skipped.len() < SKIPPED_KEPT {
+            self.skipped.push(Skipped { line, why });
+        }
+    }
+}
+
+/// Why a file could not be read at all.
+#[derive(Debug)]
+pub enum InputError {
+    Io(io::Error),
+    /// The first line is none of the formats.
+    Unrecognised(String),
+    /// The consumer of the spans failed (e.g. writing the output).
+    Output(io::Error),
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::Io(e) => write!(f, "{e}"),
+            InputError::Unrecognised(why) => f.write_str(why),
+            InputError::Output(e) => write!(f, "writing the output: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// What a line reader yields: spans with the process that recorded them.
+pub type SpanFn<'a> = dyn FnMut(&ProcessKey, Span) -> io::Result<()> + 'a;
+
+/// Reads every span of the file at `path`, handing each to `each` as soon as it is read.
+pub fn read_spans(path: &Path, each: &mut SpanFn<'_>) -> Result<ReadReport, InputError> {
+    let file = File::open(path).map_err(|e| {
+        InputError::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    })?;
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut n = 0u64;
+    // The first non-blank line decides the format.
+    let format = loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf).map_err(InputError::Io)? == 0 {
+            return Err(InputError::Unrecognised(format!(
+                "{}: empty: no spans to read",
+                path.display()
+            )));
+        }
+        n += 1;
+        if !buf.trim_ascii().is_empty() {
+            break detect(&buf).map_err(|why| {
+                InputError::Unrecognised(format!("{} line {n}: {why}", path.display()))
+            })?;
+        }
+    };
+    let mut report = ReadReport {
+        format,
+        lines: 0,
+        spans: 0,
+        skipped: Vec::new(),
+        skipped_count: 0,
+    };
+    let mut line_reader: Box<dyn LineReader> = match format {
+        Format::OtlpJson => Box::new(otlp_json::Reader::default()),
+        Format::SpanLines => Box::new(span_lines::Reader::default()),
+        Format::TraceEvents => Box::new(trace_events::Reader::default()),
+    };
+    loop {
+        let line = buf.trim_ascii();
+        if !line.is_empty() {
+            report.lines += 1;
+            match line_reader.line(line, each) {
+                Ok(spans) => report.spans += spans,
+                Err(LineError::Bad(why)) => report.skip(n, why),
+                Err(LineError::Output(e)) => return Err(InputError::Output(e)),
+            }
+        }
+        buf.clear();
+        if r.read_until(b'\n', &mut buf).map_err(InputError::Io)? == 0 {
+            break;
+        }
+        n += 1;
+    }
+    match line_reader.finish(each) {
+        Ok(spans) => report.spans += spans,
+        Err(LineError::Bad(why)) => report.skip(n, why),
+        Err(LineError::Output(e)) => return Err(InputError::Output(e)),
+    }
+    Ok(report)
+}
+
+fn detect(first: &[u8]) -> Result<Format, String> {
+    let t = first.trim_ascii();
+    if t.starts_with(b"[") {
+        return Ok(Format::TraceEvents);
+    }
+    let v: serde_json::Value = serde_json::from_slice(t).map_err(|e| format!("not JSON ({e})"))?;
+    if v.get("resourceSpans").is_some() {
+        Ok(Format::OtlpJson)
+    } else if v.get("trace_id").is_some() && v.get("span_id").is_some() {
+        Ok(Format::SpanLines)
+    } else {
+        Err(
+            "expected an OTLP/JSON object with \"resourceSpans\" (the OpenTelemetry Collector \
+             file exporter's output), a slicetrace span line with \"trace_id\", or a trace-event \
+             array starting with '['"
+                .to_owned(),
+        )
+    }
+}
+
+pub(crate) enum LineError {
+    /// The line is skipped, for this reason.
+    Bad(String),
+    Output(io::Error),
+}
+
+impl From<io::Error> for LineError {
+    fn from(e: io::Error) -> LineError {
+        LineError::Output(e)
+    }
+}
+
+/// One format's reader: takes lines, yields spans; returns how many.
+pub(crate) trait LineReader {
+    fn line(&mut self, line: &[u8], each: &mut SpanFn<'_>) -> Result<u64, LineError>;
+    /// At the end of input: yields what was held.
+    fn finish(&mut self, _each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+        Ok(0)
+    }
+}
+
+pub(crate) fn hex_u128(s: &str, what: &str) -> Result<u128, LineError> {
+    if s.len() == 32 {
+        if let Ok(v) = u128::from_str_radix(s, 16) {
+            return Ok(v);
+        }
+    }
+    Err(LineError::Bad(format!(
+        "{what}: expected 32 hex digits, found {s:?}"
+    )))
+}
+
+pub(crate) fn hex_u64(s: &str, what: &str) -> Result<u64, LineError> {
+    if s.is_empty() {
+        return Ok(0);
+    }
+    if s.len() == 16 {
+        if let Ok(v) = u64::from_str_radix(s, 16) {
+            return Ok(v);
+        }
+    }
+    Err(LineError::Bad(format!(
+        "{what}: expected 16 hex digits, found {s:?}"
+    )))
+}

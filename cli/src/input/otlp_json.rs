@@ -1,0 +1,254 @@
+//! OTLP/JSON as the OpenTelemetry Collector's file exporter writes it: one
+//! `ExportTraceServiceRequest` per line, ids in hex, 64-bit integers as strings or numbers.
+
+use super::{hex_u128, hex_u64, LineError, LineReader, SpanFn};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TracesData {
+    resource_spans: Vec<ResourceSpans>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceSpans {
+    #[serde(default)]
+    resource: Resource,
+    #[serde(default)]
+    scope_spans: Vec<ScopeSpans>,
+    /// The name before OTLP 0.19.
+    #[serde(default)]
+    instrumentation_library_spans: Vec<ScopeSpans>,
+}
+
+#[derive(Default, Deserialize)]
+struct Resource {
+    #[serde(default)]
+    attributes: Vec<KeyValue>,
+}
+
+#[derive(Deserialize)]
+struct ScopeSpans {
+    #[serde(default)]
+    spans: Vec<OtlpSpan>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OtlpSpan {
+    trace_id: String,
+    span_id: String,
+    #[serde(default)]
+    parent_span_id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(deserialize_with = "u64_str")]
+    start_time_unix_nano: u64,
+    #[serde(deserialize_with = "u64_str")]
+    end_time_unix_nano: u64,
+    #[serde(default)]
+    attributes: Vec<KeyValue>,
+    #[serde(default)]
+    events: Vec<OtlpEvent>,
+    #[serde(default)]
+    links: Vec<OtlpLink>,
+    #[serde(default)]
+    status: Status,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OtlpEvent {
+    #[serde(deserialize_with = "u64_str")]
+    time_unix_nano: u64,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    attributes: Vec<KeyValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OtlpLink {
+    trace_id: String,
+    span_id: String,
+}
+
+#[derive(Default, Deserialize)]
+struct Status {
+    #[serde(default)]
+    code: serde_json::Value,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct KeyValue {
+    key: String,
+    #[serde(default)]
+    value: AnyValue,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnyValue {
+    string_value: Option<String>,
+    #[serde(default, deserialize_with = "opt_i64_str")]
+    int_value: Option<i64>,
+    double_value: Option<f64>,
+    bool_value: Option<bool>,
+    array_value: Option<serde_json::Value>,
+    kvlist_value: Option<serde_json::Value>,
+    bytes_value: Option<String>,
+}
+
+fn u64_str<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Num(u64),
+        Str(String),
+    }
+    match N::deserialize(d)? {
+        N::Num(n) => Ok(n),
+        N::Str(s) => s.parse().map_err(de::Error::custom),
+    }
+}
+
+fn opt_i64_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Num(i64),
+        Str(String),
+    }
+    match Option::<N>::deserialize(d)? {
+        None => Ok(None),
+        Some(N::Num(n)) => Ok(Some(n)),
+        Some(N::Str(s)) => s.parse().map(Some).map_err(de::Error::custom),
+    }
+}
+
+impl AnyValue {
+    fn into_attr(self) -> AttrValue {
+        if let Some(s) = self.string_value {
+            AttrValue::Str(s)
+        } else if let Some(i) = self.int_value {
+            AttrValue::Int(i)
+        } else if let Some(f) = self.double_value {
+            AttrValue::F64(f)
+        } else if let Some(b) = self.bool_value {
+            AttrValue::Bool(b)
+        } else if let Some(v) = self.array_value.or(self.kvlist_value) {
+            AttrValue::Str(v.to_string())
+        } else {
+            AttrValue::Str(self.bytes_value.unwrap_or_default())
+        }
+    }
+}
+
+fn attrs(kvs: Vec<KeyValue>) -> Vec<(String, AttrValue)> {
+    kvs.into_iter()
+        .map(|kv| (kv.key, kv.value.into_attr()))
+        .collect()
+}
+
+fn process_of(resource: &Resource) -> ProcessKey {
+    let mut p = ProcessKey::default();
+    for kv in &resource.attributes {
+        let v = &kv.value;
+        match kv.key.as_str() {
+            "service.name" => p.service = v.string_value.clone().unwrap_or_default(),
+            "host.name" => p.host = v.string_value.clone().unwrap_or_default(),
+            "process.pid" => {
+                p.pid = v
+                    .int_value
+                    .map(|i| i as u64)
+                    .or_else(|| v.string_value.as_deref().and_then(|s| s.parse().ok()))
+                    .unwrap_or(0)
+            }
+            _ => {}
+        }
+    }
+    p
+}
+
+fn is_error(code: &serde_json::Value) -> bool {
+    code.as_u64() == Some(2) || code.as_str() == Some("STATUS_CODE_ERROR")
+}
+
+fn span_of(s: OtlpSpan) -> Result<Span, LineError> {
+    let links = s
+        .links
+        .into_iter()
+        .map(|l| {
+            Ok((
+                hex_u128(&l.trace_id, "link traceId")?,
+                hex_u64(&l.span_id, "link spanId")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, LineError>>()?;
+    Ok(Span {
+        trace_id: hex_u128(&s.trace_id, "traceId")?,
+        span_id: hex_u64(&s.span_id, "spanId")?,
+        parent: hex_u64(&s.parent_span_id, "parentSpanId")?,
+        name: s.name,
+        start_ns: s.start_time_unix_nano,
+        end_ns: s.end_time_unix_nano,
+        attrs: attrs(s.attributes),
+        events: s
+            .events
+            .into_iter()
+            .map(|e| SpanEvent {
+                name: e.name,
+                time_ns: e.time_unix_nano,
+                attrs: attrs(e.attributes),
+            })
+            .collect(),
+        links,
+        error: is_error(&s.status.code).then_some(s.status.message),
+    })
+}
+
+#[derive(Default)]
+pub(crate) struct Reader;
+
+impl LineReader for Reader {
+    fn line(&mut self, line: &[u8], each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+        let data: TracesData = serde_json::from_slice(line).map_err(|e| {
+            LineError::Bad(if e.is_eof() {
+                format!("truncated: the line ends inside a JSON value ({e})")
+            } else if e.is_syntax() {
+                format!("not JSON ({e})")
+            } else {
+                format!("not an OTLP/JSON traces object ({e})")
+            })
+        })?;
+        // A line is taken whole or not at all.
+        let mut groups = Vec::with_capacity(data.resource_spans.len());
+        let mut n = 0;
+        for rs in data.resource_spans {
+            let mut spans = Vec::new();
+            for ss in rs
+                .scope_spans
+                .into_iter()
+                .chain(rs.instrumentation_library_spans)
+            {
+                for s in ss.spans {
+                    spans.push(span_of(s)?);
+                }
+            }
+            n += spans.len() as u64;
+            groups.push((process_of(&rs.resource), spans));
+        }
+        for (p, spans) in groups {
+            for s in spans {
+                each(&p, s)?;
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,368 @@
+//! slicetrace's own trace-event files, read back into spans (to merge several processes' files,
+//! or to summarise one). Slices carry their ids, links and attributes in `args`; instants are
+//! put back into the slice around them; flow events are redrawn from the links.
+
+use super::span_lines::json_attrs;
+use super::{hex_u128, hex_u64, LineError, LineReader, SpanFn};
+use serde_json::{Map, Value};
+use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use slicetrace::trace_event::writer::EPOCH_ARG;
+use std::collections::HashMap;
+
+/// Overlap lanes of a thread have tids above 2^32; the thread's own tid is the remainder.
+const LANE_TID_STRIDE: u64 = 1 << 32;
+
+#[derive(Default)]
+pub(crate) struct Reader {
+    processes: HashMap<u64, (ProcessKey, u64)>,
+    requests: HashMap<String, Span>,
+    /// Per track, slices that may still get instants: those not yet ended at the track's
+    /// latest event.
+    open: HashMap<(u64, u64), Vec<Span>>,
+    last_ns: u64,
+}
+
+fn bad(what: impl Into<String>) -> LineError {
+    LineError::Bad(what.into())
+}
+
+fn field_u64(e: &Map<String, Value>, k: &str) -> Result<u64, LineError> {
+    e.get(k)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad(format!("event without an integer \"{k}\"")))
+}
+
+fn field_f64(e: &Map<String, Value>, k: &str) -> Result<f64, LineError> {
+    e.get(k)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| bad(format!("event without a numeric \"{k}\"")))
+}
+
+fn text(v: Option<&Value>) -> String {
+    v.and_then(Value::as_str).unwrap_or_default().to_owned()
+}
+
+/// Parses "service (pid 12 on host)" as slicetrace names processes.
+fn parse_process(name: &str) -> ProcessKey {
+    let mut p = ProcessKey {
+        service: name.to_owned(),
+        ..ProcessKey::default()
+    };
+    if let Some(i) = name.rfind(" (pid ") {
+        let inner = name[i + 6..].trim_end_matches(')');
+        let (pid, host) = inner.split_once(" on ").unwrap_or((inner, ""));
+        if let Ok(pid) = pid.parse() {
+            p.service = name[..i].to_owned();
+            p.pid = pid;
+            p.host = host.to_owned();
+        }
+    }
+    p
+}
+
+/// Parses "label [TP 1] [DP 0]" as slicetrace names thread tracks.
+fn parse_thread(name: &str) -> (String, Option<i64>, Option<i64>) {
+    let rank = |tag: &str| {
+        let i = name.find(tag)?;
+        name[i + tag.len()..].split(']').next()?.trim().parse().ok()
+    };
+    let label = name.split(" [").next().unwrap_or(name).to_owned();
+    (label, rank("[TP "), rank("[DP "))
+}
+
+impl Reader {
+    fn ns(&self, pid: u64, us: f64) -> u64 {
+        let epoch = self.processes.get(&pid).map_or(0, |p| p.1);
+        epoch + (us * 1000.0).round().max(0.0) as u64
+    }
+
+    fn process(&self, pid: u64) -> ProcessKey {
+        self.processes
+            .get(&pid)
+            .map(|p| p.0.clone())
+            .unwrap_or_else(|| ProcessKey {
+                service: format!("process {pid}"),
+                ..ProcessKey::default()
+            })
+    }
+
+    /// Yields the slices of track `key` that ended before `ts`.
+    fn settle(
+        &mut self,
+        key: (u64, u64),
+        ts: u64,
+        each: &mut SpanFn<'_>,
+    ) -> Result<u64, LineError> {
+        let Some(open) = self.open.get_mut(&key) else {
+            return Ok(0);
+        };
+        let done: Vec<Span> = {
+            let (done, keep): (Vec<Span>, Vec<Span>) = open.drain(..).partition(|s| s.end_ns < ts);
+            *open = keep;
+            done
+        };
+        let n = done.len() as u64;
+        let p = self.process(key.0);
+        for s in done {
+            each(&p, s)?;
+        }
+        Ok(n)
+    }
+
+    fn slice(&mut self, e: Map<String, Value>, each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+        let pid = field_u64(&e, "pid")?;
+        let tid = field_u64(&e, "tid")?;
+        let start = self.ns(pid, field_f64(&e, "ts")?);
+        let end = start + (field_f64(&e, "dur")? * 1000.0).round().max(0.0) as u64;
+        let mut args = match e.get("args") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        let trace_id = hex_u128(&text(args.get("trace_id")), "args.trace_id")?;
+        let span_id = hex_u64(&text(args.get("span_id")), "args.span_id")?;
+        let parent = hex_u64(&text(args.get("parent_span_id")), "args.parent_span_id")?;
+        let mut links = Vec::new();
+        if let Some(Value::Array(ls)) = args.get("links") {
+            for l in ls {
+                let l = l.as_str().unwrap_or_default();
+                let (t, s) = l.split_once('-').unwrap_or((l, ""));
+                links.push((hex_u128(t, "link")?, hex_u64(s, "link")?));
+            }
+        }
+        let error = args.get("error").and_then(Value::as_str).map(str::to_owned);
+        for k in ["trace_id", "span_id", "parent_span_id", "links", "error"] {
+            args.remove(k);
+        }
+        let mut attrs = json_attrs(args);
+        if !attrs.iter().any(|(k, _)| k == "thread.id") {
+            attrs.push((
+                "thread.id".into(),
+                AttrValue::Int((tid % LANE_TID_STRIDE) as i64),
+            ));
+        }
+        let span = Span {
+            trace_id,
+            span_id,
+            parent,
+            name: text(e.get("name")),
+            start_ns: start,
+            end_ns: end,
+            attrs,
+            events: Vec::new(),
+            links,
+            error,
+        };
+        let n = self.settle((pid, tid), start, each)?;
+        self.open.entry((pid, tid)).or_default().push(span);
+        self.last_ns = self.last_ns.max(end);
+        Ok(n)
+    }
+
+    fn instant(&mut self, e: Map<String, Value>, each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+        let pid = field_u64(&e, "pid")?;
+        let tid = field_u64(&e, "tid")?;
+        let ts = self.ns(pid, field_f64(&e, "ts")?);
+        let n = self.settle((pid, tid), ts, each)?;
+        let attrs = match e.get("args") {
+            Some(Value::Object(m)) => json_attrs(m.clone()),
+            _ => Vec::new(),
+        };
+        let inner = self.open.get_mut(&(pid, tid)).and_then(|open| {
+            open.iter_mut()
+                .filter(|s| s.start_ns <= ts && ts <= s.end_ns)
+                .min_by_key(|s| s.end_ns - s.start_ns)
+        });
+        match inner {
+            Some(s) => s.events.push(SpanEvent {
+                name: text(e.get("name")),
+                time_ns: ts,
+                attrs,
+            }),
+            None => return Err(bad("instant outside any slice of its track")),
+        }
+        Ok(n)
+    }
+
+    fn request(
+        &mut self,
+        ph: &str,
+        e: Map<String, Value>,
+        each: &mut SpanFn<'_>,
+    ) -> Result<u64, LineError> {
+        let pid = field_u64(&e, "pid")?;
+        let ts = self.ns(pid, field_f64(&e, "ts")?);
+        let id = text(e.get("id"));
+        let args = match e.get("args") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        match ph {
+            "b" => {
+                let mut args = args;
+                let trace_id = hex_u128(&text(args.get("trace_id")), "args.trace_id")?;
+                let span_id = hex_u64(&text(args.get("span_id")), "args.span_id")?;
+                let parent = hex_u64(&text(args.get("parent_span_id")), "args.parent_span_id")?;
+                let error = args.get("error").and_then(Value::as_str).map(str::to_owned);
+                for k in ["trace_id", "span_id", "parent_span_id", "links", "error"] {
+                    args.remove(k);
+                }
+                let span = Span {
+                    trace_id,
+                    span_id,
+                    parent,
+                    name: text(e.get("name")),
+                    start_ns: ts,
+                    end_ns: ts,
+                    attrs: json_attrs(args),
+                    events: Vec::new(),
+                    links: Vec::new(),
+                    error,
+                };
+                self.requests.insert(format!("{pid}/{id}"), span);
+                Ok(0)
+            }
+            "n" => {
+                let req = self
+                    .requests
+                    .get_mut(&format!("{pid}/{id}"))
+                    .ok_or_else(|| bad(format!("request event for {id}, which has not begun")))?;
+                req.events.push(SpanEvent {
+                    name: text(e.get("name")),
+                    time_ns: ts,
+                    attrs: json_attrs(args),
+                });
+                Ok(0)
+            }
+            _ => {
+                let mut req = self
+                    .requests
+                    .remove(&format!("{pid}/{id}"))
+                    .ok_or_else(|| bad(format!("end of request {id}, which has not begun")))?;
+                req.end_ns = ts.max(req.start_ns);
+                each(&self.process(pid), req)?;
+                Ok(1)
+            }
+        }
+    }
+
+    fn metadata(&mut self, e: Map<String, Value>, each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+        let pid = field_u64(&e, "pid")?;
+        let args = e.get("args");
+        let name = text(args.and_then(|a| a.get("name")));
+        match e.get("name").and_then(Value::as_str) {
+            Some("process_name") => {
+                let epoch = args
+                    .and_then(|a| a.get(EPOCH_ARG))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                self.processes.insert(pid, (parse_process(&name), epoch));
+                Ok(0)
+            }
+            Some("thread_name") => {
+                let tid = field_u64(&e, "tid")?;
+                if tid >= LANE_TID_STRIDE || name.starts_with("unplaced") {
+                    return Ok(0);
+                }
+                // A thread span standing for the track, so the output names it the same way.
+                let (label, tp, dp) = parse_thread(&name);
+                let mut attrs = vec![
+                    ("thread_label".to_owned(), AttrValue::Str(label)),
+                    ("thread.id".to_owned(), AttrValue::Int(tid as i64)),
+                ];
+                if let Some(tp) = tp {
+                    attrs.push(("tp_rank".into(), AttrValue::Int(tp)));
+                }
+                if let Some(dp) = dp {
+                    attrs.push(("dp_rank".into(), AttrValue::Int(dp)));
+                }
+                let span = Span {
+                    trace_id: 0,
+                    span_id: (pid << 32 | tid).max(1),
+                    parent: 0,
+                    name: name.clone(),
+                    start_ns: 0,
+                    end_ns: 0,
+                    attrs,
+                    events: Vec::new(),
+                    links: Vec::new(),
+                    error: None,
+                };
+                each(&self.process(pid), span)?;
+                Ok(0)
+            }
+            _ => Ok(0),
+        }
+    }
+}
+
+impl LineReader for Reader {
+    fn line(&mut self, line: &[u8], each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+        let line = line.strip_prefix(b"[").unwrap_or(line).trim_ascii();
+        let line = line.strip_suffix(b"]").unwrap_or(line).trim_ascii();
+        let line = line.strip_suffix(b",").unwrap_or(line);
+        if line.is_empty() {
+            return Ok(0);
+        }
+        let e: Map<String, Value> = serde_json::from_slice(line).map_err(|e| {
+            bad(if e.is_eof() {
+                format!("truncated: the line ends inside a JSON value ({e})")
+            } else {
+                format!("not a trace event ({e})")
+            })
+        })?;
+        let ph = text(e.get("ph"));
+        match ph.as_str() {
+            "X" => self.slice(e, each),
+            "i" | "I" => self.instant(e, each),
+            "b" | "e" | "n" => self.request(&ph, e, each),
+            "M" => self.metadata(e, each),
+            // Flows are redrawn from the links in the slices' args.
+            "s" | "f" | "t" => Ok(0),
+            other => Err(bad(format!("unsupported event phase {other:?}"))),
+        }
+    }
+
+    fn finish(&mut self, each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+        let mut n = 0;
+        let keys: Vec<(u64, u64)> = self.open.keys().copied().collect();
+        for k in keys {
+            n += self.settle(k, u64::MAX, each)?;
+        }
+        // Requests whose end the file does not have (it was cut short) end at its last time.
+        let open: Vec<(String, Span)> = self.requests.drain().collect();
+        for (key, mut req) in open {
+            let pid: u64 = key
+                .split('/')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            req.end_ns = self.last_ns.max(req.start_ns);
+            each(&self.process(pid), req)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back() {
+        let p = parse_process("sim (pid 42 on vm-1)");
+        assert_eq!(
+            (p.service.as_str(), p.pid, p.host.as_str()),
+            ("sim", 42, "vm-1")
+        );
+        assert_eq!(parse_process("plain").service, "plain");
+        assert_eq!(
+            parse_thread("scheduler [TP 1] [DP 0]"),
+            ("scheduler".to_owned(), Some(1), Some(0))
+        );
+        assert_eq!(
+            parse_thread("tokenizer"),
+            ("tokenizer".to_owned(), None, None)
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! `slicetrace`: convert traces to Perfetto's trace-event JSON, summarise them, draw one request.
+//!
+//! Exit status: 0 when every input line was read, 2 when some lines were skipped (the output
+//! holds everything else, and each skipped line is reported), 1 when the command failed.
+
+mod input;
+mod stats;
+mod summary;
+mod waterfall;
+
+use clap::{Parser, Subcommand};
+use input::{read_spans, InputError, ReadReport};
+use slicetrace::trace_event::model::{ProcessKey, Span};
+use slicetrace::trace_event::writer::{Limits, TraceEventWriter};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "slicetrace",
+    version,
+    about = "Convert, summarise and draw slicetrace traces"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Converts traces to a trace-event JSON file for ui.perfetto.dev or chrome://tracing.
+    ///
+    /// Reads OTLP/JSON lines (the OpenTelemetry Collector file exporter's output), slicetrace
+    /// JSON-lines span dumps, or slicetrace trace-event files; several inputs (one per process)
+    /// are merged into one file, with links across them drawn as flow arrows.
+    Convert {
+        /// Input files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The trace-event file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// How long (trace time, ms) events wait for late spans, to write each track in order.
+        #[arg(long, default_value_t = 2000)]
+        window_ms: u64,
+    },
+    /// Prints per slice name: count, mean, p50, p90, p99, max; per request: time in each phase.
+    Summary {
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Machine-readable JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draws one request across threads and processes as an SVG waterfall.
+    Waterfall {
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The request id (the `rid` attribute), or the start of it.
+        #[arg(long)]
+        rid: String,
+        /// The SVG file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Closes a trace-event file cut short (its process was killed) so that viewers open it.
+    Repair { file: PathBuf },
+}
+
+/// Reads every input, handing spans to `each`; reports skipped lines on stderr.
+/// Returns whether any line was skipped.
+fn read_all(
+    inputs: &[PathBuf],
+    each: &mut dyn FnMut(&ProcessKey, Span) -> std::io::Result<()>,
+) -> Result<bool, InputError> {
+    let mut skipped_any = false;
+    for path in inputs {
+        let report = read_spans(path, each)?;
+        skipped_any |= report.skipped_count > 0;
+        report_skips(path, &report);
+    }
+    Ok(skipped_any)
+}
+
+fn report_skips(path: &Path, r: &ReadReport) {
+    for s in &r.skipped {
+        eprintln!("{}: line {}: skipped: {}", path.display(), s.line, s.why);
+    }
+    let unlisted = r.skipped_count - r.skipped.len() as u64;
+    if unlisted > 0 {
+        eprintln!("{}: {unlisted} more lines skipped", path.display());
+    }
+    if r.skipped_count > 0 {
+        eprintln!(
+            "{}: read {} spans from {} lines ({}); skipped {} lines",
+            path.display(),
+            r.spans,
+            r.lines,
+            r.format,
+            r.skipped_count
+        );
+    }
+}
+
+fn convert(inputs: &[PathBuf], output: &Path, window_ms: u64) -> Result<bool, String> {
+    let file = File::create(output).map_err(|e| format!("{}: {e}", output.display()))?;
+    let limits = Limits {
+        reorder_window_ns: window_ms.saturating_mul(1_000_000),
+        ..Limits::default()
+    };
+    let mut w = TraceEventWriter::new(BufWriter::with_capacity(1 << 20, file), limits)
+        .map_err(|e| e.to_string())?;
+    let skipped = read_all(inputs, &mut |p, s| w.push(p, s)).map_err(|e| e.to_string())?;
+    let (mut out, stats) = w.finish().map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
+    eprintln!(
+        "wrote {}: {} slices, {} requests, {} instants, {} flows; {} links unresolved, {} slices \
+         with no thread found, {} overlap lanes",
+        output.display(),
+        stats.slices,
+        stats.requests,
+        stats.instants,
+        stats.flows,
+        stats.links_unresolved,
+        stats.spans_unplaced,
+        stats.overlap_lanes
+    );
+    Ok(skipped)
+}
+
+fn run(cli: Cli) -> Result<bool, String> {
+    match cli.command {
+        Command::Convert {
+            inputs,
+            output,
+            window_ms,
+        } => convert(&inputs, &output, window_ms),
+        Command::Summary { inputs, json } => {
+            let mut s = summary::Summary::default();
+            let skipped = read_all(&inputs, &mut |p, span| {
+                s.add(p, span);
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+            let report = s.finish();
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let written = if json {
+                report.write_json(&mut out)
+            } else {
+                report.write_tables(&mut out)
+            };
+            written.map_err(|e| e.to_string())?;
+            Ok(skipped)
+        }
+        Command::Waterfall {
+            inputs,
+            rid,
+            output,
+        } => waterfall::run(&inputs, &rid, &output),
+        Command::Repair { file } => {
+            match slicetrace::trace_event::repair::repair(&file)
+                .map_err(|e| format!("{}: {e}", file.display()))?
+            {
+                slicetrace::trace_event::repair::Repaired::AlreadyValid => {
+                    eprintln!("{}: already complete", file.display())
+                }
+                slicetrace::trace_event::repair::Repaired::Closed { dropped_bytes } => eprintln!(
+                    "{}: closed; cut {dropped_bytes} bytes of a partial last event",
+                    file.display()
+                ),
+            }
+            Ok(false)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("slicetrace: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
