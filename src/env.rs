@@ -6,7 +6,7 @@
 //! | `SLICETRACE_FILE` | with no OTLP endpoint set: the local trace file (default `slicetrace-{pid}.trace.json`, a Perfetto / `chrome://tracing` file; a name ending `.jsonl` gets one JSON object per span instead) |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | OTLP endpoint for traces, used as given (`host:port` gets `http://`) |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP base endpoint; over HTTP `/v1/traces` is appended |
-//! | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` | `grpc` (default, as the reference) or `http/protobuf` |
+//! | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` | `grpc` (default, as the reference), `http/protobuf` or `http/json` |
 //! | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS` | `key=value,…` sent with every export |
 //! | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` | export timeout in milliseconds (default 10000) |
 //! | `OTEL_SERVICE_NAME` | `service.name` (else the name the program passes) |
@@ -22,6 +22,8 @@ use std::time::Duration;
 pub enum Protocol {
     Grpc,
     HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies: what a collector's file exporter writes, byte for byte.
+    HttpJson,
 }
 
 /// Where spans go, as the environment says.
@@ -180,13 +182,14 @@ impl EnvSettings {
             Some((name, v)) => match v.trim() {
                 "grpc" => Protocol::Grpc,
                 "http/protobuf" => Protocol::HttpProtobuf,
+                "http/json" => Protocol::HttpJson,
                 _ => {
                     let name = if name.contains("TRACES") {
                         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
                     } else {
                         "OTEL_EXPORTER_OTLP_PROTOCOL"
                     };
-                    return Err(err(name, &v, "grpc or http/protobuf"));
+                    return Err(err(name, &v, "grpc, http/protobuf or http/json"));
                 }
             },
         };
@@ -198,7 +201,7 @@ impl EnvSettings {
                 let base = endpoint("OTEL_EXPORTER_OTLP_ENDPOINT", &v)?;
                 Some(match protocol {
                     Protocol::Grpc => base,
-                    Protocol::HttpProtobuf => {
+                    Protocol::HttpProtobuf | Protocol::HttpJson => {
                         format!("{}/v1/traces", base.trim_end_matches('/'))
                     }
                 })

@@ -109,7 +109,7 @@ fn tokenizer_and_scheduler_make_a_valid_nested_linked_trace_file() {
             .expect("encode's parent is in the file");
         assert_eq!(parent.name, "tokenize");
         assert_eq!((parent.pid, parent.tid), (enc.pid, enc.tid));
-        assert!(parent.ts <= enc.ts && enc.end() <= parent.end());
+        assert!(parent.start_ns <= enc.start_ns && enc.end_ns <= parent.end_ns);
     }
     // The span event is an instant inside encode.
     assert_eq!(f.instants.len(), 2);

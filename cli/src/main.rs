@@ -3,17 +3,11 @@
 //! Exit status: 0 when every input line was read, 2 when some lines were skipped (the output
 //! holds everything else, and each skipped line is reported), 1 when the command failed.
 
-mod input;
-mod stats;
-mod summary;
-mod waterfall;
-
 use clap::{Parser, Subcommand};
-use input::{read_spans, InputError, ReadReport};
-use slicetrace::trace_event::model::{ProcessKey, Span};
-use slicetrace::trace_event::writer::{Limits, TraceEventWriter};
+use slicetrace::trace_event::writer::Limits;
+use slicetrace_cli::{summary, waterfall};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -69,52 +63,14 @@ enum Command {
     Repair { file: PathBuf },
 }
 
-/// Reads every input, handing spans to `each`; reports skipped lines on stderr.
-/// Returns whether any line was skipped.
-fn read_all(
-    inputs: &[PathBuf],
-    each: &mut dyn FnMut(&ProcessKey, Span) -> std::io::Result<()>,
-) -> Result<bool, InputError> {
-    let mut skipped_any = false;
-    for path in inputs {
-        let report = read_spans(path, each)?;
-        skipped_any |= report.skipped_count > 0;
-        report_skips(path, &report);
-    }
-    Ok(skipped_any)
-}
-
-fn report_skips(path: &Path, r: &ReadReport) {
-    for s in &r.skipped {
-        eprintln!("{}: line {}: skipped: {}", path.display(), s.line, s.why);
-    }
-    let unlisted = r.skipped_count - r.skipped.len() as u64;
-    if unlisted > 0 {
-        eprintln!("{}: {unlisted} more lines skipped", path.display());
-    }
-    if r.skipped_count > 0 {
-        eprintln!(
-            "{}: read {} spans from {} lines ({}); skipped {} lines",
-            path.display(),
-            r.spans,
-            r.lines,
-            r.format,
-            r.skipped_count
-        );
-    }
-}
-
 fn convert(inputs: &[PathBuf], output: &Path, window_ms: u64) -> Result<bool, String> {
     let file = File::create(output).map_err(|e| format!("{}: {e}", output.display()))?;
     let limits = Limits {
         reorder_window_ns: window_ms.saturating_mul(1_000_000),
         ..Limits::default()
     };
-    let mut w = TraceEventWriter::new(BufWriter::with_capacity(1 << 20, file), limits)
-        .map_err(|e| e.to_string())?;
-    let skipped = read_all(inputs, &mut |p, s| w.push(p, s)).map_err(|e| e.to_string())?;
-    let (mut out, stats) = w.finish().map_err(|e| e.to_string())?;
-    out.flush().map_err(|e| e.to_string())?;
+    let out = BufWriter::with_capacity(1 << 20, file);
+    let (skipped, stats) = slicetrace_cli::convert(inputs, out, limits)?;
     eprintln!(
         "wrote {}: {} slices, {} requests, {} instants, {} flows; {} links unresolved, {} slices \
          with no thread found, {} overlap lanes",
@@ -139,7 +95,7 @@ fn run(cli: Cli) -> Result<bool, String> {
         } => convert(&inputs, &output, window_ms),
         Command::Summary { inputs, json } => {
             let mut s = summary::Summary::default();
-            let skipped = read_all(&inputs, &mut |p, span| {
+            let skipped = slicetrace_cli::read_all(&inputs, &mut |p, span| {
                 s.add(p, span);
                 Ok(())
             })

@@ -59,7 +59,11 @@ impl OtlpSink {
                     runtime: Some(runtime),
                 })
             }
-            Protocol::HttpProtobuf => {
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                let wire = match protocol {
+                    Protocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+                    _ => opentelemetry_otlp::Protocol::HttpBinary,
+                };
                 let endpoint = endpoint.to_owned();
                 let headers: HashMap<String, String> = headers.iter().cloned().collect();
                 // The blocking HTTP client may not be made inside an async runtime, and the
@@ -67,6 +71,7 @@ impl OtlpSink {
                 let exporter = std::thread::spawn(move || {
                     opentelemetry_otlp::SpanExporter::builder()
                         .with_http()
+                        .with_protocol(wire)
                         .with_endpoint(&endpoint)
                         .with_timeout(timeout)
                         .with_headers(headers)

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! Reads a trace-event JSON file and checks it against the format's rules, independently of
 //! the writer: every event well typed, tracks named, slices nested and in order per track,
 //! flows paired and bound inside slices, async begin/end balanced.
@@ -11,8 +12,16 @@ pub struct Slice {
     pub tid: u64,
     pub ts: f64,
     pub dur: f64,
+    /// `ts` and `ts + dur` in whole nanoseconds: comparisons are exact on these.
+    pub start_ns: i64,
+    pub end_ns: i64,
     pub name: String,
     pub args: Value,
+}
+
+/// Microseconds as written (three decimals) to whole nanoseconds.
+pub fn ns(us: f64) -> i64 {
+    (us * 1000.0).round() as i64
 }
 
 impl Slice {
@@ -26,7 +35,7 @@ impl Slice {
         self.args.get(k).and_then(Value::as_str)
     }
     pub fn contains(&self, ts: f64) -> bool {
-        self.ts <= ts && ts <= self.end()
+        self.start_ns <= ns(ts) && ns(ts) <= self.end_ns
     }
 }
 
@@ -71,8 +80,8 @@ impl TraceFile {
         let all: Value = serde_json::from_str(text).expect("the file is one JSON array");
         let events = all.as_array().expect("a JSON array").clone();
         let mut f = TraceFile::default();
-        let mut last_ts: HashMap<(u64, u64), f64> = HashMap::new();
-        let mut open: HashMap<(u64, u64), Vec<f64>> = HashMap::new();
+        let mut last_ts: HashMap<(u64, u64), i64> = HashMap::new();
+        let mut open: HashMap<(u64, u64), Vec<i64>> = HashMap::new();
         let mut flow_s: HashMap<u64, (u64, u64, f64)> = HashMap::new();
         let mut flow_f: HashMap<u64, (u64, u64, f64)> = HashMap::new();
         let mut async_open: HashMap<String, u32> = HashMap::new();
@@ -107,25 +116,31 @@ impl TraceFile {
                     if ph == "X" {
                         let dur = num(e, "dur");
                         assert!(dur >= 0.0, "negative dur: {e}");
-                        let prev = last_ts.entry((pid, tid)).or_insert(0.0);
-                        assert!(ts >= *prev, "slices out of order on track {pid}/{tid}: {e}");
-                        *prev = ts;
+                        let (start_ns, end_ns) = (ns(ts), ns(ts) + ns(dur));
+                        let prev = last_ts.entry((pid, tid)).or_insert(0);
+                        assert!(
+                            start_ns >= *prev,
+                            "slices out of order on track {pid}/{tid}: {e}"
+                        );
+                        *prev = start_ns;
                         let stack = open.entry((pid, tid)).or_default();
-                        while stack.last().is_some_and(|&end| end <= ts) {
+                        while stack.last().is_some_and(|&end| end <= start_ns) {
                             stack.pop();
                         }
                         if let Some(&outer_end) = stack.last() {
                             assert!(
-                                ts + dur <= outer_end + 1e-6,
+                                end_ns <= outer_end,
                                 "slice overlaps its enclosing slice without nesting: {e}"
                             );
                         }
-                        stack.push(ts + dur);
+                        stack.push(end_ns);
                         f.slices.push(Slice {
                             pid,
                             tid,
                             ts,
                             dur,
+                            start_ns,
+                            end_ns,
                             name: e["name"].as_str().expect("slice name").to_owned(),
                             args: e["args"].clone(),
                         });

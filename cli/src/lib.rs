@@ -1,0 +1,63 @@
+//! The `slicetrace` command's parts: readers of trace files, the summary, the waterfall.
+
+pub mod input;
+pub mod stats;
+pub mod summary;
+#[doc(hidden)]
+pub mod synthetic;
+pub mod waterfall;
+
+use input::{read_spans, InputError, ReadReport};
+use slicetrace::trace_event::model::{ProcessKey, Span};
+use slicetrace::trace_event::writer::{Limits, TraceEventWriter, WriterStats};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Converts `inputs` to one trace-event file written to `out`. Returns whether any input line
+/// was skipped, and what the writer did.
+pub fn convert<W: Write>(
+    inputs: &[PathBuf],
+    out: W,
+    limits: Limits,
+) -> Result<(bool, WriterStats), String> {
+    let mut w = TraceEventWriter::new(out, limits).map_err(|e| e.to_string())?;
+    let skipped = read_all(inputs, &mut |p, s| w.push(p, s)).map_err(|e| e.to_string())?;
+    let (mut out, stats) = w.finish().map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
+    Ok((skipped, stats))
+}
+
+/// Reads every input, handing spans to `each`; reports skipped lines on stderr.
+/// Returns whether any line was skipped.
+pub fn read_all(
+    inputs: &[PathBuf],
+    each: &mut dyn FnMut(&ProcessKey, Span) -> std::io::Result<()>,
+) -> Result<bool, InputError> {
+    let mut skipped_any = false;
+    for path in inputs {
+        let report = read_spans(path, each)?;
+        skipped_any |= report.skipped_count > 0;
+        report_skips(path, &report);
+    }
+    Ok(skipped_any)
+}
+
+fn report_skips(path: &Path, r: &ReadReport) {
+    for s in &r.skipped {
+        eprintln!("{}: line {}: skipped: {}", path.display(), s.line, s.why);
+    }
+    let unlisted = r.skipped_count - r.skipped.len() as u64;
+    if unlisted > 0 {
+        eprintln!("{}: {unlisted} more lines skipped", path.display());
+    }
+    if r.skipped_count > 0 {
+        eprintln!(
+            "{}: read {} spans from {} lines ({}); skipped {} lines",
+            path.display(),
+            r.spans,
+            r.lines,
+            r.format,
+            r.skipped_count
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! A million spans convert in bounded memory: the converter's peak resident set stays far
+//! below the input's size. (Throughput is measured by `benches/convert.rs`.)
+
+#[path = "../../tests/common/trace_events.rs"]
+mod trace_events;
+
+use slicetrace_cli::synthetic::{write_otlp_json, SPANS_PER_REQUEST};
+use std::io::{BufWriter, Write};
+use std::process::Command;
+
+fn children_max_rss_bytes() -> u64 {
+    // SAFETY: getrusage writes into the struct it is given and nothing else.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_CHILDREN covers waited-for children of this process.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    assert_eq!(rc, 0);
+    ru.ru_maxrss as u64 * 1024
+}
+
+#[test]
+fn a_million_spans_convert_in_bounded_memory() {
+    let dir = std::env::temp_dir();
+    let input = dir.join(format!("slicetrace-large-{}.jsonl", std::process::id()));
+    let output = dir.join(format!(
+        "slicetrace-large-{}.trace.json",
+        std::process::id()
+    ));
+    let requests = 100_000;
+    let spans = {
+        let mut w = BufWriter::new(std::fs::File::create(&input).unwrap());
+        let n = write_otlp_json(&mut w, requests, 50).unwrap();
+        w.flush().unwrap();
+        n
+    };
+    assert_eq!(spans, requests * SPANS_PER_REQUEST);
+    assert!(spans >= 1_000_000);
+    let input_bytes = std::fs::metadata(&input).unwrap().len();
+
+    let o = Command::new(env!("CARGO_BIN_EXE_slicetrace"))
+        .args([
+            "convert",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let peak = children_max_rss_bytes();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    // Seven slices and one request per request; every slice placed through its parents.
+    assert!(
+        err.contains(&format!("{} slices, {} requests", requests * 7, requests)),
+        "{err}"
+    );
+    assert!(
+        err.contains("0 links unresolved, 0 slices with no thread found"),
+        "{err}"
+    );
+    eprintln!(
+        "input {:.0} MB, {spans} spans; converter peak RSS {:.0} MB",
+        input_bytes as f64 / 1e6,
+        peak as f64 / 1e6
+    );
+    assert!(input_bytes > 300_000_000, "{input_bytes}");
+    assert!(
+        peak < 150_000_000,
+        "peak RSS {peak} bytes for {input_bytes} bytes of input"
+    );
+
+    // The output obeys the format's rules at this size too.
+    let text = std::fs::read_to_string(&output).unwrap();
+    let f = trace_events::TraceFile::check(&text);
+    assert_eq!(f.slices.len() as u64, requests * 7);
+    assert_eq!(f.flows.len() as u64, requests * 5);
+    let _ = std::fs::remove_file(&input);
+    let _ = std::fs::remove_file(&output);
+}
