@@ -319,6 +319,21 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(otlp(&s), ("http://b:2/custom", Protocol::HttpProtobuf));
+        let s = parse(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ])
+        .unwrap();
+        assert_eq!(
+            otlp(&s),
+            ("http://collector:4318/v1/traces", Protocol::HttpJson)
+        );
+        let s = parse(&[]).unwrap();
+        let pid = std::process::id();
+        assert_eq!(
+            s.destination,
+            Destination::File(format!("slicetrace-{pid}.trace.json"))
+        );
         let s = parse(&[("SLICETRACE_FILE", "/tmp/x.jsonl")]).unwrap();
         assert_eq!(s.destination, Destination::File("/tmp/x.jsonl".into()));
     }
@@ -335,7 +350,7 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             ),
             (
-                vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+                vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift")],
                 "OTEL_EXPORTER_OTLP_PROTOCOL",
             ),
             (

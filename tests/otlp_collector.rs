@@ -96,7 +96,7 @@ fn export_over(protocol: Protocol) {
     let rotel = Rotel::start();
     let endpoint = match protocol {
         Protocol::Grpc => format!("http://{}", rotel.grpc),
-        Protocol::HttpProtobuf => format!("http://{}/v1/traces", rotel.http),
+        Protocol::HttpProtobuf | Protocol::HttpJson => format!("http://{}/v1/traces", rotel.http),
     };
     let sink = OtlpSink::new(&endpoint, protocol, &[], Duration::from_secs(5)).unwrap();
     let mut cfg = config();
@@ -117,6 +117,11 @@ fn spans_arrive_over_grpc() {
 #[test]
 fn spans_arrive_over_http_protobuf() {
     export_over(Protocol::HttpProtobuf);
+}
+
+#[test]
+fn spans_arrive_over_http_json() {
+    export_over(Protocol::HttpJson);
 }
 
 /// An OTLP/gRPC sink for a loopback port (a collector may or may not listen there).

@@ -55,10 +55,11 @@ pub fn run(inputs: &[PathBuf], rid: &str, output: &Path) -> Result<bool, String>
     skipped |= read_all(inputs, &mut |p, s| {
         if s.role() == Role::Thread {
             let tid = s.thread_id().unwrap_or(s.span_id);
-            if !threads.contains_key(&(p.clone(), tid)) {
-                threads.insert((p.clone(), tid), thread_title(&s, tid));
-            }
-        } else if traces.contains(&s.trace_id) {
+            threads
+                .entry((p.clone(), tid))
+                .or_insert_with(|| thread_title(&s, tid));
+        }
+        if traces.contains(&s.trace_id) {
             spans.push((p.clone(), s));
         }
         Ok(())

@@ -501,7 +501,7 @@ impl<W: Write> TraceEventWriter<W> {
                             pid,
                             tid,
                             span: span_id,
-                            start: start,
+                            start,
                             end,
                         };
                         let mut v = self.pending_links.remove(&target).unwrap_or_default();

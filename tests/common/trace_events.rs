@@ -39,14 +39,17 @@ impl Slice {
     }
 }
 
+/// A point on a track: (pid, tid, ts in µs).
+pub type At = (u64, u64, f64);
+
 #[derive(Debug, Default)]
 pub struct TraceFile {
     pub events: Vec<Value>,
     pub process_names: HashMap<u64, String>,
     pub thread_names: HashMap<(u64, u64), String>,
     pub slices: Vec<Slice>,
-    /// flow id → (start track and ts, finish track and ts)
-    pub flows: HashMap<u64, ((u64, u64, f64), (u64, u64, f64))>,
+    /// flow id → (start, finish)
+    pub flows: HashMap<u64, (At, At)>,
     /// async id → (name, begin args)
     pub requests: HashMap<String, (String, Value)>,
     pub instants: Vec<(u64, u64, f64, String)>,

@@ -118,7 +118,7 @@ pub fn read_spans(path: &Path, each: &mut SpanFn<'_>) -> Result<ReadReport, Inpu
         skipped_count: 0,
     };
     let mut line_reader: Box<dyn LineReader> = match format {
-        Format::OtlpJson => Box::new(otlp_json::Reader::default()),
+        Format::OtlpJson => Box::new(otlp_json::Reader),
         Format::SpanLines => Box::new(span_lines::Reader::default()),
         Format::TraceEvents => Box::new(trace_events::Reader::default()),
     };
