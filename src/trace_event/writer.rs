@@ -845,3 +845,164 @@ fn attrs_args(out: &mut String, attrs: &[(String, AttrValue)], first: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(id: u64, parent: u64, start: u64, end: u64, tid: Option<u64>) -> Span {
+        let mut attrs = Vec::new();
+        if let Some(t) = tid {
+            attrs.push(("thread.id".to_owned(), AttrValue::Int(t as i64)));
+        }
+        Span {
+            trace_id: 7,
+            span_id: id,
+            parent,
+            name: format!("s{id}"),
+            start_ns: start,
+            end_ns: end,
+            attrs,
+            events: Vec::new(),
+            links: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn events(out: Vec<u8>) -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        v.as_array().unwrap().clone()
+    }
+
+    fn xs(ev: &[serde_json::Value]) -> Vec<(String, u64)> {
+        ev.iter()
+            .filter(|e| e["ph"] == "X")
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_owned(),
+                    e["tid"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    const T0: u64 = 1_764_300_000_000_000_000;
+
+    #[test]
+    fn a_track_is_written_in_start_order_whatever_the_arrival_order() {
+        let p = ProcessKey::default();
+        let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+        // Inner slices end (and arrive) first.
+        w.push(&p, slice(2, 1, T0 + 20, T0 + 30, Some(5))).unwrap();
+        w.push(&p, slice(3, 1, T0 + 40, T0 + 50, Some(5))).unwrap();
+        w.push(&p, slice(1, 9, T0 + 10, T0 + 60, Some(5))).unwrap();
+        let (out, stats) = w.finish().unwrap();
+        let ev = events(out);
+        let names: Vec<String> = xs(&ev).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["s1", "s2", "s3"]);
+        assert_eq!((stats.slices, stats.late, stats.overlap_lanes), (3, 0, 0));
+    }
+
+    #[test]
+    fn slices_without_a_thread_id_wait_for_their_thread_span() {
+        let p = ProcessKey::default();
+        let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+        w.push(&p, slice(3, 2, T0 + 20, T0 + 30, None)).unwrap();
+        w.push(&p, slice(2, 1, T0 + 10, T0 + 40, None)).unwrap();
+        let mut thread = slice(1, 0, T0, T0 + 50, None);
+        thread.attrs = vec![
+            ("thread_label".into(), AttrValue::Str("scheduler".into())),
+            ("pid".into(), AttrValue::Int(77)),
+            ("tp_rank".into(), AttrValue::Int(1)),
+        ];
+        w.push(&p, thread).unwrap();
+        let (out, stats) = w.finish().unwrap();
+        let ev = events(out);
+        assert_eq!(xs(&ev), [("s2".to_owned(), 77), ("s3".to_owned(), 77)]);
+        assert!(ev
+            .iter()
+            .any(|e| e["name"] == "thread_name" && e["args"]["name"] == "scheduler [TP 1]"));
+        assert_eq!(stats.spans_unplaced, 0);
+    }
+
+    #[test]
+    fn slices_whose_thread_never_comes_are_placed_unplaced_and_counted() {
+        let p = ProcessKey::default();
+        let limits = Limits {
+            max_pending: 2,
+            ..Limits::default()
+        };
+        let mut w = TraceEventWriter::new(Vec::new(), limits).unwrap();
+        for i in 0..5 {
+            w.push(
+                &p,
+                slice(10 + i, 100 + i, T0 + i * 100, T0 + i * 100 + 50, None),
+            )
+            .unwrap();
+        }
+        let (out, stats) = w.finish().unwrap();
+        let ev = events(out);
+        assert_eq!(xs(&ev).len(), 5);
+        assert!(xs(&ev).iter().all(|(_, tid)| *tid == UNPLACED_TID));
+        assert_eq!(stats.spans_unplaced, 5);
+        assert!(ev.iter().any(|e| e["name"] == "thread_name"
+            && e["args"]["name"] == "unplaced slices (thread unknown)"));
+    }
+
+    #[test]
+    fn links_resolve_in_either_order_and_missing_targets_are_counted() {
+        let p = ProcessKey::default();
+        let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+        let mut a = slice(2, 1, T0 + 100, T0 + 200, Some(5));
+        a.links = vec![(7, 3)]; // target arrives later, on another thread
+        w.push(&p, a).unwrap();
+        w.push(&p, slice(3, 1, T0 + 10, T0 + 90, Some(6))).unwrap();
+        let mut b = slice(4, 1, T0 + 300, T0 + 400, Some(5));
+        b.links = vec![(7, 2), (7, 999)]; // one known, one never seen
+        w.push(&p, b).unwrap();
+        let (out, stats) = w.finish().unwrap();
+        let ev = events(out);
+        assert_eq!(stats.flows, 2);
+        assert_eq!(stats.links_unresolved, 1);
+        let starts: Vec<u64> = ev
+            .iter()
+            .filter(|e| e["ph"] == "s")
+            .map(|e| e["tid"].as_u64().unwrap())
+            .collect();
+        assert_eq!(starts, [6, 5]);
+    }
+
+    #[test]
+    fn overlapping_slices_go_to_a_lane_and_identical_ones_nest() {
+        let p = ProcessKey::default();
+        let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+        w.push(&p, slice(1, 0, T0, T0 + 100, Some(5))).unwrap();
+        w.push(&p, slice(2, 0, T0 + 50, T0 + 150, Some(5))).unwrap();
+        w.push(&p, slice(3, 0, T0 + 200, T0 + 300, Some(5)))
+            .unwrap();
+        w.push(&p, slice(4, 0, T0 + 200, T0 + 300, Some(5)))
+            .unwrap();
+        let (out, stats) = w.finish().unwrap();
+        let tids: Vec<u64> = xs(&events(out)).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(tids, [5, 5 + LANE_TID_STRIDE, 5, 5]);
+        assert_eq!(stats.overlap_lanes, 1);
+    }
+
+    #[test]
+    fn a_span_older_than_the_window_is_written_and_counted_late() {
+        let p = ProcessKey::default();
+        let limits = Limits {
+            reorder_window_ns: 1_000,
+            ..Limits::default()
+        };
+        let mut w = TraceEventWriter::new(Vec::new(), limits).unwrap();
+        w.push(&p, slice(1, 0, T0 + 10_000, T0 + 11_000, Some(5)))
+            .unwrap();
+        w.push(&p, slice(2, 0, T0 + 20_000, T0 + 21_000, Some(5)))
+            .unwrap();
+        w.push(&p, slice(3, 0, T0, T0 + 500, Some(5))).unwrap();
+        let (out, stats) = w.finish().unwrap();
+        assert_eq!(xs(&events(out)).len(), 3);
+        assert_eq!(stats.late, 1);
+    }
+}
