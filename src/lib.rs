@@ -59,6 +59,7 @@ pub use session::{
     init, init_from_env, is_enabled, stats, Config, Guard, InitError, DEFAULT_RING_CAPACITY,
 };
 pub use slice_chain::MAX_DEPTH;
+pub use trace_event::exporter::PerfettoExporter;
 
 #[cfg(feature = "testing")]
 pub use opentelemetry_sdk::trace::InMemorySpanExporter;

@@ -356,3 +356,64 @@ fn repair_closes_a_cut_file_and_leaves_a_whole_one_alone() {
     assert!(stderr(&o).contains("already complete"));
     std::fs::remove_file(&cut).unwrap();
 }
+
+#[test]
+fn trace_files_of_two_processes_merge_with_arrows_across_them() {
+    // Split the collector output by process, convert each alone (as each process would write
+    // its own file), then merge the two trace files.
+    let text = std::fs::read_to_string(data("collector.jsonl")).unwrap();
+    let mut per_process: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rs in v["resourceSpans"].as_array().unwrap() {
+            let service = rs["resource"]["attributes"][0]["value"]["stringValue"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let one = serde_json::json!({ "resourceSpans": [rs] });
+            per_process
+                .entry(service)
+                .or_default()
+                .push(one.to_string());
+        }
+    }
+    assert_eq!(per_process.len(), 2);
+    let mut files = Vec::new();
+    for (service, lines) in &per_process {
+        let input = temp(&format!("{service}.jsonl"));
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let out = temp(&format!("{service}.trace.json"));
+        let o = convert(&input, &out);
+        assert!(o.status.success(), "{}", stderr(&o));
+        // Alone, the scheduler's links to the tokenizer have no target in its file.
+        let want = if service.contains("scheduler") {
+            "2 links unresolved"
+        } else {
+            "0 links"
+        };
+        assert!(stderr(&o).contains(want), "{service}: {}", stderr(&o));
+        std::fs::remove_file(&input).unwrap();
+        files.push(out);
+    }
+    let merged = temp("merged.trace.json");
+    let mut args = vec!["convert".to_owned()];
+    args.extend(files.iter().map(|f| f.to_str().unwrap().to_owned()));
+    args.extend(["-o".to_owned(), merged.to_str().unwrap().to_owned()]);
+    let o = slicetrace(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("0 links unresolved"), "{}", stderr(&o));
+    let f = TraceFile::check(&std::fs::read_to_string(&merged).unwrap());
+    assert_eq!(f.slices.len(), 9);
+    assert_eq!(f.flows.len(), 5);
+    assert_eq!(f.instants.len(), 1);
+    let cross = f
+        .flows
+        .values()
+        .filter(|(s, fin)| s.0 == 111 && fin.0 == 222)
+        .count();
+    assert_eq!(cross, 2, "tokenize → prefill, across the processes");
+    assert_eq!(f.thread_names[&(222, 2001)], "scheduler [TP 0]");
+    for p in files.into_iter().chain([merged]) {
+        let _ = std::fs::remove_file(p);
+    }
+}

@@ -62,8 +62,9 @@ pub struct WriterStats {
     pub bytes: u64,
 }
 
-/// Lane tracks of a thread get tids above every real one (Linux tids are below 2^22).
-const LANE_TID_STRIDE: u64 = 1 << 32;
+/// Overlap lanes, and threads whose id is unknown, get tids from here up: above every Linux
+/// thread id (below 2^22), within the 32 bits viewers keep.
+const FIRST_SYNTHETIC_TID: u64 = 1 << 31;
 /// The track of slices whose thread is unknown.
 const UNPLACED_TID: u64 = 0;
 
@@ -181,6 +182,7 @@ pub struct TraceEventWriter<W: Write> {
     next_flow: u64,
     latest_end: u64,
     written_to: u64,
+    next_synthetic_tid: u64,
     /// Timestamps are written relative to this Unix time, so that a double (what viewers parse
     /// `ts` into) keeps nanoseconds; every process_name event carries it.
     epoch_ns: u64,
@@ -217,6 +219,7 @@ impl<W: Write> TraceEventWriter<W> {
             next_flow: 1,
             latest_end: 0,
             written_to: 0,
+            next_synthetic_tid: FIRST_SYNTHETIC_TID,
             epoch_ns: u64::MAX,
             unnamed_processes: Vec::new(),
             limits,
@@ -402,10 +405,11 @@ impl<W: Write> TraceEventWriter<W> {
     }
 
     fn push_thread(&mut self, pid: u32, span: Span) -> io::Result<()> {
-        // No thread id: a track of its own, below the lane range.
-        let tid = span
-            .thread_id()
-            .unwrap_or((span.span_id % (1 << 31)) + (1 << 31));
+        // No thread id: a track of its own.
+        let tid = match span.thread_id() {
+            Some(t) => t,
+            None => self.synthetic_tid(),
+        };
         self.threads_by_span.insert(span.span_id, (pid, tid));
         let named = self
             .tracks
@@ -683,6 +687,9 @@ impl<W: Write> TraceEventWriter<W> {
         json_str(&mut self.line, &span.name);
         self.line.push_str(",\"cat\":\"slice\",\"args\":{");
         ids_args(&mut self.line, &span);
+        if span.attr("thread.id").is_none() && tid != UNPLACED_TID {
+            let _ = write!(self.line, ",\"thread.id\":{tid}");
+        }
         if span.attr("rid").is_none() {
             if let Some(rid) = self.rid_of_trace.get(&span.trace_id) {
                 self.line.push_str(",\"rid\":");
@@ -708,6 +715,11 @@ impl<W: Write> TraceEventWriter<W> {
         Ok(())
     }
 
+    fn synthetic_tid(&mut self) -> u64 {
+        self.next_synthetic_tid += 1;
+        self.next_synthetic_tid
+    }
+
     /// The track of `pid`/`tid` where a slice `start..end` nests: the thread's own, or the
     /// first overlap lane where it does.
     fn lane_for(&mut self, pid: u32, tid: u64, start: u64, end: u64) -> io::Result<u64> {
@@ -727,8 +739,9 @@ impl<W: Write> TraceEventWriter<W> {
                 return Ok(lane.tid);
             }
         }
+        let lane_tid = self.synthetic_tid();
+        let track = self.tracks.entry((pid, tid)).or_default();
         let n = track.lanes.len() as u64;
-        let lane_tid = tid + n * LANE_TID_STRIDE;
         track.lanes.push(Lane {
             tid: lane_tid,
             open: vec![end],
@@ -736,7 +749,7 @@ impl<W: Write> TraceEventWriter<W> {
         let name = track.name.clone();
         self.stats.overlap_lanes += 1;
         if let Some(name) = name {
-            self.write_thread_name(pid, lane_tid, &format!("{name} · overlap {n}"), n)?;
+            self.write_thread_name(pid, lane_tid, tid, &format!("{name} · overlap {n}"), n)?;
         }
         Ok(lane_tid)
     }
@@ -745,14 +758,23 @@ impl<W: Write> TraceEventWriter<W> {
         let track = self.tracks.entry((pid, tid)).or_default();
         track.name = Some(name.clone());
         let lanes: Vec<u64> = track.lanes.iter().skip(1).map(|l| l.tid).collect();
-        self.write_thread_name(pid, tid, &name, 0)?;
+        self.write_thread_name(pid, tid, tid, &name, 0)?;
         for (i, lane_tid) in lanes.into_iter().enumerate() {
-            self.write_thread_name(pid, lane_tid, &format!("{name} · overlap {}", i + 1), 0)?;
+            let n = i as u64 + 1;
+            self.write_thread_name(pid, lane_tid, tid, &format!("{name} · overlap {n}"), n)?;
         }
         Ok(())
     }
 
-    fn write_thread_name(&mut self, pid: u32, tid: u64, name: &str, sort: u64) -> io::Result<()> {
+    /// Names track `tid`, lane `lane` of thread `base` (0: the thread's own track).
+    fn write_thread_name(
+        &mut self,
+        pid: u32,
+        tid: u64,
+        base: u64,
+        name: &str,
+        lane: u64,
+    ) -> io::Result<()> {
         self.line.clear();
         let _ = write!(
             self.line,
@@ -762,8 +784,7 @@ impl<W: Write> TraceEventWriter<W> {
         self.line.push_str("}}");
         self.emit_line()?;
         // Keeps a thread's overlap lanes right under it: sorted by the thread id, then lane.
-        let base = tid % LANE_TID_STRIDE;
-        let index = base.min(1 << 20) * 64 + sort.min(63);
+        let index = base.min(1 << 32) * 64 + lane.min(63);
         self.line.clear();
         let _ = write!(
             self.line,
@@ -984,7 +1005,7 @@ mod tests {
             .unwrap();
         let (out, stats) = w.finish().unwrap();
         let tids: Vec<u64> = xs(&events(out)).into_iter().map(|(_, t)| t).collect();
-        assert_eq!(tids, [5, 5 + LANE_TID_STRIDE, 5, 5]);
+        assert_eq!(tids, [5, FIRST_SYNTHETIC_TID + 1, 5, 5]);
         assert_eq!(stats.overlap_lanes, 1);
     }
 

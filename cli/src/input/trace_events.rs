@@ -9,9 +9,6 @@ use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
 use slicetrace::trace_event::writer::EPOCH_ARG;
 use std::collections::HashMap;
 
-/// Overlap lanes of a thread have tids above 2^32; the thread's own tid is the remainder.
-const LANE_TID_STRIDE: u64 = 1 << 32;
-
 #[derive(Default)]
 pub(crate) struct Reader {
     processes: HashMap<u64, (ProcessKey, u64)>,
@@ -133,12 +130,10 @@ impl Reader {
         for k in ["trace_id", "span_id", "parent_span_id", "links", "error"] {
             args.remove(k);
         }
+        // The thread is the slice's `thread.id` (its track may be an overlap lane's).
         let mut attrs = json_attrs(args);
         if !attrs.iter().any(|(k, _)| k == "thread.id") {
-            attrs.push((
-                "thread.id".into(),
-                AttrValue::Int((tid % LANE_TID_STRIDE) as i64),
-            ));
+            attrs.push(("thread.id".into(), AttrValue::Int(tid as i64)));
         }
         let span = Span {
             trace_id,
@@ -260,7 +255,7 @@ impl Reader {
             }
             Some("thread_name") => {
                 let tid = field_u64(&e, "tid")?;
-                if tid >= LANE_TID_STRIDE || name.starts_with("unplaced") {
+                if name.contains(" · overlap ") || name.starts_with("unplaced") {
                     return Ok(0);
                 }
                 // A thread span standing for the track, so the output names it the same way.
