@@ -26,6 +26,7 @@ mod env;
 mod export;
 mod ids;
 mod local;
+mod mix_hash;
 mod name;
 mod propagate;
 mod record;

@@ -6,6 +6,7 @@
 use super::stats::Counters;
 use crate::ids::{derive_span_id, Rid, Salt};
 use crate::local::history::{origin_ids, Upstream, UPSTREAM_BYTES};
+use crate::mix_hash::MixHash;
 use crate::name::NameCache;
 use crate::record::{flag, Decoded, Kind};
 use crate::registry::ThreadMeta;
@@ -114,35 +115,6 @@ struct Request {
     local: bool,
 }
 
-/// Rids are well-mixed 64-bit values (hashes, or integers mixed here once), so the map needs
-/// no keyed hash: a multiply spreads them.
-#[derive(Clone, Copy, Default)]
-struct RidHash;
-
-#[derive(Default)]
-struct RidHasher(u64);
-
-impl std::hash::BuildHasher for RidHash {
-    type Hasher = RidHasher;
-    fn build_hasher(&self) -> RidHasher {
-        RidHasher(0)
-    }
-}
-
-impl std::hash::Hasher for RidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = crate::ids::mix64(self.0 ^ v);
-    }
-}
-
 fn shared_str(s: String) -> OtelValue {
     OtelValue::String(opentelemetry::StringValue::from(Arc::<str>::from(s)))
 }
@@ -191,8 +163,8 @@ pub struct Tree {
     limits: TreeLimits,
     info: ProcessInfo,
     names: NameCache,
-    requests: HashMap<Rid, Request, RidHash>,
-    parked: HashMap<Rid, VecDeque<Parked>, RidHash>,
+    requests: HashMap<Rid, Request, MixHash>,
+    parked: HashMap<Rid, VecDeque<Parked>, MixHash>,
     parked_count: usize,
     /// Requests to close once their `req_finish` grace has passed, in deadline order (the
     /// grace is one constant, so arrival order is deadline order). Entries may be stale.

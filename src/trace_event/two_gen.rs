@@ -1,12 +1,15 @@
 //! A map that forgets its oldest entries: two generations, the older dropped whole when the
 //! newer fills. Bounded memory with a recency window, at one hash lookup or two per access.
 
+use crate::mix_hash::MixHash;
 use std::collections::HashMap;
 use std::hash::Hash;
 
+type Map<K, V> = HashMap<K, V, MixHash>;
+
 pub struct TwoGen<K, V> {
-    young: HashMap<K, V>,
-    old: HashMap<K, V>,
+    young: Map<K, V>,
+    old: Map<K, V>,
     cap: usize,
 }
 
@@ -14,15 +17,15 @@ impl<K: Hash + Eq, V> TwoGen<K, V> {
     /// Keeps at least the last `cap` inserted keys and at most `2 * cap`.
     pub fn new(cap: usize) -> TwoGen<K, V> {
         TwoGen {
-            young: HashMap::new(),
-            old: HashMap::new(),
+            young: Map::default(),
+            old: Map::default(),
             cap: cap.max(1),
         }
     }
 
     /// Inserts; returns the generation forgotten to make room (empty most of the time).
-    pub fn insert(&mut self, k: K, v: V) -> HashMap<K, V> {
-        let mut dropped = HashMap::new();
+    pub fn insert(&mut self, k: K, v: V) -> Map<K, V> {
+        let mut dropped = Map::default();
         if self.young.len() >= self.cap {
             dropped = std::mem::replace(&mut self.old, std::mem::take(&mut self.young));
         }

@@ -12,7 +12,8 @@
 use super::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
 use super::two_gen::TwoGen;
 use crate::export::jsonl::json_str;
-use std::cmp::{Ordering, Reverse};
+use crate::mix_hash::MixHash;
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -112,36 +113,16 @@ enum Item {
     },
 }
 
+/// The reorder heap orders these small keys; the items they stand for wait in a slab.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Queued {
     ts: u64,
     /// Among equal timestamps: async and slices first (longest first), then what binds to them.
     class: u8,
-    dur: u64,
+    /// `!duration`: longer first.
+    rdur: u64,
     seq: u64,
-    item: Item,
-}
-
-impl Queued {
-    fn key(&self) -> (u64, u8, Reverse<u64>, u64) {
-        (self.ts, self.class, Reverse(self.dur), self.seq)
-    }
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.key().cmp(&other.key())
-    }
+    slot: u32,
 }
 
 struct Lane {
@@ -168,16 +149,18 @@ pub struct TraceEventWriter<W: Write> {
     processes: HashMap<ProcessKey, u32>,
     pids_used: HashMap<u32, ()>,
     next_synthetic_pid: u32,
-    tracks: HashMap<(u32, u64), Track>,
+    tracks: HashMap<(u32, u64), Track, MixHash>,
     threads_by_span: TwoGen<u64, (u32, u64)>,
     placed: TwoGen<u64, Placed>,
     lane_of: TwoGen<u64, u64>,
     rid_of_trace: TwoGen<u128, String>,
-    pending: HashMap<u64, Vec<(u32, Span)>>,
+    pending: HashMap<u64, Vec<(u32, Span)>, MixHash>,
     pending_order: VecDeque<u64>,
     pending_count: usize,
     pending_links: TwoGen<u64, Vec<PendingLink>>,
     heap: BinaryHeap<Reverse<Queued>>,
+    items: Vec<Option<Item>>,
+    free_slots: Vec<u32>,
     seq: u64,
     next_flow: u64,
     latest_end: u64,
@@ -205,16 +188,18 @@ impl<W: Write> TraceEventWriter<W> {
             processes: HashMap::new(),
             pids_used: HashMap::new(),
             next_synthetic_pid: 1 << 30,
-            tracks: HashMap::new(),
+            tracks: HashMap::default(),
             threads_by_span: TwoGen::new(limits.index_window),
             placed: TwoGen::new(limits.index_window),
             lane_of: TwoGen::new(limits.index_window),
             rid_of_trace: TwoGen::new(limits.index_window),
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             pending_order: VecDeque::new(),
             pending_count: 0,
             pending_links: TwoGen::new(limits.index_window),
             heap: BinaryHeap::new(),
+            items: Vec::new(),
+            free_slots: Vec::new(),
             seq: 0,
             next_flow: 1,
             latest_end: 0,
@@ -578,12 +563,22 @@ impl<W: Write> TraceEventWriter<W> {
             self.stats.late += 1;
         }
         self.seq += 1;
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.items[s as usize] = Some(item);
+                s
+            }
+            None => {
+                self.items.push(Some(item));
+                (self.items.len() - 1) as u32
+            }
+        };
         self.heap.push(Reverse(Queued {
             ts,
             class,
-            dur,
+            rdur: !dur,
             seq: self.seq,
-            item,
+            slot,
         }));
     }
 
@@ -600,13 +595,17 @@ impl<W: Write> TraceEventWriter<W> {
                 break;
             };
             self.written_to = self.written_to.max(q.ts);
-            self.write_item(q)?;
+            let item = self.items[q.slot as usize].take();
+            self.free_slots.push(q.slot);
+            if let Some(item) = item {
+                self.write_item(q.ts, item)?;
+            }
         }
         Ok(())
     }
 
-    fn write_item(&mut self, q: Queued) -> io::Result<()> {
-        match q.item {
+    fn write_item(&mut self, ts: u64, item: Item) -> io::Result<()> {
+        match item {
             Item::Slice { pid, tid, span } => self.write_slice(pid, tid, *span),
             Item::Instant { pid, tid, ev } => {
                 self.stats.instants += 1;
@@ -640,7 +639,7 @@ impl<W: Write> TraceEventWriter<W> {
                     self.line,
                     "{{\"ph\":\"{ph}\",\"id\":{id},\"pid\":{pid},\"tid\":{tid},\"ts\":"
                 );
-                push_us(&mut self.line, q.ts.saturating_sub(self.epoch_ns));
+                push_us(&mut self.line, ts.saturating_sub(self.epoch_ns));
                 self.line
                     .push_str(",\"name\":\"link\",\"cat\":\"slicetrace.link\"}");
                 self.emit_line()
@@ -657,7 +656,7 @@ impl<W: Write> TraceEventWriter<W> {
                     self.line,
                     "{{\"ph\":\"{ph}\",\"cat\":\"request\",\"id\":\"0x{id:016x}\",\"pid\":{pid},\"ts\":"
                 );
-                push_us(&mut self.line, q.ts.saturating_sub(self.epoch_ns));
+                push_us(&mut self.line, ts.saturating_sub(self.epoch_ns));
                 self.line.push_str(",\"name\":");
                 json_str(&mut self.line, &name);
                 self.line.push_str(",\"args\":");
@@ -819,14 +818,27 @@ pub(crate) fn push_us(out: &mut String, ns: u64) {
     let _ = write!(out, "{}.{:03}", ns / 1000, ns % 1000);
 }
 
+/// Lower-case hex of `v`, `digits` long (the formatter's `{:032x}` is several times slower).
+fn push_hex(out: &mut String, v: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for i in 0..digits {
+        buf[i as usize] = HEX[((v >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    // The bytes are ASCII hex digits.
+    out.push_str(std::str::from_utf8(&buf[..digits as usize]).unwrap_or_default());
+}
+
 fn ids_args(out: &mut String, span: &Span) {
-    let _ = write!(
-        out,
-        "\"trace_id\":\"{:032x}\",\"span_id\":\"{:016x}\"",
-        span.trace_id, span.span_id
-    );
+    out.push_str("\"trace_id\":\"");
+    push_hex(out, span.trace_id, 32);
+    out.push_str("\",\"span_id\":\"");
+    push_hex(out, span.span_id as u128, 16);
+    out.push('"');
     if span.parent != 0 {
-        let _ = write!(out, ",\"parent_span_id\":\"{:016x}\"", span.parent);
+        out.push_str(",\"parent_span_id\":\"");
+        push_hex(out, span.parent as u128, 16);
+        out.push('"');
     }
     if !span.links.is_empty() {
         out.push_str(",\"links\":[");
@@ -834,7 +846,11 @@ fn ids_args(out: &mut String, span: &Span) {
             if i > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "\"{t:032x}-{s:016x}\"");
+            out.push('"');
+            push_hex(out, *t, 32);
+            out.push('-');
+            push_hex(out, *s as u128, 16);
+            out.push('"');
         }
         out.push(']');
     }

@@ -5,23 +5,25 @@ use super::{hex_u128, hex_u64, LineError, LineReader, SpanFn};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use std::borrow::Cow;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TracesData {
-    resource_spans: Vec<ResourceSpans>,
+struct TracesData<'a> {
+    #[serde(borrow)]
+    resource_spans: Vec<ResourceSpans<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ResourceSpans {
+struct ResourceSpans<'a> {
     #[serde(default)]
     resource: Resource,
-    #[serde(default)]
-    scope_spans: Vec<ScopeSpans>,
+    #[serde(default, borrow)]
+    scope_spans: Vec<ScopeSpans<'a>>,
     /// The name before OTLP 0.19.
-    #[serde(default)]
-    instrumentation_library_spans: Vec<ScopeSpans>,
+    #[serde(default, borrow)]
+    instrumentation_library_spans: Vec<ScopeSpans<'a>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -31,18 +33,21 @@ struct Resource {
 }
 
 #[derive(Deserialize)]
-struct ScopeSpans {
-    #[serde(default)]
-    spans: Vec<OtlpSpan>,
+struct ScopeSpans<'a> {
+    #[serde(default, borrow)]
+    spans: Vec<OtlpSpan<'a>>,
 }
 
+/// Ids are borrowed from the line (no copy) unless they hold escapes.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct OtlpSpan {
-    trace_id: String,
-    span_id: String,
-    #[serde(default)]
-    parent_span_id: String,
+struct OtlpSpan<'a> {
+    #[serde(borrow)]
+    trace_id: Cow<'a, str>,
+    #[serde(borrow)]
+    span_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    parent_span_id: Cow<'a, str>,
     #[serde(default)]
     name: String,
     #[serde(deserialize_with = "u64_str")]
@@ -53,8 +58,8 @@ struct OtlpSpan {
     attributes: Vec<KeyValue>,
     #[serde(default)]
     events: Vec<OtlpEvent>,
-    #[serde(default)]
-    links: Vec<OtlpLink>,
+    #[serde(default, borrow)]
+    links: Vec<OtlpLink<'a>>,
     #[serde(default)]
     status: Status,
 }
@@ -72,9 +77,11 @@ struct OtlpEvent {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct OtlpLink {
-    trace_id: String,
-    span_id: String,
+struct OtlpLink<'a> {
+    #[serde(borrow)]
+    trace_id: Cow<'a, str>,
+    #[serde(borrow)]
+    span_id: Cow<'a, str>,
 }
 
 #[derive(Default, Deserialize)]
@@ -180,7 +187,7 @@ fn is_error(code: &serde_json::Value) -> bool {
     code.as_u64() == Some(2) || code.as_str() == Some("STATUS_CODE_ERROR")
 }
 
-fn span_of(s: OtlpSpan) -> Result<Span, LineError> {
+fn span_of(s: OtlpSpan<'_>) -> Result<Span, LineError> {
     let links = s
         .links
         .into_iter()
