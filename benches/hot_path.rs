@@ -1,7 +1,11 @@
 //! What a traced thread pays per call, against the floor: two raw clock reads.
 //!
 //! Run: `cargo bench --bench hot_path`. Ratios, not absolute times, are what to compare: the
-//! machine is shared, so only figures from the same run mean anything together.
+//! machine is shared, so only figures from the same run mean anything together. The peers doing
+//! the same job — a child span started and ended on the calling thread — run in the same
+//! process: fastrace `LocalSpan`, the OpenTelemetry SDK with a batch processor, `tracing` with
+//! its `Registry`, and `tracing` with `tracing-opentelemetry` on top. `scripts/bench-gate`
+//! turns the figures into ratios and checks them against `benches/gate.toml`.
 //!
 //! The enabled benchmarks run with the drainer live and a sink that discards spans. They time
 //! blocks of calls small enough to fit the ring, and let the drainer read the ring between blocks
@@ -68,6 +72,7 @@ fn hot_path(c: &mut Criterion) {
             black_box(clock.raw());
         })
     });
+    g.bench_function("floor/instant_now", |b| b.iter(|| black_box(Instant::now())));
 
     // Tracing off: what every call costs in a process that does not trace.
     assert!(!slicetrace::is_enabled());
@@ -104,6 +109,17 @@ fn hot_path(c: &mut Criterion) {
         b.iter_custom(|iters| {
             blocks(iters, 1, || {
                 slicetrace::event(name!("token"), black_box(rid))
+            })
+        })
+    });
+
+    let other = slicetrace::req_start("bench-receiver", None);
+    g.bench_function("enabled/propagate_roundtrip", |b| {
+        slicetrace::slice_start(name!("send"), rid);
+        b.iter_custom(|iters| {
+            blocks(iters, 2, || {
+                let ctx = slicetrace::propagate_context(black_box(rid)).expect("rid is open");
+                slicetrace::set_propagate_context(black_box(other), &ctx);
             })
         })
     });
@@ -172,11 +188,96 @@ fn hot_path(c: &mut Criterion) {
     assert_eq!(stats.spans_exported, 0, "nothing listens there");
 }
 
+/// Spans per fastrace root: its local spans are kept until the root ends, so each timed block
+/// gets a root of its own (created and ended outside the timing), within the span queue the
+/// root allocates (10 240).
+const FASTRACE_BLOCK: u64 = 4096;
+
+struct DiscardReports;
+
+impl fastrace::collector::Reporter for DiscardReports {
+    fn report(&mut self, spans: Vec<fastrace::prelude::SpanRecord>) {
+        black_box(spans);
+    }
+}
+
+fn peers(c: &mut Criterion) {
+    use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let mut g = c.benchmark_group("hot_path");
+
+    // fastrace: LocalSpan enter + exit under a root with a reporter set, its recommended path.
+    fastrace::set_reporter(DiscardReports, fastrace::collector::Config::default());
+    g.bench_function("peer/fastrace_local_span", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(FASTRACE_BLOCK);
+                let root = fastrace::Span::root("request", fastrace::prelude::SpanContext::random());
+                let guard = root.set_local_parent();
+                let t = Instant::now();
+                for _ in 0..n {
+                    let span = fastrace::local::LocalSpan::enter_with_local_parent("decode");
+                    drop(black_box(span));
+                }
+                total += t.elapsed();
+                drop(guard);
+                drop(root);
+                // Hands the spans to the reporter now, so their memory is reused by the next
+                // block instead of fresh pages being faulted in.
+                fastrace::flush();
+                left -= n;
+            }
+            total
+        })
+    });
+    fastrace::flush();
+
+    // The OpenTelemetry SDK: a child span started and ended, batch processor, no-op exporter.
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(opentelemetry_sdk::trace::BatchSpanProcessor::builder(Discard).build())
+        .build();
+    let tracer = provider.tracer("bench");
+    let root = tracer.start("request");
+    let cx = opentelemetry::Context::current_with_span(root);
+    g.bench_function("peer/otel_sdk_span", |b| {
+        b.iter(|| {
+            let mut span = tracer.start_with_context("decode", black_box(&cx));
+            opentelemetry::trace::Span::end(&mut span);
+        })
+    });
+
+    // tracing: a span created, entered, exited and closed, with the Registry subscriber.
+    let registry = tracing_subscriber::registry();
+    tracing::subscriber::with_default(registry, || {
+        let root = tracing::info_span!("request");
+        let _in_root = root.enter();
+        g.bench_function("peer/tracing_registry", |b| {
+            b.iter(|| tracing::info_span!("decode").in_scope(|| black_box(())))
+        });
+    });
+
+    // The same with tracing-opentelemetry turning each span into an SDK span.
+    let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench-tracing"));
+    let subscriber = tracing_subscriber::registry().with(otel_layer);
+    tracing::subscriber::with_default(subscriber, || {
+        let root = tracing::info_span!("request");
+        let _in_root = root.enter();
+        g.bench_function("peer/tracing_opentelemetry", |b| {
+            b.iter(|| tracing::info_span!("decode").in_scope(|| black_box(())))
+        });
+    });
+    g.finish();
+    let _ = provider.shutdown();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = hot_path
+    targets = hot_path, peers
 }
 criterion_main!(benches);
