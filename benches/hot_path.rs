@@ -72,7 +72,9 @@ fn hot_path(c: &mut Criterion) {
             black_box(clock.raw());
         })
     });
-    g.bench_function("floor/instant_now", |b| b.iter(|| black_box(Instant::now())));
+    g.bench_function("floor/instant_now", |b| {
+        b.iter(|| black_box(Instant::now()))
+    });
 
     // Tracing off: what every call costs in a process that does not trace.
     assert!(!slicetrace::is_enabled());
@@ -113,13 +115,19 @@ fn hot_path(c: &mut Criterion) {
         })
     });
 
-    let other = slicetrace::req_start("bench-receiver", None);
-    g.bench_function("enabled/propagate_roundtrip", |b| {
-        slicetrace::slice_start(name!("send"), rid);
+    // A tokenizer's hand-off: a request starts, its first slice opens, its context is taken
+    // for the next thread, and the request ends here. `propagate_context` walks back over this
+    // thread's records since the request's start: a few here.
+    let mut n = 1u64 << 40;
+    g.bench_function("enabled/request_handoff", |b| {
         b.iter_custom(|iters| {
-            blocks(iters, 2, || {
-                let ctx = slicetrace::propagate_context(black_box(rid)).expect("rid is open");
-                slicetrace::set_propagate_context(black_box(other), &ctx);
+            blocks(iters, 8, || {
+                n += 1;
+                let r = slicetrace::req_start(black_box(n), None);
+                slicetrace::slice_start(name!("tokenize"), r);
+                black_box(slicetrace::propagate_context(r).expect("started here"));
+                slicetrace::slice_end(name!("tokenize"), r, End::PLAIN);
+                slicetrace::req_finish(r);
             })
         })
     });
@@ -215,7 +223,8 @@ fn peers(c: &mut Criterion) {
             let mut left = iters;
             while left > 0 {
                 let n = left.min(FASTRACE_BLOCK);
-                let root = fastrace::Span::root("request", fastrace::prelude::SpanContext::random());
+                let root =
+                    fastrace::Span::root("request", fastrace::prelude::SpanContext::random());
                 let guard = root.set_local_parent();
                 let t = Instant::now();
                 for _ in 0..n {
