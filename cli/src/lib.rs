@@ -13,15 +13,65 @@ use slicetrace::trace_event::writer::{Limits, TraceEventWriter, WriterStats};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Spans handed from the reading thread to the writing one, grouped by process.
+type Batch = Vec<(ProcessKey, Vec<Span>)>;
+
+const BATCH_SPANS: usize = 4096;
+
 /// Converts `inputs` to one trace-event file written to `out`. Returns whether any input line
-/// was skipped, and what the writer did.
+/// was skipped, and what the writer did. Parsing runs on a thread of its own, a bounded
+/// number of batches ahead of the writer.
 pub fn convert<W: Write>(
     inputs: &[PathBuf],
     out: W,
     limits: Limits,
 ) -> Result<(bool, WriterStats), String> {
     let mut w = TraceEventWriter::new(out, limits).map_err(|e| e.to_string())?;
-    let skipped = read_all(inputs, &mut |p, s| w.push(p, s)).map_err(|e| e.to_string())?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
+    let reader = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut batch: Batch = Vec::new();
+            let mut n = 0;
+            let r = read_all(inputs, &mut |p, s| {
+                match batch.last_mut() {
+                    Some((last, spans)) if last == p => spans.push(s),
+                    _ => batch.push((p.clone(), vec![s])),
+                }
+                n += 1;
+                if n >= BATCH_SPANS {
+                    n = 0;
+                    // The writer stopped: nothing more to read for.
+                    tx.send(std::mem::take(&mut batch)).map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::BrokenPipe, "writer stopped")
+                    })?;
+                }
+                Ok(())
+            });
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            r
+        });
+        let mut written = Ok(());
+        for batch in rx {
+            for (p, spans) in batch {
+                for s in spans {
+                    if written.is_ok() {
+                        written = w.push(&p, s);
+                    }
+                }
+            }
+            if written.is_err() {
+                break;
+            }
+        }
+        (reader.join(), written)
+    });
+    let (read, written) = reader;
+    written.map_err(|e| format!("writing the output: {e}"))?;
+    let skipped = read
+        .map_err(|_| "the reading thread panicked".to_owned())?
+        .map_err(|e| e.to_string())?;
     let (mut out, stats) = w.finish().map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;
     Ok((skipped, stats))

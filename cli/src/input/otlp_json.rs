@@ -112,31 +112,50 @@ struct AnyValue {
     bytes_value: Option<String>,
 }
 
-fn u64_str<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum N {
-        Num(u64),
-        Str(String),
+/// A 64-bit integer as OTLP/JSON writes it: a string of digits, or a number.
+struct U64Visitor;
+
+impl de::Visitor<'_> for U64Visitor {
+    type Value = u64;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an unsigned integer, or a string of one")
     }
-    match N::deserialize(d)? {
-        N::Num(n) => Ok(n),
-        N::Str(s) => s.parse().map_err(de::Error::custom),
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v).map_err(E::custom)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+        v.parse().map_err(E::custom)
     }
 }
 
+/// The same for a signed integer.
+struct I64Visitor;
+
+impl de::Visitor<'_> for I64Visitor {
+    type Value = Option<i64>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an integer, or a string of one")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<i64>, E> {
+        i64::try_from(v).map(Some).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<i64>, E> {
+        Ok(Some(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<i64>, E> {
+        v.parse().map(Some).map_err(E::custom)
+    }
+}
+
+fn u64_str<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_any(U64Visitor)
+}
+
 fn opt_i64_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum N {
-        Num(i64),
-        Str(String),
-    }
-    match Option::<N>::deserialize(d)? {
-        None => Ok(None),
-        Some(N::Num(n)) => Ok(Some(n)),
-        Some(N::Str(s)) => s.parse().map(Some).map_err(de::Error::custom),
-    }
+    d.deserialize_any(I64Visitor)
 }
 
 impl AnyValue {
@@ -225,7 +244,10 @@ pub(crate) struct Reader;
 
 impl LineReader for Reader {
     fn line(&mut self, line: &[u8], each: &mut SpanFn<'_>) -> Result<u64, LineError> {
-        let data: TracesData = serde_json::from_slice(line).map_err(|e| {
+        // One UTF-8 check for the whole line; the parser then skips it per string.
+        let line = std::str::from_utf8(line)
+            .map_err(|e| LineError::Bad(format!("not UTF-8 text ({e})")))?;
+        let data: TracesData = serde_json::from_str(line).map_err(|e| {
             LineError::Bad(if e.is_eof() {
                 format!("truncated: the line ends inside a JSON value ({e})")
             } else if e.is_syntax() {
