@@ -235,6 +235,54 @@ fn collector_killed_and_restarted_every_span_accounted_for() {
     );
 }
 
+/// The collector hangs (SIGSTOP) mid-run, then resumes: exports time out and are counted, the
+/// traced threads go on, export resumes, and every span is accounted for exactly once.
+#[test]
+fn collector_stopped_then_resumed_every_span_accounted_for() {
+    let (g, h) = (free_port(), free_port());
+    let sink = grpc_sink(g, Duration::from_millis(400));
+    let mut s = session_using(config().sink(Box::new(sink)));
+    let flush = |s: &common::Session| s.guard.as_ref().unwrap().flush(Duration::from_secs(60));
+
+    let rotel = Rotel::start_on(g, h);
+    for i in 0..10 {
+        one_request(&format!("running-{i}"));
+    }
+    assert!(flush(&s));
+    assert_eq!(rotel.spans(30).len(), 30);
+
+    rotel.signal(libc::SIGSTOP);
+    for i in 0..10 {
+        one_request(&format!("stopped-{i}"));
+    }
+    flush(&s);
+    let mid = slicetrace::stats();
+    assert_eq!(mid.spans_exported, 30, "{mid:?}");
+    assert_eq!(
+        mid.spans_export_failed + mid.spans_dropped_export,
+        30,
+        "exports to a hung collector time out and are counted: {mid:?}"
+    );
+    assert!(mid.export_errors >= 1);
+
+    rotel.signal(libc::SIGCONT);
+    for i in 0..10 {
+        one_request(&format!("resumed-{i}"));
+    }
+    let stats = s.guard.take().unwrap().shutdown();
+    assert_eq!(stats.spans_exported, 60, "{stats:?}");
+    assert_eq!(
+        stats.spans_exported + stats.spans_export_failed + stats.spans_dropped_export,
+        90
+    );
+    // A request that timed out on our side may still have been read by the collector once it
+    // resumed: it is counted as failed here, since the exporter cannot know.
+    let spans = rotel.spans(60);
+    let resumed = spans.iter().filter(|s| s.name.starts_with("Req resumed")).count();
+    assert_eq!(resumed, 10);
+    assert!(spans.len() >= 60 && spans.len() <= 90, "{}", spans.len());
+}
+
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();

@@ -120,6 +120,13 @@ impl Rotel {
         s
     }
 
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) the collector: a collector that hangs.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill only sends a signal to our own child process; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+
     /// Waits until the collector has printed at least `n` spans, then returns all it printed.
     pub fn spans(&self, n: usize) -> Vec<Span> {
         let deadline = Instant::now() + Duration::from_secs(20);
