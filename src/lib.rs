@@ -49,9 +49,10 @@ pub use export::jsonl::JsonLinesExporter;
 pub use export::otlp::OtlpSink;
 pub use ids::Rid;
 pub use local::api::{
-    event, event_with, propagate_context, req_finish, req_finish_with, req_start, req_start_with,
-    set_propagate_context, set_thread_info, slice_add_attr, slice_batch, slice_end, slice_end_with,
-    slice_start, slice_start_anon, slice_start_at, ReqStart, RequestKey,
+    event, event_with, propagate_context, propagate_tracestate, req_finish, req_finish_with,
+    req_start, req_start_with, set_propagate_context, set_propagate_context_with, set_thread_info,
+    slice_add_attr, slice_batch, slice_end, slice_end_with, slice_start, slice_start_anon,
+    slice_start_at, ReqStart, RequestKey,
 };
 pub use name::Name;
 pub use propagate::{ContextError, PropagateContext, TraceparentError, CONTEXT_LEN};

@@ -150,3 +150,105 @@ fn spans_of_two_processes_form_one_trace() {
         "no span id repeats"
     );
 }
+
+const STATE_CHILD_ENV: &str = "SLICETRACE_CROSS_PROCESS_STATE_CHILD";
+const GATEWAY_TRACESTATE: &str = "gw=7f3a,vendor=c2";
+
+/// The child's side of the tracestate test: reads the context bytes, then the tracestate line.
+#[test]
+fn tracestate_child_side() {
+    if std::env::var_os(STATE_CHILD_ENV).is_none() {
+        return;
+    }
+    let mut stdin = BufReader::new(std::io::stdin());
+    let mut bytes = [0u8; slicetrace::CONTEXT_LEN];
+    stdin.read_exact(&mut bytes).unwrap();
+    let mut state = String::new();
+    stdin.read_line(&mut state).unwrap();
+    let ctx = PropagateContext::from_bytes(&bytes).unwrap();
+    let mut s = session();
+    let rid = slicetrace::Rid::from("state-rid");
+    slicetrace::set_propagate_context_with("state-rid", &ctx, Some(state.trim_end()));
+    slicetrace::slice_start(name!("prefill"), rid);
+    // What this process would pass on to the next one.
+    println!(
+        "ONWARD {}",
+        slicetrace::propagate_tracestate(rid).unwrap_or_default()
+    );
+    slicetrace::slice_end(name!("prefill"), rid, End::THREAD_FINISH);
+    let (t, _) = s.finish();
+    for sp in &t.spans {
+        println!(
+            "STATE {}|{}",
+            sp.span_context.trace_state().header(),
+            sp.name
+        );
+    }
+}
+
+/// A gateway's tracestate reaches every span of the request in a second slicetrace process,
+/// sent alongside the fixed-size context.
+#[test]
+fn the_gateways_tracestate_crosses_to_the_next_process() {
+    if std::env::var_os(CHILD_ENV).is_some() || std::env::var_os(STATE_CHILD_ENV).is_some() {
+        return;
+    }
+    let mut s = session();
+    let gateway = PropagateContext::from_traceparent(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
+    .unwrap();
+    let rid = slicetrace::req_start_with(
+        "state-rid",
+        slicetrace::ReqStart {
+            parent: Some(&gateway),
+            tracestate: Some(GATEWAY_TRACESTATE),
+            ..Default::default()
+        },
+    );
+    slicetrace::slice_start(name!("tokenize"), rid);
+    let ctx = slicetrace::propagate_context(rid).unwrap();
+    let state = slicetrace::propagate_tracestate(rid);
+    assert_eq!(state.as_deref(), Some(GATEWAY_TRACESTATE));
+    slicetrace::slice_end(name!("tokenize"), rid, End::PLAIN);
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "tracestate_child_side",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(STATE_CHILD_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&ctx.to_bytes()).unwrap();
+    writeln!(stdin, "{}", state.unwrap()).unwrap();
+    drop(stdin);
+    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert!(child.wait().unwrap().success());
+    slicetrace::req_finish(rid);
+    let (t, stats) = s.finish();
+    assert_eq!(stats.tracestate_refused, 0);
+    for sp in &t.spans {
+        assert_eq!(sp.span_context.trace_state().header(), GATEWAY_TRACESTATE);
+    }
+    let find = |tag: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.find(tag).map(|i| l[i + tag.len()..].to_owned()))
+            .collect()
+    };
+    assert_eq!(find("ONWARD "), [GATEWAY_TRACESTATE]);
+    let child_spans = find("STATE ");
+    assert_eq!(child_spans.len(), 3, "{lines:?}");
+    for l in &child_spans {
+        assert!(l.starts_with(&format!("{GATEWAY_TRACESTATE}|")), "{l}");
+    }
+}

@@ -278,7 +278,10 @@ fn collector_stopped_then_resumed_every_span_accounted_for() {
     // A request that timed out on our side may still have been read by the collector once it
     // resumed: it is counted as failed here, since the exporter cannot know.
     let spans = rotel.spans(60);
-    let resumed = spans.iter().filter(|s| s.name.starts_with("Req resumed")).count();
+    let resumed = spans
+        .iter()
+        .filter(|s| s.name.starts_with("Req resumed"))
+        .count();
     assert_eq!(resumed, 10);
     assert!(spans.len() >= 60 && spans.len() <= 90, "{}", spans.len());
 }

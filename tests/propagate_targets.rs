@@ -228,3 +228,45 @@ fn an_upstream_tracestate_is_kept_on_the_requests_spans() {
         }
     }
 }
+
+/// A sender's tracestate passed to `set_propagate_context_with` stays on the joined request's
+/// spans; one too long or malformed is refused and counted, and the request is traced the same.
+#[test]
+fn a_tracestate_given_with_a_propagated_context_is_kept_or_counted() {
+    let mut s = session();
+    // A context from another process (a traceparent carries no slicetrace process tag).
+    let sender = slicetrace::PropagateContext::from_traceparent(
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+    .unwrap();
+    let long = format!("k={}", "v".repeat(600));
+    for (rid, state) in [
+        ("joined-good", "rojo=00f067aa0ba902b7"),
+        ("joined-bad", "no spaces=x y"),
+        ("joined-long", long.as_str()),
+    ] {
+        let r = slicetrace::Rid::from(rid);
+        slicetrace::set_propagate_context_with(rid, &sender, Some(state));
+        slicetrace::slice_start(name!("work"), r);
+        if rid == "joined-good" {
+            assert_eq!(slicetrace::propagate_tracestate(r).as_deref(), Some(state));
+        }
+        slicetrace::slice_end(name!("work"), r, End::THREAD_FINISH);
+    }
+    let (t, stats) = s.finish();
+    assert_eq!(stats.tracestate_refused, 2);
+    assert_eq!(t.spans.len(), 9, "{}", t.names());
+    for sp in &t.spans {
+        let header = sp.span_context.trace_state().header();
+        let mut req = sp;
+        while let Some(p) = t.find(parent(req)) {
+            req = p;
+        }
+        let want = if req.name.as_ref() == "Req joined-g" {
+            "rojo=00f067aa0ba902b7"
+        } else {
+            ""
+        };
+        assert_eq!(header, want, "{} under {}", sp.name, req.name);
+    }
+}

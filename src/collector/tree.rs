@@ -5,7 +5,7 @@
 
 use super::stats::Counters;
 use crate::ids::{derive_span_id, Rid, Salt};
-use crate::local::history::{origin_ids, Upstream, UPSTREAM_BYTES};
+use crate::local::history::{origin_ids, split_origin_payload, Upstream};
 use crate::mix_hash::MixHash;
 use crate::name::NameCache;
 use crate::record::{flag, Decoded, Kind};
@@ -309,24 +309,9 @@ impl Tree {
         ) else {
             return;
         };
-        let mut rest = if up_flag {
-            &rec.payload[UPSTREAM_BYTES.min(rec.payload.len())..]
-        } else {
-            &rec.payload[..]
-        };
-        let mut trace_state = TraceState::NONE;
-        if rec.head.flags & flag::TRACESTATE != 0 {
-            let len = rest
-                .get(..2)
-                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
-            let text = rest.get(2..2 + len).unwrap_or(&[]);
-            match std::str::from_utf8(text).ok().map(str::parse::<TraceState>) {
-                Some(Ok(st)) if !text.is_empty() => trace_state = st,
-                _ => Counters::add(&c.tracestate_refused, 1),
-            }
-            rest = rest.get((2 + len).min(rest.len())..).unwrap_or(&[]);
-        }
-        let text_bytes = rest;
+        let parts = split_origin_payload(&rec.head, &rec.payload);
+        let trace_state = parse_trace_state(c, parts.tracestate);
+        let text_bytes = parts.text;
         let rid_text =
             (!text_bytes.is_empty()).then(|| String::from_utf8_lossy(text_bytes).into_owned());
         Counters::add(&c.requests_started, 1);
@@ -380,12 +365,14 @@ impl Tree {
             ) else {
                 return true;
             };
-            let text = &rec.payload[UPSTREAM_BYTES.min(rec.payload.len())..];
+            let parts = split_origin_payload(&rec.head, &rec.payload);
+            let text = parts.text;
             Counters::add(&c.requests_joined, 1);
             let mut req = Request::new(rid, up.trace_id, ids.request_span, ns, false, self.now);
             req.set_rid_text(
                 (!text.is_empty()).then(|| String::from_utf8_lossy(text).into_owned()),
             );
+            req.trace_state = parse_trace_state(c, parts.tracestate);
             req.parent = rec.head.value;
             req.parent_remote = true;
             self.requests.insert(rid, req);
@@ -396,10 +383,9 @@ impl Tree {
         if req.trace_id != up.trace_id {
             Counters::add(&c.context_conflicts, 1);
         }
-        if req.rid_text.is_none() && rec.payload.len() > UPSTREAM_BYTES {
-            req.set_rid_text(Some(
-                String::from_utf8_lossy(&rec.payload[UPSTREAM_BYTES..]).into_owned(),
-            ));
+        let text = split_origin_payload(&rec.head, &rec.payload).text;
+        if req.rid_text.is_none() && !text.is_empty() {
+            req.set_rid_text(Some(String::from_utf8_lossy(text).into_owned()));
         }
         req.last_activity = self.now;
         req.linger_until = None;
@@ -753,6 +739,20 @@ impl Tree {
             status,
             instrumentation_scope: self.info.scope.clone(),
         });
+    }
+}
+
+/// A tracestate from an origin record; one that is not valid W3C tracestate is counted, not kept.
+fn parse_trace_state(c: &Counters, text: Option<&[u8]>) -> TraceState {
+    let Some(text) = text else {
+        return TraceState::NONE;
+    };
+    match std::str::from_utf8(text).ok().map(str::parse::<TraceState>) {
+        Some(Ok(st)) if !text.is_empty() => st,
+        _ => {
+            Counters::add(&c.tracestate_refused, 1);
+            TraceState::NONE
+        }
     }
 }
 

@@ -206,17 +206,9 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
             payload[..UPSTREAM_BYTES].copy_from_slice(&up.encode());
             n = UPSTREAM_BYTES;
         }
-        if let Some(ts) = opts.tracestate {
-            // Too long to keep whole: sent as empty, so the drainer counts it refused.
-            let ts = if ts.len() <= MAX_TRACESTATE_BYTES {
-                ts
-            } else {
-                ""
-            };
+        if let Some(state) = opts.tracestate {
             flags |= flag::TRACESTATE;
-            payload[n..n + 2].copy_from_slice(&(ts.len() as u16).to_le_bytes());
-            payload[n + 2..n + 2 + ts.len()].copy_from_slice(ts.as_bytes());
-            n += 2 + ts.len();
+            n += put_tracestate(&mut payload[n..], state);
         }
         payload[n..n + text.len()].copy_from_slice(text.as_bytes());
         n += text.len();
@@ -450,6 +442,17 @@ pub fn propagate_context(rid: Rid) -> Option<PropagateContext> {
 /// Continues a request received from another thread or process on this thread: its thread span
 /// hangs under the sender's request span, and its first slice links to the sender's slice.
 pub fn set_propagate_context(rid: impl RequestKey, ctx: &PropagateContext) {
+    set_propagate_context_with(rid, ctx, None)
+}
+
+/// As [`set_propagate_context`], with the W3C `tracestate` the sender passed along (what
+/// [`propagate_tracestate`] gave it): every span of the request in this process carries it.
+/// Over 512 bytes, or not valid tracestate: not kept, counted in `Stats::tracestate_refused`.
+pub fn set_propagate_context_with(
+    rid: impl RequestKey,
+    ctx: &PropagateContext,
+    tracestate: Option<&str>,
+) {
     if !enabled() {
         return;
     }
@@ -462,22 +465,54 @@ pub fn set_propagate_context(rid: impl RequestKey, ctx: &PropagateContext) {
             link: ctx.link_span_id,
             extra: ctx.process,
         };
-        let mut payload = [0u8; UPSTREAM_BYTES + MAX_STR_BYTES];
+        let mut flags = tf | if ctx.sampled { flag::SAMPLED } else { 0 };
+        let mut payload = [0u8; MAX_PAYLOAD];
         payload[..UPSTREAM_BYTES].copy_from_slice(&up.encode());
-        payload[UPSTREAM_BYTES..UPSTREAM_BYTES + text.len()].copy_from_slice(text.as_bytes());
+        let mut n = UPSTREAM_BYTES;
+        if let Some(state) = tracestate {
+            n += put_tracestate(&mut payload[n..], state);
+            flags |= flag::TRACESTATE;
+        }
+        payload[n..n + text.len()].copy_from_slice(text.as_bytes());
+        n += text.len();
         let head = Record {
             ts,
             rid: id.0,
             value: ctx.parent_span_id,
             kind: Kind::SetPropagate as u8,
-            flags: tf | if ctx.sampled { flag::SAMPLED } else { 0 },
+            flags,
             ..Record::default()
         };
         let pos = l.producer.tail();
         let mut g = Gather::new();
-        g.add(l, head, &payload[..UPSTREAM_BYTES + text.len()]);
+        g.add(l, head, &payload[..n]);
         if g.flush(l) {
             publish(l, id, pos, &head, Some(&up));
         }
     });
+}
+
+/// Writes a tracestate as the origin records carry it (u16 length, then the text); returns the
+/// bytes written. One too long to keep whole is written empty, so the drainer counts it refused.
+fn put_tracestate(out: &mut [u8], state: &str) -> usize {
+    let state = if state.len() <= MAX_TRACESTATE_BYTES {
+        state
+    } else {
+        ""
+    };
+    out[..2].copy_from_slice(&(state.len() as u16).to_le_bytes());
+    out[2..2 + state.len()].copy_from_slice(state.as_bytes());
+    2 + state.len()
+}
+
+/// The W3C `tracestate` of a request as this thread knows it (from the gateway's header given to
+/// `req_start`, or a sender's given to `set_propagate_context_with`), to send along with
+/// [`propagate_context`]'s fixed-size context to another process. `None` when the request has
+/// none, or its origin is no longer in this thread's history. Allocates: for hand-offs, not for
+/// the hot path.
+pub fn propagate_tracestate(rid: Rid) -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    with_local(|l| history::origin_tracestate(&l.producer, rid.0)).flatten()
 }

@@ -35,6 +35,34 @@ pub(crate) struct Upstream {
 
 pub(crate) const UPSTREAM_BYTES: usize = 32;
 
+/// A `ReqStart` or `SetPropagate` payload past its upstream context (when the record has one):
+/// a W3C tracestate (with `flag::TRACESTATE`: u16 length, then the text), then the rid's text.
+pub(crate) struct OriginPayload<'a> {
+    pub tracestate: Option<&'a [u8]>,
+    pub text: &'a [u8],
+}
+
+pub(crate) fn split_origin_payload<'a>(head: &Record, payload: &'a [u8]) -> OriginPayload<'a> {
+    let has_upstream = head.kind == Kind::SetPropagate as u8 || head.flags & flag::UPSTREAM != 0;
+    let mut rest = if has_upstream {
+        &payload[UPSTREAM_BYTES.min(payload.len())..]
+    } else {
+        payload
+    };
+    let mut tracestate = None;
+    if head.flags & flag::TRACESTATE != 0 {
+        let len = rest
+            .get(..2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+        tracestate = Some(rest.get(2..2 + len).unwrap_or(&[]));
+        rest = rest.get((2 + len).min(rest.len())..).unwrap_or(&[]);
+    }
+    OriginPayload {
+        tracestate,
+        text: rest,
+    }
+}
+
 impl Upstream {
     pub fn encode(&self) -> [u8; UPSTREAM_BYTES] {
         let mut b = [0u8; UPSTREAM_BYTES];
@@ -102,13 +130,15 @@ fn end(chain: &mut SliceChain, seed: u64, pos: u64, sub: u8, flags: u8) {
     }
 }
 
-pub(crate) fn lookup(p: &Producer<'_>, seed: u64, rid: u64, process_tag: u64) -> Lookup {
+/// The request's origin on this thread (its `ReqStart` or latest `SetPropagate`), walking back
+/// from the newest record: `Err(Finished)` if it ended here first, `Ok(None)` if the history
+/// the ring holds does not reach it.
+fn find_origin(p: &Producer<'_>, rid: u64) -> Result<Option<(u64, Record)>, Lookup> {
     let start = p.history_start();
-    let tail = p.tail();
-    let mut pos = tail;
-    let origin = loop {
+    let mut pos = p.tail();
+    loop {
         if pos == start {
-            return lookup_elsewhere(p, seed, rid, process_tag);
+            return Ok(None);
         }
         pos -= 1;
         let r = p.read_back(pos);
@@ -116,10 +146,42 @@ pub(crate) fn lookup(p: &Producer<'_>, seed: u64, rid: u64, process_tag: u64) ->
             continue;
         }
         match Kind::from_u8(r.kind) {
-            Some(Kind::ReqFinish) => return Lookup::Finished,
-            Some(Kind::ReqStart) | Some(Kind::SetPropagate) => break (pos, r),
+            Some(Kind::ReqFinish) => return Err(Lookup::Finished),
+            Some(Kind::ReqStart) | Some(Kind::SetPropagate) => return Ok(Some((pos, r))),
             _ => {}
         }
+    }
+}
+
+/// The W3C tracestate the request carries on this thread, from its origin record: the one an
+/// upstream gateway sent to `req_start`, or a sender passed to `set_propagate_context_with`.
+pub(crate) fn origin_tracestate(p: &Producer<'_>, rid: u64) -> Option<String> {
+    let (opos, head) = find_origin(p, rid).ok()??;
+    if head.flags & flag::TRACESTATE == 0 {
+        return None;
+    }
+    let len = head.len as usize;
+    let tail = p.tail();
+    let chunks: Vec<Record> = (0..len.div_ceil(crate::record::CHUNK_BYTES) as u64)
+        .map(|i| opos + 1 + i)
+        .take_while(|at| *at < tail)
+        .map(|at| p.read_back(at))
+        .collect();
+    let mut payload = Vec::with_capacity(len);
+    read_chunks(&chunks, len, &mut payload);
+    let text = split_origin_payload(&head, &payload).tracestate?;
+    std::str::from_utf8(text)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+pub(crate) fn lookup(p: &Producer<'_>, seed: u64, rid: u64, process_tag: u64) -> Lookup {
+    let tail = p.tail();
+    let origin = match find_origin(p, rid) {
+        Err(finished) => return finished,
+        Ok(None) => return lookup_elsewhere(p, seed, rid, process_tag),
+        Ok(Some(o)) => o,
     };
     let (opos, head) = origin;
     let has_upstream = head.kind == Kind::SetPropagate as u8 || head.flags & flag::UPSTREAM != 0;
