@@ -3,6 +3,7 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `SLICETRACE` | `1`/`true`/`on` switches tracing on; unset, `0`/`false`/`off` leaves it off |
+//! | `SLICETRACE_FILE_MAX_MB`, `SLICETRACE_FILE_KEEP` | rotate the local trace file past this many MiB, keeping this many earlier files (default 4) |
 //! | `SLICETRACE_FILE` | with no OTLP endpoint set: the local trace file (default `slicetrace-{pid}.trace.json`, a Perfetto / `chrome://tracing` file; a name ending `.jsonl` gets one JSON object per span instead) |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | OTLP endpoint for traces, used as given (`host:port` gets `http://`) |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP base endpoint; over HTTP `/v1/traces` is appended |
@@ -45,6 +46,9 @@ pub struct EnvSettings {
     pub service_name: Option<String>,
     pub resource_attributes: Vec<(String, String)>,
     pub destination: Destination,
+    /// Size-based rotation of the local trace file (`SLICETRACE_FILE_MAX_MB`,
+    /// `SLICETRACE_FILE_KEEP`); `None`: one file that grows as long as the process traces.
+    pub file_rotation: Option<crate::trace_event::exporter::Rotation>,
 }
 
 /// A variable with a value that cannot be used.
@@ -258,11 +262,27 @@ impl EnvSettings {
                     .unwrap_or_else(|| format!("slicetrace-{}.trace.json", std::process::id())),
             ),
         };
+        let number = |name: &'static str| -> Result<Option<u64>, EnvError> {
+            match get(name).filter(|v| !v.trim().is_empty()) {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(err(name, &v, "a whole number above 0")),
+                },
+            }
+        };
+        let keep = number("SLICETRACE_FILE_KEEP")?;
+        let file_rotation =
+            number("SLICETRACE_FILE_MAX_MB")?.map(|mb| crate::trace_event::exporter::Rotation {
+                max_bytes: mb.saturating_mul(1 << 20),
+                keep: keep.unwrap_or(4) as usize,
+            });
         Ok(EnvSettings {
             enabled,
             service_name: get("OTEL_SERVICE_NAME").filter(|v| !v.trim().is_empty()),
             resource_attributes,
             destination,
+            file_rotation,
         })
     }
 }
@@ -334,6 +354,15 @@ mod tests {
             s.destination,
             Destination::File(format!("slicetrace-{pid}.trace.json"))
         );
+        assert_eq!(s.file_rotation, None);
+        let s = parse(&[("SLICETRACE_FILE_MAX_MB", "64")]).unwrap();
+        assert_eq!(
+            s.file_rotation,
+            Some(crate::trace_event::exporter::Rotation {
+                max_bytes: 64 << 20,
+                keep: 4
+            })
+        );
         let s = parse(&[("SLICETRACE_FILE", "/tmp/x.jsonl")]).unwrap();
         assert_eq!(s.destination, Destination::File("/tmp/x.jsonl".into()));
     }
@@ -365,6 +394,11 @@ mod tests {
                 vec![("OTEL_RESOURCE_ATTRIBUTES", "=x")],
                 "OTEL_RESOURCE_ATTRIBUTES",
             ),
+            (
+                vec![("SLICETRACE_FILE_MAX_MB", "lots")],
+                "SLICETRACE_FILE_MAX_MB",
+            ),
+            (vec![("SLICETRACE_FILE_KEEP", "0")], "SLICETRACE_FILE_KEEP"),
         ] {
             let e = parse(&vars).unwrap_err();
             assert_eq!(e.variable, var, "{e}");

@@ -131,7 +131,11 @@ impl Config {
                 if path.ends_with(".jsonl") {
                     Box::new(JsonLinesExporter::create(path).map_err(cannot)?)
                 } else {
-                    Box::new(PerfettoExporter::create(path).map_err(cannot)?)
+                    let mut e = PerfettoExporter::create(path).map_err(cannot)?;
+                    if let Some(r) = env.file_rotation {
+                        e = e.with_rotation(r);
+                    }
+                    Box::new(e)
                 }
             }
         };

@@ -262,3 +262,72 @@ fn a_killed_process_leaves_a_file_that_repair_makes_valid() {
             .any(|(_, a)| a["rid"].as_str() == Some(rid.as_str())));
     }
 }
+
+#[test]
+fn the_file_rotates_by_size_and_every_file_is_a_whole_trace() {
+    use slicetrace::trace_event::exporter::Rotation;
+    let path = temp_path("rotating");
+    // A short reorder window, so that events reach the file (and rotation) while the test runs.
+    let limits = slicetrace::trace_event::writer::Limits {
+        reorder_window_ns: 1_000_000,
+        ..Default::default()
+    };
+    let exporter = PerfettoExporter::with_limits(&path, limits)
+        .unwrap()
+        .with_rotation(Rotation {
+            max_bytes: 40_000,
+            keep: 3,
+        });
+    let rotated: Vec<std::path::PathBuf> = (1..=4).map(|n| exporter.rotated_path(n)).collect();
+    let mut cfg = config();
+    cfg.max_export_batch = 16;
+    let mut s = session_using(cfg.exporter(exporter));
+    slicetrace::set_thread_info("tokenizer", None, None);
+    for i in 0..400 {
+        let rid = slicetrace::req_start(format!("rotating-{i:04}").as_str(), None);
+        slicetrace::slice_start(name!("tokenize"), rid);
+        slicetrace::slice_start(name!("encode"), rid);
+        slicetrace::slice_end(name!("encode"), rid, End::PLAIN);
+        slicetrace::slice_end(name!("tokenize"), rid, End::PLAIN);
+        slicetrace::req_finish(rid);
+        if i % 10 == 9 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        if i % 50 == 49 {
+            assert!(s
+                .guard
+                .as_ref()
+                .unwrap()
+                .flush(std::time::Duration::from_secs(10)));
+        }
+    }
+    s.finish();
+    assert!(
+        rotated[0].ends_with(format!(
+            "slicetrace-test-rotating-{}.1.trace.json",
+            std::process::id()
+        )),
+        "{:?}",
+        rotated[0]
+    );
+    assert!(!rotated[3].exists(), "only `keep` rotated files stay");
+    let mut last_rids = Vec::new();
+    for p in [&path, &rotated[0], &rotated[1], &rotated[2]] {
+        let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        let f = TraceFile::check(&text);
+        assert!(!f.slices.is_empty(), "{p:?}");
+        assert!(
+            f.thread_names.values().any(|n| n == "tokenizer"),
+            "{p:?} names its tracks: {:?}",
+            f.thread_names
+        );
+        last_rids.extend(
+            f.slices
+                .iter()
+                .filter_map(|s| s.arg_str("rid").map(str::to_owned)),
+        );
+        let _ = std::fs::remove_file(p);
+    }
+    // The newest requests are in the files kept.
+    assert!(last_rids.iter().any(|r| r == "rotating-0399"));
+}

@@ -16,6 +16,15 @@ use std::time::Duration;
 
 type FileWriter = TraceEventWriter<BufWriter<File>>;
 
+/// Size-based rotation of the local file: past `max_bytes`, the file is closed (a whole,
+/// valid trace), renamed to `NAME.1.trace.json` (older ones shift to `.2`, … up to `keep`, the
+/// oldest deleted), and a new file goes on where it stopped, with the same track names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    pub keep: usize,
+}
+
 /// Writes spans as Chrome trace-event JSON (see [`TraceEventWriter`]), flushing after every
 /// batch so the file holds every span written out of the reorder window even if the process
 /// is killed. Shutdown writes the rest and closes the JSON array.
@@ -23,7 +32,9 @@ pub struct PerfettoExporter {
     path: PathBuf,
     writer: Mutex<Option<FileWriter>>,
     process: ProcessKey,
-    last_stats: Mutex<WriterStats>,
+    /// Counts of the files already finished (rotated, or at shutdown).
+    done_stats: Mutex<WriterStats>,
+    rotation: Option<Rotation>,
 }
 
 impl fmt::Debug for PerfettoExporter {
@@ -58,25 +69,79 @@ impl PerfettoExporter {
                 ..ProcessKey::default()
             },
             path,
-            last_stats: Mutex::new(WriterStats::default()),
+            done_stats: Mutex::new(WriterStats::default()),
+            rotation: None,
         })
+    }
+
+    /// Rotates the file by size (see [`Rotation`]).
+    pub fn with_rotation(mut self, rotation: Rotation) -> PerfettoExporter {
+        self.rotation = Some(Rotation {
+            max_bytes: rotation.max_bytes.max(1),
+            keep: rotation.keep.max(1),
+        });
+        self
+    }
+
+    /// Where the `n`th most recent rotated file goes: `dir/name.n.trace.json` for
+    /// `dir/name.trace.json` (the number goes before the extension).
+    pub fn rotated_path(&self, n: usize) -> PathBuf {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (stem, ext) = match name.strip_suffix(".trace.json") {
+            Some(stem) => (stem.to_owned(), ".trace.json".to_owned()),
+            None => match name.rsplit_once('.') {
+                Some((stem, ext)) if !stem.is_empty() => (stem.to_owned(), format!(".{ext}")),
+                _ => (name.clone(), String::new()),
+            },
+        };
+        self.path.with_file_name(format!("{stem}.{n}{ext}"))
+    }
+
+    /// Closes the current file, shifts the rotated ones, and goes on in a new file.
+    fn rotate(&self, slot: &mut Option<FileWriter>, keep: usize) -> std::io::Result<()> {
+        let Some(old) = slot.take() else {
+            return Ok(());
+        };
+        let carry = old.carry();
+        let (_, stats) = old.finish()?;
+        if let Ok(mut done) = self.done_stats.lock() {
+            done.absorb(&stats);
+            done.files_rotated += 1;
+        }
+        let _ = std::fs::remove_file(self.rotated_path(keep));
+        for n in (1..keep).rev() {
+            let from = self.rotated_path(n);
+            if from.exists() {
+                std::fs::rename(&from, self.rotated_path(n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, self.rotated_path(1))?;
+        let file = BufWriter::with_capacity(256 * 1024, File::create(&self.path)?);
+        *slot = Some(TraceEventWriter::resume(file, carry)?);
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// What the writer has done so far (final after shutdown).
+    /// What the writer has done so far, over every file (final after shutdown).
     pub fn writer_stats(&self) -> WriterStats {
-        if let Ok(w) = self.writer.lock() {
-            if let Some(w) = w.as_ref() {
-                return w.stats().clone();
-            }
-        }
-        self.last_stats
+        let mut total = self
+            .done_stats
             .lock()
             .map(|s| s.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Ok(w) = self.writer.lock() {
+            if let Some(w) = w.as_ref() {
+                total.absorb(w.stats());
+            }
+        }
+        total
     }
 }
 
@@ -92,7 +157,13 @@ impl SpanExporter for PerfettoExporter {
             w.push(&self.process, Span::from_span_data(s))
                 .map_err(failure)?;
         }
-        w.flush().map_err(failure)
+        w.flush().map_err(failure)?;
+        if let Some(r) = self.rotation {
+            if w.stats().bytes >= r.max_bytes {
+                self.rotate(&mut guard, r.keep).map_err(failure)?;
+            }
+        }
+        Ok(())
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
@@ -101,8 +172,8 @@ impl SpanExporter for PerfettoExporter {
             return Ok(());
         };
         let (_, stats) = w.finish().map_err(failure)?;
-        if let Ok(mut s) = self.last_stats.lock() {
-            *s = stats;
+        if let Ok(mut s) = self.done_stats.lock() {
+            s.absorb(&stats);
         }
         Ok(())
     }

@@ -47,6 +47,8 @@ impl Default for Limits {
 /// What the writer did, including what it could not place exactly.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriterStats {
+    /// Files finished by rotation before the current one.
+    pub files_rotated: u64,
     pub spans: u64,
     pub slices: u64,
     pub requests: u64,
@@ -137,6 +139,17 @@ struct Track {
     lanes: Vec<Lane>,
 }
 
+/// What a writer hands to the one that continues its trace in a new file: the processes and
+/// thread names it knew, and its time base, so the new file names its tracks the same way.
+pub struct Carry {
+    limits: Limits,
+    epoch_ns: u64,
+    processes: Vec<(ProcessKey, u32)>,
+    names: Vec<((u32, u64), String)>,
+    next_synthetic_pid: u32,
+    next_synthetic_tid: u64,
+}
+
 /// Writes trace-event JSON to `out` as spans are pushed. Call [`TraceEventWriter::finish`] to
 /// write what is held and close the array; a file cut short before that still opens (the
 /// format allows a missing `]`), and `slicetrace repair` closes it.
@@ -178,6 +191,23 @@ const DAY_NS: u64 = 86_400_000_000_000;
 /// The `process_name` argument holding the Unix time (ns) that `ts` values count from.
 pub const EPOCH_ARG: &str = "slicetrace_epoch_unix_ns";
 
+impl WriterStats {
+    /// Adds `other`'s counts to these.
+    pub fn absorb(&mut self, other: &WriterStats) {
+        self.files_rotated += other.files_rotated;
+        self.spans += other.spans;
+        self.slices += other.slices;
+        self.requests += other.requests;
+        self.instants += other.instants;
+        self.flows += other.flows;
+        self.links_unresolved += other.links_unresolved;
+        self.spans_unplaced += other.spans_unplaced;
+        self.late += other.late;
+        self.overlap_lanes += other.overlap_lanes;
+        self.bytes += other.bytes;
+    }
+}
+
 impl<W: Write> TraceEventWriter<W> {
     pub fn new(out: W, limits: Limits) -> io::Result<TraceEventWriter<W>> {
         let mut w = TraceEventWriter {
@@ -216,6 +246,49 @@ impl<W: Write> TraceEventWriter<W> {
 
     pub fn stats(&self) -> &WriterStats {
         &self.stats
+    }
+
+    /// What a successor needs to go on in a new file (call before [`finish`](Self::finish)).
+    pub fn carry(&self) -> Carry {
+        Carry {
+            limits: self.limits.clone(),
+            epoch_ns: self.epoch_ns,
+            processes: self
+                .processes
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            names: self
+                .tracks
+                .iter()
+                .filter_map(|(k, t)| t.name.clone().map(|n| (*k, n)))
+                .collect(),
+            next_synthetic_pid: self.next_synthetic_pid,
+            next_synthetic_tid: self.next_synthetic_tid,
+        }
+    }
+
+    /// A writer that continues a trace in a new file: its processes and threads are named at
+    /// once, with the same pids, tids and time base as before.
+    pub fn resume(out: W, carry: Carry) -> io::Result<TraceEventWriter<W>> {
+        let mut w = TraceEventWriter::new(out, carry.limits)?;
+        w.next_synthetic_pid = carry.next_synthetic_pid;
+        w.next_synthetic_tid = carry.next_synthetic_tid;
+        for (p, pid) in carry.processes {
+            w.pids_used.insert(pid, ());
+            w.processes.insert(p.clone(), pid);
+            w.unnamed_processes.push((p, pid));
+        }
+        if carry.epoch_ns != u64::MAX {
+            w.epoch_ns = carry.epoch_ns;
+            for (p, pid) in std::mem::take(&mut w.unnamed_processes) {
+                w.write_process_name(&p, pid)?;
+            }
+        }
+        for ((pid, tid), name) in carry.names {
+            w.name_track(pid, tid, name)?;
+        }
+        Ok(w)
     }
 
     /// Takes one finished span of `process`. Writes whatever the reorder window lets go.
