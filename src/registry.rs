@@ -13,6 +13,7 @@
 use crate::ring::Ring;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 pub const FREE: u32 = 0;
 pub const OWNED: u32 = 1;
@@ -90,12 +91,27 @@ impl RingSlot {
 
     /// Called by the owning thread as it exits, after its last push.
     pub fn detach(&self) {
+        DETACHED_NOW.fetch_add(1, Ordering::Relaxed);
         self.state.store(DETACHED, Ordering::Release);
+        wake_drainer();
     }
 
     /// Called by the drainer once a detached ring is drained to its final tail.
     pub fn release(&self) {
         self.state.store(FREE, Ordering::Release);
+        DETACHED_NOW.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Frees a detached ring when no drainer runs; a compare-and-swap, since a thread starting
+    /// at the same moment may take the detached ring itself.
+    pub fn release_if_detached(&self) {
+        if self
+            .state
+            .compare_exchange(DETACHED, FREE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            DETACHED_NOW.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -116,14 +132,32 @@ fn registry() -> &'static Registry {
 /// claim may take it directly: what it still holds was written outside any session.
 pub static DRAINER_LIVE: AtomicBool = AtomicBool::new(false);
 
-/// Gives the calling thread a ring (a free one of the right size, else a new one) and the owner
-/// number of its tenure.
-pub fn claim(capacity: usize) -> (&'static RingSlot, u32) {
-    let reg = registry();
-    let mut slots = reg.slots.lock().unwrap_or_else(|e| e.into_inner());
-    let cap = capacity.max(2).next_power_of_two() as u64;
+/// The live drainer's thread. A thread that exits wakes it, so that its ring is drained and freed
+/// before the next new thread looks for one: a burst of short-lived threads then reuses a few
+/// rings instead of each making its own.
+pub static DRAINER_THREAD: std::sync::Mutex<Option<std::thread::Thread>> =
+    std::sync::Mutex::new(None);
+
+fn wake_drainer() {
+    // Never waits: a thread exiting while the session starts or stops just does not wake it.
+    if let Ok(t) = DRAINER_THREAD.try_lock() {
+        if let Some(t) = t.as_ref() {
+            t.unpark();
+        }
+    }
+}
+
+/// Rings whose threads have exited and that the drainer has not freed yet.
+static DETACHED_NOW: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a new thread's first traced call waits for the drainer to free an exited thread's
+/// ring before it makes a ring of its own.
+const CLAIM_WAIT: Duration = Duration::from_millis(2);
+
+/// A free ring of capacity `cap` (or, with no drainer running, a detached one), now owned.
+fn take_free(slots: &[&'static RingSlot], cap: u64) -> Option<&'static RingSlot> {
     let no_drainer = !DRAINER_LIVE.load(Ordering::Acquire);
-    let reusable = slots.iter().copied().find(|s| {
+    slots.iter().copied().find(|s| {
         s.ring.capacity() == cap
             && (s
                 .state
@@ -132,9 +166,39 @@ pub fn claim(capacity: usize) -> (&'static RingSlot, u32) {
                 || (no_drainer
                     && s.state
                         .compare_exchange(DETACHED, OWNED, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()))
-    });
-    let slot = match reusable {
+                        .is_ok()
+                    && {
+                        DETACHED_NOW.fetch_sub(1, Ordering::Relaxed);
+                        true
+                    }))
+    })
+}
+
+/// Gives the calling thread a ring (a free one of the right size, else a new one) and the owner
+/// number of its tenure.
+///
+/// A burst of short-lived threads can outrun the drainer, which frees an exited thread's ring
+/// once it has read it; each thread starting meanwhile would make a new ring (512 KiB at the
+/// default size) that then stays. So when no ring is free but some await the drainer, the
+/// thread wakes the drainer and waits for one, at most `CLAIM_WAIT`, once, at its first traced
+/// call.
+pub fn claim(capacity: usize) -> (&'static RingSlot, u32) {
+    let reg = registry();
+    let cap = capacity.max(2).next_power_of_two() as u64;
+    let mut reusable = take_free(&reg.slots.lock().unwrap_or_else(|e| e.into_inner()), cap);
+    if reusable.is_none()
+        && DRAINER_LIVE.load(Ordering::Acquire)
+        && DETACHED_NOW.load(Ordering::Relaxed) > 0
+    {
+        wake_drainer();
+        let until = Instant::now() + CLAIM_WAIT;
+        while reusable.is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_micros(20));
+            reusable = take_free(&reg.slots.lock().unwrap_or_else(|e| e.into_inner()), cap);
+        }
+    }
+    let mut slots = reg.slots.lock().unwrap_or_else(|e| e.into_inner());
+    let slot = match reusable.or_else(|| take_free(&slots, cap)) {
         Some(s) => s,
         None => {
             let s: &'static RingSlot = Box::leak(Box::new(RingSlot {

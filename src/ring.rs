@@ -19,7 +19,7 @@
 //! producer ever writes one.
 
 use crate::record::Record;
-use crate::sync::{AtomicU64, Ordering, SlotCell};
+use crate::sync::{zeroed_cells, AtomicU64, Ordering, SlotCell};
 use crossbeam_utils::CachePadded;
 
 pub struct Ring {
@@ -42,7 +42,7 @@ impl Ring {
     /// A ring of `capacity` records, rounded up to a power of two (at least 2).
     pub fn new(capacity: usize) -> Ring {
         let cap = capacity.max(2).next_power_of_two();
-        let slots = (0..cap).map(|_| SlotCell::new(Record::default())).collect();
+        let slots = zeroed_cells::<Record>(cap);
         Ring {
             tail: CachePadded::new(AtomicU64::new(0)),
             head: CachePadded::new(AtomicU64::new(0)),

@@ -10,7 +10,7 @@ use crate::env::{Destination, EnvError, EnvSettings};
 use crate::export::jsonl::JsonLinesExporter;
 use crate::export::otlp::OtlpSink;
 use crate::local::handle::{self, ENABLED, LOST_NO_HANDLE, RING_CAPACITY};
-use crate::registry::{self, DETACHED, DRAINER_LIVE};
+use crate::registry::{self, DRAINER_LIVE};
 use crate::trace_event::exporter::PerfettoExporter;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SpanExporter;
@@ -274,9 +274,7 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         let written = s.ring.written();
         stale += written - s.ring.read_pos();
         s.ring.skip_to(written);
-        if s.state() == DETACHED {
-            s.release();
-        }
+        s.release_if_detached();
     }
     ctl.counters.records_stale.store(stale, Ordering::Relaxed);
 
@@ -336,6 +334,9 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
             DRAINER_LIVE.store(false, Ordering::Release);
             InitError::Spawn(e)
         })?;
+    *registry::DRAINER_THREAD
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(join.thread().clone());
     *session = Some(Live {
         ctl,
         drainer: join.thread().clone(),
@@ -425,6 +426,9 @@ impl Guard {
         live.ctl.stop.store(true, Ordering::Release);
         live.drainer.unpark();
         let _ = join.join();
+        *registry::DRAINER_THREAD
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
         DRAINER_LIVE.store(false, Ordering::Release);
         stats_of(&live)
     }

@@ -386,3 +386,22 @@ fn shutdown_while_threads_still_trace_neither_hangs_nor_panics() {
     assert!(done > 0);
     assert!(stats.spans_exported > 0);
 }
+
+/// Calls made before their request's start wait for it, then land in its spans with their own
+/// times: the thread span reaches back to cover them (found by the API-sequence fuzzer).
+#[test]
+fn calls_before_the_requests_start_land_inside_its_spans() {
+    let mut s = session();
+    let rid = slicetrace::Rid(0xEA21);
+    slicetrace::slice_start_anon(rid);
+    std::thread::sleep(Duration::from_millis(2));
+    slicetrace::req_start(rid, None);
+    slicetrace::slice_end(name!("early"), rid, End::PLAIN);
+    slicetrace::req_finish(rid);
+    // Trace::new checks every span lies inside its parent.
+    let (t, stats) = s.finish();
+    let early = t.one("early");
+    let thread = t.find(parent(early)).unwrap();
+    assert!(thread.start_time <= early.start_time);
+    assert_eq!(stats.unknown_rid_records, 0);
+}

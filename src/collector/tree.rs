@@ -830,6 +830,10 @@ fn open_thread(t: &mut ThreadSpan, pos: u64, ns: u64) -> &mut ThreadSpan {
     if t.id == 0 {
         t.id = derive_span_id(t.tenure.seed, pos, Salt::THREAD);
         t.start_ns = ns;
+    } else {
+        // A record that waited for its request (written before the request's start) is older
+        // than the span it lands in: the span reaches back to cover it.
+        t.start_ns = t.start_ns.min(ns);
     }
     t.last_ns = t.last_ns.max(ns);
     t

@@ -91,7 +91,19 @@ pub fn read_spans(path: &Path, each: &mut SpanFn<'_>) -> Result<ReadReport, Inpu
     let file = File::open(path).map_err(|e| {
         InputError::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
     })?;
-    let mut r = BufReader::with_capacity(1 << 20, file);
+    read_from(
+        BufReader::with_capacity(1 << 20, file),
+        &path.display().to_string(),
+        each,
+    )
+}
+
+/// Reads every span from `r` (named `name` in messages), handing each to `each`.
+pub fn read_from(
+    mut r: impl BufRead,
+    name: &str,
+    each: &mut SpanFn<'_>,
+) -> Result<ReadReport, InputError> {
     let mut buf = Vec::with_capacity(1 << 16);
     let mut n = 0u64;
     // The first non-blank line decides the format.
@@ -99,15 +111,13 @@ pub fn read_spans(path: &Path, each: &mut SpanFn<'_>) -> Result<ReadReport, Inpu
         buf.clear();
         if r.read_until(b'\n', &mut buf).map_err(InputError::Io)? == 0 {
             return Err(InputError::Unrecognised(format!(
-                "{}: empty: no spans to read",
-                path.display()
+                "{name}: empty: no spans to read"
             )));
         }
         n += 1;
         if !buf.trim_ascii().is_empty() {
-            break detect(&buf).map_err(|why| {
-                InputError::Unrecognised(format!("{} line {n}: {why}", path.display()))
-            })?;
+            break detect(&buf)
+                .map_err(|why| InputError::Unrecognised(format!("{name} line {n}: {why}")))?;
         }
     };
     let mut report = ReadReport {

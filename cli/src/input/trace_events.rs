@@ -70,7 +70,7 @@ fn parse_thread(name: &str) -> (String, Option<i64>, Option<i64>) {
 impl Reader {
     fn ns(&self, pid: u64, us: f64) -> u64 {
         let epoch = self.processes.get(&pid).map_or(0, |p| p.1);
-        epoch + (us * 1000.0).round().max(0.0) as u64
+        epoch.saturating_add((us * 1000.0).round().max(0.0) as u64)
     }
 
     fn process(&self, pid: u64) -> ProcessKey {
@@ -110,7 +110,7 @@ impl Reader {
         let pid = field_u64(&e, "pid")?;
         let tid = field_u64(&e, "tid")?;
         let start = self.ns(pid, field_f64(&e, "ts")?);
-        let end = start + (field_f64(&e, "dur")? * 1000.0).round().max(0.0) as u64;
+        let end = start.saturating_add((field_f64(&e, "dur")? * 1000.0).round().max(0.0) as u64);
         let mut args = match e.get("args") {
             Some(Value::Object(m)) => m.clone(),
             _ => Map::new(),
@@ -157,6 +157,14 @@ impl Reader {
         let pid = field_u64(&e, "pid")?;
         let tid = field_u64(&e, "tid")?;
         let ts = self.ns(pid, field_f64(&e, "ts")?);
+        // Checked before anything is yielded, so a refused line yields nothing.
+        let inside = self
+            .open
+            .get(&(pid, tid))
+            .is_some_and(|open| open.iter().any(|s| s.start_ns <= ts && ts <= s.end_ns));
+        if !inside {
+            return Err(bad("instant outside any slice of its track"));
+        }
         let n = self.settle((pid, tid), ts, each)?;
         let attrs = match e.get("args") {
             Some(Value::Object(m)) => json_attrs(m.clone()),
@@ -283,7 +291,7 @@ impl Reader {
                     error: None,
                 };
                 each(&self.process(pid), span)?;
-                Ok(0)
+                Ok(1)
             }
             _ => Ok(0),
         }
