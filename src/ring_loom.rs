@@ -97,7 +97,11 @@ fn loom_ring_hand_over_never_mixes_owners() {
             ring.drain_into(&mut out);
             seen.extend(out.iter().map(|r| r.value));
             if st == DETACHED {
-                assert_eq!(seen, [11, 12], "the first owner's records, whole, before freeing");
+                assert_eq!(
+                    seen,
+                    [11, 12],
+                    "the first owner's records, whole, before freeing"
+                );
                 state.store(FREE, Ordering::Release);
             }
         }

@@ -315,7 +315,8 @@ fn the_file_rotates_by_size_and_every_file_is_a_whole_trace() {
     for p in [&path, &rotated[0], &rotated[1], &rotated[2]] {
         let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
         let f = TraceFile::check(&text);
-        assert!(!f.slices.is_empty(), "{p:?}");
+        // The current file may have rotated at the last batch and hold nothing since.
+        assert!(p == &path || !f.slices.is_empty(), "{p:?}");
         assert!(
             f.thread_names.values().any(|n| n == "tokenizer"),
             "{p:?} names its tracks: {:?}",
