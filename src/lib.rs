@@ -70,4 +70,24 @@ pub use opentelemetry_sdk::trace::InMemorySpanExporter;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::record::{decode, Record};
+
+    /// A tracestate as it travels: written into a start record's payload by the calling
+    /// thread, read back and parsed by the drainer. `None` where the drainer refuses it.
+    pub fn tracestate_through_records(state: &str) -> Option<String> {
+        use crate::record::{flag, Kind, MAX_PAYLOAD};
+        let mut payload = [0u8; MAX_PAYLOAD];
+        let n = crate::local::api::put_tracestate(&mut payload, state);
+        let head = Record {
+            kind: Kind::ReqStart as u8,
+            flags: flag::TRACESTATE,
+            ..Record::default()
+        };
+        let parts = crate::local::history::split_origin_payload(&head, &payload[..n]);
+        let c = crate::collector::stats::Counters::default();
+        let st = crate::collector::tree::parse_trace_state(&c, parts.tracestate);
+        (c.tracestate_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0)
+            .then(|| st.header())
+    }
 }

@@ -743,7 +743,7 @@ impl Tree {
 }
 
 /// A tracestate from an origin record; one that is not valid W3C tracestate is counted, not kept.
-fn parse_trace_state(c: &Counters, text: Option<&[u8]>) -> TraceState {
+pub(crate) fn parse_trace_state(c: &Counters, text: Option<&[u8]>) -> TraceState {
     let Some(text) = text else {
         return TraceState::NONE;
     };

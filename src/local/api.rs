@@ -494,7 +494,7 @@ pub fn set_propagate_context_with(
 
 /// Writes a tracestate as the origin records carry it (u16 length, then the text); returns the
 /// bytes written. One too long to keep whole is written empty, so the drainer counts it refused.
-fn put_tracestate(out: &mut [u8], state: &str) -> usize {
+pub(crate) fn put_tracestate(out: &mut [u8], state: &str) -> usize {
     let state = if state.len() <= MAX_TRACESTATE_BYTES {
         state
     } else {
