@@ -67,6 +67,42 @@ fn parse_thread(name: &str) -> (String, Option<i64>, Option<i64>) {
     (label, rank("[TP "), rank("[DP "))
 }
 
+/// A span from an event: its name, and from its `args` the ids, links and error; the other
+/// args are its attributes.
+fn span_from_args(e: &Map<String, Value>, start: u64, end: u64) -> Result<Span, LineError> {
+    let mut args = match e.get("args") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    let trace_id = hex_u128(&text(args.get("trace_id")), "args.trace_id")?;
+    let span_id = hex_u64(&text(args.get("span_id")), "args.span_id")?;
+    let parent = hex_u64(&text(args.get("parent_span_id")), "args.parent_span_id")?;
+    let mut links = Vec::new();
+    if let Some(Value::Array(ls)) = args.get("links") {
+        for l in ls {
+            let l = l.as_str().unwrap_or_default();
+            let (t, s) = l.split_once('-').unwrap_or((l, ""));
+            links.push((hex_u128(t, "link")?, hex_u64(s, "link")?));
+        }
+    }
+    let error = args.get("error").and_then(Value::as_str).map(str::to_owned);
+    for k in ["trace_id", "span_id", "parent_span_id", "links", "error"] {
+        args.remove(k);
+    }
+    Ok(Span {
+        trace_id,
+        span_id,
+        parent,
+        name: text(e.get("name")),
+        start_ns: start,
+        end_ns: end,
+        attrs: json_attrs(args),
+        events: Vec::new(),
+        links,
+        error,
+    })
+}
+
 impl Reader {
     fn ns(&self, pid: u64, us: f64) -> u64 {
         let epoch = self.processes.get(&pid).map_or(0, |p| p.1);
@@ -111,42 +147,12 @@ impl Reader {
         let tid = field_u64(&e, "tid")?;
         let start = self.ns(pid, field_f64(&e, "ts")?);
         let end = start.saturating_add((field_f64(&e, "dur")? * 1000.0).round().max(0.0) as u64);
-        let mut args = match e.get("args") {
-            Some(Value::Object(m)) => m.clone(),
-            _ => Map::new(),
-        };
-        let trace_id = hex_u128(&text(args.get("trace_id")), "args.trace_id")?;
-        let span_id = hex_u64(&text(args.get("span_id")), "args.span_id")?;
-        let parent = hex_u64(&text(args.get("parent_span_id")), "args.parent_span_id")?;
-        let mut links = Vec::new();
-        if let Some(Value::Array(ls)) = args.get("links") {
-            for l in ls {
-                let l = l.as_str().unwrap_or_default();
-                let (t, s) = l.split_once('-').unwrap_or((l, ""));
-                links.push((hex_u128(t, "link")?, hex_u64(s, "link")?));
-            }
-        }
-        let error = args.get("error").and_then(Value::as_str).map(str::to_owned);
-        for k in ["trace_id", "span_id", "parent_span_id", "links", "error"] {
-            args.remove(k);
-        }
+        let mut span = span_from_args(&e, start, end)?;
         // The thread is the slice's `thread.id` (its track may be an overlap lane's).
-        let mut attrs = json_attrs(args);
-        if !attrs.iter().any(|(k, _)| k == "thread.id") {
-            attrs.push(("thread.id".into(), AttrValue::Int(tid as i64)));
+        if span.attr("thread.id").is_none() {
+            span.attrs
+                .push(("thread.id".into(), AttrValue::Int(tid as i64)));
         }
-        let span = Span {
-            trace_id,
-            span_id,
-            parent,
-            name: text(e.get("name")),
-            start_ns: start,
-            end_ns: end,
-            attrs,
-            events: Vec::new(),
-            links,
-            error,
-        };
         let n = self.settle((pid, tid), start, each)?;
         self.open.entry((pid, tid)).or_default().push(span);
         self.last_ns = self.last_ns.max(end);
@@ -201,26 +207,7 @@ impl Reader {
         };
         match ph {
             "b" => {
-                let mut args = args;
-                let trace_id = hex_u128(&text(args.get("trace_id")), "args.trace_id")?;
-                let span_id = hex_u64(&text(args.get("span_id")), "args.span_id")?;
-                let parent = hex_u64(&text(args.get("parent_span_id")), "args.parent_span_id")?;
-                let error = args.get("error").and_then(Value::as_str).map(str::to_owned);
-                for k in ["trace_id", "span_id", "parent_span_id", "links", "error"] {
-                    args.remove(k);
-                }
-                let span = Span {
-                    trace_id,
-                    span_id,
-                    parent,
-                    name: text(e.get("name")),
-                    start_ns: ts,
-                    end_ns: ts,
-                    attrs: json_attrs(args),
-                    events: Vec::new(),
-                    links: Vec::new(),
-                    error,
-                };
+                let span = span_from_args(&e, ts, ts)?;
                 self.requests.insert(format!("{pid}/{id}"), span);
                 Ok(0)
             }
