@@ -221,3 +221,11 @@ pub(crate) fn hex_u64(s: &str, what: &str) -> Result<u64, LineError> {
         "{what}: expected 16 hex digits, found {s:?}"
     )))
 }
+
+/// A link's (trace id, span id) from their hex text.
+pub(crate) fn hex_link(trace: &str, span: &str) -> Result<(u128, u64), LineError> {
+    Ok((
+        hex_u128(trace, "link trace id")?,
+        hex_u64(span, "link span id")?,
+    ))
+}

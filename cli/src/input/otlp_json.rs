@@ -1,7 +1,7 @@
 //! OTLP/JSON as the OpenTelemetry Collector's file exporter writes it: one
 //! `ExportTraceServiceRequest` per line, ids in hex, 64-bit integers as strings or numbers.
 
-use super::{hex_u128, hex_u64, LineError, LineReader, SpanFn};
+use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanFn};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
@@ -210,12 +210,7 @@ fn span_of(s: OtlpSpan<'_>) -> Result<Span, LineError> {
     let links = s
         .links
         .into_iter()
-        .map(|l| {
-            Ok((
-                hex_u128(&l.trace_id, "link traceId")?,
-                hex_u64(&l.span_id, "link spanId")?,
-            ))
-        })
+        .map(|l| hex_link(&l.trace_id, &l.span_id))
         .collect::<Result<Vec<_>, LineError>>()?;
     Ok(Span {
         trace_id: hex_u128(&s.trace_id, "traceId")?,

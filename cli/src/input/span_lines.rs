@@ -1,6 +1,6 @@
 //! slicetrace's JSON-lines span dump (`JsonLinesExporter`): one span object per line.
 
-use super::{hex_u128, hex_u64, LineError, LineReader, SpanFn};
+use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanFn};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
@@ -76,12 +76,7 @@ impl LineReader for Reader {
         let links = l
             .links
             .iter()
-            .map(|k| {
-                Ok((
-                    hex_u128(&k.trace_id, "link trace_id")?,
-                    hex_u64(&k.span_id, "link span_id")?,
-                ))
-            })
+            .map(|k| hex_link(&k.trace_id, &k.span_id))
             .collect::<Result<Vec<_>, LineError>>()?;
         let span = Span {
             trace_id: hex_u128(&l.trace_id, "trace_id")?,

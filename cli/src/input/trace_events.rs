@@ -3,7 +3,7 @@
 //! put back into the slice around them; flow events are redrawn from the links.
 
 use super::span_lines::json_attrs;
-use super::{hex_u128, hex_u64, LineError, LineReader, SpanFn};
+use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanFn};
 use serde_json::{Map, Value};
 use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
 use slicetrace::trace_event::writer::EPOCH_ARG;
@@ -82,7 +82,7 @@ fn span_from_args(e: &Map<String, Value>, start: u64, end: u64) -> Result<Span, 
         for l in ls {
             let l = l.as_str().unwrap_or_default();
             let (t, s) = l.split_once('-').unwrap_or((l, ""));
-            links.push((hex_u128(t, "link")?, hex_u64(s, "link")?));
+            links.push(hex_link(t, s)?);
         }
     }
     let error = args.get("error").and_then(Value::as_str).map(str::to_owned);
