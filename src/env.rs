@@ -9,12 +9,17 @@
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP base endpoint; over HTTP `/v1/traces` is appended |
 //! | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` | `grpc` (default, as the reference), `http/protobuf` or `http/json` |
 //! | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS` | `key=value,…` sent with every export |
+//! | `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CERTIFICATE` | PEM file of the authorities that sign an `https://` collector's certificate (the system's roots are trusted too) |
+//! | `OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` | PEM client certificate for mutual TLS |
+//! | `OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY`, `OTEL_EXPORTER_OTLP_CLIENT_KEY` | PEM private key of that certificate |
+//! | `OTEL_EXPORTER_OTLP_TRACES_INSECURE`, `OTEL_EXPORTER_OTLP_INSECURE` | `false`: a gRPC endpoint given as `host:port` uses TLS (`https://`); `true` or unset: plain `http://`, as the reference |
 //! | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` | export timeout in milliseconds (default 10000) |
 //! | `OTEL_SERVICE_NAME` | `service.name` (else the name the program passes) |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,…` resource attributes |
 //!
 //! A value that cannot be used is an error at `init`, naming the variable and what it expected.
 
+use crate::export::tls::{self, TlsConfig};
 use std::fmt;
 use std::time::Duration;
 
@@ -35,8 +40,53 @@ pub enum Destination {
         protocol: Protocol,
         headers: Vec<(String, String)>,
         timeout: Duration,
+        /// Certificate files for an `https://` endpoint.
+        tls: TlsFiles,
     },
     File(String),
+}
+
+/// A file a variable names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvFile {
+    pub variable: &'static str,
+    pub path: String,
+}
+
+/// The TLS files the environment names (`OTEL_EXPORTER_OTLP_*CERTIFICATE`, `*CLIENT_KEY`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca_certificate: Option<EnvFile>,
+    pub client_certificate: Option<EnvFile>,
+    pub client_key: Option<EnvFile>,
+}
+
+impl TlsFiles {
+    /// Reads the files; an unreadable file, or one without the PEM sections it should hold, is
+    /// an error naming its variable.
+    pub fn load(&self) -> Result<TlsConfig, EnvError> {
+        fn read(
+            f: &Option<EnvFile>,
+            wanted: fn(&str) -> bool,
+            expected: &'static str,
+        ) -> Result<Option<Vec<u8>>, EnvError> {
+            let Some(f) = f else { return Ok(None) };
+            match std::fs::read(&f.path) {
+                Ok(pem) if tls::has_section(&pem, wanted) => Ok(Some(pem)),
+                _ => Err(err(f.variable, &f.path, expected)),
+            }
+        }
+        const CERTS: &str = "a readable PEM file of certificates";
+        Ok(TlsConfig {
+            ca_pem: read(&self.ca_certificate, tls::is_certificate, CERTS)?,
+            client_cert_pem: read(&self.client_certificate, tls::is_certificate, CERTS)?,
+            client_key_pem: read(
+                &self.client_key,
+                tls::is_private_key,
+                "a readable PEM file with a PRIVATE KEY",
+            )?,
+        })
+    }
 }
 
 /// Tracing settings read from the environment.
@@ -124,13 +174,47 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Checks an endpoint and gives it a scheme: `host:port` → `http://host:port`.
-fn endpoint(variable: &'static str, value: &str) -> Result<String, EnvError> {
+/// The pair `OTEL_EXPORTER_OTLP_TRACES_<suffix>`, `OTEL_EXPORTER_OTLP_<suffix>`.
+fn otlp_vars(suffix: &str) -> (&'static str, &'static str) {
+    match suffix {
+        "INSECURE" => (
+            "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+            "OTEL_EXPORTER_OTLP_INSECURE",
+        ),
+        "CERTIFICATE" => (
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ),
+        "CLIENT_CERTIFICATE" => (
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        ),
+        _ => (
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        ),
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_[TRACES_]<suffix>`, in the family of the variable `like`.
+fn traces_or(like: &str, suffix: &str) -> &'static str {
+    let (specific, generic) = otlp_vars(suffix);
+    if like.starts_with("OTEL_EXPORTER_OTLP_TRACES_") {
+        specific
+    } else {
+        generic
+    }
+}
+
+/// Checks an endpoint and gives it a scheme: `host:port` → `http://host:port`, or
+/// `https://host:port` when `tls_if_bare` (gRPC with `OTEL_EXPORTER_OTLP_INSECURE=false`).
+fn endpoint(variable: &'static str, value: &str, tls_if_bare: bool) -> Result<String, EnvError> {
     const EXPECTED: &str = "host:port, http://host:port[/path] or https://host:port[/path]";
     let v = value.trim();
+    let bare = if tls_if_bare { "https" } else { "http" };
     let (scheme, rest) = match v.split_once("://") {
         Some((s, r)) => (s.to_ascii_lowercase(), r),
-        None => ("http".to_owned(), v),
+        None => (bare.to_owned(), v),
     };
     if scheme != "http" && scheme != "https" {
         return Err(err(variable, value, EXPECTED));
@@ -149,11 +233,11 @@ fn endpoint(variable: &'static str, value: &str) -> Result<String, EnvError> {
             return Err(err(variable, value, EXPECTED));
         }
     }
-    if scheme == "https" {
+    if scheme == "https" && !cfg!(feature = "tls") {
         return Err(err(
             variable,
             value,
-            "an http:// endpoint: this build has no TLS support",
+            "an http:// endpoint: this build has no TLS support (slicetrace's `tls` feature)",
         ));
     }
     Ok(format!("{scheme}://{rest}"))
@@ -197,12 +281,26 @@ impl EnvSettings {
                 }
             },
         };
+        let (specific_insecure, generic_insecure) = otlp_vars("INSECURE");
+        let insecure = match first(&get, &[specific_insecure, generic_insecure]) {
+            None => true,
+            Some((name, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(err(name, &v, "true or false")),
+            },
+        };
+        let tls_if_bare = protocol == Protocol::Grpc && !insecure;
         let specific = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").filter(|v| !v.trim().is_empty());
         let generic = get("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty());
         let endpoint = match (specific, generic) {
-            (Some(v), _) => Some(endpoint("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &v)?),
+            (Some(v), _) => Some(endpoint(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                &v,
+                tls_if_bare,
+            )?),
             (None, Some(v)) => {
-                let base = endpoint("OTEL_EXPORTER_OTLP_ENDPOINT", &v)?;
+                let base = endpoint("OTEL_EXPORTER_OTLP_ENDPOINT", &v, tls_if_bare)?;
                 Some(match protocol {
                     Protocol::Grpc => base,
                     Protocol::HttpProtobuf | Protocol::HttpJson => {
@@ -249,12 +347,42 @@ impl EnvSettings {
             None => Vec::new(),
             Some(v) => key_values("OTEL_RESOURCE_ATTRIBUTES", &v)?,
         };
+        let file = |suffix: &str| {
+            let (specific, generic) = otlp_vars(suffix);
+            first(&get, &[specific, generic]).map(|(variable, path)| EnvFile {
+                variable,
+                path: path.trim().to_owned(),
+            })
+        };
+        let tls = TlsFiles {
+            ca_certificate: file("CERTIFICATE"),
+            client_certificate: file("CLIENT_CERTIFICATE"),
+            client_key: file("CLIENT_KEY"),
+        };
+        match (&tls.client_certificate, &tls.client_key) {
+            (Some(c), None) => {
+                return Err(err(
+                    traces_or(c.variable, "CLIENT_KEY"),
+                    "",
+                    "the client certificate's key file, as a client certificate is set",
+                ))
+            }
+            (None, Some(k)) => {
+                return Err(err(
+                    traces_or(k.variable, "CLIENT_CERTIFICATE"),
+                    "",
+                    "a client certificate file, as a client key is set",
+                ))
+            }
+            _ => {}
+        }
         let destination = match endpoint {
             Some(endpoint) => Destination::Otlp {
                 endpoint,
                 protocol,
                 headers,
                 timeout,
+                tls,
             },
             None => Destination::File(
                 get("SLICETRACE_FILE")
@@ -399,6 +527,18 @@ mod tests {
                 "SLICETRACE_FILE_MAX_MB",
             ),
             (vec![("SLICETRACE_FILE_KEEP", "0")], "SLICETRACE_FILE_KEEP"),
+            (
+                vec![("OTEL_EXPORTER_OTLP_INSECURE", "perhaps")],
+                "OTEL_EXPORTER_OTLP_INSECURE",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "/c.pem")],
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")],
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            ),
         ] {
             let e = parse(&vars).unwrap_err();
             assert_eq!(e.variable, var, "{e}");
@@ -427,5 +567,95 @@ mod tests {
         }
         assert_eq!(s.service_name.as_deref(), Some("sglang"));
         assert_eq!(s.resource_attributes.len(), 2);
+    }
+
+    #[test]
+    fn https_endpoints_and_the_insecure_switch() {
+        let s = parse(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")]).unwrap();
+        assert_eq!(otlp(&s), ("https://collector:4317", Protocol::Grpc));
+        let s = parse(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "false"),
+        ])
+        .unwrap();
+        assert_eq!(otlp(&s), ("https://collector:4317", Protocol::Grpc));
+        let s = parse(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "TRUE"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "false"),
+        ])
+        .unwrap();
+        assert_eq!(otlp(&s), ("http://collector:4317", Protocol::Grpc));
+        // The switch is gRPC's: over HTTP the scheme alone decides.
+        let s = parse(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "false"),
+        ])
+        .unwrap();
+        assert_eq!(
+            otlp(&s),
+            ("http://collector:4318/v1/traces", Protocol::HttpProtobuf)
+        );
+    }
+
+    #[test]
+    fn tls_files_prefer_the_traces_variables() {
+        let s = parse(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/generic/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", " /traces/ca.pem "),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/c.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
+        ])
+        .unwrap();
+        let Destination::Otlp { tls, .. } = &s.destination else {
+            panic!("{:?}", s.destination)
+        };
+        let file = |variable, path: &str| {
+            Some(EnvFile {
+                variable,
+                path: path.into(),
+            })
+        };
+        assert_eq!(
+            tls,
+            &TlsFiles {
+                ca_certificate: file("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/traces/ca.pem"),
+                client_certificate: file("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/c.pem"),
+                client_key: file("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
+            }
+        );
+        // Missing and wrong files are named by their variable when loaded.
+        let e = tls.load().unwrap_err();
+        assert_eq!(e.variable, "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE");
+        let dir = std::env::temp_dir().join(format!("slicetrace-env-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let files = TlsFiles {
+            ca_certificate: file("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.to_str().unwrap()),
+            client_certificate: file(
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                ca.to_str().unwrap(),
+            ),
+            // A certificate where the key should be.
+            client_key: file("OTEL_EXPORTER_OTLP_CLIENT_KEY", ca.to_str().unwrap()),
+        };
+        let e = files.load().unwrap_err();
+        assert_eq!(e.variable, "OTEL_EXPORTER_OTLP_CLIENT_KEY", "{e}");
+        let loaded = TlsFiles {
+            client_key: None,
+            client_certificate: None,
+            ..files
+        }
+        .load()
+        .unwrap();
+        assert!(loaded.ca_pem.is_some() && loaded.client_cert_pem.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -44,9 +44,10 @@ pub use args::{Attr, End, Opts, UnixNanos, Value};
 pub use collector::clock::ClockSource;
 pub use collector::sink::Sink;
 pub use collector::stats::Stats;
-pub use env::{Destination, EnvError, EnvSettings, Protocol};
+pub use env::{Destination, EnvError, EnvFile, EnvSettings, Protocol, TlsFiles};
 pub use export::jsonl::JsonLinesExporter;
 pub use export::otlp::OtlpSink;
+pub use export::tls::TlsConfig;
 pub use ids::Rid;
 pub use local::api::{
     event, event_with, propagate_context, propagate_tracestate, req_finish, req_finish_with,

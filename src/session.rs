@@ -118,11 +118,13 @@ impl Config {
                 endpoint,
                 protocol,
                 timeout,
+                tls,
                 ..
             } => {
+                let tls = tls.load().map_err(InitError::Env)?;
                 // Headers from the environment are read by the OTLP exporter itself.
                 Box::new(
-                    OtlpSink::new(endpoint, *protocol, &[], *timeout)
+                    OtlpSink::with_tls(endpoint, *protocol, &[], *timeout, &tls)
                         .map_err(InitError::Exporter)?,
                 )
             }

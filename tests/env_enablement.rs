@@ -4,6 +4,7 @@
 mod common;
 
 use common::rotel::Rotel;
+use common::tls_front::{Alpn, Pki, TlsFront};
 use std::process::{Command, Output};
 
 const CHILD: &str = "SLICETRACE_ENV_TEST_CHILD";
@@ -43,6 +44,10 @@ fn run_child(vars: &[(&str, &str)]) -> String {
         "OTEL_EXPORTER_OTLP_PROTOCOL",
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_INSECURE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY",
         "OTEL_SERVICE_NAME",
         "OTEL_RESOURCE_ATTRIBUTES",
     ] {
@@ -149,4 +154,61 @@ fn grpc_is_the_default_protocol() {
     ]);
     assert_eq!(r, "on exported=3 failed=0");
     assert_eq!(rotel.spans(3).len(), 3);
+}
+
+/// A bare `host:port` with `OTEL_EXPORTER_OTLP_INSECURE=false` goes over TLS (gRPC), verified
+/// with the authority `OTEL_EXPORTER_OTLP_CERTIFICATE` names and presenting the client
+/// certificate the front demands.
+#[test]
+fn tls_from_the_standard_variables() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    let pki = Pki::new("env");
+    let rotel = Rotel::start();
+    let front = TlsFront::start(&pki, &rotel.grpc, Alpn::H2, true);
+    let endpoint = format!("localhost:{}", front.port);
+    let file = |name| pki.path(name).to_str().unwrap().to_owned();
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let r = run_child(&[
+        ("SLICETRACE", "1"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_INSECURE", "false"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &key),
+    ]);
+    assert_eq!(r, "on exported=3 failed=0");
+    assert!(rotel.spans(3).iter().any(|s| s.name == "work"));
+    assert!(front.handshakes() >= 1);
+
+    // A file that is missing, or holds the wrong thing, is an error naming its variable.
+    let missing = file("missing.pem");
+    let r = run_child(&[
+        ("SLICETRACE", "1"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("https://{endpoint}"),
+        ),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing),
+    ]);
+    assert!(
+        r.starts_with(&format!(
+            "error slicetrace: OTEL_EXPORTER_OTLP_CERTIFICATE={missing:?}: expected"
+        )),
+        "{r}"
+    );
+    let r = run_child(&[
+        ("SLICETRACE", "1"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("https://{endpoint}"),
+        ),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &cert),
+    ]);
+    assert!(
+        r.starts_with("error slicetrace: OTEL_EXPORTER_OTLP_CLIENT_KEY="),
+        "{r}"
+    );
 }

@@ -1,7 +1,9 @@
 //! Shared by the integration tests: a session exporting to memory, and ways to walk the trees.
 #![allow(dead_code)]
 
+pub mod otlp_request;
 pub mod rotel;
+pub mod tls_front;
 pub mod trace_events;
 
 use opentelemetry::trace::Status;
