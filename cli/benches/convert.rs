@@ -10,6 +10,9 @@ use slicetrace::trace_event::writer::{Limits, TraceEventWriter};
 use slicetrace_cli::synthetic::write_otlp_json;
 use std::io::{BufWriter, Write};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const REQUESTS: u64 = 20_000;
 
 fn convert(c: &mut Criterion) {
