@@ -32,20 +32,22 @@ fn with_client_cert(mut tls: TlsConfig, pki: &Pki) -> TlsConfig {
     tls
 }
 
-#[test]
-fn grpc_over_tls_with_the_collector_authority_from_a_file() {
-    let pki = Pki::new("grpc");
+/// Exports the request through a TLS front to rotel and checks what rotel decoded.
+fn arrives_through_tls(protocol: Protocol, client_auth: bool, tls: impl Fn(&Pki) -> TlsConfig) {
+    let pki = Pki::new(if client_auth { "mtls" } else { "tls" });
     let rotel = Rotel::start();
-    let front = TlsFront::start(&pki, &rotel.grpc, Alpn::H2, false);
-    let endpoint = format!("https://localhost:{}", front.port);
-    let sink = OtlpSink::with_tls(
-        &endpoint,
-        Protocol::Grpc,
-        &[],
-        Duration::from_secs(5),
-        &trusting(&pki, "ca.pem"),
-    )
-    .unwrap();
+    let (upstream, alpn, endpoint) = match protocol {
+        Protocol::Grpc => (&rotel.grpc, Alpn::H2, "https://localhost:{port}"),
+        _ => (
+            &rotel.http,
+            Alpn::Http1,
+            "https://127.0.0.1:{port}/v1/traces",
+        ),
+    };
+    let front = TlsFront::start(&pki, upstream, alpn, client_auth);
+    let endpoint = endpoint.replace("{port}", &front.port.to_string());
+    let sink =
+        OtlpSink::with_tls(&endpoint, protocol, &[], Duration::from_secs(5), &tls(&pki)).unwrap();
     let stats = export(sink);
     assert_eq!(stats.spans_exported, 7);
     assert_eq!(stats.spans_export_failed + stats.spans_dropped_export, 0);
@@ -54,25 +56,22 @@ fn grpc_over_tls_with_the_collector_authority_from_a_file() {
 }
 
 #[test]
+fn grpc_over_tls_with_the_collector_authority_from_a_file() {
+    arrives_through_tls(Protocol::Grpc, false, |pki| trusting(pki, "ca.pem"));
+}
+
+#[test]
 fn http_protobuf_over_mutual_tls() {
-    let pki = Pki::new("mtls");
-    let rotel = Rotel::start();
-    let front = TlsFront::start(&pki, &rotel.http, Alpn::Http1, true);
-    let endpoint = format!("https://127.0.0.1:{}/v1/traces", front.port);
-    let tls = with_client_cert(trusting(&pki, "ca.pem"), &pki);
-    let sink = OtlpSink::with_tls(
-        &endpoint,
-        Protocol::HttpProtobuf,
-        &[],
-        Duration::from_secs(5),
-        &tls,
-    )
-    .unwrap();
-    let stats = export(sink);
-    assert_eq!(stats.spans_exported, 7);
-    assert_eq!(stats.spans_export_failed + stats.spans_dropped_export, 0);
-    assert!(front.handshakes() >= 1);
-    check(&rotel.spans(7));
+    arrives_through_tls(Protocol::HttpProtobuf, true, |pki| {
+        with_client_cert(trusting(pki, "ca.pem"), pki)
+    });
+}
+
+#[test]
+fn grpc_over_mutual_tls() {
+    arrives_through_tls(Protocol::Grpc, true, |pki| {
+        with_client_cert(trusting(pki, "ca.pem"), pki)
+    });
 }
 
 /// A handshake that fails is an export error: the spans are counted as lost, nothing reaches

@@ -20,7 +20,11 @@ pub struct Pki {
 
 impl Pki {
     pub fn new(tag: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("slicetrace-pki-{tag}-{}", std::process::id()));
+        // Tests of one binary run at once: each gets a directory of its own.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("slicetrace-pki-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (ca_pem, ca_der, issuer) = authority("slicetrace test CA");
         // Another authority's certificate: what a client that trusts the wrong CA holds.
