@@ -3,6 +3,7 @@
 
 pub mod exporter;
 pub mod model;
+mod reorder;
 pub mod repair;
 mod two_gen;
 pub mod writer;

@@ -10,11 +10,11 @@
 //! breaking the nesting.
 
 use super::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
+use super::reorder::{ReorderQueue, Timed};
 use super::two_gen::TwoGen;
 use crate::export::jsonl::json_str;
 use crate::mix_hash::MixHash;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
@@ -115,7 +115,7 @@ enum Item {
     },
 }
 
-/// The reorder heap orders these small keys; the items they stand for wait in a slab.
+/// The reorder queue orders these small keys; the items they stand for wait in a slab.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Queued {
     ts: u64,
@@ -125,6 +125,12 @@ struct Queued {
     rdur: u64,
     seq: u64,
     slot: u32,
+}
+
+impl Timed for Queued {
+    fn ts(&self) -> u64 {
+        self.ts
+    }
 }
 
 struct Lane {
@@ -171,7 +177,7 @@ pub struct TraceEventWriter<W: Write> {
     pending_order: VecDeque<u64>,
     pending_count: usize,
     pending_links: TwoGen<u64, Vec<PendingLink>>,
-    heap: BinaryHeap<Reverse<Queued>>,
+    queue: ReorderQueue<Queued>,
     items: Vec<Option<Item>>,
     free_slots: Vec<u32>,
     seq: u64,
@@ -227,7 +233,7 @@ impl<W: Write> TraceEventWriter<W> {
             pending_order: VecDeque::new(),
             pending_count: 0,
             pending_links: TwoGen::new(limits.index_window),
-            heap: BinaryHeap::new(),
+            queue: ReorderQueue::new(),
             items: Vec::new(),
             free_slots: Vec::new(),
             seq: 0,
@@ -646,25 +652,26 @@ impl<W: Write> TraceEventWriter<W> {
                 (self.items.len() - 1) as u32
             }
         };
-        self.heap.push(Reverse(Queued {
+        self.queue.push(Queued {
             ts,
             class,
             rdur: !dur,
             seq: self.seq,
             slot,
-        }));
+        });
     }
 
     fn write_ready(&mut self, all: bool) -> io::Result<()> {
         let watermark = self
             .latest_end
             .saturating_sub(self.limits.reorder_window_ns);
-        while let Some(Reverse(top)) = self.heap.peek() {
-            let due = all || top.ts < watermark || self.heap.len() > self.limits.max_buffered;
+        let max_buffered = self.limits.max_buffered;
+        while let Some(top) = self.queue.peek() {
+            let due = all || top.ts < watermark || self.queue.len() > max_buffered;
             if !due {
                 break;
             }
-            let Some(Reverse(q)) = self.heap.pop() else {
+            let Some(q) = self.queue.pop() else {
                 break;
             };
             self.written_to = self.written_to.max(q.ts);
@@ -683,10 +690,11 @@ impl<W: Write> TraceEventWriter<W> {
             Item::Instant { pid, tid, ev } => {
                 self.stats.instants += 1;
                 self.line.clear();
-                let _ = write!(
-                    self.line,
-                    "{{\"ph\":\"i\",\"s\":\"t\",\"pid\":{pid},\"tid\":{tid},\"ts\":"
-                );
+                self.line.push_str("{\"ph\":\"i\",\"s\":\"t\",\"pid\":");
+                push_int(&mut self.line, pid);
+                self.line.push_str(",\"tid\":");
+                push_int(&mut self.line, tid);
+                self.line.push_str(",\"ts\":");
                 push_us(&mut self.line, ev.time_ns.saturating_sub(self.epoch_ns));
                 self.line.push_str(",\"name\":");
                 json_str(&mut self.line, &ev.name);
@@ -707,11 +715,17 @@ impl<W: Write> TraceEventWriter<W> {
                 }
                 let tid = self.lane_of.get(&bind).copied().unwrap_or(tid);
                 self.line.clear();
-                let ph = if start { "s" } else { "f\",\"bp\":\"e" };
-                let _ = write!(
-                    self.line,
-                    "{{\"ph\":\"{ph}\",\"id\":{id},\"pid\":{pid},\"tid\":{tid},\"ts\":"
-                );
+                self.line.push_str(if start {
+                    "{\"ph\":\"s\",\"id\":"
+                } else {
+                    "{\"ph\":\"f\",\"bp\":\"e\",\"id\":"
+                });
+                push_int(&mut self.line, id);
+                self.line.push_str(",\"pid\":");
+                push_int(&mut self.line, pid);
+                self.line.push_str(",\"tid\":");
+                push_int(&mut self.line, tid);
+                self.line.push_str(",\"ts\":");
                 push_us(&mut self.line, ts.saturating_sub(self.epoch_ns));
                 self.line
                     .push_str(",\"name\":\"link\",\"cat\":\"slicetrace.link\"}");
@@ -748,10 +762,11 @@ impl<W: Write> TraceEventWriter<W> {
             self.lane_of.insert(span.span_id, out_tid);
         }
         self.line.clear();
-        let _ = write!(
-            self.line,
-            "{{\"ph\":\"X\",\"pid\":{pid},\"tid\":{out_tid},\"ts\":"
-        );
+        self.line.push_str("{\"ph\":\"X\",\"pid\":");
+        push_int(&mut self.line, pid);
+        self.line.push_str(",\"tid\":");
+        push_int(&mut self.line, out_tid);
+        self.line.push_str(",\"ts\":");
         push_us(&mut self.line, span.start_ns.saturating_sub(self.epoch_ns));
         self.line.push_str(",\"dur\":");
         push_us(&mut self.line, end - span.start_ns);
@@ -760,7 +775,8 @@ impl<W: Write> TraceEventWriter<W> {
         self.line.push_str(",\"cat\":\"slice\",\"args\":{");
         ids_args(&mut self.line, &span);
         if span.attr("thread.id").is_none() && tid != UNPLACED_TID {
-            let _ = write!(self.line, ",\"thread.id\":{tid}");
+            self.line.push_str(",\"thread.id\":");
+            push_int(&mut self.line, tid);
         }
         if span.attr("rid").is_none() {
             if let Some(rid) = self.rid_of_trace.get(&span.trace_id) {
@@ -888,7 +904,19 @@ fn attr_text(v: &AttrValue) -> String {
 
 /// Microseconds with nanosecond precision, as the format's `ts` and `dur` want.
 pub(crate) fn push_us(out: &mut String, ns: u64) {
-    let _ = write!(out, "{}.{:03}", ns / 1000, ns % 1000);
+    push_int(out, ns / 1000);
+    let frac = ns % 1000;
+    let digit = |d: u64| char::from(b'0' + d as u8);
+    out.push('.');
+    out.push(digit(frac / 100));
+    out.push(digit(frac / 10 % 10));
+    out.push(digit(frac % 10));
+}
+
+/// A decimal integer (the formatter's machinery costs more than the digits, once per field of
+/// every event).
+pub(crate) fn push_int(out: &mut String, v: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 /// Lower-case hex of `v`, `digits` long (the formatter's `{:032x}` is several times slower).
@@ -944,9 +972,7 @@ fn attrs_args(out: &mut String, attrs: &[(String, AttrValue)], first: bool) {
         out.push(':');
         match v {
             AttrValue::Str(s) => json_str(out, s),
-            AttrValue::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
+            AttrValue::Int(i) => push_int(out, *i),
             AttrValue::F64(f) if f.is_finite() => {
                 let _ = write!(out, "{f:?}");
             }
@@ -997,6 +1023,27 @@ mod tests {
     }
 
     const T0: u64 = 1_764_300_000_000_000_000;
+
+    #[test]
+    fn microseconds_keep_every_nanosecond_digit() {
+        for ns in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            999,
+            1_000,
+            1_001,
+            123_456_789_012,
+            u64::MAX,
+        ] {
+            let mut out = String::new();
+            push_us(&mut out, ns);
+            assert_eq!(out, format!("{}.{:03}", ns / 1000, ns % 1000));
+        }
+    }
 
     #[test]
     fn a_track_is_written_in_start_order_whatever_the_arrival_order() {

@@ -1,0 +1,138 @@
+//! The writer's reorder queue: events wait until the watermark passes them and leave smallest
+//! first. Keys are grouped in buckets of 2^20 ns (about 1 ms) of their timestamp; a bucket is
+//! sorted once, when its turn comes. A binary heap over every waiting event (tens of thousands
+//! in a 2 s window) cost a cache miss per level on each push and pop; a bucket is a few dozen
+//! keys that sort in cache.
+
+use std::collections::BTreeMap;
+
+/// A key with the timestamp that places it in a bucket; the key's order must begin with it.
+pub(crate) trait Timed: Ord + Copy {
+    fn ts(&self) -> u64;
+}
+
+const SHIFT: u32 = 20;
+
+pub(crate) struct ReorderQueue<K> {
+    /// Buckets not yet started, by `ts >> SHIFT`.
+    later: BTreeMap<u64, Vec<K>>,
+    /// The bucket being taken from, sorted largest first so the smallest pops off the end.
+    ready: Vec<K>,
+    /// `ts >> SHIFT` of `ready`, while it holds keys.
+    ready_bucket: Option<u64>,
+    len: usize,
+    /// Emptied bucket vectors, reused so buckets do not allocate afresh.
+    spare: Vec<Vec<K>>,
+}
+
+impl<K: Timed> ReorderQueue<K> {
+    pub fn new() -> ReorderQueue<K> {
+        ReorderQueue {
+            later: BTreeMap::new(),
+            ready: Vec::new(),
+            ready_bucket: None,
+            len: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn push(&mut self, key: K) {
+        self.len += 1;
+        let bucket = key.ts() >> SHIFT;
+        match self.ready_bucket {
+            // Belongs with (or, arriving late, before) what is being taken: in order there.
+            Some(r) if bucket <= r => {
+                let at = self.ready.partition_point(|k| *k > key);
+                self.ready.insert(at, key);
+            }
+            _ => {
+                let spare = &mut self.spare;
+                self.later
+                    .entry(bucket)
+                    .or_insert_with(|| spare.pop().unwrap_or_default())
+                    .push(key);
+            }
+        }
+    }
+
+    /// The smallest key.
+    pub fn peek(&mut self) -> Option<&K> {
+        if self.ready.is_empty() {
+            self.ready_bucket = None;
+            let (bucket, mut keys) = self.later.pop_first()?;
+            keys.sort_unstable_by(|a, b| b.cmp(a));
+            let emptied = std::mem::replace(&mut self.ready, keys);
+            if emptied.capacity() > 0 {
+                self.spare.push(emptied);
+            }
+            self.ready_bucket = Some(bucket);
+        }
+        self.ready.last()
+    }
+
+    pub fn pop(&mut self) -> Option<K> {
+        self.peek()?;
+        self.len -= 1;
+        self.ready.pop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+    struct Key(u64, u64);
+
+    impl Timed for Key {
+        fn ts(&self) -> u64 {
+            self.0
+        }
+    }
+
+    /// Pushes and pops interleaved as the writer does, checked against a sorted model.
+    #[test]
+    fn pops_in_key_order_whatever_the_arrival_order() {
+        let mut q = ReorderQueue::new();
+        // The structure the queue replaced, as the model.
+        let mut model = BinaryHeap::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for step in 0..20_000u64 {
+            // Timestamps around a moving present, some late, some far ahead, some equal.
+            let base = step * 50_000;
+            let ts = match next() % 10 {
+                0 => base.saturating_sub(next() % 5_000_000),
+                1 => base + next() % 50_000_000,
+                2 => base,
+                _ => base + next() % 2_000_000,
+            };
+            let k = Key(ts, step);
+            q.push(k);
+            model.push(Reverse(k));
+            if next() % 3 == 0 {
+                for _ in 0..next() % 4 {
+                    assert_eq!(q.pop(), model.pop().map(|r| r.0));
+                    assert_eq!(q.len(), model.len());
+                }
+            }
+        }
+        while let Some(Reverse(k)) = model.pop() {
+            assert_eq!(q.peek(), Some(&k));
+            assert_eq!(q.pop(), Some(k));
+        }
+        assert_eq!(q.pop(), None);
+        assert_eq!(q.len(), 0);
+    }
+}
