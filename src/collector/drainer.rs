@@ -220,12 +220,18 @@ impl Drainer {
         let max = self.parts.max_batch;
         let due = force || self.last_export.elapsed() >= self.parts.export_interval;
         let out = &mut self.parts.tree.out;
-        if out.is_empty() || (out.len() < max && !due) {
-            return;
+        let shed = out.take_shed();
+        if shed > 0 {
+            Counters::add(&self.ctl.counters.spans_dropped_export, shed);
         }
-        // The export thread cuts batches: moving spans is work it can do on the other core.
-        self.parts.shipper.send(std::mem::take(out));
-        self.last_export = Instant::now();
+        let spans = &mut out.spans;
+        if !spans.is_empty() && (spans.len() >= max || due) {
+            // The export thread cuts batches: moving spans is work it can do on the other core.
+            self.parts.shipper.send(std::mem::take(spans));
+            self.last_export = Instant::now();
+        }
+        // Spans finished before the next export beyond what the queue can take are not built.
+        out.set_room(self.parts.shipper.room());
     }
 
     fn losses(&self) -> Losses {

@@ -4,5 +4,6 @@ pub mod clock;
 pub mod drainer;
 pub mod shipper;
 pub mod sink;
+pub mod span_out;
 pub mod stats;
 pub mod tree;

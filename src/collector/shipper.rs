@@ -117,6 +117,12 @@ impl Shipper {
         }
     }
 
+    /// Spans the queue can take before it reaches its bound (what is sent past it is dropped).
+    pub fn room(&self) -> usize {
+        self.limit
+            .saturating_sub(self.queued.load(Ordering::Relaxed))
+    }
+
     /// Marks flush `n` done once everything queued so far is exported. Waits for queue room:
     /// only a caller of `flush` waits for this.
     pub fn flush(&self, n: u64) {

@@ -3,6 +3,7 @@
 //! The drainer feeds records in ring order per thread (threads interleaved in sweep order) with
 //! their times already in Unix nanoseconds. Finished spans go to `out` as `SpanData`.
 
+use super::span_out::SpanOut;
 use super::stats::Counters;
 use crate::ids::{derive_span_id, Rid, Salt};
 use crate::local::history::{origin_ids, split_origin_payload, Upstream};
@@ -175,7 +176,7 @@ pub struct Tree {
     last_park_scan: Instant,
     /// The drainer's "now", read once per sweep rather than once per record.
     now: Instant,
-    pub out: Vec<SpanData>,
+    pub out: SpanOut,
 }
 
 fn ns_to_time(ns: u64) -> SystemTime {
@@ -207,7 +208,7 @@ impl Tree {
             last_idle_scan: Instant::now(),
             last_park_scan: Instant::now(),
             now: Instant::now(),
-            out: Vec::new(),
+            out: SpanOut::default(),
         }
     }
 
@@ -462,18 +463,20 @@ impl Tree {
                             _ => Status::Unset,
                         };
                         let final_name = s.name.or(name).unwrap_or("anonymous");
-                        out.push(slice_data(
-                            scope,
-                            trace,
-                            &req.trace_state,
-                            s,
-                            final_name,
-                            ns,
-                            status,
-                            false,
-                            t.tenure.meta.tid,
-                            &req.rid_value,
-                        ));
+                        out.push(|| {
+                            slice_data(
+                                scope,
+                                trace,
+                                &req.trace_state,
+                                s,
+                                final_name,
+                                ns,
+                                status,
+                                false,
+                                t.tenure.meta.tid,
+                                &req.rid_value,
+                            )
+                        });
                     }
                     Ended::Overflowed => {}
                     Ended::Nothing => Counters::add(&c.end_without_start, 1),
@@ -724,7 +727,7 @@ impl Tree {
         attrs.append(&mut req.attrs);
         let mut events = SpanEvents::default();
         events.events = std::mem::take(&mut req.events);
-        self.out.push(SpanData {
+        self.out.push(|| SpanData {
             span_context: own_ctx(trace, req.span_id, req.trace_state),
             parent_span_id: SpanId::from_bytes(req.parent.to_be_bytes()),
             parent_span_is_remote: req.parent_remote,
@@ -943,24 +946,26 @@ fn close_unfinished(
     rid: &OtelValue,
     t: &mut ThreadSpan,
     ns: u64,
-    out: &mut Vec<SpanData>,
+    out: &mut SpanOut,
 ) {
     t.chain.finish_thread(|_| {});
     for s in t.slices.drain(..).rev() {
         Counters::add(&c.slices_unfinished, 1);
         let name = s.name.unwrap_or("anonymous");
-        out.push(slice_data(
-            info,
-            trace,
-            state,
-            s,
-            name,
-            ns,
-            error_status("unfinished: still open when its thread span or request ended"),
-            true,
-            t.tenure.meta.tid,
-            rid,
-        ));
+        out.push(|| {
+            slice_data(
+                info,
+                trace,
+                state,
+                s,
+                name,
+                ns,
+                error_status("unfinished: still open when its thread span or request ended"),
+                true,
+                t.tenure.meta.tid,
+                rid,
+            )
+        });
     }
 }
 
@@ -975,7 +980,7 @@ fn finish_thread(
     req_span: u64,
     t: &mut ThreadSpan,
     ns: u64,
-    out: &mut Vec<SpanData>,
+    out: &mut SpanOut,
 ) {
     if t.id == 0 {
         return;
@@ -1004,7 +1009,7 @@ fn finish_thread(
     attrs.append(&mut t.own_attrs);
     let mut events = SpanEvents::default();
     events.events = std::mem::take(&mut t.own_events);
-    out.push(SpanData {
+    out.push(|| SpanData {
         span_context: own_ctx(trace, t.id, state.clone()),
         parent_span_id: SpanId::from_bytes(req_span.to_be_bytes()),
         parent_span_is_remote: false,

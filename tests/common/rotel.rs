@@ -127,6 +127,11 @@ impl Rotel {
         assert_eq!(rc, 0, "kill({sig}) failed");
     }
 
+    /// CPU time the collector has used so far (all its threads), from `/proc`.
+    pub fn cpu_time(&self) -> Duration {
+        stat_cpu_time(&format!("/proc/{}/stat", self.child.id())).unwrap_or_default()
+    }
+
     /// Waits until the collector has printed at least `n` spans, then returns all it printed.
     pub fn spans(&self, n: usize) -> Vec<Span> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -262,4 +267,17 @@ pub fn parse(text: &str) -> Vec<Span> {
         }
     }
     spans
+}
+
+/// User + system CPU time in a `/proc/.../stat` file (a process's or a thread's), and the
+/// command name it gives.
+pub fn stat_cpu_time(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
 }
