@@ -359,15 +359,16 @@ impl EnvSettings {
             client_certificate: file("CLIENT_CERTIFICATE"),
             client_key: file("CLIENT_KEY"),
         };
+        // Only an OTLP destination uses them: a local trace file ignores a half-set pair.
         match (&tls.client_certificate, &tls.client_key) {
-            (Some(c), None) => {
+            (Some(c), None) if endpoint.is_some() => {
                 return Err(err(
                     traces_or(c.variable, "CLIENT_KEY"),
                     "",
                     "the client certificate's key file, as a client certificate is set",
                 ))
             }
-            (None, Some(k)) => {
+            (None, Some(k)) if endpoint.is_some() => {
                 return Err(err(
                     traces_or(k.variable, "CLIENT_CERTIFICATE"),
                     "",
@@ -532,11 +533,17 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_INSECURE",
             ),
             (
-                vec![("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "/c.pem")],
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "/c.pem"),
+                ],
                 "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
             ),
             (
-                vec![("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")],
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
+                ],
                 "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
             ),
         ] {
@@ -597,6 +604,12 @@ mod tests {
             otlp(&s),
             ("http://collector:4318/v1/traces", Protocol::HttpProtobuf)
         );
+    }
+
+    #[test]
+    fn a_local_file_ignores_tls_variables() {
+        let s = parse(&[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")]).unwrap();
+        assert!(matches!(s.destination, Destination::File(_)));
     }
 
     #[test]
