@@ -174,31 +174,26 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The pair `OTEL_EXPORTER_OTLP_TRACES_<suffix>`, `OTEL_EXPORTER_OTLP_<suffix>`.
-fn otlp_vars(suffix: &str) -> (&'static str, &'static str) {
-    match suffix {
-        "INSECURE" => (
-            "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
-            "OTEL_EXPORTER_OTLP_INSECURE",
-        ),
-        "CERTIFICATE" => (
-            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-            "OTEL_EXPORTER_OTLP_CERTIFICATE",
-        ),
-        "CLIENT_CERTIFICATE" => (
-            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
-            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-        ),
-        _ => (
-            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
-            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
-        ),
-    }
-}
+/// Each TLS-related setting: its traces-only variable, then the general one.
+const INSECURE: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+    "OTEL_EXPORTER_OTLP_INSECURE",
+];
+const CERTIFICATE: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+];
+const CLIENT_CERTIFICATE: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+];
+const CLIENT_KEY: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+];
 
-/// `OTEL_EXPORTER_OTLP_[TRACES_]<suffix>`, in the family of the variable `like`.
-fn traces_or(like: &str, suffix: &str) -> &'static str {
-    let (specific, generic) = otlp_vars(suffix);
+/// The variable of `pair` in the same family (traces-only or general) as the variable `like`.
+fn traces_or(like: &str, [specific, generic]: [&'static str; 2]) -> &'static str {
     if like.starts_with("OTEL_EXPORTER_OTLP_TRACES_") {
         specific
     } else {
@@ -271,18 +266,10 @@ impl EnvSettings {
                 "grpc" => Protocol::Grpc,
                 "http/protobuf" => Protocol::HttpProtobuf,
                 "http/json" => Protocol::HttpJson,
-                _ => {
-                    let name = if name.contains("TRACES") {
-                        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-                    } else {
-                        "OTEL_EXPORTER_OTLP_PROTOCOL"
-                    };
-                    return Err(err(name, &v, "grpc, http/protobuf or http/json"));
-                }
+                _ => return Err(err(name, &v, "grpc, http/protobuf or http/json")),
             },
         };
-        let (specific_insecure, generic_insecure) = otlp_vars("INSECURE");
-        let insecure = match first(&get, &[specific_insecure, generic_insecure]) {
+        let insecure = match first(&get, &INSECURE) {
             None => true,
             Some((name, v)) => match v.trim().to_ascii_lowercase().as_str() {
                 "true" => true,
@@ -333,44 +320,36 @@ impl EnvSettings {
             None => Duration::from_millis(10_000),
             Some((name, v)) => match v.trim().parse::<u64>() {
                 Ok(ms) if ms > 0 => Duration::from_millis(ms),
-                _ => {
-                    let name = if name.contains("TRACES") {
-                        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
-                    } else {
-                        "OTEL_EXPORTER_OTLP_TIMEOUT"
-                    };
-                    return Err(err(name, &v, "a positive number of milliseconds"));
-                }
+                _ => return Err(err(name, &v, "a positive number of milliseconds")),
             },
         };
         let resource_attributes = match get("OTEL_RESOURCE_ATTRIBUTES") {
             None => Vec::new(),
             Some(v) => key_values("OTEL_RESOURCE_ATTRIBUTES", &v)?,
         };
-        let file = |suffix: &str| {
-            let (specific, generic) = otlp_vars(suffix);
-            first(&get, &[specific, generic]).map(|(variable, path)| EnvFile {
+        let file = |pair: [&'static str; 2]| {
+            first(&get, &pair).map(|(variable, path)| EnvFile {
                 variable,
                 path: path.trim().to_owned(),
             })
         };
         let tls = TlsFiles {
-            ca_certificate: file("CERTIFICATE"),
-            client_certificate: file("CLIENT_CERTIFICATE"),
-            client_key: file("CLIENT_KEY"),
+            ca_certificate: file(CERTIFICATE),
+            client_certificate: file(CLIENT_CERTIFICATE),
+            client_key: file(CLIENT_KEY),
         };
         // Only an OTLP destination uses them: a local trace file ignores a half-set pair.
         match (&tls.client_certificate, &tls.client_key) {
             (Some(c), None) if endpoint.is_some() => {
                 return Err(err(
-                    traces_or(c.variable, "CLIENT_KEY"),
+                    traces_or(c.variable, CLIENT_KEY),
                     "",
                     "the client certificate's key file, as a client certificate is set",
                 ))
             }
             (None, Some(k)) if endpoint.is_some() => {
                 return Err(err(
-                    traces_or(k.variable, "CLIENT_CERTIFICATE"),
+                    traces_or(k.variable, CLIENT_CERTIFICATE),
                     "",
                     "a client certificate file, as a client key is set",
                 ))
