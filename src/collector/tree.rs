@@ -986,44 +986,50 @@ fn finish_thread(
         return;
     }
     close_unfinished(c, info, trace, state, rid, t, ns, out);
-    let m = &t.tenure.meta;
-    let label = m.label();
-    let host8 = crate::record::truncate_str(&info.host_id, 8);
-    let name = match m.tp_rank {
-        Some(tp) => format!("{label} [TP {tp}] (host:{host8} | pid:{})", m.tid),
-        None => format!("{label} (host:{host8} | pid:{})", m.tid),
-    };
-    let mut attrs = vec![
-        KeyValue::new("thread_label", label.to_owned()),
-        KeyValue::new("host_id", info.host_id.clone()),
-        KeyValue::new("pid", m.tid as i64),
-        KeyValue::new("thread.id", m.tid as i64),
-        KeyValue::new("thread.name", m.name.clone()),
-    ];
-    if let Some(tp) = m.tp_rank {
-        attrs.push(KeyValue::new("tp_rank", tp as i64));
-    }
-    if let Some(dp) = m.dp_rank {
-        attrs.push(KeyValue::new("dp_rank", dp as i64));
-    }
-    attrs.append(&mut t.own_attrs);
-    let mut events = SpanEvents::default();
-    events.events = std::mem::take(&mut t.own_events);
-    out.push(|| SpanData {
-        span_context: own_ctx(trace, t.id, state.clone()),
-        parent_span_id: SpanId::from_bytes(req_span.to_be_bytes()),
-        parent_span_is_remote: false,
-        span_kind: SpanKind::Internal,
-        name: Cow::Owned(name),
-        start_time: ns_to_time(t.start_ns),
-        end_time: ns_to_time(ns.max(t.start_ns)),
-        attributes: attrs,
-        dropped_attributes_count: 0,
-        events,
-        links: SpanLinks::default(),
-        status: Status::Unset,
-        instrumentation_scope: info.scope.clone(),
+    // Built only when the export queue has room for it (see `SpanOut`).
+    out.push(|| {
+        let m = &t.tenure.meta;
+        let label = m.label();
+        let host8 = crate::record::truncate_str(&info.host_id, 8);
+        let name = match m.tp_rank {
+            Some(tp) => format!("{label} [TP {tp}] (host:{host8} | pid:{})", m.tid),
+            None => format!("{label} (host:{host8} | pid:{})", m.tid),
+        };
+        let mut attrs = vec![
+            KeyValue::new("thread_label", label.to_owned()),
+            KeyValue::new("host_id", info.host_id.clone()),
+            KeyValue::new("pid", m.tid as i64),
+            KeyValue::new("thread.id", m.tid as i64),
+            KeyValue::new("thread.name", m.name.clone()),
+        ];
+        if let Some(tp) = m.tp_rank {
+            attrs.push(KeyValue::new("tp_rank", tp as i64));
+        }
+        if let Some(dp) = m.dp_rank {
+            attrs.push(KeyValue::new("dp_rank", dp as i64));
+        }
+        attrs.append(&mut t.own_attrs);
+        let mut events = SpanEvents::default();
+        events.events = std::mem::take(&mut t.own_events);
+        SpanData {
+            span_context: own_ctx(trace, t.id, state.clone()),
+            parent_span_id: SpanId::from_bytes(req_span.to_be_bytes()),
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: Cow::Owned(name),
+            start_time: ns_to_time(t.start_ns),
+            end_time: ns_to_time(ns.max(t.start_ns)),
+            attributes: attrs,
+            dropped_attributes_count: 0,
+            events,
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: info.scope.clone(),
+        }
     });
+    // Left here when the span was not built: a thread span opened later must not inherit them.
+    t.own_attrs.clear();
+    t.own_events.clear();
     t.id = 0;
     t.last_event = EventAt::None;
 }
