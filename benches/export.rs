@@ -4,8 +4,9 @@
 //! `pip install rotel==0.0.1a15`; without it that benchmark is skipped with a message).
 //!
 //! - `rebuild`: records written beforehand (untimed) into one thread's ring; the timed part is one
-//!   flush, in which the drainer thread decodes them, rebuilds the trees and hands the spans to a
-//!   sink that discards them. Throughput is records per second on the drainer's one core.
+//!   flush, in which the drainer thread decodes them and rebuilds the trees, and the export thread
+//!   turns the finished slices into `SpanData` and hands them to a sink that discards them.
+//!   Throughput is records per second through both threads (one core each).
 //! - `otlp_grpc`: spans per second from flush to the collector's acknowledgement, over loopback,
 //!   with the collector discarding what it receives.
 

@@ -292,6 +292,9 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         .build();
     sink.set_resource(&resource);
 
+    let scope = InstrumentationScope::builder("slicetrace")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
     let tree = Tree::new(
         TreeLimits {
             max_open_requests: cfg.max_open_requests,
@@ -304,9 +307,7 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         ProcessInfo {
             host_id: host,
             process_tag: crate::ids::process_tag(),
-            scope: InstrumentationScope::builder("slicetrace")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
+            scope: scope.clone(),
         },
     );
     let shipper = Shipper::start(
@@ -315,6 +316,7 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         cfg.export_queue_batches,
         cfg.max_export_batch,
         cfg.shutdown_timeout,
+        scope,
     )
     .map_err(InitError::Spawn)?;
     let parts = DrainerParts {

@@ -5,7 +5,7 @@ use super::shipper::Shipper;
 use super::stats::Counters;
 use super::tree::{Tenure, Tree};
 use crate::ids::owner_seed;
-use crate::record::{decode, flag, Decoded, Kind, Record};
+use crate::record::{decode, flag, Kind, Record};
 use crate::registry::{self, RingSlot, DETACHED};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -67,7 +67,6 @@ struct Drainer {
     rings: Vec<RingState>,
     known: usize,
     scratch: Vec<Record>,
-    decoded: Vec<Decoded>,
     snapshot: Vec<&'static RingSlot>,
     last_export: Instant,
     last_report: Instant,
@@ -90,7 +89,6 @@ pub fn run(ctl: Arc<Control>, parts: DrainerParts) {
         rings: Vec::new(),
         known: 0,
         scratch: Vec::new(),
-        decoded: Vec::new(),
         snapshot: Vec::new(),
         last_export: Instant::now(),
         last_report: Instant::now(),
@@ -179,35 +177,35 @@ impl Drainer {
                 }
             };
             Counters::add(&c.records_read, self.scratch.len() as u64);
-            self.decoded.clear();
-            let decoded = &mut self.decoded;
+            let (tree, clock) = (&mut self.parts.tree, &mut self.parts.clock);
+            let mut tenure = tenure;
+            // Decoded records go straight into the tree: a whole ring of them held in between
+            // would be copied through memory twice more.
             decode(
                 &self.scratch,
                 pos,
-                |d| decoded.push(d),
+                |d| {
+                    let ns = if d.head.flags & flag::TS_UNIX != 0 {
+                        d.head.ts
+                    } else {
+                        let ns = clock.to_unix(d.head.ts).max(rs.last_ns);
+                        rs.last_ns = ns;
+                        ns
+                    };
+                    if d.kind == Kind::ThreadInfo {
+                        // Spans opened from here on carry the new label; open ones keep theirs.
+                        tenure = Arc::new(Tenure {
+                            ring: tenure.ring,
+                            owner: tenure.owner,
+                            seed: tenure.seed,
+                            meta: slot.meta(),
+                        });
+                        rs.tenure = Some(tenure.clone());
+                    }
+                    tree.apply(c, &tenure, d, ns);
+                },
                 |_, _| Counters::add(&c.records_undecodable, 1),
             );
-            let mut tenure = tenure;
-            for d in self.decoded.drain(..) {
-                let ns = if d.head.flags & flag::TS_UNIX != 0 {
-                    d.head.ts
-                } else {
-                    let ns = self.parts.clock.to_unix(d.head.ts).max(rs.last_ns);
-                    rs.last_ns = ns;
-                    ns
-                };
-                if d.kind == Kind::ThreadInfo {
-                    // Spans opened from here on carry the new label; open ones keep theirs.
-                    tenure = Arc::new(Tenure {
-                        ring: tenure.ring,
-                        owner: tenure.owner,
-                        seed: tenure.seed,
-                        meta: slot.meta(),
-                    });
-                    rs.tenure = Some(tenure.clone());
-                }
-                self.parts.tree.apply(c, &tenure, d, ns);
-            }
         }
         if state == DETACHED {
             rs.tenure = None;

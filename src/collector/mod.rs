@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod drainer;
+pub mod finished;
 pub mod shipper;
 pub mod sink;
 pub mod span_out;

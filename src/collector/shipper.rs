@@ -3,8 +3,10 @@
 //! queue is full the batch is dropped and its spans counted (`spans_dropped_export`).
 
 use super::drainer::Control;
+use super::finished::Finished;
 use super::sink::Sink;
 use super::stats::Counters;
+use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::trace::SpanData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -13,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 enum Msg {
-    Batch(Vec<SpanData>),
+    Batch(Vec<Finished>),
     /// Everything queued before has been handed to the sink: flush number `n` is done.
     Flush(u64),
     Stop,
@@ -38,6 +40,7 @@ impl Shipper {
         queue_batches: usize,
         max_batch: usize,
         shutdown_timeout: Duration,
+        scope: InstrumentationScope,
     ) -> std::io::Result<Shipper> {
         let (tx, rx) = sync_channel(queue_batches.max(1));
         let queued = Arc::new(AtomicUsize::new(0));
@@ -55,11 +58,11 @@ impl Shipper {
                             let total = spans.len();
                             let mut rest = spans.into_iter();
                             loop {
-                                let batch: Vec<SpanData> = if rest.len() <= max_batch {
-                                    rest.by_ref().collect()
-                                } else {
-                                    rest.by_ref().take(max_batch).collect()
-                                };
+                                let batch: Vec<SpanData> = rest
+                                    .by_ref()
+                                    .take(max_batch)
+                                    .map(|f| f.into_span_data(&scope))
+                                    .collect();
                                 if batch.is_empty() {
                                     break;
                                 }
@@ -101,7 +104,7 @@ impl Shipper {
 
     /// Queues spans (the export thread cuts them into batches), or drops and counts them when
     /// the queue already holds its bound of spans.
-    pub fn send(&self, spans: Vec<SpanData>) {
+    pub fn send(&self, spans: Vec<Finished>) {
         let n = spans.len();
         if self.queued.load(Ordering::Relaxed) + n > self.limit {
             Counters::add(&self.ctl.counters.spans_dropped_export, n as u64);

@@ -3,10 +3,10 @@
 //! are not built, so a dead collector does not make the drainer allocate, fill and free them by
 //! the million.
 
-use opentelemetry_sdk::trace::SpanData;
+use super::finished::Finished;
 
 pub struct SpanOut {
-    pub spans: Vec<SpanData>,
+    pub spans: Vec<Finished>,
     /// Spans the export queue can still take.
     room: usize,
     shed: u64,
@@ -23,7 +23,7 @@ impl Default for SpanOut {
 }
 
 impl SpanOut {
-    pub fn push(&mut self, make: impl FnOnce() -> SpanData) {
+    pub fn push(&mut self, make: impl FnOnce() -> Finished) {
         if self.spans.len() >= self.room {
             self.shed += 1;
         } else {
@@ -52,7 +52,7 @@ mod tests {
         let built = std::cell::Cell::new(0);
         let make = || {
             built.set(built.get() + 1);
-            opentelemetry_sdk::trace::SpanData {
+            Finished::Span(Box::new(opentelemetry_sdk::trace::SpanData {
                 span_context: opentelemetry::trace::SpanContext::empty_context(),
                 parent_span_id: opentelemetry::trace::SpanId::INVALID,
                 parent_span_is_remote: false,
@@ -66,7 +66,7 @@ mod tests {
                 links: Default::default(),
                 status: opentelemetry::trace::Status::Unset,
                 instrumentation_scope: Default::default(),
-            }
+            }))
         };
         out.push(make);
         out.set_room(2);

@@ -1,8 +1,9 @@
 //! Rebuilding Request → Thread → Slice span trees from decoded records.
 //!
 //! The drainer feeds records in ring order per thread (threads interleaved in sweep order) with
-//! their times already in Unix nanoseconds. Finished spans go to `out` as `SpanData`.
+//! their times already in Unix nanoseconds. Finished spans go to `out` (see `Finished`).
 
+use super::finished::{ns_to_time, own_ctx, Finished, LinkTo, SliceSpan};
 use super::span_out::SpanOut;
 use super::stats::Counters;
 use crate::ids::{derive_span_id, Rid, Salt};
@@ -12,15 +13,13 @@ use crate::name::NameCache;
 use crate::record::{flag, Decoded, Kind};
 use crate::registry::ThreadMeta;
 use crate::slice_chain::{Ended, SliceChain};
-use opentelemetry::trace::{
-    Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{Event, SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Attributes and events kept per span; more are counted in the span's dropped counts.
 pub const MAX_ATTRS_PER_SPAN: usize = 128;
@@ -62,7 +61,7 @@ struct OpenSlice {
     dropped_attrs: u32,
     events: Vec<Event>,
     dropped_events: u32,
-    link: Option<SpanContext>,
+    link: Option<LinkTo>,
 }
 
 struct ThreadSpan {
@@ -74,7 +73,7 @@ struct ThreadSpan {
     chain: SliceChain,
     slices: Vec<OpenSlice>,
     /// The first slice after a propagation links here instead of to the chain.
-    pending_link: Option<SpanContext>,
+    pending_link: Option<LinkTo>,
     /// Where the last event went, for the event's attributes.
     last_event: EventAt,
     own_events: Vec<Event>,
@@ -177,10 +176,6 @@ pub struct Tree {
     /// The drainer's "now", read once per sweep rather than once per record.
     now: Instant,
     pub out: SpanOut,
-}
-
-fn ns_to_time(ns: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
 fn error_status(msg: impl Into<Cow<'static, str>>) -> Status {
@@ -326,7 +321,7 @@ impl Tree {
         req.bootstrap_room = (rec.head.flags & flag::HAS_ROOM != 0).then_some(rec.head.value);
         let link = upstream
             .filter(|u| u.link != 0)
-            .map(|u| span_ctx(u.trace_id, u.link, true));
+            .map(|u| LinkTo::new(u.trace_id, u.link, true));
         let t = thread_span(&mut req, tenure, rec.pos, ns);
         if link.is_some() {
             t.pending_link = link;
@@ -390,13 +385,13 @@ impl Tree {
         }
         req.last_activity = self.now;
         req.linger_until = None;
-        let link = (up.link != 0).then(|| span_ctx(up.trace_id, up.link, !same_process));
+        let link = (up.link != 0).then(|| LinkTo::new(up.trace_id, up.link, !same_process));
         let trace = req.trace_id;
         let state = req.trace_state.clone();
         let rid = req.rid_value.clone();
         let t = thread_span(req, tenure, rec.pos, ns);
         // A hand-over starts this thread's chain afresh, as `propagate_context` reads it.
-        close_unfinished(c, &self.info, trace, &state, &rid, t, ns, &mut self.out);
+        close_unfinished(c, trace, &state, &rid, t, ns, &mut self.out);
         t.chain = SliceChain::default();
         t.pending_link = link;
         true
@@ -464,8 +459,7 @@ impl Tree {
                         };
                         let final_name = s.name.or(name).unwrap_or("anonymous");
                         out.push(|| {
-                            slice_data(
-                                scope,
+                            slice_span(
                                 trace,
                                 &req.trace_state,
                                 s,
@@ -727,20 +721,22 @@ impl Tree {
         attrs.append(&mut req.attrs);
         let mut events = SpanEvents::default();
         events.events = std::mem::take(&mut req.events);
-        self.out.push(|| SpanData {
-            span_context: own_ctx(trace, req.span_id, req.trace_state),
-            parent_span_id: SpanId::from_bytes(req.parent.to_be_bytes()),
-            parent_span_is_remote: req.parent_remote,
-            span_kind: SpanKind::Server,
-            name: Cow::Owned(name),
-            start_time: ns_to_time(req.start_ns),
-            end_time: ns_to_time(end_ns.max(req.start_ns)),
-            attributes: attrs,
-            dropped_attributes_count: req.dropped_attrs,
-            events,
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: self.info.scope.clone(),
+        self.out.push(|| {
+            Finished::Span(Box::new(SpanData {
+                span_context: own_ctx(trace, req.span_id, req.trace_state),
+                parent_span_id: SpanId::from_bytes(req.parent.to_be_bytes()),
+                parent_span_is_remote: req.parent_remote,
+                span_kind: SpanKind::Server,
+                name: Cow::Owned(name),
+                start_time: ns_to_time(req.start_ns),
+                end_time: ns_to_time(end_ns.max(req.start_ns)),
+                attributes: attrs,
+                dropped_attributes_count: req.dropped_attrs,
+                events,
+                links: SpanLinks::default(),
+                status,
+                instrumentation_scope: self.info.scope.clone(),
+            }))
         });
     }
 }
@@ -757,29 +753,6 @@ pub(crate) fn parse_trace_state(c: &Counters, text: Option<&[u8]>) -> TraceState
             TraceState::NONE
         }
     }
-}
-
-/// The context of a span of this process's request, with its tracestate.
-fn own_ctx(trace: u128, span: u64, state: TraceState) -> SpanContext {
-    SpanContext::new(
-        TraceId::from_bytes(trace.to_be_bytes()),
-        SpanId::from_bytes(span.to_be_bytes()),
-        TraceFlags::SAMPLED,
-        false,
-        state,
-    )
-}
-
-/// The context of a linked span, here or in the process it came from.
-fn span_ctx(trace: u128, span: u64, remote: bool) -> SpanContext {
-    let c = own_ctx(trace, span, TraceState::NONE);
-    SpanContext::new(
-        c.trace_id(),
-        c.span_id(),
-        c.trace_flags(),
-        remote,
-        TraceState::NONE,
-    )
 }
 
 fn push_capped<T>(v: &mut Vec<T>, dropped: &mut u32, item: T, cap: usize) {
@@ -873,7 +846,7 @@ fn open_slice(
     let link = if top {
         t.pending_link
             .take()
-            .or_else(|| prev_top.map(|p| span_ctx(trace, p, false)))
+            .or_else(|| prev_top.map(|p| LinkTo::new(trace, p, false)))
     } else {
         None
     };
@@ -891,8 +864,7 @@ fn open_slice(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn slice_data(
-    info: &ProcessInfo,
+fn slice_span(
     trace: u128,
     state: &TraceState,
     s: OpenSlice,
@@ -902,45 +874,31 @@ fn slice_data(
     unfinished: bool,
     tid: u64,
     rid: &OtelValue,
-) -> SpanData {
-    let mut attrs = s.attrs;
-    // `rid` and the OpenTelemetry convention `thread.id` on every slice let a reader place a
-    // slice on its thread's track, and name its request, without waiting for the thread and
-    // request spans, which end last.
-    attrs.push(KeyValue::new("rid", rid.clone()));
-    attrs.push(KeyValue::new("thread.id", tid as i64));
-    if unfinished {
-        attrs.push(KeyValue::new("slicetrace.unfinished", true));
-    }
-    let mut events = SpanEvents::default();
-    events.events = s.events;
-    events.dropped_count = s.dropped_events;
-    let mut links = SpanLinks::default();
-    if let Some(l) = s.link {
-        links.links.push(Link::new(l, Vec::new(), 0));
-    }
-    SpanData {
-        span_context: own_ctx(trace, s.id, state.clone()),
-        parent_span_id: SpanId::from_bytes(s.parent.to_be_bytes()),
-        parent_span_is_remote: false,
-        span_kind: SpanKind::Internal,
-        name: Cow::Borrowed(name),
-        start_time: ns_to_time(s.start_ns),
-        end_time: ns_to_time(end_ns.max(s.start_ns)),
-        attributes: attrs,
-        dropped_attributes_count: s.dropped_attrs,
-        events,
-        links,
+) -> Finished {
+    Finished::Slice(SliceSpan {
+        trace,
+        id: s.id,
+        parent: s.parent,
+        state: state.clone(),
+        name,
+        start_ns: s.start_ns,
+        end_ns,
+        attrs: s.attrs,
+        dropped_attrs: s.dropped_attrs,
+        events: s.events,
+        dropped_events: s.dropped_events,
+        link: s.link,
         status,
-        instrumentation_scope: info.scope.clone(),
-    }
+        unfinished,
+        tid,
+        rid: rid.clone(),
+    })
 }
 
 /// Closes `t`'s open slices at `ns`, innermost first, marked unfinished.
 #[allow(clippy::too_many_arguments)]
 fn close_unfinished(
     c: &Counters,
-    info: &ProcessInfo,
     trace: u128,
     state: &TraceState,
     rid: &OtelValue,
@@ -953,8 +911,7 @@ fn close_unfinished(
         Counters::add(&c.slices_unfinished, 1);
         let name = s.name.unwrap_or("anonymous");
         out.push(|| {
-            slice_data(
-                info,
+            slice_span(
                 trace,
                 state,
                 s,
@@ -985,7 +942,7 @@ fn finish_thread(
     if t.id == 0 {
         return;
     }
-    close_unfinished(c, info, trace, state, rid, t, ns, out);
+    close_unfinished(c, trace, state, rid, t, ns, out);
     // Built only when the export queue has room for it (see `SpanOut`).
     out.push(|| {
         let m = &t.tenure.meta;
@@ -1011,7 +968,7 @@ fn finish_thread(
         attrs.append(&mut t.own_attrs);
         let mut events = SpanEvents::default();
         events.events = std::mem::take(&mut t.own_events);
-        SpanData {
+        Finished::Span(Box::new(SpanData {
             span_context: own_ctx(trace, t.id, state.clone()),
             parent_span_id: SpanId::from_bytes(req_span.to_be_bytes()),
             parent_span_is_remote: false,
@@ -1025,7 +982,7 @@ fn finish_thread(
             links: SpanLinks::default(),
             status: Status::Unset,
             instrumentation_scope: info.scope.clone(),
-        }
+        }))
     });
     // Left here when the span was not built: a thread span opened later must not inherit them.
     t.own_attrs.clear();
