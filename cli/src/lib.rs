@@ -29,29 +29,35 @@ pub fn convert<W: Write>(
     let mut w = TraceEventWriter::new(out, limits).map_err(|e| e.to_string())?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
     let reader = std::thread::scope(|scope| {
-        let reader = scope.spawn(move || {
-            let mut batch: Batch = Vec::new();
-            let mut n = 0;
-            let r = read_all(inputs, &mut |p, s| {
-                match batch.last_mut() {
-                    Some((last, spans)) if last == p => spans.push(s),
-                    _ => batch.push((p.clone(), vec![s])),
+        let reader = std::thread::Builder::new()
+            .name("convert-read".into())
+            .spawn_scoped(scope, move || {
+                let mut batch: Batch = Vec::new();
+                let mut n = 0;
+                let r = read_all(inputs, &mut |p, s| {
+                    match batch.last_mut() {
+                        Some((last, spans)) if last == p => spans.push(s),
+                        _ => batch.push((p.clone(), vec![s])),
+                    }
+                    n += 1;
+                    if n >= BATCH_SPANS {
+                        n = 0;
+                        // The writer stopped: nothing more to read for.
+                        tx.send(std::mem::take(&mut batch)).map_err(|_| {
+                            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "writer stopped")
+                        })?;
+                    }
+                    Ok(())
+                });
+                if !batch.is_empty() {
+                    let _ = tx.send(batch);
                 }
-                n += 1;
-                if n >= BATCH_SPANS {
-                    n = 0;
-                    // The writer stopped: nothing more to read for.
-                    tx.send(std::mem::take(&mut batch)).map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::BrokenPipe, "writer stopped")
-                    })?;
-                }
-                Ok(())
+                r
             });
-            if !batch.is_empty() {
-                let _ = tx.send(batch);
-            }
-            r
-        });
+        let reader = match reader {
+            Ok(r) => r,
+            Err(e) => return (Err(format!("cannot start the reading thread: {e}")), Ok(())),
+        };
         let mut written = Ok(());
         for batch in rx {
             for (p, spans) in batch {
@@ -65,11 +71,11 @@ pub fn convert<W: Write>(
                 break;
             }
         }
-        (reader.join(), written)
+        (Ok(reader.join()), written)
     });
     let (read, written) = reader;
     written.map_err(|e| format!("writing the output: {e}"))?;
-    let skipped = read
+    let skipped = read?
         .map_err(|_| "the reading thread panicked".to_owned())?
         .map_err(|e| e.to_string())?;
     let (mut out, stats) = w.finish().map_err(|e| e.to_string())?;

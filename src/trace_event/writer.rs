@@ -166,6 +166,7 @@ pub struct TraceEventWriter<W: Write> {
     wrote_any: bool,
     line: String,
     processes: HashMap<ProcessKey, u32>,
+    last_process: Option<(ProcessKey, u32)>,
     pids_used: HashMap<u32, ()>,
     next_synthetic_pid: u32,
     tracks: HashMap<(u32, u64), Track, MixHash>,
@@ -222,6 +223,7 @@ impl<W: Write> TraceEventWriter<W> {
             wrote_any: false,
             line: String::with_capacity(512),
             processes: HashMap::new(),
+            last_process: None,
             pids_used: HashMap::new(),
             next_synthetic_pid: 1 << 30,
             tracks: HashMap::default(),
@@ -368,6 +370,18 @@ impl<W: Write> TraceEventWriter<W> {
     }
 
     fn pid_for(&mut self, p: &ProcessKey) -> io::Result<u32> {
+        // Spans come in runs of one process: most lookups are the one before.
+        if let Some((last, pid)) = &self.last_process {
+            if last == p {
+                return Ok(*pid);
+            }
+        }
+        let pid = self.pid_lookup(p)?;
+        self.last_process = Some((p.clone(), pid));
+        Ok(pid)
+    }
+
+    fn pid_lookup(&mut self, p: &ProcessKey) -> io::Result<u32> {
         if let Some(pid) = self.processes.get(p) {
             return Ok(*pid);
         }
@@ -537,8 +551,9 @@ impl<W: Write> TraceEventWriter<W> {
 
     /// Queues `span` (and, transitively, the slices that were waiting for it) on `pid`/`tid`.
     fn place(&mut self, pid: u32, tid: u64, span: Span) {
-        let mut work = vec![span];
-        while let Some(span) = work.pop() {
+        let mut work = Vec::new();
+        let mut next = Some(span);
+        while let Some(span) = next.take().or_else(|| work.pop()) {
             let end = span.end_ns.max(span.start_ns);
             let here = Placed {
                 pid,
@@ -548,20 +563,10 @@ impl<W: Write> TraceEventWriter<W> {
             };
             self.placed.insert(span.span_id, here);
             let (span_id, start) = (span.span_id, span.start_ns);
-            let links = span.links.clone();
-            // The slice is queued before its flows: at equal times a flow binds to what is
-            // already open.
-            self.queue(
-                span.start_ns,
-                1,
-                end - span.start_ns,
-                Item::Slice {
-                    pid,
-                    tid,
-                    span: Box::new(span),
-                },
-            );
-            for (_, target) in links {
+            // The slice goes before its flows: at equal times a flow binds to what is already
+            // open. Its place in the queue is taken now; it is queued once its links are read.
+            let seq = self.next_seq();
+            for &(_, target) in &span.links {
                 match self.placed.get(&target).copied() {
                     Some(from) => self.queue_flow(from, target, here, span_id),
                     None => {
@@ -596,6 +601,17 @@ impl<W: Write> TraceEventWriter<W> {
                     self.queue_flow(here, span_id, to, l.span);
                 }
             }
+            self.queue_at(
+                seq,
+                start,
+                1,
+                end - start,
+                Item::Slice {
+                    pid,
+                    tid,
+                    span: Box::new(span),
+                },
+            );
             if let Some(children) = self.take_pending(span_id) {
                 work.extend(children.into_iter().map(|(_, c)| c));
             }
@@ -637,11 +653,21 @@ impl<W: Write> TraceEventWriter<W> {
         );
     }
 
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
     fn queue(&mut self, ts: u64, class: u8, dur: u64, item: Item) {
+        let seq = self.next_seq();
+        self.queue_at(seq, ts, class, dur, item);
+    }
+
+    /// Queues `item` as the `seq`th, which orders it among equal times and classes.
+    fn queue_at(&mut self, seq: u64, ts: u64, class: u8, dur: u64, item: Item) {
         if ts < self.written_to {
             self.stats.late += 1;
         }
-        self.seq += 1;
         let slot = match self.free_slots.pop() {
             Some(s) => {
                 self.items[s as usize] = Some(item);
@@ -656,7 +682,7 @@ impl<W: Write> TraceEventWriter<W> {
             ts,
             class,
             rdur: !dur,
-            seq: self.seq,
+            seq,
             slot,
         });
     }
