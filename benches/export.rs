@@ -7,8 +7,9 @@
 //!   flush, in which the drainer thread decodes them and rebuilds the trees, and the export thread
 //!   turns the finished slices into `SpanData` and hands them to a sink that discards them.
 //!   Throughput is records per second through both threads (one core each).
-//! - `otlp_grpc`: spans per second from flush to the collector's acknowledgement, over loopback,
-//!   with the collector discarding what it receives.
+//! - `otlp_grpc`, `otlp_http`: spans per second from flush to the collector's acknowledgement,
+//!   over loopback, with the collector discarding what it receives; OTLP/gRPC and OTLP/HTTP
+//!   (protobuf), over one connection and over two (`OtlpSink::with_connections`).
 
 mod common;
 #[path = "../tests/common/rotel.rs"]
@@ -68,43 +69,54 @@ fn rebuild(c: &mut Criterion) {
 
 fn otlp(c: &mut Criterion) {
     if !rotel::installed() {
-        eprintln!("export/otlp_grpc skipped: rotel is not installed (pip install rotel==0.0.1a15)");
+        eprintln!("export/otlp skipped: rotel is not installed (pip install rotel==0.0.1a15)");
         return;
     }
     let collector = rotel::Rotel::start_quiet();
-    let endpoint = format!("http://{}", collector.grpc);
     let mut g = c.benchmark_group("export");
     g.sample_size(10);
     g.throughput(Throughput::Elements(PAIRS + 2));
-    for batch in [64usize, 512] {
-        let sink = OtlpSink::new(&endpoint, Protocol::Grpc, &[], Duration::from_secs(10)).unwrap();
-        let guard = slicetrace::init(config(Box::new(sink), batch)).unwrap();
-        let (collector_cpu, our_cpu) = (collector.cpu_time(), slicetrace_cpu_time());
-        g.bench_function(format!("otlp_grpc_spans/batch_{batch}"), |b| {
-            b.iter_custom(|iters| timed_flush(&guard, iters))
-        });
-        let our_cpu = slicetrace_cpu_time() - our_cpu;
-        let stats = guard.shutdown();
-        // Where the CPU time per exported span goes: this process (drainer, export thread) and
-        // the collector, which share the machine's cores in this benchmark. (Spans exported count
-        // warm-up runs too, as does the CPU time.)
-        let per_span = |d: Duration| d.as_secs_f64() * 1e6 / stats.spans_exported.max(1) as f64;
-        eprintln!(
-            "export/otlp_grpc_spans/batch_{batch}: CPU per span exported: slicetrace {:.2} us, collector {:.2} us ({} spans)",
-            per_span(our_cpu),
-            per_span(collector.cpu_time() - collector_cpu),
-            stats.spans_exported
-        );
-        assert_eq!(
-            stats.spans_export_failed + stats.spans_dropped_export,
-            0,
-            "{stats:?}"
-        );
+    let grpc = format!("http://{}", collector.grpc);
+    let http = format!("http://{}/v1/traces", collector.http);
+    for (wire, protocol, endpoint) in [
+        ("grpc", Protocol::Grpc, &grpc),
+        ("http", Protocol::HttpProtobuf, &http),
+    ] {
+        // One and two connections at the default batch size and a larger one; then four
+        // connections with batches of 1024, the set-up for the most spans per second.
+        for (connections, batch) in [(1usize, 64usize), (1, 512), (2, 64), (2, 512), (4, 1024)] {
+            let sink = OtlpSink::new(endpoint, protocol, &[], Duration::from_secs(10))
+                .and_then(|s| s.with_connections(connections))
+                .unwrap();
+            let guard = slicetrace::init(config(Box::new(sink), batch)).unwrap();
+            let (collector_cpu, our_cpu) = (collector.cpu_time(), slicetrace_cpu_time());
+            let name = format!("otlp_{wire}_spans/conn_{connections}/batch_{batch}");
+            g.bench_function(&name, |b| b.iter_custom(|iters| timed_flush(&guard, iters)));
+            let our_cpu = slicetrace_cpu_time() - our_cpu;
+            let stats = guard.shutdown();
+            // Where the CPU time per exported span goes: this process (drainer, export
+            // threads) and the collector, which share the machine's cores here. (Spans
+            // exported count warm-up runs too, as does the CPU time.)
+            let per_span = |d: Duration| d.as_secs_f64() * 1e6 / stats.spans_exported.max(1) as f64;
+            eprintln!(
+                    "export/{name}: CPU per span exported: slicetrace {:.2} us, collector {:.2} us ({} spans)",
+                    per_span(our_cpu),
+                    per_span(collector.cpu_time() - collector_cpu),
+                    stats.spans_exported
+                );
+            assert_eq!(
+                stats.spans_export_failed + stats.spans_dropped_export,
+                0,
+                "{stats:?}"
+            );
+            assert!(stats.spans_exported > 0, "{stats:?}");
+        }
     }
     g.finish();
 }
 
-/// CPU time so far of this process's slicetrace threads (drainer, export), from `/proc`.
+/// CPU time so far of this process's slicetrace threads (drainer, export, the HTTP client's),
+/// from `/proc`.
 fn slicetrace_cpu_time() -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
@@ -113,7 +125,8 @@ fn slicetrace_cpu_time() -> Duration {
         .flatten()
         .filter(|t| {
             std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.starts_with("slicetrace-"))
+                // The OTLP/HTTP client sends from a runtime thread of its own.
+                .is_ok_and(|c| c.starts_with("slicetrace-") || c.starts_with("reqwest-"))
         })
         .filter_map(|t| rotel::stat_cpu_time(t.path().join("stat").to_str()?))
         .sum()

@@ -14,6 +14,7 @@
 //! | `OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY`, `OTEL_EXPORTER_OTLP_CLIENT_KEY` | PEM private key of that certificate |
 //! | `OTEL_EXPORTER_OTLP_TRACES_INSECURE`, `OTEL_EXPORTER_OTLP_INSECURE` | `false`: a gRPC endpoint given as `host:port` uses TLS (`https://`); `true` or unset: plain `http://`, as the reference |
 //! | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` | export timeout in milliseconds (default 10000) |
+//! | `SLICETRACE_OTLP_CONNECTIONS` | batches sent to the collector at once, each on a connection and thread of its own (1 to 16, default 2) |
 //! | `OTEL_SERVICE_NAME` | `service.name` (else the name the program passes) |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,…` resource attributes |
 //!
@@ -42,6 +43,9 @@ pub enum Destination {
         timeout: Duration,
         /// Certificate files for an `https://` endpoint.
         tls: TlsFiles,
+        /// Batches in flight at once, each on a connection of its own
+        /// (`SLICETRACE_OTLP_CONNECTIONS`).
+        connections: usize,
     },
     File(String),
 }
@@ -179,6 +183,9 @@ const INSECURE: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
     "OTEL_EXPORTER_OTLP_INSECURE",
 ];
+const CONNECTIONS: &str = "SLICETRACE_OTLP_CONNECTIONS";
+/// Two: a batch is encoded and sent while the collector answers the one before.
+const DEFAULT_CONNECTIONS: usize = 2;
 const CERTIFICATE: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
     "OTEL_EXPORTER_OTLP_CERTIFICATE",
@@ -356,6 +363,13 @@ impl EnvSettings {
             }
             _ => {}
         }
+        let connections = match get(CONNECTIONS).filter(|v| !v.trim().is_empty()) {
+            None => DEFAULT_CONNECTIONS,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=crate::export::otlp::MAX_CONNECTIONS).contains(&n) => n,
+                _ => return Err(err(CONNECTIONS, &v, "a whole number from 1 to 16")),
+            },
+        };
         let destination = match endpoint {
             Some(endpoint) => Destination::Otlp {
                 endpoint,
@@ -363,6 +377,7 @@ impl EnvSettings {
                 headers,
                 timeout,
                 tls,
+                connections,
             },
             None => Destination::File(
                 get("SLICETRACE_FILE")
@@ -414,6 +429,23 @@ mod tests {
                 endpoint, protocol, ..
             } => (endpoint, *protocol),
             d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn connections_default_to_two_and_are_bounded() {
+        let connections = |s: &EnvSettings| match &s.destination {
+            Destination::Otlp { connections, .. } => *connections,
+            d => panic!("{d:?}"),
+        };
+        let at = [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")];
+        assert_eq!(connections(&parse(&at).unwrap()), 2);
+        let four = [at[0], ("SLICETRACE_OTLP_CONNECTIONS", " 4 ")];
+        assert_eq!(connections(&parse(&four).unwrap()), 4);
+        for bad in ["0", "17", "two", "-1"] {
+            let e = parse(&[at[0], ("SLICETRACE_OTLP_CONNECTIONS", bad)]).unwrap_err();
+            assert_eq!(e.variable, "SLICETRACE_OTLP_CONNECTIONS");
+            assert_eq!(e.value, bad);
         }
     }
 

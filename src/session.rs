@@ -119,12 +119,14 @@ impl Config {
                 protocol,
                 timeout,
                 tls,
+                connections,
                 ..
             } => {
                 let tls = tls.load().map_err(InitError::Env)?;
                 // Headers from the environment are read by the OTLP exporter itself.
                 Box::new(
                     OtlpSink::with_tls(endpoint, *protocol, &[], *timeout, &tls)
+                        .and_then(|s| s.with_connections(*connections))
                         .map_err(InitError::Exporter)?,
                 )
             }

@@ -41,14 +41,92 @@ fn spans_arrive_over_http_json() {
     export_over(Protocol::HttpJson);
 }
 
+/// Several connections, small batches: many batches in flight at once, on every connection.
+/// Each span arrives exactly once, with the resource every connection was given.
+fn export_over_connections(protocol: Protocol) {
+    let rotel = Rotel::start();
+    let endpoint = match protocol {
+        Protocol::Grpc => format!("http://{}", rotel.grpc),
+        _ => format!("http://{}/v1/traces", rotel.http),
+    };
+    let sink = OtlpSink::new(&endpoint, protocol, &[], Duration::from_secs(5))
+        .and_then(|s| s.with_connections(3))
+        .unwrap();
+    let mut cfg = config();
+    cfg.service_name = "otlp-lanes".into();
+    // The drainer wakes only at shutdown: all 120 spans reach the export thread at once, as
+    // 30 batches sent three at a time, one on each connection.
+    cfg.sweep_interval = Duration::from_secs(3600);
+    cfg.max_export_batch = 4;
+    let mut s = session_using(cfg.sink(Box::new(sink)));
+    for i in 0..40 {
+        one_request(&format!("lane-{i:02}"));
+    }
+    let stats = s.guard.take().unwrap().shutdown();
+    assert_eq!(stats.spans_exported, 120, "{stats:?}");
+    assert_eq!(stats.spans_export_failed + stats.spans_dropped_export, 0);
+    let spans = rotel.spans(120);
+    assert_eq!(spans.len(), 120);
+    let mut ids: Vec<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 120, "a span arrived twice");
+    let mut reqs: Vec<&str> = spans
+        .iter()
+        .filter_map(|s| s.name.strip_prefix("Req "))
+        .collect();
+    reqs.sort_unstable();
+    let want: Vec<String> = (0..40).map(|i| format!("lane-{i:02}")).collect();
+    assert_eq!(reqs, want);
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.resource_attr("service.name") == Some("Str(otlp-lanes)")),
+        "{:?}",
+        spans.iter().map(|s| &s.resource).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn spans_arrive_over_several_grpc_connections() {
+    export_over_connections(Protocol::Grpc);
+}
+
+#[test]
+fn spans_arrive_over_several_http_connections() {
+    export_over_connections(Protocol::HttpProtobuf);
+}
+
+#[test]
+fn connections_outside_one_to_sixteen_are_refused() {
+    let sink = || {
+        OtlpSink::new(
+            "http://127.0.0.1:9",
+            Protocol::Grpc,
+            &[],
+            Duration::from_secs(1),
+        )
+    };
+    for n in [0, 17] {
+        let e = sink().unwrap().with_connections(n).err().unwrap();
+        assert!(e.contains("1 to 16"), "{e}");
+    }
+    assert!(sink().unwrap().with_connections(16).is_ok());
+}
+
 /// An OTLP/gRPC sink for a loopback port (a collector may or may not listen there).
 fn grpc_sink(port: u16, timeout: Duration) -> OtlpSink {
+    grpc_sink_over(port, timeout, 1)
+}
+
+fn grpc_sink_over(port: u16, timeout: Duration, connections: usize) -> OtlpSink {
     OtlpSink::new(
         &format!("http://127.0.0.1:{port}"),
         Protocol::Grpc,
         &[],
         timeout,
     )
+    .and_then(|s| s.with_connections(connections))
     .unwrap()
 }
 
@@ -111,9 +189,22 @@ fn export_resumes_when_the_collector_comes_up() {
 /// are counted, afterwards export resumes, and every span is accounted for exactly once.
 #[test]
 fn collector_killed_and_restarted_every_span_accounted_for() {
+    killed_and_restarted(1, 64);
+}
+
+/// The same with three connections and batches of two spans: batches on every connection fail
+/// while the collector is gone, and each is counted for its own spans.
+#[test]
+fn collector_killed_and_restarted_over_several_connections() {
+    killed_and_restarted(3, 2);
+}
+
+fn killed_and_restarted(connections: usize, batch: usize) {
     let (g, h) = (free_port(), free_port());
-    let sink = grpc_sink(g, Duration::from_millis(500));
-    let mut s = session_using(config().sink(Box::new(sink)));
+    let sink = grpc_sink_over(g, Duration::from_millis(500), connections);
+    let mut cfg = config();
+    cfg.max_export_batch = batch;
+    let mut s = session_using(cfg.sink(Box::new(sink)));
     let flush =
         |s: &common::Session| assert!(s.guard.as_ref().unwrap().flush(Duration::from_secs(60)));
 

@@ -1,6 +1,7 @@
-//! Conversion throughput, spans per second on one core: the whole `convert` path (OTLP/JSON
-//! lines read and parsed, spans placed on their threads through their parents, trace-event
-//! JSON written), and the trace-event writer alone on spans already in memory.
+//! Conversion throughput, spans per second: the whole `convert` path (OTLP/JSON lines read and
+//! parsed on one thread, spans placed on their threads through their parents and trace-event
+//! JSON written on another), and each of the two stages alone on one thread: the reader
+//! (spans parsed and dropped) and the writer (on spans already in memory).
 //!
 //! `cargo bench -p slicetrace-cli --bench convert`
 
@@ -33,6 +34,20 @@ fn convert(c: &mut Criterion) {
                 slicetrace_cli::convert(&inputs, std::io::sink(), Limits::default()).unwrap();
             assert!(!skipped);
             assert_eq!(stats.slices, REQUESTS * 7);
+        })
+    });
+
+    // The reading stage alone: lines parsed into spans, which are dropped.
+    g.bench_function("otlp_json_reader", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            slicetrace_cli::read_all(&inputs, &mut |_, s| {
+                n += 1;
+                drop(s);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(n, spans);
         })
     });
 

@@ -57,25 +57,37 @@ impl Shipper {
                         Msg::Batch(spans) => {
                             let total = spans.len();
                             let mut rest = spans.into_iter();
-                            loop {
-                                let batch: Vec<SpanData> = rest
-                                    .by_ref()
-                                    .take(max_batch)
-                                    .map(|f| f.into_span_data(&scope))
+                            let lanes = sink.lanes().max(1);
+                            while rest.len() > 0 {
+                                // As many batches as the sink can send at once.
+                                let batches: Vec<Vec<SpanData>> = (0..lanes)
+                                    .map(|_| {
+                                        rest.by_ref()
+                                            .take(max_batch)
+                                            .map(|f| f.into_span_data(&scope))
+                                            .collect::<Vec<_>>()
+                                    })
+                                    .filter(|b| !b.is_empty())
                                     .collect();
-                                if batch.is_empty() {
-                                    break;
-                                }
-                                let n = batch.len() as u64;
                                 if deadline.get().is_some_and(|d| Instant::now() >= *d) {
-                                    Counters::add(&c.counters.spans_dropped_export, n);
+                                    let n: usize = batches.iter().map(Vec::len).sum();
+                                    Counters::add(&c.counters.spans_dropped_export, n as u64);
                                     continue;
                                 }
-                                match sink.export(batch) {
-                                    Ok(()) => Counters::add(&c.counters.spans_exported, n),
-                                    Err(_) => {
-                                        Counters::add(&c.counters.export_errors, 1);
-                                        Counters::add(&c.counters.spans_export_failed, n);
+                                let sizes: Vec<u64> =
+                                    batches.iter().map(|b| b.len() as u64).collect();
+                                let results = sink.export_many(batches);
+                                for (i, n) in sizes.into_iter().enumerate() {
+                                    match results.get(i) {
+                                        Some(Ok(())) => {
+                                            Counters::add(&c.counters.spans_exported, n)
+                                        }
+                                        // A sink that answered for fewer batches than it was
+                                        // given lost the rest.
+                                        Some(Err(_)) | None => {
+                                            Counters::add(&c.counters.export_errors, 1);
+                                            Counters::add(&c.counters.spans_export_failed, n);
+                                        }
                                     }
                                 }
                             }

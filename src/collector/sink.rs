@@ -15,6 +15,17 @@ pub trait Sink: Send {
     fn export(&mut self, batch: Vec<SpanData>) -> Result<(), String>;
     fn set_resource(&mut self, resource: &Resource);
     fn shutdown(&mut self, timeout: Duration) -> Result<(), String>;
+
+    /// How many batches [`Sink::export_many`] can have in flight at once.
+    fn lanes(&self) -> usize {
+        1
+    }
+
+    /// Exports up to [`Sink::lanes`] batches, each of at most the configured batch size; one
+    /// result per batch, in their order. The default sends them one after another.
+    fn export_many(&mut self, batches: Vec<Vec<SpanData>>) -> Vec<Result<(), String>> {
+        batches.into_iter().map(|b| self.export(b)).collect()
+    }
 }
 
 impl<E: SpanExporter + 'static> Sink for E {

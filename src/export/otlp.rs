@@ -12,14 +12,53 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use std::collections::HashMap;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// A [`Sink`] sending spans to an OTLP collector.
+/// A [`Sink`] sending spans to an OTLP collector, over one connection or several
+/// ([`OtlpSink::with_connections`]): with several, batches waiting at the same time are sent
+/// at once, one per connection, each by an exporter of its own on a thread of its own.
 pub struct OtlpSink {
+    /// Runs on the export thread that calls the sink.
+    first: Lane,
+    /// The other connections, each on a thread of its own.
+    more: Vec<LaneThread>,
+    params: Params,
+}
+
+/// What an exporter is built from, kept to build one per connection.
+#[derive(Clone)]
+struct Params {
+    endpoint: String,
+    protocol: Protocol,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+    https: bool,
+    tls: TlsConfig,
+}
+
+/// One exporter and, over gRPC, the runtime that drives it.
+struct Lane {
     exporter: opentelemetry_otlp::SpanExporter,
     /// Drives the gRPC client; `None` over HTTP (its blocking client runs its own).
     runtime: Option<tokio::runtime::Runtime>,
 }
+
+enum Job {
+    Export(Vec<SpanData>),
+    Resource(Resource),
+    Shutdown(Duration),
+}
+
+struct LaneThread {
+    jobs: mpsc::Sender<Job>,
+    results: mpsc::Receiver<Result<(), String>>,
+    join: Option<JoinHandle<()>>,
+}
+
+/// Most connections one sink opens.
+pub const MAX_CONNECTIONS: usize = 16;
 
 impl OtlpSink {
     /// An exporter for `endpoint` (already resolved: scheme, and for HTTP the `/v1/traces` path).
@@ -52,7 +91,47 @@ impl OtlpSink {
         }
         tls.check()
             .map_err(|e| format!("TLS for {endpoint}: {e}"))?;
-        match protocol {
+        let params = Params {
+            endpoint: endpoint.to_owned(),
+            protocol,
+            headers: headers.to_vec(),
+            timeout,
+            https,
+            tls: tls.clone(),
+        };
+        // The blocking HTTP client may not be made inside an async runtime, and the program
+        // calling init may be running one: the exporter is made on a thread of our own.
+        let p = params.clone();
+        let first = std::thread::spawn(move || Lane::build(&p))
+            .join()
+            .map_err(|_| "the OTLP exporter could not be built".to_owned())??;
+        Ok(OtlpSink {
+            first,
+            more: Vec::new(),
+            params,
+        })
+    }
+
+    /// Sends over `n` connections (1 to [`MAX_CONNECTIONS`]): up to `n` batches in flight at
+    /// once, each on a connection and thread of its own. One connection sends one batch at a
+    /// time and waits for the collector's answer before the next; more keep the collector
+    /// busy while an answer is on its way, and spread the encoding over cores.
+    pub fn with_connections(mut self, n: usize) -> Result<OtlpSink, String> {
+        if n == 0 || n > MAX_CONNECTIONS {
+            return Err(format!("{n} connections: expected 1 to {MAX_CONNECTIONS}"));
+        }
+        while 1 + self.more.len() < n {
+            let lane = LaneThread::start(self.params.clone(), self.more.len() + 1)?;
+            self.more.push(lane);
+        }
+        Ok(self)
+    }
+}
+
+impl Lane {
+    fn build(p: &Params) -> Result<Lane, String> {
+        let endpoint = &p.endpoint;
+        match p.protocol {
             Protocol::Grpc => {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -60,7 +139,7 @@ impl OtlpSink {
                     .build()
                     .map_err(|e| format!("cannot start the OTLP runtime: {e}"))?;
                 let mut map = http::HeaderMap::new();
-                for (k, v) in headers {
+                for (k, v) in &p.headers {
                     let key = http::HeaderName::from_bytes(k.as_bytes())
                         .map_err(|_| format!("header name {k:?} is not valid gRPC metadata"))?;
                     let value = http::HeaderValue::from_str(v)
@@ -73,11 +152,11 @@ impl OtlpSink {
                     let builder = opentelemetry_otlp::SpanExporter::builder()
                         .with_tonic()
                         .with_endpoint(endpoint)
-                        .with_timeout(timeout)
+                        .with_timeout(p.timeout)
                         .with_metadata(metadata);
                     #[cfg(feature = "tls")]
-                    let builder = if https {
-                        builder.with_tls_config(grpc_tls(tls)?)
+                    let builder = if p.https {
+                        builder.with_tls_config(grpc_tls(&p.tls)?)
                     } else {
                         builder
                     };
@@ -85,41 +164,116 @@ impl OtlpSink {
                         .build()
                         .map_err(|e| format!("OTLP/gRPC exporter for {endpoint}: {e}"))?
                 };
-                Ok(OtlpSink {
+                Ok(Lane {
                     exporter,
                     runtime: Some(runtime),
                 })
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
-                let wire = match protocol {
+                let wire = match p.protocol {
                     Protocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
                     _ => opentelemetry_otlp::Protocol::HttpBinary,
                 };
-                let endpoint = endpoint.to_owned();
-                let headers: HashMap<String, String> = headers.iter().cloned().collect();
-                let tls = tls.clone();
-                // The blocking HTTP client may not be made inside an async runtime, and the
-                // program calling init may be running one: make it on a thread of our own.
-                let exporter = std::thread::spawn(move || {
-                    let client = http_client(timeout, https, &tls)
-                        .map_err(|e| format!("OTLP/HTTP client for {endpoint}: {e}"))?;
-                    opentelemetry_otlp::SpanExporter::builder()
-                        .with_http()
-                        .with_http_client(client)
-                        .with_protocol(wire)
-                        .with_endpoint(&endpoint)
-                        .with_timeout(timeout)
-                        .with_headers(headers)
-                        .build()
-                        .map_err(|e| format!("OTLP/HTTP exporter for {endpoint}: {e}"))
-                })
-                .join()
-                .map_err(|_| "the OTLP/HTTP exporter could not be built".to_owned())??;
-                Ok(OtlpSink {
+                let headers: HashMap<String, String> = p.headers.iter().cloned().collect();
+                let client = http_client(p.timeout, p.https, &p.tls)
+                    .map_err(|e| format!("OTLP/HTTP client for {endpoint}: {e}"))?;
+                let exporter = opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_http_client(client)
+                    .with_protocol(wire)
+                    .with_endpoint(endpoint)
+                    .with_timeout(p.timeout)
+                    .with_headers(headers)
+                    .build()
+                    .map_err(|e| format!("OTLP/HTTP exporter for {endpoint}: {e}"))?;
+                Ok(Lane {
                     exporter,
                     runtime: None,
                 })
             }
+        }
+    }
+
+    fn export(&mut self, batch: Vec<SpanData>) -> Result<(), String> {
+        let fut = self.exporter.export(batch);
+        match &self.runtime {
+            Some(rt) => rt.block_on(fut),
+            None => block_on(fut),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> Result<(), String> {
+        let r = match &self.runtime {
+            Some(rt) => {
+                let _in_runtime = rt.enter();
+                self.exporter.shutdown_with_timeout(timeout)
+            }
+            None => self.exporter.shutdown_with_timeout(timeout),
+        };
+        r.map_err(|e| e.to_string())
+    }
+}
+
+impl LaneThread {
+    /// Builds the lane's exporter on its own thread; fails as building the first one would.
+    fn start(params: Params, index: usize) -> Result<LaneThread, String> {
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (result_tx, results) = mpsc::channel();
+        let join = std::thread::Builder::new()
+            .name(format!("slicetrace-otlp-{index}"))
+            .spawn(move || {
+                let mut lane = match Lane::build(&params) {
+                    Ok(l) => {
+                        let _ = result_tx.send(Ok(()));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = result_tx.send(Err(e));
+                        return;
+                    }
+                };
+                for job in job_rx {
+                    match job {
+                        Job::Export(batch) => {
+                            let _ = result_tx.send(lane.export(batch));
+                        }
+                        Job::Resource(r) => SpanExporter::set_resource(&mut lane.exporter, &r),
+                        Job::Shutdown(t) => {
+                            let _ = result_tx.send(lane.shutdown(t));
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start an OTLP export thread: {e}"))?;
+        let lane = LaneThread {
+            jobs,
+            results,
+            join: Some(join),
+        };
+        match lane.results.recv() {
+            Ok(Ok(())) => Ok(lane),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("the OTLP exporter could not be built".to_owned()),
+        }
+    }
+
+    /// The answer to the job sent last; a lane that is gone answers with an error.
+    fn answer(&self) -> Result<(), String> {
+        self.results
+            .recv()
+            .unwrap_or_else(|_| Err("an OTLP export thread stopped".to_owned()))
+    }
+}
+
+impl Drop for LaneThread {
+    fn drop(&mut self) {
+        // Closing the job channel ends the thread once its current export is done.
+        let (closed, _) = mpsc::channel();
+        self.jobs = closed;
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
         }
     }
 }
@@ -175,26 +329,60 @@ fn http_client(
 
 impl Sink for OtlpSink {
     fn export(&mut self, batch: Vec<SpanData>) -> Result<(), String> {
-        let fut = self.exporter.export(batch);
-        match &self.runtime {
-            Some(rt) => rt.block_on(fut),
-            None => block_on(fut),
-        }
-        .map_err(|e| e.to_string())
+        self.first.export(batch)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        SpanExporter::set_resource(&mut self.exporter, resource);
+        SpanExporter::set_resource(&mut self.first.exporter, resource);
+        for lane in &self.more {
+            let _ = lane.jobs.send(Job::Resource(resource.clone()));
+        }
     }
 
     fn shutdown(&mut self, timeout: Duration) -> Result<(), String> {
-        let r = match &self.runtime {
-            Some(rt) => {
-                let _in_runtime = rt.enter();
-                self.exporter.shutdown_with_timeout(timeout)
+        // Each lane within the same timeout, side by side.
+        let mut asked = Vec::new();
+        for lane in &self.more {
+            asked.push(lane.jobs.send(Job::Shutdown(timeout)).is_ok());
+        }
+        let mut result = self.first.shutdown(timeout);
+        for (lane, asked) in self.more.iter().zip(asked) {
+            let r = if asked {
+                lane.answer()
+            } else {
+                Err("an OTLP export thread stopped".to_owned())
+            };
+            if result.is_ok() {
+                result = r;
             }
-            None => self.exporter.shutdown_with_timeout(timeout),
-        };
-        r.map_err(|e| e.to_string())
+        }
+        result
+    }
+
+    fn lanes(&self) -> usize {
+        1 + self.more.len()
+    }
+
+    fn export_many(&mut self, batches: Vec<Vec<SpanData>>) -> Vec<Result<(), String>> {
+        let mut results = Vec::with_capacity(batches.len());
+        let mut batches = batches.into_iter();
+        while batches.len() > 0 {
+            // The first batch here, the next ones on the other lanes, all in flight together.
+            let mine = batches.next().unwrap_or_default();
+            let mut sent = Vec::new();
+            for lane in &self.more {
+                let Some(b) = batches.next() else { break };
+                sent.push(
+                    lane.jobs
+                        .send(Job::Export(b))
+                        .map_err(|_| "an OTLP export thread stopped".to_owned()),
+                );
+            }
+            results.push(self.first.export(mine));
+            for (lane, sent) in self.more.iter().zip(sent) {
+                results.push(sent.and_then(|()| lane.answer()));
+            }
+        }
+        results
     }
 }
