@@ -115,7 +115,7 @@ fn otlp(c: &mut Criterion) {
     g.finish();
 }
 
-/// CPU time so far of this process's slicetrace threads (drainer, export, the HTTP client's),
+/// CPU time so far of this process's slicetrace threads (drainer, export, OTLP connections),
 /// from `/proc`.
 fn slicetrace_cpu_time() -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -125,8 +125,7 @@ fn slicetrace_cpu_time() -> Duration {
         .flatten()
         .filter(|t| {
             std::fs::read_to_string(t.path().join("comm"))
-                // The OTLP/HTTP client sends from a runtime thread of its own.
-                .is_ok_and(|c| c.starts_with("slicetrace-") || c.starts_with("reqwest-"))
+                .is_ok_and(|c| c.starts_with("slicetrace-"))
         })
         .filter_map(|t| rotel::stat_cpu_time(t.path().join("stat").to_str()?))
         .sum()

@@ -97,6 +97,36 @@ fn spans_arrive_over_several_http_connections() {
     export_over_connections(Protocol::HttpProtobuf);
 }
 
+/// A program that is itself running on a Tokio runtime sets up, traces and shuts down from
+/// inside it: the exporters' own runtimes are made, run and dropped on slicetrace's threads.
+#[test]
+fn works_from_inside_a_tokio_runtime() {
+    let rotel = Rotel::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (protocol, endpoint) in [
+        (Protocol::Grpc, format!("http://{}", rotel.grpc)),
+        (
+            Protocol::HttpProtobuf,
+            format!("http://{}/v1/traces", rotel.http),
+        ),
+    ] {
+        let stats = rt.block_on(async {
+            let sink = OtlpSink::new(&endpoint, protocol, &[], Duration::from_secs(5))
+                .and_then(|s| s.with_connections(2))
+                .unwrap();
+            let mut s = session_using(config().sink(Box::new(sink)));
+            one_request(&format!("in-runtime-{protocol:?}"));
+            s.guard.take().unwrap().shutdown()
+        });
+        assert_eq!(stats.spans_exported, 3, "{stats:?}");
+    }
+    let spans = rotel.spans(6);
+    assert_eq!(spans.len(), 6);
+}
+
 #[test]
 fn connections_outside_one_to_sixteen_are_refused() {
     let sink = || {

@@ -1,10 +1,11 @@
 //! OTLP export over gRPC or HTTP/protobuf, with the `opentelemetry-otlp` exporters driven from
-//! slicetrace's export thread. The gRPC client needs a Tokio runtime: slicetrace owns a small
-//! current-thread one, so the traced program needs none. Retries with backoff on transient
-//! errors are the exporter's own (the OTLP recommended policy). `https://` endpoints use
-//! rustls with the system's roots plus any [`TlsConfig`] certificates (the `tls` feature).
+//! slicetrace's export threads. Both clients need a Tokio runtime: each exporter has a small
+//! current-thread one of its own, run by the thread that exports, so the traced program needs
+//! none. Retries with backoff on transient errors are the exporter's own (the OTLP recommended
+//! policy). `https://` endpoints use rustls with the system's roots plus any [`TlsConfig`]
+//! certificates (the `tls` feature).
 
-use crate::collector::sink::{block_on, Sink};
+use crate::collector::sink::Sink;
 use crate::env::Protocol;
 use crate::export::tls::TlsConfig;
 use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
@@ -41,8 +42,8 @@ struct Params {
 /// One exporter and, over gRPC, the runtime that drives it.
 struct Lane {
     exporter: opentelemetry_otlp::SpanExporter,
-    /// Drives the gRPC client; `None` over HTTP (its blocking client runs its own).
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Drives the client, on the thread that exports.
+    runtime: tokio::runtime::Runtime,
 }
 
 enum Job {
@@ -99,8 +100,8 @@ impl OtlpSink {
             https,
             tls: tls.clone(),
         };
-        // The blocking HTTP client may not be made inside an async runtime, and the program
-        // calling init may be running one: the exporter is made on a thread of our own.
+        // A runtime may not be dropped inside another's context, and the program calling init
+        // may be running one: the exporter and its runtime are made on a thread of our own.
         let p = params.clone();
         let first = std::thread::spawn(move || Lane::build(&p))
             .join()
@@ -133,11 +134,7 @@ impl Lane {
         let endpoint = &p.endpoint;
         match p.protocol {
             Protocol::Grpc => {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .thread_name("slicetrace-otlp")
-                    .build()
-                    .map_err(|e| format!("cannot start the OTLP runtime: {e}"))?;
+                let runtime = lane_runtime()?;
                 let mut map = http::HeaderMap::new();
                 for (k, v) in &p.headers {
                     let key = http::HeaderName::from_bytes(k.as_bytes())
@@ -164,10 +161,7 @@ impl Lane {
                         .build()
                         .map_err(|e| format!("OTLP/gRPC exporter for {endpoint}: {e}"))?
                 };
-                Ok(Lane {
-                    exporter,
-                    runtime: Some(runtime),
-                })
+                Ok(Lane { exporter, runtime })
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
                 let wire = match p.protocol {
@@ -175,8 +169,12 @@ impl Lane {
                     _ => opentelemetry_otlp::Protocol::HttpBinary,
                 };
                 let headers: HashMap<String, String> = p.headers.iter().cloned().collect();
-                let client = http_client(p.timeout, p.https, &p.tls)
-                    .map_err(|e| format!("OTLP/HTTP client for {endpoint}: {e}"))?;
+                let runtime = lane_runtime()?;
+                let client = {
+                    let _in_runtime = runtime.enter();
+                    http_client(p.timeout, p.https, &p.tls)
+                        .map_err(|e| format!("OTLP/HTTP client for {endpoint}: {e}"))?
+                };
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_http_client(client)
@@ -186,32 +184,22 @@ impl Lane {
                     .with_headers(headers)
                     .build()
                     .map_err(|e| format!("OTLP/HTTP exporter for {endpoint}: {e}"))?;
-                Ok(Lane {
-                    exporter,
-                    runtime: None,
-                })
+                Ok(Lane { exporter, runtime })
             }
         }
     }
 
     fn export(&mut self, batch: Vec<SpanData>) -> Result<(), String> {
-        let fut = self.exporter.export(batch);
-        match &self.runtime {
-            Some(rt) => rt.block_on(fut),
-            None => block_on(fut),
-        }
-        .map_err(|e| e.to_string())
+        self.runtime
+            .block_on(self.exporter.export(batch))
+            .map_err(|e| e.to_string())
     }
 
     fn shutdown(&mut self, timeout: Duration) -> Result<(), String> {
-        let r = match &self.runtime {
-            Some(rt) => {
-                let _in_runtime = rt.enter();
-                self.exporter.shutdown_with_timeout(timeout)
-            }
-            None => self.exporter.shutdown_with_timeout(timeout),
-        };
-        r.map_err(|e| e.to_string())
+        let _in_runtime = self.runtime.enter();
+        self.exporter
+            .shutdown_with_timeout(timeout)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -294,14 +282,19 @@ fn grpc_tls(
     Ok(config)
 }
 
-/// The blocking client OTLP/HTTP sends with; over `https://`, rustls with the system's roots,
+/// A current-thread runtime for one lane's client: it runs only while that lane exports, on
+/// the lane's thread, so a request costs no hand-over to another thread.
+fn lane_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the OTLP runtime: {e}"))
+}
+
+/// The client OTLP/HTTP sends with; over `https://`, rustls with the system's roots,
 /// the given authorities and the client identity.
-fn http_client(
-    timeout: Duration,
-    https: bool,
-    tls: &TlsConfig,
-) -> Result<reqwest::blocking::Client, String> {
-    let builder = reqwest::blocking::Client::builder().timeout(timeout);
+fn http_client(timeout: Duration, https: bool, tls: &TlsConfig) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder().timeout(timeout);
     #[cfg(feature = "tls")]
     let builder = if https {
         let mut b = builder.tls_backend_rustls();
