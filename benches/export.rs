@@ -57,12 +57,32 @@ fn rebuild(c: &mut Criterion) {
     g.throughput(Throughput::Elements(2 * PAIRS + 2));
     for batch in [64usize, 512] {
         let guard = slicetrace::init(config(Box::new(Discard), batch)).unwrap();
+        let cpu = || {
+            (
+                thread_cpu_time("slicetrace-drai"),
+                thread_cpu_time("slicetrace-expo"),
+            )
+        };
+        // Read once the session's threads are the only ones of their names.
+        let mut before = None;
         g.bench_function(format!("rebuild_records/batch_{batch}"), |b| {
+            before.get_or_insert_with(cpu);
             b.iter_custom(|iters| timed_flush(&guard, iters))
         });
+        let (d0, e0) = before.unwrap_or_default();
+        let (d1, e1) = cpu();
+        let (drainer, export) = (d1.saturating_sub(d0), e1.saturating_sub(e0));
         let stats = guard.shutdown();
         assert_eq!(stats.records_dropped_ring_full, 0);
         assert_eq!(stats.spans_dropped_export, 0);
+        // Each thread's share, as records per second of its own CPU time (warm-up included).
+        let per_cpu_second =
+            |d: Duration| stats.records_read as f64 / d.as_secs_f64().max(1e-9) / 1e6;
+        eprintln!(
+            "drainer/rebuild_records/batch_{batch}: per CPU second: drainer thread {:.2} M records, export thread {:.2} M records",
+            per_cpu_second(drainer),
+            per_cpu_second(export)
+        );
     }
     g.finish();
 }
@@ -115,20 +135,23 @@ fn otlp(c: &mut Criterion) {
     g.finish();
 }
 
-/// CPU time so far of this process's slicetrace threads (drainer, export, OTLP connections),
-/// from `/proc`.
-fn slicetrace_cpu_time() -> Duration {
+/// CPU time so far of this process's threads whose name starts with `prefix`, from `/proc`.
+fn thread_cpu_time(prefix: &str) -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };
     tasks
         .flatten()
         .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.starts_with("slicetrace-"))
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
         })
         .filter_map(|t| rotel::stat_cpu_time(t.path().join("stat").to_str()?))
         .sum()
+}
+
+/// CPU time so far of this process's slicetrace threads (drainer, export, OTLP connections).
+fn slicetrace_cpu_time() -> Duration {
+    thread_cpu_time("slicetrace-")
 }
 
 criterion_group! {

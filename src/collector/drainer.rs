@@ -2,6 +2,7 @@
 
 use super::clock::TickClock;
 use super::shipper::Shipper;
+use super::span_out::SpanOut;
 use super::stats::Counters;
 use super::tree::{Tenure, Tree};
 use crate::ids::owner_seed;
@@ -42,6 +43,9 @@ impl Control {
         self.flushed.notify_all();
     }
 }
+
+/// Spans a sweep piles up before it hands them to the export thread mid-sweep.
+const HAND_OVER_SPANS: usize = 1024;
 
 pub struct DrainerParts {
     pub tree: Tree,
@@ -177,7 +181,14 @@ impl Drainer {
                 }
             };
             Counters::add(&c.records_read, self.scratch.len() as u64);
-            let (tree, clock) = (&mut self.parts.tree, &mut self.parts.clock);
+            let (tree, clock, shipper) = (
+                &mut self.parts.tree,
+                &mut self.parts.clock,
+                &self.parts.shipper,
+            );
+            // A long drain hands its spans over as they pile up, so the export thread turns
+            // them into `SpanData` while the rest are rebuilt.
+            let pile = HAND_OVER_SPANS.max(self.parts.max_batch);
             let mut tenure = tenure;
             // Decoded records go straight into the tree: a whole ring of them held in between
             // would be copied through memory twice more.
@@ -203,6 +214,9 @@ impl Drainer {
                         rs.tenure = Some(tenure.clone());
                     }
                     tree.apply(c, &tenure, d, ns);
+                    if tree.out.spans.len() >= pile {
+                        hand_over(&mut tree.out, shipper, c, true);
+                    }
                 },
                 |_, _| Counters::add(&c.records_undecodable, 1),
             );
@@ -218,18 +232,11 @@ impl Drainer {
         let max = self.parts.max_batch;
         let due = force || self.last_export.elapsed() >= self.parts.export_interval;
         let out = &mut self.parts.tree.out;
-        let shed = out.take_shed();
-        if shed > 0 {
-            Counters::add(&self.ctl.counters.spans_dropped_export, shed);
-        }
-        let spans = &mut out.spans;
-        if !spans.is_empty() && (spans.len() >= max || due) {
-            // The export thread cuts batches: moving spans is work it can do on the other core.
-            self.parts.shipper.send(std::mem::take(spans));
+        let ready = !out.spans.is_empty() && (out.spans.len() >= max || due);
+        hand_over(out, &self.parts.shipper, &self.ctl.counters, ready);
+        if ready {
             self.last_export = Instant::now();
         }
-        // Spans finished before the next export beyond what the queue can take are not built.
-        out.set_room(self.parts.shipper.room());
     }
 
     fn losses(&self) -> Losses {
@@ -263,4 +270,18 @@ impl Drainer {
             );
         }
     }
+}
+
+/// Sends the finished spans to the export thread when `send` (the export thread cuts the
+/// batches), counts those shed for want of room, and tells the tree how much room is left:
+/// spans finished beyond it before the next hand-over are counted, not built.
+fn hand_over(out: &mut SpanOut, shipper: &Shipper, c: &Counters, send: bool) {
+    let shed = out.take_shed();
+    if shed > 0 {
+        Counters::add(&c.spans_dropped_export, shed);
+    }
+    if send {
+        shipper.send(std::mem::take(&mut out.spans));
+    }
+    out.set_room(shipper.room());
 }
