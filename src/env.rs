@@ -15,6 +15,9 @@
 //! | `OTEL_EXPORTER_OTLP_TRACES_INSECURE`, `OTEL_EXPORTER_OTLP_INSECURE` | `false`: a gRPC endpoint given as `host:port` uses TLS (`https://`); `true` or unset: plain `http://`, as the reference |
 //! | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` | export timeout in milliseconds (default 10000) |
 //! | `SLICETRACE_OTLP_CONNECTIONS` | batches sent to the collector at once, each on a connection and thread of its own (1 to 16, default 2) |
+//! | `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | most spans per export (default 64) |
+//! | `OTEL_BSP_SCHEDULE_DELAY` | milliseconds a batch short of full waits before it is sent anyway (default 500) |
+//! | `OTEL_BSP_MAX_QUEUE_SIZE` | most spans waiting for export; more are dropped and counted (default 131072) |
 //! | `OTEL_SERVICE_NAME` | `service.name` (else the name the program passes) |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,…` resource attributes |
 //!
@@ -103,6 +106,12 @@ pub struct EnvSettings {
     /// Size-based rotation of the local trace file (`SLICETRACE_FILE_MAX_MB`,
     /// `SLICETRACE_FILE_KEEP`); `None`: one file that grows as long as the process traces.
     pub file_rotation: Option<crate::trace_event::exporter::Rotation>,
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: most spans per export.
+    pub max_export_batch: Option<usize>,
+    /// `OTEL_BSP_SCHEDULE_DELAY` (ms): how long a batch short of full waits.
+    pub export_interval: Option<Duration>,
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`: most spans waiting for export.
+    pub max_queue_spans: Option<usize>,
 }
 
 /// A variable with a value that cannot be used.
@@ -400,12 +409,26 @@ impl EnvSettings {
                 max_bytes: mb.saturating_mul(1 << 20),
                 keep: keep.unwrap_or(4) as usize,
             });
+        let max_export_batch = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")?.map(|n| n as usize);
+        let max_queue_spans = number("OTEL_BSP_MAX_QUEUE_SIZE")?.map(|n| n as usize);
+        if let (Some(batch), Some(queue)) = (max_export_batch, max_queue_spans) {
+            if batch > queue {
+                return Err(err(
+                    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                    &batch.to_string(),
+                    "at most OTEL_BSP_MAX_QUEUE_SIZE",
+                ));
+            }
+        }
         Ok(EnvSettings {
             enabled,
             service_name: get("OTEL_SERVICE_NAME").filter(|v| !v.trim().is_empty()),
             resource_attributes,
             destination,
             file_rotation,
+            max_export_batch,
+            export_interval: number("OTEL_BSP_SCHEDULE_DELAY")?.map(Duration::from_millis),
+            max_queue_spans,
         })
     }
 }
@@ -430,6 +453,37 @@ mod tests {
             } => (endpoint, *protocol),
             d => panic!("{d:?}"),
         }
+    }
+
+    #[test]
+    fn batch_processor_variables() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(
+            (s.max_export_batch, s.export_interval, s.max_queue_spans),
+            (None, None, None)
+        );
+        let s = parse(&[
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1024"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "250"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
+        ])
+        .unwrap();
+        assert_eq!(s.max_export_batch, Some(1024));
+        assert_eq!(s.export_interval, Some(Duration::from_millis(250)));
+        assert_eq!(s.max_queue_spans, Some(65536));
+        for (var, bad) in [
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "soon"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "-5"),
+        ] {
+            assert_eq!(parse(&[(var, bad)]).unwrap_err().variable, var);
+        }
+        let e = parse(&[
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "256"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE");
     }
 
     #[test]

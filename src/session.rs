@@ -108,6 +108,18 @@ impl Config {
 
     pub fn from_settings(env: &EnvSettings, service_name: &str) -> Result<Config, InitError> {
         let mut cfg = Config::new(env.service_name.as_deref().unwrap_or(service_name));
+        // The queue's bound is kept in whole batches; in spans it stays as set (or as default)
+        // whatever the batch size.
+        let queue_spans = env
+            .max_queue_spans
+            .unwrap_or(cfg.export_queue_batches * cfg.max_export_batch);
+        if let Some(n) = env.max_export_batch {
+            cfg.max_export_batch = n;
+        }
+        if let Some(d) = env.export_interval {
+            cfg.export_interval = d;
+        }
+        cfg.export_queue_batches = queue_spans.div_ceil(cfg.max_export_batch).max(1);
         cfg.resource_attributes = env
             .resource_attributes
             .iter()
@@ -443,5 +455,47 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_for(vars: &[(&str, &str)]) -> Config {
+        let file =
+            std::env::temp_dir().join(format!("slicetrace-cfg-{}.jsonl", std::process::id()));
+        let file = file.display().to_string();
+        let mut all = vec![("SLICETRACE_FILE", file.as_str())];
+        all.extend_from_slice(vars);
+        let env = EnvSettings::parse(|k| {
+            all.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        let cfg = Config::from_settings(&env, "svc").unwrap();
+        let _ = std::fs::remove_file(&file);
+        cfg
+    }
+
+    #[test]
+    fn batch_processor_variables_shape_the_export_queue() {
+        let c = config_for(&[]);
+        assert_eq!(
+            (c.max_export_batch, c.export_interval),
+            (64, Duration::from_millis(500))
+        );
+        assert_eq!(c.export_queue_batches * c.max_export_batch, 131_072);
+        // A larger batch keeps the queue's bound in spans.
+        let c = config_for(&[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1024")]);
+        assert_eq!((c.max_export_batch, c.export_queue_batches), (1024, 128));
+        let c = config_for(&[
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "1050"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+        ]);
+        assert_eq!((c.max_export_batch, c.export_queue_batches), (100, 11));
+        assert_eq!(c.export_interval, Duration::from_millis(20));
     }
 }
