@@ -127,6 +127,29 @@ fn works_from_inside_a_tokio_runtime() {
     assert_eq!(spans.len(), 6);
 }
 
+/// A sink that never reaches a session (here: tracing already runs) is dropped on the
+/// program's thread, which may be inside a Tokio runtime: no panic there.
+#[test]
+fn a_sink_dropped_inside_a_tokio_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _s = common::session();
+    rt.block_on(async {
+        for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+            let sink = OtlpSink::new("http://127.0.0.1:9", protocol, &[], Duration::from_secs(1))
+                .and_then(|s| s.with_connections(2))
+                .unwrap();
+            let refused = slicetrace::init(config().sink(Box::new(sink)));
+            assert!(matches!(
+                refused,
+                Err(slicetrace::InitError::AlreadyRunning)
+            ));
+        }
+    });
+}
+
 #[test]
 fn connections_outside_one_to_sixteen_are_refused() {
     let sink = || {

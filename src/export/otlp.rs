@@ -39,11 +39,35 @@ struct Params {
     tls: TlsConfig,
 }
 
-/// One exporter and, over gRPC, the runtime that drives it.
+/// One exporter and the runtime that drives it.
 struct Lane {
     exporter: opentelemetry_otlp::SpanExporter,
-    /// Drives the client, on the thread that exports.
-    runtime: tokio::runtime::Runtime,
+    /// Drives the client, on the thread that exports. Declared after the exporter: dropped
+    /// after it.
+    runtime: LaneRuntime,
+}
+
+/// A runtime that may be dropped anywhere: a sink that never reached a session is dropped on
+/// the program's thread, which may be inside the program's own runtime, where dropping one
+/// that waits for its tasks panics.
+struct LaneRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for LaneRuntime {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        // Only `drop` takes it out.
+        self.0
+            .as_ref()
+            .expect("a lane's runtime lives as long as the lane")
+    }
+}
+
+impl Drop for LaneRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 enum Job {
@@ -284,10 +308,11 @@ fn grpc_tls(
 
 /// A current-thread runtime for one lane's client: it runs only while that lane exports, on
 /// the lane's thread, so a request costs no hand-over to another thread.
-fn lane_runtime() -> Result<tokio::runtime::Runtime, String> {
+fn lane_runtime() -> Result<LaneRuntime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+        .map(|rt| LaneRuntime(Some(rt)))
         .map_err(|e| format!("cannot start the OTLP runtime: {e}"))
 }
 
