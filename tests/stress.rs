@@ -130,9 +130,10 @@ fn ten_thousand_short_threads_each_export_their_slice_with_rings_reused() {
     );
     // A ring is freed by the drainer once it has read what the exited thread wrote; a thread
     // starting before that makes a new one. Threads here start back to back, so a few percent
-    // of them find no free ring.
+    // of them find no free ring (255 on a quiet machine; over 1 000 once with another build
+    // taking both cores). Without reuse it would be 10 000.
     assert!(
-        stats.rings < 1_000,
+        stats.rings < 2_500,
         "rings are reused: {} rings for 10 000 threads",
         stats.rings
     );
