@@ -40,13 +40,7 @@ impl LinkTo {
     }
 
     fn context(self) -> SpanContext {
-        SpanContext::new(
-            TraceId::from_bytes(self.trace.to_be_bytes()),
-            SpanId::from_bytes(self.span.to_be_bytes()),
-            TraceFlags::SAMPLED,
-            self.remote,
-            TraceState::NONE,
-        )
+        span_context(self.trace, self.span, self.remote, TraceState::NONE)
     }
 }
 
@@ -123,11 +117,15 @@ pub fn ns_to_time(ns: u64) -> SystemTime {
 
 /// The context of a span of this process's request, with its tracestate.
 pub fn own_ctx(trace: u128, span: u64, state: TraceState) -> SpanContext {
+    span_context(trace, span, false, state)
+}
+
+fn span_context(trace: u128, span: u64, remote: bool, state: TraceState) -> SpanContext {
     SpanContext::new(
         TraceId::from_bytes(trace.to_be_bytes()),
         SpanId::from_bytes(span.to_be_bytes()),
         TraceFlags::SAMPLED,
-        false,
+        remote,
         state,
     )
 }
