@@ -125,6 +125,28 @@ impl Rotel {
         // SAFETY: kill only sends a signal to our own child process; no memory is involved.
         let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
         assert_eq!(rc, 0, "kill({sig}) failed");
+        if sig == libc::SIGSTOP {
+            // The signal is sent, not yet taken: a thread of the collector on the other core
+            // could still answer one more export. Wait until every thread has stopped.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !self.all_threads_stopped() {
+                assert!(Instant::now() < deadline, "the collector did not stop");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn all_threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                // The state follows the parenthesised command name.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            })
+        })
     }
 
     /// CPU time the collector has used so far (all its threads), from `/proc`.
