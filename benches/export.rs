@@ -3,10 +3,12 @@
 //! Run: `cargo bench --bench export` (the OTLP figure needs the rotel collector:
 //! `pip install rotel==0.0.1a15`; without it that benchmark is skipped with a message).
 //!
-//! - `rebuild`: records written beforehand (untimed) into one thread's ring; the timed part is one
-//!   flush, in which the drainer thread decodes them and rebuilds the trees, and the export thread
-//!   turns the finished slices into `SpanData` and hands them to a sink that discards them.
-//!   Throughput is records per second through both threads (one core each).
+//! - `rebuild_records`: records written beforehand (untimed) into one thread's ring; each flush
+//!   is timed by the drainer thread's CPU clock: how long it took one core to decode the records
+//!   and rebuild the span trees (records per second of the drainer's CPU).
+//! - `pipeline_records`: the same flushes timed on the wall clock: the drainer rebuilds while
+//!   the export thread turns the finished slices into `SpanData` and hands them to a sink that
+//!   discards them (one core each); records per second through both.
 //! - `otlp_grpc`, `otlp_http`: spans per second from flush to the collector's acknowledgement,
 //!   over loopback, with the collector discarding what it receives; OTLP/gRPC and OTLP/HTTP
 //!   (protobuf), over one connection and over two (`OtlpSink::with_connections`).
@@ -57,31 +59,41 @@ fn rebuild(c: &mut Criterion) {
     g.throughput(Throughput::Elements(2 * PAIRS + 2));
     for batch in [64usize, 512] {
         let guard = slicetrace::init(config(Box::new(Discard), batch)).unwrap();
-        let cpu = || {
-            (
-                thread_cpu_time("slicetrace-drai"),
-                thread_cpu_time("slicetrace-expo"),
-            )
-        };
-        // Read once the session's threads are the only ones of their names.
-        let mut before = None;
+        let drainer = ThreadClock::named("slicetrace-drai").expect("the drainer thread");
+        let export = ThreadClock::named("slicetrace-expo").expect("the export thread");
+        // The rebuild on one core: the time each flush took of the drainer thread's CPU.
         g.bench_function(format!("rebuild_records/batch_{batch}"), |b| {
-            before.get_or_insert_with(cpu);
+            b.iter_custom(|iters| {
+                let before = drainer.now();
+                timed_flush(&guard, iters);
+                drainer.now().saturating_sub(before)
+            })
+        });
+        // Both threads at once: wall time from flush to the sink, with the export thread's
+        // conversion into `SpanData` overlapping the rebuild.
+        let (d0, e0, r0) = (drainer.now(), export.now(), guard.stats().records_read);
+        g.bench_function(format!("pipeline_records/batch_{batch}"), |b| {
             b.iter_custom(|iters| timed_flush(&guard, iters))
         });
-        let (d0, e0) = before.unwrap_or_default();
-        let (d1, e1) = cpu();
-        let (drainer, export) = (d1.saturating_sub(d0), e1.saturating_sub(e0));
+        let (d, e, r) = (
+            drainer.now() - d0,
+            export.now() - e0,
+            guard.stats().records_read - r0,
+        );
         let stats = guard.shutdown();
         assert_eq!(stats.records_dropped_ring_full, 0);
         assert_eq!(stats.spans_dropped_export, 0);
-        // Each thread's share, as records per second of its own CPU time (warm-up included).
-        let per_cpu_second =
-            |d: Duration| stats.records_read as f64 / d.as_secs_f64().max(1e-9) / 1e6;
+        if r == 0 {
+            // Left out by the command line's filter.
+            continue;
+        }
+        // Each thread's share in the pipeline runs (warm-up included), as records per second
+        // of its own CPU time.
+        let per_cpu_second = |t: Duration| r as f64 / t.as_secs_f64().max(1e-9) / 1e6;
         eprintln!(
-            "drainer/rebuild_records/batch_{batch}: per CPU second: drainer thread {:.2} M records, export thread {:.2} M records",
-            per_cpu_second(drainer),
-            per_cpu_second(export)
+            "drainer/pipeline_records/batch_{batch}: per CPU second: drainer thread {:.2} M records, export thread {:.2} M records",
+            per_cpu_second(d),
+            per_cpu_second(e)
         );
     }
     g.finish();
@@ -114,6 +126,10 @@ fn otlp(c: &mut Criterion) {
             g.bench_function(&name, |b| b.iter_custom(|iters| timed_flush(&guard, iters)));
             let our_cpu = slicetrace_cpu_time() - our_cpu;
             let stats = guard.shutdown();
+            if stats.records_written == 0 {
+                // Left out by the command line's filter.
+                continue;
+            }
             // Where the CPU time per exported span goes: this process (drainer, export
             // threads) and the collector, which share the machine's cores here. (Spans
             // exported count warm-up runs too, as does the CPU time.)
@@ -133,6 +149,55 @@ fn otlp(c: &mut Criterion) {
         }
     }
     g.finish();
+}
+
+/// One thread's CPU clock, read from any thread of the process (nanosecond resolution).
+struct ThreadClock(libc::clockid_t);
+
+impl ThreadClock {
+    /// The clock of this process's first thread whose name starts with `prefix`; waits a
+    /// little for a thread just spawned to name itself.
+    fn named(prefix: &str) -> Option<ThreadClock> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Self::find(prefix) {
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                found => return found,
+            }
+        }
+    }
+
+    fn find(prefix: &str) -> Option<ThreadClock> {
+        let tid = std::fs::read_dir("/proc/self/task")
+            .ok()?
+            .flatten()
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+            })?
+            .file_name()
+            .to_str()?
+            .parse::<libc::pid_t>()
+            .ok()?;
+        // Linux names a thread's CPU clock by its tid: `MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)`.
+        Some(ThreadClock((!tid << 3) | 6))
+    }
+
+    fn now(&self) -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec to write; a clock id the kernel refuses gives an
+        // error return, not undefined behaviour.
+        let rc = unsafe { libc::clock_gettime(self.0, &mut ts) };
+        assert_eq!(
+            rc,
+            0,
+            "thread CPU clock: {}",
+            std::io::Error::last_os_error()
+        );
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
 }
 
 /// CPU time so far of this process's threads whose name starts with `prefix`, from `/proc`.

@@ -70,7 +70,7 @@ pub use opentelemetry_sdk::trace::InMemorySpanExporter;
 /// For benchmarks and tests of the record path only; not a stable interface.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::record::{decode, Record};
+    pub use crate::record::{decode, DecodeError, Decoded, Record};
 
     /// A tracestate as it travels: written into a start record's payload by the calling
     /// thread, read back and parsed by the drainer. `None` where the drainer refuses it.

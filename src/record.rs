@@ -232,18 +232,22 @@ pub enum DecodeError {
 }
 
 /// Decodes the records in `recs` (starting at ring position `pos`) into heads with payloads.
+/// Returns how many records it used: all of them, unless `more` (the ring holds more records
+/// after these) and the last record's chunks are not all here yet; the caller passes those
+/// records again with the ones that follow.
 ///
 /// Total on arbitrary input: a bad record is reported through `on_error` and skipped; no input
 /// makes it panic or allocate more than the input's size.
 pub fn decode(
     recs: &[Record],
     pos: u64,
-    mut on_record: impl FnMut(Decoded),
+    more: bool,
+    mut on_record: impl FnMut(&Decoded),
     mut on_error: impl FnMut(u64, DecodeError),
-) {
+) -> usize {
     let mut i = 0;
     while i < recs.len() {
-        let head = recs[i];
+        let head = &recs[i];
         let at = pos.wrapping_add(i as u64);
         let kind = match Kind::from_u8(head.kind) {
             Some(Kind::Chunk) => {
@@ -269,6 +273,9 @@ pub fn decode(
         } else {
             MAX_CHUNKS
         };
+        if n <= limit && i + 1 + n > recs.len() && more {
+            return i;
+        }
         if n > limit || i + 1 + n > recs.len() {
             on_error(at, DecodeError::Truncated);
             i += 1;
@@ -284,10 +291,10 @@ pub fn decode(
             let mut left = len;
             for (ci, c) in chunks.iter().enumerate() {
                 for (k, (rid, finished)) in unpack_batch_chunk(c, left).enumerate() {
-                    on_record(Decoded {
+                    on_record(&Decoded {
                         pos: at + 1 + ci as u64,
                         sub: 1 + k as u8,
-                        head: batch_item_record(&head, rid, finished),
+                        head: batch_item_record(head, rid, finished),
                         kind: Kind::SliceEnd,
                         payload: Vec::new(),
                     });
@@ -302,15 +309,16 @@ pub fn decode(
             payload.reserve_exact(len);
             read_chunks(chunks, len, &mut payload);
         }
-        on_record(Decoded {
+        on_record(&Decoded {
             pos: at,
             sub: 0,
-            head,
+            head: *head,
             kind,
             payload,
         });
         i += 1 + n;
     }
+    i
 }
 
 #[cfg(test)]
@@ -330,7 +338,13 @@ mod tests {
         assert_eq!(end, 1 + chunks_for(text.len()));
         assert!(recs[1..end].iter().all(|r| r.kind == Kind::Chunk as u8));
         let mut got = Vec::new();
-        decode(&recs[..end], 7, |d| got.push(d), |_, e| panic!("{e:?}"));
+        decode(
+            &recs[..end],
+            7,
+            false,
+            |d| got.push(d.clone()),
+            |_, e| panic!("{e:?}"),
+        );
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].pos, 7);
         assert_eq!(got[0].payload, text.as_bytes());
@@ -355,7 +369,7 @@ mod tests {
         let recs = [stray, good, unknown, good, truncated];
         let mut ok = 0;
         let mut errs = Vec::new();
-        decode(&recs, 0, |_| ok += 1, |p, e| errs.push((p, e)));
+        decode(&recs, 0, false, |_| ok += 1, |p, e| errs.push((p, e)));
         assert_eq!(ok, 2);
         assert_eq!(
             errs,
@@ -383,7 +397,13 @@ mod tests {
             pack_batch_chunk(&items[3..]),
         ];
         let mut got = Vec::new();
-        decode(&recs, 10, |d| got.push(d), |_, e| panic!("{e:?}"));
+        decode(
+            &recs,
+            10,
+            false,
+            |d| got.push(d.clone()),
+            |_, e| panic!("{e:?}"),
+        );
         let summary: Vec<_> = got
             .iter()
             .map(|d| (d.pos, d.sub, d.head.rid, d.head.flags, d.head.ts, d.kind))
@@ -398,6 +418,68 @@ mod tests {
                 (12, 1, 44, a, 99, Kind::SliceEnd),
             ]
         );
+    }
+
+    #[test]
+    fn records_decoded_in_pieces_match_decoded_whole() {
+        let text = "a request id long enough for several chunks";
+        let mut recs = vec![Record::default(); 1 + chunks_for(text.len())];
+        recs[0] = Record {
+            kind: Kind::ReqStart as u8,
+            len: text.len() as u16,
+            ..Record::default()
+        };
+        write_chunks(text.as_bytes(), &mut recs, 1);
+        let items: Vec<(u64, bool)> = (1..=5).map(|r| (r, false)).collect();
+        recs.push(Record {
+            kind: Kind::Batch as u8,
+            len: 5,
+            ..Record::default()
+        });
+        recs.push(pack_batch_chunk(&items[..3]));
+        recs.push(pack_batch_chunk(&items[3..]));
+        recs.push(Record {
+            kind: Kind::SliceStart as u8,
+            ..Record::default()
+        });
+        // A head whose chunks never come: reported once the ring has nothing more.
+        recs.push(Record {
+            kind: Kind::Attr as u8,
+            len: 40,
+            ..Record::default()
+        });
+        let mut whole = Vec::new();
+        let mut errs = Vec::new();
+        let used = decode(
+            &recs,
+            3,
+            false,
+            |d| whole.push(d.clone()),
+            |p, e| errs.push((p, e)),
+        );
+        assert_eq!(used, recs.len());
+        assert_eq!(whole.len(), 1 + 5 + 1);
+        assert_eq!(errs, [(3 + recs.len() as u64 - 1, DecodeError::Truncated)]);
+        for piece in 1..=recs.len() {
+            let (mut got, mut got_errs, mut carry, mut pos) =
+                (Vec::new(), Vec::new(), Vec::new(), 3);
+            for (k, chunk) in recs.chunks(piece).enumerate() {
+                carry.extend_from_slice(chunk);
+                let more = (k + 1) * piece < recs.len();
+                let used = decode(
+                    &carry,
+                    pos,
+                    more,
+                    |d| got.push(d.clone()),
+                    |p, e| got_errs.push((p, e)),
+                );
+                carry.drain(..used);
+                pos += used as u64;
+            }
+            assert!(carry.is_empty(), "piece {piece}");
+            assert_eq!(got, whole, "piece {piece}");
+            assert_eq!(got_errs, errs, "piece {piece}");
+        }
     }
 
     #[test]

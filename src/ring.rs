@@ -83,20 +83,60 @@ impl Ring {
         }
     }
 
-    /// Copies every published record past the head into `out`, then releases their slots.
+    /// Records published and not yet drained.
+    pub fn pending(&self) -> u64 {
+        self.tail.load(Ordering::Acquire) - self.head.load(Ordering::Relaxed)
+    }
+
+    /// Appends up to `max` published records past the head to `out`, then releases their slots.
     /// Returns the position of the first copied record. Only the consumer calls this.
-    pub fn drain_into(&self, out: &mut Vec<Record>) -> u64 {
+    pub fn drain_into(&self, out: &mut Vec<Record>, max: usize) -> u64 {
         let head = self.head.load(Ordering::Relaxed);
-        let tail = self.tail.load(Ordering::Acquire);
+        let tail = self
+            .tail
+            .load(Ordering::Acquire)
+            .min(head.saturating_add(max as u64));
         out.reserve((tail - head) as usize);
-        for pos in head..tail {
-            let slot = &self.slots[(pos & self.mask) as usize];
-            // SAFETY: head <= pos < tail: the producer published this slot (Acquire on tail) and
-            // will not write it again until head passes it (Release below).
-            out.push(slot.with(|p| unsafe { *p }));
-        }
+        self.copy_out(head, tail, out);
         self.head.store(tail, Ordering::Release);
         head
+    }
+
+    /// Appends the records at `from..to` to `out`, which has room for them.
+    #[cfg(not(slicetrace_loom))]
+    fn copy_out(&self, from: u64, to: u64, out: &mut Vec<Record>) {
+        let cap = self.mask + 1;
+        let mut pos = from;
+        while pos < to {
+            // A run up to `to` or the ring's end, whichever comes first.
+            let start = (pos & self.mask) as usize;
+            let n = (to - pos).min(cap - start as u64) as usize;
+            let run = &self.slots[start..start + n];
+            let len = out.len();
+            // SAFETY: every slot of `run` lies in head..tail: the producer published it (Acquire
+            // on tail) and will not write it again until head passes it, after this copy. A
+            // `SlotCell<Record>` has the layout of a `Record`, so the run is `n` records; `out`
+            // has room for them (reserved by the caller) and does not overlap the ring.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    run.as_ptr() as *const Record,
+                    out.as_mut_ptr().add(len),
+                    n,
+                );
+                out.set_len(len + n);
+            }
+            pos += n as u64;
+        }
+    }
+
+    /// Loom tracks each cell's accesses: one record at a time.
+    #[cfg(slicetrace_loom)]
+    fn copy_out(&self, from: u64, to: u64, out: &mut Vec<Record>) {
+        for pos in from..to {
+            let slot = &self.slots[(pos & self.mask) as usize];
+            // SAFETY: as above, one slot at a time.
+            out.push(slot.with(|p| unsafe { *p }));
+        }
     }
 
     /// Moves the head to `pos` without reading, dropping what lies before it. Only the consumer
@@ -227,15 +267,42 @@ mod tests {
         }
         assert_eq!(ring.dropped(), 2);
         let mut out = Vec::new();
-        assert_eq!(ring.drain_into(&mut out), 0);
+        assert_eq!(ring.drain_into(&mut out, usize::MAX), 0);
         assert_eq!(
             out.iter().map(|r| r.value).collect::<Vec<_>>(),
             [0, 1, 2, 3]
         );
         assert!(p.push(rec(9)));
         out.clear();
-        assert_eq!(ring.drain_into(&mut out), 4);
+        assert_eq!(ring.drain_into(&mut out, usize::MAX), 4);
         assert_eq!(out[0].value, 9);
+    }
+
+    #[test]
+    fn draining_in_pieces_across_the_ring_end_keeps_order() {
+        let ring = Ring::new(8);
+        let mut p = ring.producer();
+        let mut out = Vec::new();
+        for v in 0..6 {
+            p.push(rec(v));
+        }
+        ring.drain_into(&mut out, usize::MAX);
+        out.clear();
+        // Positions 6..11 sit in slots 6, 7, 0, 1, 2.
+        for v in 6..11 {
+            p.push(rec(v));
+        }
+        assert_eq!(ring.pending(), 5);
+        assert_eq!(ring.drain_into(&mut out, 4), 6);
+        assert_eq!(ring.pending(), 1);
+        assert_eq!(ring.drain_into(&mut out, 4), 10);
+        assert_eq!(ring.drain_into(&mut out, 4), 11);
+        assert_eq!(
+            out.iter().map(|r| r.value).collect::<Vec<_>>(),
+            [6, 7, 8, 9, 10]
+        );
+        // The slots came back to the producer: a whole ring fits again.
+        assert!(p.push_all(&[rec(0); 8]));
     }
 
     #[test]
@@ -257,7 +324,7 @@ mod tests {
             p.push(rec(v));
         }
         let mut out = Vec::new();
-        ring.drain_into(&mut out);
+        ring.drain_into(&mut out, usize::MAX);
         assert_eq!(p.history_start(), 0);
         assert_eq!(p.read_back(1).value, 1);
         for v in 3..6 {
@@ -291,7 +358,7 @@ mod tests {
         let mut out = Vec::new();
         while next < EXCHANGED {
             out.clear();
-            ring.drain_into(&mut out);
+            ring.drain_into(&mut out, usize::MAX);
             for r in &out {
                 assert_eq!(r.value, next);
                 next += 1;

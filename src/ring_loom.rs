@@ -23,12 +23,12 @@ fn loom_every_record_arrives_once_in_order_or_is_counted() {
         let mut out = Vec::new();
         for _ in 0..2 {
             out.clear();
-            ring.drain_into(&mut out);
+            ring.drain_into(&mut out, usize::MAX);
             got.extend(out.iter().map(|r| r.value));
         }
         let pushed = producer.join().unwrap();
         out.clear();
-        ring.drain_into(&mut out);
+        ring.drain_into(&mut out, usize::MAX);
         got.extend(out.iter().map(|r| r.value));
         assert_eq!(got.len() as u64, pushed);
         assert_eq!(pushed + ring.dropped(), 3);
@@ -46,10 +46,10 @@ fn loom_multi_record_push_is_seen_whole() {
             p.push_all(&[rec(1), rec(2), rec(3)]);
         });
         let mut out = Vec::new();
-        ring.drain_into(&mut out);
+        ring.drain_into(&mut out, usize::MAX);
         assert!(out.is_empty() || out.len() == 3);
         producer.join().unwrap();
-        ring.drain_into(&mut out);
+        ring.drain_into(&mut out, usize::MAX);
         assert_eq!(out.iter().map(|r| r.value).collect::<Vec<_>>(), [1, 2, 3]);
     });
 }
@@ -94,7 +94,7 @@ fn loom_ring_hand_over_never_mixes_owners() {
         for _ in 0..2 {
             let st = state.load(Ordering::Acquire);
             out.clear();
-            ring.drain_into(&mut out);
+            ring.drain_into(&mut out, usize::MAX);
             seen.extend(out.iter().map(|r| r.value));
             if st == DETACHED {
                 assert_eq!(
@@ -108,7 +108,7 @@ fn loom_ring_hand_over_never_mixes_owners() {
         first.join().unwrap();
         let claimed = second.join().unwrap();
         out.clear();
-        ring.drain_into(&mut out);
+        ring.drain_into(&mut out, usize::MAX);
         seen.extend(out.iter().map(|r| r.value));
         let want: &[u64] = if claimed { &[11, 12, 21] } else { &[11, 12] };
         assert_eq!(seen, want);

@@ -6,7 +6,7 @@ use super::span_out::SpanOut;
 use super::stats::Counters;
 use super::tree::{Tenure, Tree};
 use crate::ids::owner_seed;
-use crate::record::{decode, flag, Kind, Record};
+use crate::record::{decode, flag, Decoded, Kind, Record};
 use crate::registry::{self, RingSlot, DETACHED};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -46,6 +46,9 @@ impl Control {
 
 /// Spans a sweep piles up before it hands them to the export thread mid-sweep.
 const HAND_OVER_SPANS: usize = 1024;
+
+/// Records read from a ring at a time: 32 KiB, so they are decoded from the first-level cache.
+const DRAIN_PIECE: usize = 1024;
 
 pub struct DrainerParts {
     pub tree: Tree,
@@ -162,9 +165,10 @@ impl Drainer {
         let slot = rs.slot;
         // Loaded before draining: a detached ring's final tail was stored before its state.
         let state = slot.state();
-        self.scratch.clear();
-        let pos = slot.ring.drain_into(&mut self.scratch);
-        if !self.scratch.is_empty() {
+        // Only what is published now: a thread writing faster than this loop reads must not
+        // keep the drainer on its ring.
+        let mut left = slot.ring.pending();
+        if left > 0 {
             let owner = slot.owner();
             let tenure = match &rs.tenure {
                 Some(t) if t.owner == owner => t.clone(),
@@ -180,7 +184,6 @@ impl Drainer {
                     t
                 }
             };
-            Counters::add(&c.records_read, self.scratch.len() as u64);
             let (tree, clock, shipper) = (
                 &mut self.parts.tree,
                 &mut self.parts.clock,
@@ -190,36 +193,49 @@ impl Drainer {
             // them into `SpanData` while the rest are rebuilt.
             let pile = HAND_OVER_SPANS.max(self.parts.max_batch);
             let mut tenure = tenure;
-            // Decoded records go straight into the tree: a whole ring of them held in between
-            // would be copied through memory twice more.
-            decode(
-                &self.scratch,
-                pos,
-                |d| {
-                    let ns = if d.head.flags & flag::TS_UNIX != 0 {
-                        d.head.ts
-                    } else {
-                        let ns = clock.to_unix(d.head.ts).max(rs.last_ns);
-                        rs.last_ns = ns;
-                        ns
-                    };
-                    if d.kind == Kind::ThreadInfo {
-                        // Spans opened from here on carry the new label; open ones keep theirs.
-                        tenure = Arc::new(Tenure {
-                            ring: tenure.ring,
-                            owner: tenure.owner,
-                            seed: tenure.seed,
-                            meta: slot.meta(),
-                        });
-                        rs.tenure = Some(tenure.clone());
-                    }
-                    tree.apply(c, &tenure, d, ns);
-                    if tree.out.spans.len() >= pile {
-                        hand_over(&mut tree.out, shipper, c, true);
-                    }
-                },
-                |_, _| Counters::add(&c.records_undecodable, 1),
-            );
+            let mut on_record = |d: &Decoded| {
+                let ns = if d.head.flags & flag::TS_UNIX != 0 {
+                    d.head.ts
+                } else {
+                    let ns = clock.to_unix(d.head.ts).max(rs.last_ns);
+                    rs.last_ns = ns;
+                    ns
+                };
+                if d.kind == Kind::ThreadInfo {
+                    // Spans opened from here on carry the new label; open ones keep theirs.
+                    tenure = Arc::new(Tenure {
+                        ring: tenure.ring,
+                        owner: tenure.owner,
+                        seed: tenure.seed,
+                        meta: slot.meta(),
+                    });
+                    rs.tenure = Some(tenure.clone());
+                }
+                tree.apply(c, &tenure, d, ns);
+                if tree.out.spans.len() >= pile {
+                    hand_over(&mut tree.out, shipper, c, true);
+                }
+            };
+            // A piece at a time, so the records are decoded while they are still in cache, and
+            // their slots return to the writer sooner. A record whose chunks a piece cut off
+            // waits in `scratch` for the next piece.
+            let scratch = &mut self.scratch;
+            scratch.clear();
+            let mut pos = 0;
+            while left > 0 {
+                let take = left.min(DRAIN_PIECE as u64);
+                let at = slot.ring.drain_into(scratch, take as usize);
+                if scratch.len() as u64 == take {
+                    pos = at;
+                }
+                left -= take;
+                Counters::add(&c.records_read, take);
+                let used = decode(scratch, pos, left > 0, &mut on_record, |_, _| {
+                    Counters::add(&c.records_undecodable, 1)
+                });
+                scratch.drain(..used);
+                pos += used as u64;
+            }
         }
         if state == DETACHED {
             rs.tenure = None;
@@ -281,7 +297,7 @@ fn hand_over(out: &mut SpanOut, shipper: &Shipper, c: &Counters, send: bool) {
         Counters::add(&c.spans_dropped_export, shed);
     }
     if send {
-        shipper.send(std::mem::take(&mut out.spans));
+        shipper.send(out.take());
     }
     out.set_room(shipper.room());
 }

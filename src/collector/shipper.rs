@@ -3,8 +3,8 @@
 //! queue is full the batch is dropped and its spans counted (`spans_dropped_export`).
 
 use super::drainer::Control;
-use super::finished::Finished;
 use super::sink::Sink;
+use super::span_out::Batch;
 use super::stats::Counters;
 use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::trace::SpanData;
@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 enum Msg {
-    Batch(Vec<Finished>),
+    Batch(Batch),
     /// Everything queued before has been handed to the sink: flush number `n` is done.
     Flush(u64),
     Stop,
@@ -54,21 +54,20 @@ impl Shipper {
             .spawn(move || {
                 for msg in rx {
                     match msg {
-                        Msg::Batch(spans) => {
+                        Msg::Batch(Batch { spans, rids }) => {
                             let total = spans.len();
                             let mut rest = spans.into_iter();
                             let lanes = sink.lanes().max(1);
                             while rest.len() > 0 {
                                 // As many batches as the sink can send at once.
-                                let batches: Vec<Vec<SpanData>> = (0..lanes)
-                                    .map(|_| {
-                                        rest.by_ref()
-                                            .take(max_batch)
-                                            .map(|f| f.into_span_data(&scope))
-                                            .collect::<Vec<_>>()
-                                    })
-                                    .filter(|b| !b.is_empty())
-                                    .collect();
+                                let mut batches: Vec<Vec<SpanData>> = Vec::with_capacity(lanes);
+                                while batches.len() < lanes && rest.len() > 0 {
+                                    let mut b = Vec::with_capacity(rest.len().min(max_batch));
+                                    for f in rest.by_ref().take(max_batch) {
+                                        b.push(f.into_span_data(&scope, &rids));
+                                    }
+                                    batches.push(b);
+                                }
                                 if deadline.get().is_some_and(|d| Instant::now() >= *d) {
                                     let n: usize = batches.iter().map(Vec::len).sum();
                                     Counters::add(&c.counters.spans_dropped_export, n as u64);
@@ -116,14 +115,14 @@ impl Shipper {
 
     /// Queues spans (the export thread cuts them into batches), or drops and counts them when
     /// the queue already holds its bound of spans.
-    pub fn send(&self, spans: Vec<Finished>) {
-        let n = spans.len();
+    pub fn send(&self, batch: Batch) {
+        let n = batch.spans.len();
         if self.queued.load(Ordering::Relaxed) + n > self.limit {
             Counters::add(&self.ctl.counters.spans_dropped_export, n as u64);
             return;
         }
         self.queued.fetch_add(n, Ordering::Relaxed);
-        match self.tx.try_send(Msg::Batch(spans)) {
+        match self.tx.try_send(Msg::Batch(batch)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.queued.fetch_sub(n, Ordering::Relaxed);

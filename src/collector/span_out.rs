@@ -4,18 +4,49 @@
 //! the million.
 
 use super::finished::Finished;
+use opentelemetry::Value as OtelValue;
 
 pub struct SpanOut {
     pub spans: Vec<Finished>,
+    /// The `rid` values the slices in `spans` name by index: one reference per request and
+    /// batch, instead of one per slice counted up here and down on the export thread.
+    rids: Vec<OtelValue>,
+    /// Which batch is being filled, so a request knows whether its rid is in `rids` yet.
+    epoch: u64,
     /// Spans the export queue can still take.
     room: usize,
     shed: u64,
+}
+
+/// Finished spans with the table of request ids their slices name.
+pub struct Batch {
+    pub spans: Vec<Finished>,
+    pub rids: Vec<OtelValue>,
+}
+
+/// A request's `rid` attribute, and where it sits in the table of the batch being filled.
+pub struct RidAttr {
+    value: OtelValue,
+    epoch: u64,
+    index: u32,
+}
+
+impl RidAttr {
+    pub fn new(value: OtelValue) -> RidAttr {
+        RidAttr {
+            value,
+            epoch: 0,
+            index: 0,
+        }
+    }
 }
 
 impl Default for SpanOut {
     fn default() -> SpanOut {
         SpanOut {
             spans: Vec::new(),
+            rids: Vec::new(),
+            epoch: 1,
             room: usize::MAX,
             shed: 0,
         }
@@ -28,6 +59,27 @@ impl SpanOut {
             self.shed += 1;
         } else {
             self.spans.push(make());
+        }
+    }
+
+    /// Where `rid` sits in this batch's table, put there if it is not yet.
+    pub fn rid(&mut self, rid: &mut RidAttr) -> u32 {
+        if rid.epoch != self.epoch {
+            rid.epoch = self.epoch;
+            rid.index = self.rids.len() as u32;
+            self.rids.push(rid.value.clone());
+        }
+        rid.index
+    }
+
+    /// The spans so far, with their table; the next batch starts a table of its own, with
+    /// room for as many (grown from nothing, it would be copied over ten times on the way).
+    pub fn take(&mut self) -> Batch {
+        self.epoch += 1;
+        let (n, r) = (self.spans.len(), self.rids.len());
+        Batch {
+            spans: std::mem::replace(&mut self.spans, Vec::with_capacity(n)),
+            rids: std::mem::replace(&mut self.rids, Vec::with_capacity(r)),
         }
     }
 
@@ -81,5 +133,21 @@ mod tests {
         out.set_room(usize::MAX);
         out.push(make);
         assert_eq!(built.get(), 3);
+    }
+
+    #[test]
+    fn a_request_id_enters_each_batch_table_once() {
+        let mut out = SpanOut::default();
+        let mut a = RidAttr::new(OtelValue::from("a"));
+        let mut b = RidAttr::new(OtelValue::from("b"));
+        assert_eq!(
+            [out.rid(&mut a), out.rid(&mut b), out.rid(&mut a)],
+            [0, 1, 0]
+        );
+        let first = out.take();
+        assert_eq!(first.rids, [OtelValue::from("a"), OtelValue::from("b")]);
+        // The next batch has a table of its own.
+        assert_eq!([out.rid(&mut b), out.rid(&mut b)], [0, 0]);
+        assert_eq!(out.take().rids, [OtelValue::from("b")]);
     }
 }

@@ -3,8 +3,8 @@
 //! The drainer feeds records in ring order per thread (threads interleaved in sweep order) with
 //! their times already in Unix nanoseconds. Finished spans go to `out` (see `Finished`).
 
-use super::finished::{ns_to_time, own_ctx, Finished, LinkTo, SliceSpan};
-use super::span_out::SpanOut;
+use super::finished::{ns_to_time, own_ctx, Finished, LinkTo, SliceExtras, SliceSpan};
+use super::span_out::{RidAttr, SpanOut};
 use super::stats::Counters;
 use crate::ids::{derive_span_id, Rid, Salt};
 use crate::local::history::{origin_ids, split_origin_payload, Upstream};
@@ -34,6 +34,13 @@ pub struct Tenure {
     pub meta: ThreadMeta,
 }
 
+impl Tenure {
+    /// One thread's tenure of one ring, as one number.
+    fn key(&self) -> u64 {
+        (u64::from(self.ring) << 32) | u64::from(self.owner)
+    }
+}
+
 /// Limits and timings of the rebuild.
 #[derive(Clone, Debug)]
 pub struct TreeLimits {
@@ -57,14 +64,20 @@ struct OpenSlice {
     parent: u64,
     name: Option<&'static str>,
     start_ns: u64,
-    attrs: Vec<KeyValue>,
-    dropped_attrs: u32,
-    events: Vec<Event>,
-    dropped_events: u32,
     link: Option<LinkTo>,
+    /// Made on the slice's first attribute or event.
+    extras: Option<Box<SliceExtras>>,
+}
+
+impl OpenSlice {
+    fn extras(&mut self) -> &mut SliceExtras {
+        self.extras.get_or_insert_with(Box::default)
+    }
 }
 
 struct ThreadSpan {
+    /// The tenure's ring and owner, compared without reaching into the tenure.
+    key: u64,
     tenure: Arc<Tenure>,
     /// 0 while no thread span is open (after thread_finish; the chain keeps the last slice).
     id: u64,
@@ -92,7 +105,7 @@ struct Request {
     rid: Rid,
     rid_text: Option<String>,
     /// The `rid` attribute every slice carries, shared rather than copied per slice.
-    rid_value: OtelValue,
+    rid_attr: RidAttr,
     trace_id: u128,
     /// W3C tracestate from an upstream gateway, carried by every span of the request here.
     trace_state: TraceState,
@@ -122,7 +135,7 @@ fn shared_str(s: String) -> OtelValue {
 impl Request {
     fn set_rid_text(&mut self, text: Option<String>) {
         if let Some(t) = &text {
-            self.rid_value = shared_str(t.clone());
+            self.rid_attr = RidAttr::new(shared_str(t.clone()));
         }
         self.rid_text = text;
     }
@@ -131,7 +144,7 @@ impl Request {
         Request {
             rid,
             rid_text: None,
-            rid_value: shared_str(rid.0.to_string()),
+            rid_attr: RidAttr::new(shared_str(rid.0.to_string())),
             trace_id,
             trace_state: TraceState::NONE,
             span_id,
@@ -221,32 +234,30 @@ impl Tree {
     }
 
     /// Applies one record written by `tenure`, at `ns` Unix nanoseconds.
-    pub fn apply(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: Decoded, ns: u64) {
+    pub fn apply(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: &Decoded, ns: u64) {
         let rid = Rid(rec.head.rid);
         match rec.kind {
             Kind::ThreadInfo | Kind::Chunk => {}
             Kind::ReqStart => {
-                self.req_start(c, tenure, &rec, ns);
+                self.req_start(c, tenure, rec, ns);
                 self.unpark(c, rid);
             }
             Kind::SetPropagate => {
-                if self.set_propagate(c, tenure, &rec, ns) {
+                if self.set_propagate(c, tenure, rec, ns) {
                     self.unpark(c, rid);
                 } else {
                     self.park(c, tenure, rec, ns);
                 }
             }
             _ => {
-                if self.requests.contains_key(&rid) {
-                    self.apply_known(c, tenure, &rec, ns);
-                } else {
+                if !self.apply_known(c, tenure, rec, ns) {
                     self.park(c, tenure, rec, ns);
                 }
             }
         }
     }
 
-    fn park(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: Decoded, ns: u64) {
+    fn park(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: &Decoded, ns: u64) {
         if self.parked_count >= self.limits.max_parked {
             Counters::add(&c.unknown_rid_records, 1);
             return;
@@ -257,7 +268,7 @@ impl Tree {
             .or_default()
             .push_back(Parked {
                 tenure: tenure.clone(),
-                rec,
+                rec: rec.clone(),
                 ns,
                 at: self.now,
             });
@@ -267,7 +278,7 @@ impl Tree {
         if let Some(q) = self.parked.remove(&rid) {
             self.parked_count -= q.len();
             for p in q {
-                self.apply(c, &p.tenure, p.rec, p.ns);
+                self.apply(c, &p.tenure, &p.rec, p.ns);
             }
         }
     }
@@ -388,24 +399,25 @@ impl Tree {
         let link = (up.link != 0).then(|| LinkTo::new(up.trace_id, up.link, !same_process));
         let trace = req.trace_id;
         let state = req.trace_state.clone();
-        let rid = req.rid_value.clone();
+        let rid = self.out.rid(&mut req.rid_attr);
         let t = thread_span(req, tenure, rec.pos, ns);
         // A hand-over starts this thread's chain afresh, as `propagate_context` reads it.
-        close_unfinished(c, trace, &state, &rid, t, ns, &mut self.out);
+        close_unfinished(c, trace, &state, rid, t, ns, &mut self.out);
         t.chain = SliceChain::default();
         t.pending_link = link;
         true
     }
 
-    fn apply_known(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: &Decoded, ns: u64) {
+    /// Applies a record of a request already open; false (nothing done) when it is not.
+    fn apply_known(&mut self, c: &Counters, tenure: &Arc<Tenure>, rec: &Decoded, ns: u64) -> bool {
         let rid = Rid(rec.head.rid);
+        let Some(req) = self.requests.get_mut(&rid) else {
+            return false;
+        };
         let name = self.names.get(rec.head.name);
         if rec.head.name != 0 && name.is_none() {
             Counters::add(&c.records_undecodable, 1);
         }
-        let Some(req) = self.requests.get_mut(&rid) else {
-            return;
-        };
         req.last_activity = self.now;
         req.last_ns = req.last_ns.max(ns);
         // Records of other threads can predate the start record; the request span encloses them.
@@ -446,10 +458,14 @@ impl Tree {
                         let Some(s) = t.slices.pop().filter(|s| s.id == id) else {
                             debug_assert!(false, "slice data out of step with the chain");
                             Counters::add(&c.records_undecodable, 1);
-                            return;
+                            return true;
                         };
                         let status = match (s.name, name) {
-                            (Some(started), Some(ended)) if started != ended => {
+                            // Names are interned: one text, one pointer (the texts compared
+                            // only for a name registered twice).
+                            (Some(started), Some(ended))
+                                if !std::ptr::eq(started, ended) && started != ended =>
+                            {
                                 Counters::add(&c.name_mismatches, 1);
                                 error_status(format!(
                                     "slice_end name mismatch: started as {started:?}, ended as {ended:?}"
@@ -458,6 +474,7 @@ impl Tree {
                             _ => Status::Unset,
                         };
                         let final_name = s.name.or(name).unwrap_or("anonymous");
+                        let rid = out.rid(&mut req.rid_attr);
                         out.push(|| {
                             slice_span(
                                 trace,
@@ -468,7 +485,7 @@ impl Tree {
                                 status,
                                 false,
                                 t.tenure.meta.tid,
-                                &req.rid_value,
+                                rid,
                             )
                         });
                     }
@@ -481,7 +498,7 @@ impl Tree {
                         scope,
                         trace,
                         &req.trace_state,
-                        &req.rid_value,
+                        &mut req.rid_attr,
                         req.span_id,
                         &mut req.threads[ti],
                         ns,
@@ -499,10 +516,10 @@ impl Tree {
                 let at = match ti.map(|i| &mut req.threads[i]) {
                     Some(t) if !t.slices.is_empty() => {
                         let i = t.slices.len() - 1;
-                        let s = &mut t.slices[i];
+                        let x = t.slices[i].extras();
                         push_capped(
-                            &mut s.events,
-                            &mut s.dropped_events,
+                            &mut x.events,
+                            &mut x.dropped_events,
                             ev,
                             MAX_EVENTS_PER_SPAN,
                         );
@@ -524,7 +541,7 @@ impl Tree {
             Kind::Attr => {
                 let Some(kv) = decode_attr(rec, name) else {
                     Counters::add(&c.records_undecodable, 1);
-                    return;
+                    return true;
                 };
                 let target = rec.head.flags & flag::TARGET_MASK;
                 let ti = find_thread(req, tenure);
@@ -538,9 +555,10 @@ impl Tree {
                     (flag::TARGET_EVENT, Some(i)) => {
                         let t = &mut req.threads[i];
                         let ev = match t.last_event {
-                            EventAt::Slice(j) => {
-                                t.slices.get_mut(j).and_then(|s| s.events.last_mut())
-                            }
+                            EventAt::Slice(j) => t
+                                .slices
+                                .get_mut(j)
+                                .and_then(|s| s.extras.as_mut()?.events.last_mut()),
                             EventAt::Thread => t.own_events.last_mut(),
                             EventAt::Request => req.events.last_mut(),
                             EventAt::None => None,
@@ -556,12 +574,15 @@ impl Tree {
                     (_, Some(i)) => {
                         let t = &mut req.threads[i];
                         match t.slices.last_mut() {
-                            Some(s) => push_capped(
-                                &mut s.attrs,
-                                &mut s.dropped_attrs,
-                                kv,
-                                MAX_ATTRS_PER_SPAN,
-                            ),
+                            Some(s) => {
+                                let x = s.extras();
+                                push_capped(
+                                    &mut x.attrs,
+                                    &mut x.dropped_attrs,
+                                    kv,
+                                    MAX_ATTRS_PER_SPAN,
+                                )
+                            }
                             None if t.id != 0 => t.own_attrs.push(kv),
                             None => push_capped(
                                 &mut req.attrs,
@@ -578,6 +599,7 @@ impl Tree {
             }
             Kind::ReqStart | Kind::SetPropagate | Kind::ThreadInfo | Kind::Chunk | Kind::Batch => {}
         }
+        true
     }
 
     /// Closes what is due: finished requests past their grace, joined requests past their
@@ -686,7 +708,7 @@ impl Tree {
                     &self.info,
                     trace,
                     &req.trace_state,
-                    &req.rid_value,
+                    &mut req.rid_attr,
                     req.span_id,
                     t,
                     end_ns.max(t.last_ns),
@@ -776,9 +798,8 @@ fn decode_attr(rec: &Decoded, key: Option<&'static str>) -> Option<KeyValue> {
 }
 
 fn find_thread(req: &Request, tenure: &Tenure) -> Option<usize> {
-    req.threads
-        .iter()
-        .position(|t| t.tenure.ring == tenure.ring && t.tenure.owner == tenure.owner)
+    let key = tenure.key();
+    req.threads.iter().position(|t| t.key == key)
 }
 
 /// This request's entry for `tenure`'s thread, made (with no span open) if missing.
@@ -787,6 +808,7 @@ fn thread_entry(req: &mut Request, tenure: &Arc<Tenure>) -> usize {
         return i;
     }
     req.threads.push(ThreadSpan {
+        key: tenure.key(),
         tenure: tenure.clone(),
         id: 0,
         start_ns: 0,
@@ -855,11 +877,8 @@ fn open_slice(
         parent,
         name,
         start_ns: ns,
-        attrs: Vec::new(),
-        dropped_attrs: 0,
-        events: Vec::new(),
-        dropped_events: 0,
         link,
+        extras: None,
     });
 }
 
@@ -873,25 +892,29 @@ fn slice_span(
     status: Status,
     unfinished: bool,
     tid: u64,
-    rid: &OtelValue,
+    rid: u32,
 ) -> Finished {
+    let plain = s.extras.is_none() && *state == TraceState::NONE && status == Status::Unset;
+    let extras = if plain && !unfinished {
+        None
+    } else {
+        let mut x = s.extras.unwrap_or_default();
+        x.state = state.clone();
+        x.status = status;
+        x.unfinished = unfinished;
+        SliceExtras::keep_if_any(x)
+    };
     Finished::Slice(SliceSpan {
         trace,
         id: s.id,
         parent: s.parent,
-        state: state.clone(),
         name,
         start_ns: s.start_ns,
         end_ns,
-        attrs: s.attrs,
-        dropped_attrs: s.dropped_attrs,
-        events: s.events,
-        dropped_events: s.dropped_events,
-        link: s.link,
-        status,
-        unfinished,
         tid,
-        rid: rid.clone(),
+        link: s.link,
+        rid,
+        extras,
     })
 }
 
@@ -901,7 +924,7 @@ fn close_unfinished(
     c: &Counters,
     trace: u128,
     state: &TraceState,
-    rid: &OtelValue,
+    rid: u32,
     t: &mut ThreadSpan,
     ns: u64,
     out: &mut SpanOut,
@@ -933,7 +956,7 @@ fn finish_thread(
     info: &ProcessInfo,
     trace: u128,
     state: &TraceState,
-    rid: &OtelValue,
+    rid: &mut RidAttr,
     req_span: u64,
     t: &mut ThreadSpan,
     ns: u64,
@@ -942,6 +965,8 @@ fn finish_thread(
     if t.id == 0 {
         return;
     }
+    // Unused when no slice is open: no table entry for it.
+    let rid = if t.slices.is_empty() { 0 } else { out.rid(rid) };
     close_unfinished(c, trace, state, rid, t, ns, out);
     // Built only when the export queue has room for it (see `SpanOut`).
     out.push(|| {
