@@ -42,7 +42,7 @@ mod ring_loom;
 
 pub use args::{Attr, End, Opts, UnixNanos, Value};
 pub use collector::clock::ClockSource;
-pub use collector::sink::Sink;
+pub use collector::sink::{Outcome, Sink};
 pub use collector::stats::Stats;
 pub use env::{Destination, EnvError, EnvFile, EnvSettings, Protocol, TlsFiles};
 pub use export::jsonl::JsonLinesExporter;

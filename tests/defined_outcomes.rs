@@ -405,3 +405,93 @@ fn calls_before_the_requests_start_land_inside_its_spans() {
     assert!(thread.start_time <= early.start_time);
     assert_eq!(stats.unknown_rid_records, 0);
 }
+
+/// What the late-answering sink below was handed and failed.
+#[derive(Default)]
+struct Handed {
+    spans: u64,
+    failed_spans: u64,
+    failed_batches: u64,
+    held_at_flush: usize,
+}
+
+/// A sink with batches in flight: it answers each batch only once two newer ones are waiting,
+/// or when told to settle; every third batch fails.
+struct LateSink {
+    held: std::collections::VecDeque<slicetrace::Outcome>,
+    handed: std::sync::Arc<std::sync::Mutex<Handed>>,
+    batches: u64,
+}
+
+impl slicetrace::Sink for LateSink {
+    fn export(&mut self, _: Vec<opentelemetry_sdk::trace::SpanData>) -> Result<(), String> {
+        Err("batches come through submit".into())
+    }
+    fn set_resource(&mut self, _: &opentelemetry_sdk::Resource) {}
+    fn shutdown(&mut self, _: Duration) -> Result<(), String> {
+        self.handed.lock().unwrap().held_at_flush = self.held.len();
+        Ok(())
+    }
+    fn submit(
+        &mut self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> Vec<slicetrace::Outcome> {
+        let n = batch.len() as u64;
+        self.batches += 1;
+        let fails = self.batches % 3 == 0;
+        {
+            let mut h = self.handed.lock().unwrap();
+            h.spans += n;
+            if fails {
+                h.failed_spans += n;
+                h.failed_batches += 1;
+            }
+        }
+        self.held
+            .push_back((n, if fails { Err("refused".into()) } else { Ok(()) }));
+        let mut answered = Vec::new();
+        while self.held.len() > 2 {
+            answered.extend(self.held.pop_front());
+        }
+        answered
+    }
+    fn settle(&mut self) -> Vec<slicetrace::Outcome> {
+        self.held.drain(..).collect()
+    }
+}
+
+#[test]
+fn batches_answered_late_are_counted_exactly_by_each_flush() {
+    let handed = std::sync::Arc::new(std::sync::Mutex::new(Handed::default()));
+    let sink = LateSink {
+        held: Default::default(),
+        handed: handed.clone(),
+        batches: 0,
+    };
+    let mut cfg = config().sink(Box::new(sink));
+    cfg.max_export_batch = 4;
+    let mut s = session_using(cfg);
+    for r in 0..10 {
+        let rid = slicetrace::req_start(Rid(900 + r), None);
+        for _ in 0..5 {
+            slicetrace::slice_start(name!("step"), rid);
+            slicetrace::slice_end(name!("step"), rid, End::PLAIN);
+        }
+        slicetrace::req_finish(rid);
+    }
+    // A flush counts as done only once the sink has answered for every batch before it.
+    assert!(s.guard.as_ref().unwrap().flush(Duration::from_secs(10)));
+    let stats = s.guard.as_ref().unwrap().stats();
+    {
+        let h = handed.lock().unwrap();
+        // Five slices, a thread span and a request span per request.
+        assert_eq!(h.spans, 70);
+        assert!(h.failed_batches > 0);
+        assert_eq!(stats.spans_exported, h.spans - h.failed_spans);
+        assert_eq!(stats.spans_export_failed, h.failed_spans);
+        assert_eq!(stats.export_errors, h.failed_batches);
+    }
+    let (_, stats) = s.finish();
+    assert_eq!(stats.spans_exported + stats.spans_export_failed, 70);
+    assert_eq!(handed.lock().unwrap().held_at_flush, 0);
+}

@@ -3,11 +3,10 @@
 //! queue is full the batch is dropped and its spans counted (`spans_dropped_export`).
 
 use super::drainer::Control;
-use super::sink::Sink;
+use super::sink::{Outcome, Sink};
 use super::span_out::Batch;
 use super::stats::Counters;
 use opentelemetry::InstrumentationScope;
-use opentelemetry_sdk::trace::SpanData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
@@ -57,43 +56,26 @@ impl Shipper {
                         Msg::Batch(Batch { spans, rids }) => {
                             let total = spans.len();
                             let mut rest = spans.into_iter();
-                            let lanes = sink.lanes().max(1);
                             while rest.len() > 0 {
-                                // As many batches as the sink can send at once.
-                                let mut batches: Vec<Vec<SpanData>> = Vec::with_capacity(lanes);
-                                while batches.len() < lanes && rest.len() > 0 {
-                                    let mut b = Vec::with_capacity(rest.len().min(max_batch));
-                                    for f in rest.by_ref().take(max_batch) {
-                                        b.push(f.into_span_data(&scope, &rids));
-                                    }
-                                    batches.push(b);
-                                }
                                 if deadline.get().is_some_and(|d| Instant::now() >= *d) {
-                                    let n: usize = batches.iter().map(Vec::len).sum();
-                                    Counters::add(&c.counters.spans_dropped_export, n as u64);
-                                    continue;
+                                    let n = rest.len() as u64;
+                                    Counters::add(&c.counters.spans_dropped_export, n);
+                                    break;
                                 }
-                                let sizes: Vec<u64> =
-                                    batches.iter().map(|b| b.len() as u64).collect();
-                                let results = sink.export_many(batches);
-                                for (i, n) in sizes.into_iter().enumerate() {
-                                    match results.get(i) {
-                                        Some(Ok(())) => {
-                                            Counters::add(&c.counters.spans_exported, n)
-                                        }
-                                        // A sink that answered for fewer batches than it was
-                                        // given lost the rest.
-                                        Some(Err(_)) | None => {
-                                            Counters::add(&c.counters.export_errors, 1);
-                                            Counters::add(&c.counters.spans_export_failed, n);
-                                        }
-                                    }
+                                let mut b = Vec::with_capacity(rest.len().min(max_batch));
+                                for f in rest.by_ref().take(max_batch) {
+                                    b.push(f.into_span_data(&scope, &rids));
                                 }
+                                count(&c.counters, sink.submit(b));
                             }
                             q.fetch_sub(total, Ordering::Relaxed);
                         }
-                        Msg::Flush(n) => c.mark_flushed(n),
+                        Msg::Flush(n) => {
+                            count(&c.counters, sink.settle());
+                            c.mark_flushed(n);
+                        }
                         Msg::Stop => {
+                            count(&c.counters, sink.settle());
                             if sink.shutdown(shutdown_timeout).is_err() {
                                 Counters::add(&c.counters.export_errors, 1);
                             }
@@ -152,6 +134,19 @@ impl Shipper {
         let _ = self.tx.send(Msg::Stop);
         if let Some(j) = self.join.take() {
             let _ = j.join();
+        }
+    }
+}
+
+/// Counts how the sink's batches ended.
+fn count(c: &Counters, outcomes: Vec<Outcome>) {
+    for (n, result) in outcomes {
+        match result {
+            Ok(()) => Counters::add(&c.spans_exported, n),
+            Err(_) => {
+                Counters::add(&c.export_errors, 1);
+                Counters::add(&c.spans_export_failed, n);
+            }
         }
     }
 }

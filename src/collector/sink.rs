@@ -16,17 +16,23 @@ pub trait Sink: Send {
     fn set_resource(&mut self, resource: &Resource);
     fn shutdown(&mut self, timeout: Duration) -> Result<(), String>;
 
-    /// How many batches [`Sink::export_many`] can have in flight at once.
-    fn lanes(&self) -> usize {
-        1
+    /// Hands one batch (of at most the configured batch size) over for export, and returns
+    /// the outcomes of batches that finished meanwhile. The default exports it here and now,
+    /// so its own outcome comes back; a sink with several connections keeps a batch in flight
+    /// on each and waits only while all of them are busy.
+    fn submit(&mut self, batch: Vec<SpanData>) -> Vec<Outcome> {
+        let n = batch.len() as u64;
+        vec![(n, self.export(batch))]
     }
 
-    /// Exports up to [`Sink::lanes`] batches, each of at most the configured batch size; one
-    /// result per batch, in their order. The default sends them one after another.
-    fn export_many(&mut self, batches: Vec<Vec<SpanData>>) -> Vec<Result<(), String>> {
-        batches.into_iter().map(|b| self.export(b)).collect()
+    /// Waits for every batch still in flight, and returns their outcomes.
+    fn settle(&mut self) -> Vec<Outcome> {
+        Vec::new()
     }
 }
+
+/// A batch's span count and how its export ended.
+pub type Outcome = (u64, Result<(), String>);
 
 impl<E: SpanExporter + 'static> Sink for E {
     fn export(&mut self, batch: Vec<SpanData>) -> Result<(), String> {

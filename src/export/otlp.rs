@@ -5,7 +5,7 @@
 //! policy). `https://` endpoints use rustls with the system's roots plus any [`TlsConfig`]
 //! certificates (the `tls` feature).
 
-use crate::collector::sink::Sink;
+use crate::collector::sink::{Outcome, Sink};
 use crate::env::Protocol;
 use crate::export::tls::TlsConfig;
 use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
@@ -18,15 +18,25 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// A [`Sink`] sending spans to an OTLP collector, over one connection or several
-/// ([`OtlpSink::with_connections`]): with several, batches waiting at the same time are sent
-/// at once, one per connection, each by an exporter of its own on a thread of its own.
+/// ([`OtlpSink::with_connections`]): with several, each connection has an exporter and a thread
+/// of its own, and a batch goes to whichever connection is free.
 pub struct OtlpSink {
-    /// Runs on the export thread that calls the sink.
+    /// With one connection: exports on the export thread that calls the sink.
     first: Lane,
-    /// The other connections, each on a thread of its own.
-    more: Vec<LaneThread>,
+    /// With several: one thread per connection.
+    lanes: Vec<LaneThread>,
+    /// The spans each lane has in flight.
+    in_flight: Vec<Option<u64>>,
+    /// Lanes answer here, with their index, when a batch's export has ended.
+    done_tx: mpsc::Sender<(usize, Result<(), String>)>,
+    done: mpsc::Receiver<(usize, Result<(), String>)>,
     params: Params,
 }
+
+const LANE_GONE: &str = "an OTLP export thread stopped";
+
+/// How often a wait for a lane's answer checks that the lane is still there.
+const LANE_CHECK: Duration = Duration::from_millis(20);
 
 /// What an exporter is built from, kept to build one per connection.
 #[derive(Clone)]
@@ -78,6 +88,7 @@ enum Job {
 
 struct LaneThread {
     jobs: mpsc::Sender<Job>,
+    /// Answers to building the exporter and to shutting it down.
     results: mpsc::Receiver<Result<(), String>>,
     join: Option<JoinHandle<()>>,
 }
@@ -130,9 +141,13 @@ impl OtlpSink {
         let first = std::thread::spawn(move || Lane::build(&p))
             .join()
             .map_err(|_| "the OTLP exporter could not be built".to_owned())??;
+        let (done_tx, done) = mpsc::channel();
         Ok(OtlpSink {
             first,
-            more: Vec::new(),
+            lanes: Vec::new(),
+            in_flight: Vec::new(),
+            done_tx,
+            done,
             params,
         })
     }
@@ -145,9 +160,11 @@ impl OtlpSink {
         if n == 0 || n > MAX_CONNECTIONS {
             return Err(format!("{n} connections: expected 1 to {MAX_CONNECTIONS}"));
         }
-        while 1 + self.more.len() < n {
-            let lane = LaneThread::start(self.params.clone(), self.more.len() + 1)?;
-            self.more.push(lane);
+        while n > 1 && self.lanes.len() < n {
+            let index = self.lanes.len();
+            let lane = LaneThread::start(self.params.clone(), index, self.done_tx.clone())?;
+            self.lanes.push(lane);
+            self.in_flight.push(None);
         }
         Ok(self)
     }
@@ -229,11 +246,15 @@ impl Lane {
 
 impl LaneThread {
     /// Builds the lane's exporter on its own thread; fails as building the first one would.
-    fn start(params: Params, index: usize) -> Result<LaneThread, String> {
+    fn start(
+        params: Params,
+        index: usize,
+        done: mpsc::Sender<(usize, Result<(), String>)>,
+    ) -> Result<LaneThread, String> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (result_tx, results) = mpsc::channel();
         let join = std::thread::Builder::new()
-            .name(format!("slicetrace-otlp-{index}"))
+            .name(format!("slicetrace-otlp-{}", index + 1))
             .spawn(move || {
                 let mut lane = match Lane::build(&params) {
                     Ok(l) => {
@@ -248,7 +269,7 @@ impl LaneThread {
                 for job in job_rx {
                     match job {
                         Job::Export(batch) => {
-                            let _ = result_tx.send(lane.export(batch));
+                            let _ = done.send((index, lane.export(batch)));
                         }
                         Job::Resource(r) => SpanExporter::set_resource(&mut lane.exporter, &r),
                         Job::Shutdown(t) => {
@@ -275,7 +296,11 @@ impl LaneThread {
     fn answer(&self) -> Result<(), String> {
         self.results
             .recv()
-            .unwrap_or_else(|_| Err("an OTLP export thread stopped".to_owned()))
+            .unwrap_or_else(|_| Err(LANE_GONE.to_owned()))
+    }
+
+    fn gone(&self) -> bool {
+        self.join.as_ref().is_none_or(|j| j.is_finished())
     }
 }
 
@@ -345,6 +370,42 @@ fn http_client(timeout: Duration, https: bool, tls: &TlsConfig) -> Result<reqwes
     builder.build().map_err(|e| e.to_string())
 }
 
+impl OtlpSink {
+    /// Records lane `i`'s answer for the batch it had in flight.
+    fn answered(&mut self, i: usize, result: Result<(), String>, out: &mut Vec<Outcome>) {
+        if let Some(n) = self.in_flight.get_mut(i).and_then(Option::take) {
+            out.push((n, result));
+        }
+    }
+
+    /// Takes the answers already there; with `wait_for`, waits until it holds: a lane whose
+    /// thread has ended without answering fails its batch instead of being waited for.
+    fn reap(&mut self, out: &mut Vec<Outcome>, wait_for: impl Fn(&[Option<u64>]) -> bool) {
+        loop {
+            while let Ok((i, r)) = self.done.try_recv() {
+                self.answered(i, r, out);
+            }
+            if wait_for(&self.in_flight) {
+                return;
+            }
+            match self.done.recv_timeout(LANE_CHECK) {
+                Ok((i, r)) => self.answered(i, r, out),
+                Err(_) => {
+                    // An answer sent just before its thread ended is in the channel already.
+                    while let Ok((i, r)) = self.done.try_recv() {
+                        self.answered(i, r, out);
+                    }
+                    for i in 0..self.lanes.len() {
+                        if self.in_flight[i].is_some() && self.lanes[i].gone() {
+                            self.answered(i, Err(LANE_GONE.to_owned()), out);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Sink for OtlpSink {
     fn export(&mut self, batch: Vec<SpanData>) -> Result<(), String> {
         self.first.export(batch)
@@ -352,23 +413,26 @@ impl Sink for OtlpSink {
 
     fn set_resource(&mut self, resource: &Resource) {
         SpanExporter::set_resource(&mut self.first.exporter, resource);
-        for lane in &self.more {
+        for lane in &self.lanes {
             let _ = lane.jobs.send(Job::Resource(resource.clone()));
         }
     }
 
     fn shutdown(&mut self, timeout: Duration) -> Result<(), String> {
+        // The caller settled first; a batch still in flight would only delay the lanes' end.
+        let mut ignored = Vec::new();
+        self.reap(&mut ignored, |f| f.iter().all(Option::is_none));
         // Each lane within the same timeout, side by side.
         let mut asked = Vec::new();
-        for lane in &self.more {
+        for lane in &self.lanes {
             asked.push(lane.jobs.send(Job::Shutdown(timeout)).is_ok());
         }
         let mut result = self.first.shutdown(timeout);
-        for (lane, asked) in self.more.iter().zip(asked) {
+        for (lane, asked) in self.lanes.iter().zip(asked) {
             let r = if asked {
                 lane.answer()
             } else {
-                Err("an OTLP export thread stopped".to_owned())
+                Err(LANE_GONE.to_owned())
             };
             if result.is_ok() {
                 result = r;
@@ -377,30 +441,27 @@ impl Sink for OtlpSink {
         result
     }
 
-    fn lanes(&self) -> usize {
-        1 + self.more.len()
+    fn submit(&mut self, batch: Vec<SpanData>) -> Vec<Outcome> {
+        let n = batch.len() as u64;
+        if self.lanes.is_empty() {
+            return vec![(n, self.first.export(batch))];
+        }
+        let mut out = Vec::new();
+        self.reap(&mut out, |f| f.iter().any(Option::is_none));
+        let Some(free) = self.in_flight.iter().position(Option::is_none) else {
+            out.push((n, Err(LANE_GONE.to_owned())));
+            return out;
+        };
+        match self.lanes[free].jobs.send(Job::Export(batch)) {
+            Ok(()) => self.in_flight[free] = Some(n),
+            Err(_) => out.push((n, Err(LANE_GONE.to_owned()))),
+        }
+        out
     }
 
-    fn export_many(&mut self, batches: Vec<Vec<SpanData>>) -> Vec<Result<(), String>> {
-        let mut results = Vec::with_capacity(batches.len());
-        let mut batches = batches.into_iter();
-        while batches.len() > 0 {
-            // The first batch here, the next ones on the other lanes, all in flight together.
-            let mine = batches.next().unwrap_or_default();
-            let mut sent = Vec::new();
-            for lane in &self.more {
-                let Some(b) = batches.next() else { break };
-                sent.push(
-                    lane.jobs
-                        .send(Job::Export(b))
-                        .map_err(|_| "an OTLP export thread stopped".to_owned()),
-                );
-            }
-            results.push(self.first.export(mine));
-            for (lane, sent) in self.more.iter().zip(sent) {
-                results.push(sent.and_then(|()| lane.answer()));
-            }
-        }
-        results
+    fn settle(&mut self) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        self.reap(&mut out, |f| f.iter().all(Option::is_none));
+        out
     }
 }
