@@ -168,12 +168,8 @@ impl ThreadClock {
     }
 
     fn find(prefix: &str) -> Option<ThreadClock> {
-        let tid = std::fs::read_dir("/proc/self/task")
-            .ok()?
-            .flatten()
-            .find(|t| {
-                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
-            })?
+        let tid = threads_named(prefix)
+            .next()?
             .file_name()
             .to_str()?
             .parse::<libc::pid_t>()
@@ -202,16 +198,20 @@ impl ThreadClock {
 
 /// CPU time so far of this process's threads whose name starts with `prefix`, from `/proc`.
 fn thread_cpu_time(prefix: &str) -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    tasks
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
-        })
+    threads_named(prefix)
         .filter_map(|t| rotel::stat_cpu_time(t.path().join("stat").to_str()?))
         .sum()
+}
+
+/// This process's threads (`/proc/self/task` entries) whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> impl Iterator<Item = std::fs::DirEntry> + '_ {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(move |t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
 }
 
 /// CPU time so far of this process's slicetrace threads (drainer, export, OTLP connections).

@@ -221,20 +221,17 @@ impl Drainer {
             // waits in `scratch` for the next piece.
             let scratch = &mut self.scratch;
             scratch.clear();
-            let mut pos = 0;
             while left > 0 {
                 let take = left.min(DRAIN_PIECE as u64);
-                let at = slot.ring.drain_into(scratch, take as usize);
-                if scratch.len() as u64 == take {
-                    pos = at;
-                }
+                // Records carried over sit just before the ones drained now.
+                let carried = scratch.len() as u64;
+                let pos = slot.ring.drain_into(scratch, take as usize) - carried;
                 left -= take;
                 Counters::add(&c.records_read, take);
                 let used = decode(scratch, pos, left > 0, &mut on_record, |_, _| {
                     Counters::add(&c.records_undecodable, 1)
                 });
                 scratch.drain(..used);
-                pos += used as u64;
             }
         }
         if state == DETACHED {

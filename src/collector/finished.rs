@@ -93,8 +93,8 @@ impl SliceExtras {
 }
 
 impl Finished {
-    #[inline(always)]
     /// `rids`: the table of the batch the span came in.
+    #[inline(always)]
     pub fn into_span_data(self, scope: &InstrumentationScope, rids: &[OtelValue]) -> SpanData {
         match self {
             Finished::Slice(s) => s.into_span_data(scope, rids),

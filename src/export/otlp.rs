@@ -420,8 +420,7 @@ impl Sink for OtlpSink {
 
     fn shutdown(&mut self, timeout: Duration) -> Result<(), String> {
         // The caller settled first; a batch still in flight would only delay the lanes' end.
-        let mut ignored = Vec::new();
-        self.reap(&mut ignored, |f| f.iter().all(Option::is_none));
+        let _ = self.settle();
         // Each lane within the same timeout, side by side.
         let mut asked = Vec::new();
         for lane in &self.lanes {
