@@ -416,11 +416,12 @@ struct Handed {
 }
 
 /// A sink with batches in flight: it answers each batch only once two newer ones are waiting,
-/// or when told to settle; every third batch fails.
+/// or when told to settle, or (with `answers_when_polled`) when polled; every third batch fails.
 struct LateSink {
     held: std::collections::VecDeque<slicetrace::Outcome>,
     handed: std::sync::Arc<std::sync::Mutex<Handed>>,
     batches: u64,
+    answers_when_polled: bool,
 }
 
 impl slicetrace::Sink for LateSink {
@@ -458,27 +459,43 @@ impl slicetrace::Sink for LateSink {
     fn settle(&mut self) -> Vec<slicetrace::Outcome> {
         self.held.drain(..).collect()
     }
+    fn poll(&mut self) -> Vec<slicetrace::Outcome> {
+        if self.answers_when_polled {
+            self.held.drain(..).collect()
+        } else {
+            Vec::new()
+        }
+    }
 }
 
-#[test]
-fn batches_answered_late_are_counted_exactly_by_each_flush() {
-    let handed = std::sync::Arc::new(std::sync::Mutex::new(Handed::default()));
-    let sink = LateSink {
+fn late_sink(handed: &std::sync::Arc<std::sync::Mutex<Handed>>, polled: bool) -> LateSink {
+    LateSink {
         held: Default::default(),
         handed: handed.clone(),
         batches: 0,
-    };
-    let mut cfg = config().sink(Box::new(sink));
-    cfg.max_export_batch = 4;
-    let mut s = session_using(cfg);
+        answers_when_polled: polled,
+    }
+}
+
+/// Ten requests of five slices each: 70 spans.
+fn ten_requests(first: u64) {
     for r in 0..10 {
-        let rid = slicetrace::req_start(Rid(900 + r), None);
+        let rid = slicetrace::req_start(Rid(first + r), None);
         for _ in 0..5 {
             slicetrace::slice_start(name!("step"), rid);
             slicetrace::slice_end(name!("step"), rid, End::PLAIN);
         }
         slicetrace::req_finish(rid);
     }
+}
+
+#[test]
+fn batches_answered_late_are_counted_exactly_by_each_flush() {
+    let handed = std::sync::Arc::new(std::sync::Mutex::new(Handed::default()));
+    let mut cfg = config().sink(Box::new(late_sink(&handed, false)));
+    cfg.max_export_batch = 4;
+    let mut s = session_using(cfg);
+    ten_requests(900);
     // A flush counts as done only once the sink has answered for every batch before it.
     assert!(s.guard.as_ref().unwrap().flush(Duration::from_secs(10)));
     let stats = s.guard.as_ref().unwrap().stats();
@@ -494,4 +511,34 @@ fn batches_answered_late_are_counted_exactly_by_each_flush() {
     let (_, stats) = s.finish();
     assert_eq!(stats.spans_exported + stats.spans_export_failed, 70);
     assert_eq!(handed.lock().unwrap().held_at_flush, 0);
+}
+
+/// Answers that come while no more spans do are counted without a flush: the idle export
+/// thread polls the sink.
+#[test]
+fn batches_answered_while_idle_are_counted_without_a_flush() {
+    let handed = std::sync::Arc::new(std::sync::Mutex::new(Handed::default()));
+    let mut cfg = config().sink(Box::new(late_sink(&handed, true)));
+    cfg.max_export_batch = 4;
+    let mut s = session_using(cfg);
+    ten_requests(950);
+    let t = std::time::Instant::now();
+    let stats = loop {
+        let stats = s.guard.as_ref().unwrap().stats();
+        if stats.spans_exported + stats.spans_export_failed == 70
+            || t.elapsed() > Duration::from_secs(10)
+        {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    {
+        let h = handed.lock().unwrap();
+        assert_eq!(h.spans, 70);
+        assert_eq!(stats.spans_exported, h.spans - h.failed_spans);
+        assert_eq!(stats.spans_export_failed, h.failed_spans);
+        assert_eq!(stats.export_errors, h.failed_batches);
+    }
+    let (_, stats) = s.finish();
+    assert_eq!(stats.spans_exported + stats.spans_export_failed, 70);
 }

@@ -97,6 +97,39 @@ fn spans_arrive_over_several_http_connections() {
     export_over_connections(Protocol::HttpProtobuf);
 }
 
+/// With batches in flight on several connections, the collector's answers reach the counters
+/// while the program sends nothing more: no flush, no shutdown needed.
+#[test]
+fn counters_follow_the_collectors_answers_without_a_flush() {
+    let rotel = Rotel::start();
+    let sink = OtlpSink::new(
+        &format!("http://{}", rotel.grpc),
+        Protocol::Grpc,
+        &[],
+        Duration::from_secs(5),
+    )
+    .and_then(|s| s.with_connections(3))
+    .unwrap();
+    let mut cfg = config();
+    cfg.max_export_batch = 4;
+    let mut s = session_using(cfg.sink(Box::new(sink)));
+    for i in 0..10 {
+        one_request(&format!("idle-{i}"));
+    }
+    let t = std::time::Instant::now();
+    let stats = loop {
+        let stats = s.guard.as_ref().unwrap().stats();
+        if stats.spans_exported >= 30 || t.elapsed() > Duration::from_secs(20) {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(stats.spans_exported, 30, "{stats:?}");
+    assert_eq!(rotel.spans(30).len(), 30);
+    let stats = s.guard.take().unwrap().shutdown();
+    assert_eq!(stats.spans_exported, 30, "{stats:?}");
+}
+
 /// A program that is itself running on a Tokio runtime sets up, traces and shuts down from
 /// inside it: the exporters' own runtimes are made, run and dropped on slicetrace's threads.
 #[test]

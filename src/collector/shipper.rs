@@ -8,7 +8,7 @@ use super::span_out::Batch;
 use super::stats::Counters;
 use opentelemetry::InstrumentationScope;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,6 +19,9 @@ enum Msg {
     Flush(u64),
     Stop,
 }
+
+/// How often an idle export thread takes the answers to batches still in flight.
+const POLL_EVERY: Duration = Duration::from_millis(100);
 
 pub struct Shipper {
     tx: SyncSender<Msg>,
@@ -50,37 +53,43 @@ impl Shipper {
         let deadline = give_up_at.clone();
         let join = std::thread::Builder::new()
             .name("slicetrace-export".into())
-            .spawn(move || {
-                for msg in rx {
-                    match msg {
-                        Msg::Batch(Batch { spans, rids }) => {
-                            let total = spans.len();
-                            let mut rest = spans.into_iter();
-                            while rest.len() > 0 {
-                                if deadline.get().is_some_and(|d| Instant::now() >= *d) {
-                                    let n = rest.len() as u64;
-                                    Counters::add(&c.counters.spans_dropped_export, n);
-                                    break;
-                                }
-                                let mut b = Vec::with_capacity(rest.len().min(max_batch));
-                                for f in rest.by_ref().take(max_batch) {
-                                    b.push(f.into_span_data(&scope, &rids));
-                                }
-                                count(&c.counters, sink.submit(b));
+            .spawn(move || loop {
+                let msg = match rx.recv_timeout(POLL_EVERY) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        count(&c.counters, sink.poll());
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+                match msg {
+                    Msg::Batch(Batch { spans, rids }) => {
+                        let total = spans.len();
+                        let mut rest = spans.into_iter();
+                        while rest.len() > 0 {
+                            if deadline.get().is_some_and(|d| Instant::now() >= *d) {
+                                let n = rest.len() as u64;
+                                Counters::add(&c.counters.spans_dropped_export, n);
+                                break;
                             }
-                            q.fetch_sub(total, Ordering::Relaxed);
-                        }
-                        Msg::Flush(n) => {
-                            count(&c.counters, sink.settle());
-                            c.mark_flushed(n);
-                        }
-                        Msg::Stop => {
-                            count(&c.counters, sink.settle());
-                            if sink.shutdown(shutdown_timeout).is_err() {
-                                Counters::add(&c.counters.export_errors, 1);
+                            let mut b = Vec::with_capacity(rest.len().min(max_batch));
+                            for f in rest.by_ref().take(max_batch) {
+                                b.push(f.into_span_data(&scope, &rids));
                             }
-                            return;
+                            count(&c.counters, sink.submit(b));
                         }
+                        q.fetch_sub(total, Ordering::Relaxed);
+                    }
+                    Msg::Flush(n) => {
+                        count(&c.counters, sink.settle());
+                        c.mark_flushed(n);
+                    }
+                    Msg::Stop => {
+                        count(&c.counters, sink.settle());
+                        if sink.shutdown(shutdown_timeout).is_err() {
+                            Counters::add(&c.counters.export_errors, 1);
+                        }
+                        return;
                     }
                 }
             })?;

@@ -382,25 +382,22 @@ impl OtlpSink {
     /// thread has ended without answering fails its batch instead of being waited for.
     fn reap(&mut self, out: &mut Vec<Outcome>, wait_for: impl Fn(&[Option<u64>]) -> bool) {
         loop {
+            // Which lanes had ended is read before their answers are taken: an answer sent
+            // just before its thread ended is then in the channel already.
+            let gone: Vec<usize> = (0..self.lanes.len())
+                .filter(|&i| self.in_flight[i].is_some() && self.lanes[i].gone())
+                .collect();
             while let Ok((i, r)) = self.done.try_recv() {
                 self.answered(i, r, out);
+            }
+            for i in gone {
+                self.answered(i, Err(LANE_GONE.to_owned()), out);
             }
             if wait_for(&self.in_flight) {
                 return;
             }
-            match self.done.recv_timeout(LANE_CHECK) {
-                Ok((i, r)) => self.answered(i, r, out),
-                Err(_) => {
-                    // An answer sent just before its thread ended is in the channel already.
-                    while let Ok((i, r)) = self.done.try_recv() {
-                        self.answered(i, r, out);
-                    }
-                    for i in 0..self.lanes.len() {
-                        if self.in_flight[i].is_some() && self.lanes[i].gone() {
-                            self.answered(i, Err(LANE_GONE.to_owned()), out);
-                        }
-                    }
-                }
+            if let Ok((i, r)) = self.done.recv_timeout(LANE_CHECK) {
+                self.answered(i, r, out);
             }
         }
     }
@@ -461,6 +458,14 @@ impl Sink for OtlpSink {
     fn settle(&mut self) -> Vec<Outcome> {
         let mut out = Vec::new();
         self.reap(&mut out, |f| f.iter().all(Option::is_none));
+        out
+    }
+
+    fn poll(&mut self) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        if self.in_flight.iter().any(Option::is_some) {
+            self.reap(&mut out, |_| true);
+        }
         out
     }
 }
