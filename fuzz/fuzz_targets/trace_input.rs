@@ -1,6 +1,7 @@
 //! The `slicetrace` command's input readers (OTLP/JSON lines, span lines, trace-event files,
 //! told apart by the first line) and the trace-event writer they feed, on arbitrary bytes:
-//! never panic, and every span read reaches the writer, whose output stays one JSON array.
+//! never panic, and every span read reaches the writer, whose output stays one JSON array. The
+//! direct OTLP/JSON reader reads every line it takes as the serde reader does.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,6 +15,11 @@ fuzz_target!(|data: &[u8]| {
         index_window: 16,
         ..Limits::default()
     };
+    if let Ok(text) = std::str::from_utf8(data) {
+        for line in text.lines() {
+            assert!(slicetrace_cli::input::direct_reader_agrees(line.trim_ascii()));
+        }
+    }
     let mut w = TraceEventWriter::new(Vec::new(), limits).unwrap();
     let mut spans = 0u64;
     let report = slicetrace_cli::input::read_from(data, "fuzz", &mut |p, s| {

@@ -210,7 +210,14 @@ mod tests {
     #[test]
     fn every_escaped_string_reads_back_as_itself() {
         let samples = [
-            "", "plain", "\"", "\\", "end\\", "\u{7f}\u{0}\u{1f} ", "é\"ü\n€𝄞", "\t\r\n\"\\x",
+            "",
+            "plain",
+            "\"",
+            "\\",
+            "end\\",
+            "\u{7f}\u{0}\u{1f} ",
+            "é\"ü\n€𝄞",
+            "\t\r\n\"\\x",
         ];
         for text in samples {
             let mut s = String::new();

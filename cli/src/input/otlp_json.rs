@@ -183,23 +183,10 @@ fn attrs(kvs: Vec<KeyValue>) -> Vec<(String, AttrValue)> {
 }
 
 fn process_of(resource: &Resource) -> ProcessKey {
-    let mut p = ProcessKey::default();
-    for kv in &resource.attributes {
+    super::process_key(resource.attributes.iter().map(|kv| {
         let v = &kv.value;
-        match kv.key.as_str() {
-            "service.name" => p.service = v.string_value.clone().unwrap_or_default(),
-            "host.name" => p.host = v.string_value.clone().unwrap_or_default(),
-            "process.pid" => {
-                p.pid = v
-                    .int_value
-                    .map(|i| i as u64)
-                    .or_else(|| v.string_value.as_deref().and_then(|s| s.parse().ok()))
-                    .unwrap_or(0)
-            }
-            _ => {}
-        }
-    }
-    p
+        (kv.key.as_str(), v.string_value.as_deref(), v.int_value)
+    }))
 }
 
 fn is_error(code: &serde_json::Value) -> bool {
@@ -242,32 +229,11 @@ impl LineReader for Reader {
         // One UTF-8 check for the whole line; the parser then skips it per string.
         let line = std::str::from_utf8(line)
             .map_err(|e| LineError::Bad(format!("not UTF-8 text ({e})")))?;
-        let data: TracesData = serde_json::from_str(line).map_err(|e| {
-            LineError::Bad(if e.is_eof() {
-                format!("truncated: the line ends inside a JSON value ({e})")
-            } else if e.is_syntax() {
-                format!("not JSON ({e})")
-            } else {
-                format!("not an OTLP/JSON traces object ({e})")
-            })
-        })?;
-        // A line is taken whole or not at all.
-        let mut groups = Vec::with_capacity(data.resource_spans.len());
-        let mut n = 0;
-        for rs in data.resource_spans {
-            let mut spans = Vec::new();
-            for ss in rs
-                .scope_spans
-                .into_iter()
-                .chain(rs.instrumentation_library_spans)
-            {
-                for s in ss.spans {
-                    spans.push(span_of(s)?);
-                }
-            }
-            n += spans.len() as u64;
-            groups.push((process_of(&rs.resource), spans));
-        }
+        let groups = match super::otlp_fast::read_line(line) {
+            Some(groups) => groups,
+            None => serde_line(line)?,
+        };
+        let n = groups.iter().map(|(_, s)| s.len() as u64).sum();
         for (p, spans) in groups {
             for s in spans {
                 each(&p, s)?;
@@ -275,4 +241,33 @@ impl LineReader for Reader {
         }
         Ok(n)
     }
+}
+
+/// The spans of a line read through serde: any line the direct reader declines.
+pub(crate) fn serde_line(line: &str) -> Result<super::otlp_fast::Groups, LineError> {
+    let data: TracesData = serde_json::from_str(line).map_err(|e| {
+        LineError::Bad(if e.is_eof() {
+            format!("truncated: the line ends inside a JSON value ({e})")
+        } else if e.is_syntax() {
+            format!("not JSON ({e})")
+        } else {
+            format!("not an OTLP/JSON traces object ({e})")
+        })
+    })?;
+    // A line is taken whole or not at all.
+    let mut groups = Vec::with_capacity(data.resource_spans.len());
+    for rs in data.resource_spans {
+        let mut spans = Vec::new();
+        for ss in rs
+            .scope_spans
+            .into_iter()
+            .chain(rs.instrumentation_library_spans)
+        {
+            for s in ss.spans {
+                spans.push(span_of(s)?);
+            }
+        }
+        groups.push((process_of(&rs.resource), spans));
+    }
+    Ok(groups)
 }

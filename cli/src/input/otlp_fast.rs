@@ -1,0 +1,658 @@
+//! A direct reader for the common shape of OTLP/JSON lines: no escapes in strings, attribute
+//! values that are strings, integers, booleans or bytes. It declines (returns `None`) anything
+//! else — a line it would read differently, or one with an error to report — and the serde
+//! reader in `otlp_json` takes that line instead, so both give the same spans and the same
+//! messages. Half the reading time went into serde's field matching and intermediate structs.
+
+use super::{hex_link, hex_u128, hex_u64};
+use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
+
+/// Spans of one line, grouped by the process (resource) that recorded them.
+pub(crate) type Groups = Vec<(ProcessKey, Vec<Span>)>;
+
+/// The spans of `line`, or `None` where the serde reader must decide.
+pub(crate) fn read_line(line: &str) -> Option<Groups> {
+    let mut p = Parser {
+        b: line.as_bytes(),
+        s: line,
+        i: 0,
+    };
+    let mut groups = None;
+    p.object(|p, key| {
+        if key == "resourceSpans" && groups.is_none() {
+            groups = Some(p.array(Vec::new(), |p, g: &mut Groups| {
+                g.push(p.resource_spans()?);
+                Some(())
+            })?);
+            Some(())
+        } else if key == "resourceSpans" {
+            None
+        } else {
+            p.skip(0)
+        }
+    })?;
+    p.ws();
+    (p.i == p.b.len()).then_some(())?;
+    groups
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    s: &'a str,
+    i: usize,
+}
+
+/// An attribute value as read: which of the fields were there.
+#[derive(Default)]
+struct Any<'a> {
+    string: Option<&'a str>,
+    int: Option<i64>,
+    boolean: Option<bool>,
+    bytes: Option<&'a str>,
+}
+
+impl Any<'_> {
+    fn attr(&self) -> AttrValue {
+        if let Some(s) = self.string {
+            AttrValue::Str(s.to_owned())
+        } else if let Some(i) = self.int {
+            AttrValue::Int(i)
+        } else if let Some(b) = self.boolean {
+            AttrValue::Bool(b)
+        } else {
+            AttrValue::Str(self.bytes.unwrap_or_default().to_owned())
+        }
+    }
+}
+
+/// Where the string body starting at `i` ends (its closing quote), or `None` at an escape, a
+/// control character or the end of the line. Eight bytes at a time: strings are most of a line.
+fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The lowest byte each test flags is exact; bytes above it may be flagged falsely, so the
+    // byte-by-byte loop below decides from there.
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(w);
+        let hits = zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+        if hits != 0 {
+            i += (hits.trailing_zeros() / 8) as usize;
+            break;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => return Some(i),
+            b'\\' => return None,
+            c if c < 0x20 => return None,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Marks the fields of an object seen once; a second time, the serde reader decides.
+fn once(seen: &mut u32, bit: u32) -> Option<()> {
+    (*seen & bit == 0).then_some(())?;
+    *seen |= bit;
+    Some(())
+}
+
+impl<'a> Parser<'a> {
+    fn ws(&mut self) {
+        while self
+            .b
+            .get(self.i)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        (self.b.get(self.i) == Some(&c)).then_some(())?;
+        self.i += 1;
+        Some(())
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
+    }
+
+    /// A string without escapes or control characters, borrowed from the line.
+    fn str(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let end = string_end(self.b, start)?;
+        self.i = end + 1;
+        // Cut at two ASCII quotes of a `str`: on character boundaries.
+        self.s.get(start..end)
+    }
+
+    /// The text of a JSON number, checked against the grammar.
+    fn number(&mut self) -> Option<&'a str> {
+        self.ws();
+        let start = self.i;
+        let digits = |p: &mut Parser| {
+            let from = p.i;
+            while p.b.get(p.i).is_some_and(u8::is_ascii_digit) {
+                p.i += 1;
+            }
+            p.i > from
+        };
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        let int_from = self.i;
+        digits(self).then_some(())?;
+        // No leading zeros.
+        (self.b[int_from] != b'0' || self.i - int_from == 1).then_some(())?;
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            digits(self).then_some(())?;
+        }
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            digits(self).then_some(())?;
+        }
+        self.s.get(start..self.i)
+    }
+
+    /// `{ "key": value, … }`, each value read by `field`.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.str()?;
+            self.eat(b':')?;
+            field(self, key)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// `[ item, … ]` folded into `acc` by `item`.
+    fn array<T>(
+        &mut self,
+        mut acc: T,
+        mut item: impl FnMut(&mut Self, &mut T) -> Option<()>,
+    ) -> Option<T> {
+        self.eat(b'[')?;
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(acc);
+        }
+        loop {
+            item(self, &mut acc)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(acc);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Skips any value (checked as JSON), up to a depth well inside the serde reader's limit.
+    fn skip(&mut self, depth: u32) -> Option<()> {
+        (depth < 64).then_some(())?;
+        match self.peek()? {
+            b'{' => self.object(|p, _| p.skip(depth + 1)),
+            b'[' => self.array((), |p, _| p.skip(depth + 1)),
+            b'"' => self.str().map(drop),
+            b't' => self.literal("true"),
+            b'f' => self.literal("false"),
+            // A null where the serde reader expects a value is its error to report.
+            _ => self.number().map(drop),
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Option<()> {
+        self.b[self.i..]
+            .starts_with(word.as_bytes())
+            .then_some(())?;
+        self.i += word.len();
+        Some(())
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b't' => self.literal("true").map(|_| true),
+            b'f' => self.literal("false").map(|_| false),
+            _ => None,
+        }
+    }
+
+    /// A 64-bit integer as OTLP/JSON writes it: a string of one, or a number.
+    fn u64(&mut self) -> Option<u64> {
+        let text = if self.peek()? == b'"' {
+            self.str()?
+        } else {
+            self.number()?
+        };
+        text.parse().ok()
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        let text = if self.peek()? == b'"' {
+            self.str()?
+        } else {
+            self.number()?
+        };
+        text.parse().ok()
+    }
+
+    fn resource_spans(&mut self) -> Option<(ProcessKey, Vec<Span>)> {
+        let mut process = ProcessKey::default();
+        let (mut spans, mut older) = (Vec::new(), Vec::new());
+        let mut seen = 0;
+        self.object(|p, key| match key {
+            "resource" => {
+                once(&mut seen, 1)?;
+                process = p.resource()?;
+                Some(())
+            }
+            "scopeSpans" => {
+                once(&mut seen, 2)?;
+                p.array((), |p, _| p.scope_spans(&mut spans))
+            }
+            // The name before OTLP 0.19.
+            "instrumentationLibrarySpans" => {
+                once(&mut seen, 4)?;
+                p.array((), |p, _| p.scope_spans(&mut older))
+            }
+            _ => p.skip(0),
+        })?;
+        spans.append(&mut older);
+        Some((process, spans))
+    }
+
+    fn resource(&mut self) -> Option<ProcessKey> {
+        let mut p = ProcessKey::default();
+        let mut seen = 0;
+        self.object(|parser, key| match key {
+            "attributes" => {
+                once(&mut seen, 1)?;
+                let kvs = parser.array(Vec::new(), |parser, kvs| {
+                    kvs.push(parser.key_value()?);
+                    Some(())
+                })?;
+                p = super::process_key(kvs.iter().map(|(k, v)| (*k, v.string, v.int)));
+                Some(())
+            }
+            _ => parser.skip(0),
+        })?;
+        Some(p)
+    }
+
+    fn scope_spans(&mut self, out: &mut Vec<Span>) -> Option<()> {
+        let mut seen = 0;
+        self.object(|p, key| match key {
+            "spans" => {
+                once(&mut seen, 1)?;
+                p.array((), |p, _| {
+                    out.push(p.span()?);
+                    Some(())
+                })
+            }
+            _ => p.skip(0),
+        })
+    }
+
+    fn key_value(&mut self) -> Option<(&'a str, Any<'a>)> {
+        let (mut key, mut value) = (None, Any::default());
+        let mut seen = 0;
+        self.object(|p, k| match k {
+            "key" => {
+                once(&mut seen, 1)?;
+                key = Some(p.str()?);
+                Some(())
+            }
+            "value" => {
+                once(&mut seen, 2)?;
+                value = p.any()?;
+                Some(())
+            }
+            _ => p.skip(0),
+        })?;
+        Some((key?, value))
+    }
+
+    /// An `AnyValue` with exactly one of the fields read here; arrays, maps and doubles are
+    /// left to the serde reader.
+    fn any(&mut self) -> Option<Any<'a>> {
+        let mut v = Any::default();
+        let mut n = 0;
+        self.object(|p, k| {
+            n += 1;
+            match k {
+                "stringValue" => v.string = Some(p.str()?),
+                "intValue" => v.int = Some(p.i64()?),
+                "boolValue" => v.boolean = Some(p.boolean()?),
+                "bytesValue" => v.bytes = Some(p.str()?),
+                _ => return None,
+            }
+            Some(())
+        })?;
+        (n <= 1).then_some(v)
+    }
+
+    fn attributes(&mut self) -> Option<Vec<(String, AttrValue)>> {
+        self.array(Vec::new(), |p, out| {
+            let (k, v) = p.key_value()?;
+            out.push((k.to_owned(), v.attr()));
+            Some(())
+        })
+    }
+
+    fn span(&mut self) -> Option<Span> {
+        let (mut trace, mut id, mut parent) = (None, None, "");
+        let (mut start, mut end) = (None, None);
+        let mut s = Span {
+            trace_id: 0,
+            span_id: 0,
+            parent: 0,
+            name: String::new(),
+            start_ns: 0,
+            end_ns: 0,
+            attrs: Vec::new(),
+            events: Vec::new(),
+            links: Vec::new(),
+            error: None,
+        };
+        let (mut error, mut message) = (false, "");
+        let mut seen = 0;
+        self.object(|p, key| {
+            match key {
+                "traceId" => {
+                    once(&mut seen, 1)?;
+                    trace = Some(p.str()?);
+                }
+                "spanId" => {
+                    once(&mut seen, 2)?;
+                    id = Some(p.str()?);
+                }
+                "parentSpanId" => {
+                    once(&mut seen, 4)?;
+                    parent = p.str()?;
+                }
+                "name" => {
+                    once(&mut seen, 8)?;
+                    s.name = p.str()?.to_owned();
+                }
+                "startTimeUnixNano" => {
+                    once(&mut seen, 16)?;
+                    start = Some(p.u64()?);
+                }
+                "endTimeUnixNano" => {
+                    once(&mut seen, 32)?;
+                    end = Some(p.u64()?);
+                }
+                "attributes" => {
+                    once(&mut seen, 64)?;
+                    s.attrs = p.attributes()?;
+                }
+                "events" => {
+                    once(&mut seen, 128)?;
+                    s.events = p.array(Vec::new(), |p, out| {
+                        out.push(p.event()?);
+                        Some(())
+                    })?;
+                }
+                "links" => {
+                    once(&mut seen, 256)?;
+                    s.links = p.array(Vec::new(), |p, out| {
+                        out.push(p.link()?);
+                        Some(())
+                    })?;
+                }
+                "status" => {
+                    once(&mut seen, 512)?;
+                    (error, message) = p.status()?;
+                }
+                _ => p.skip(0)?,
+            }
+            Some(())
+        })?;
+        s.trace_id = hex_u128(trace?, "traceId").ok()?;
+        s.span_id = hex_u64(id?, "spanId").ok()?;
+        s.parent = hex_u64(parent, "parentSpanId").ok()?;
+        s.start_ns = start?;
+        s.end_ns = end?;
+        s.error = error.then(|| message.to_owned());
+        Some(s)
+    }
+
+    fn event(&mut self) -> Option<SpanEvent> {
+        let mut ev = SpanEvent {
+            name: String::new(),
+            time_ns: 0,
+            attrs: Vec::new(),
+        };
+        let (mut time, mut seen) = (None, 0);
+        self.object(|p, key| {
+            match key {
+                "timeUnixNano" => {
+                    once(&mut seen, 1)?;
+                    time = Some(p.u64()?);
+                }
+                "name" => {
+                    once(&mut seen, 2)?;
+                    ev.name = p.str()?.to_owned();
+                }
+                "attributes" => {
+                    once(&mut seen, 4)?;
+                    ev.attrs = p.attributes()?;
+                }
+                _ => p.skip(0)?,
+            }
+            Some(())
+        })?;
+        ev.time_ns = time?;
+        Some(ev)
+    }
+
+    fn link(&mut self) -> Option<(u128, u64)> {
+        let (mut trace, mut span, mut seen) = (None, None, 0);
+        self.object(|p, key| {
+            match key {
+                "traceId" => {
+                    once(&mut seen, 1)?;
+                    trace = Some(p.str()?);
+                }
+                "spanId" => {
+                    once(&mut seen, 2)?;
+                    span = Some(p.str()?);
+                }
+                _ => p.skip(0)?,
+            }
+            Some(())
+        })?;
+        hex_link(trace?, span?).ok()
+    }
+
+    /// Whether the status is an error, and its message.
+    fn status(&mut self) -> Option<(bool, &'a str)> {
+        let (mut error, mut message, mut seen) = (false, "", 0);
+        self.object(|p, key| {
+            match key {
+                "code" => {
+                    once(&mut seen, 1)?;
+                    error = match p.peek()? {
+                        b'"' => p.str()? == "STATUS_CODE_ERROR",
+                        b't' | b'f' => p.boolean().map(|_| false)?,
+                        _ => {
+                            let n = p.number()?;
+                            n.parse::<u64>().ok() == Some(2)
+                        }
+                    };
+                }
+                "message" => {
+                    once(&mut seen, 2)?;
+                    message = p.str()?;
+                }
+                _ => p.skip(0)?,
+            }
+            Some(())
+        })?;
+        Some((error, message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::otlp_json::serde_line;
+
+    /// The direct reader either declines a line or reads exactly what the serde reader does.
+    fn same_as_serde(line: &str) -> bool {
+        match read_line(line) {
+            None => false,
+            Some(groups) => {
+                let Ok(want) = serde_line(line) else {
+                    panic!("taken directly, refused by serde: {line}");
+                };
+                assert!(groups == want, "{line}\n{groups:?}\n{want:?}");
+                true
+            }
+        }
+    }
+
+    const SPAN: &str = r#"{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","parentSpanId":"00f067aa0ba902b7","name":"decode","kind":1,"startTimeUnixNano":"1764300000000000000","endTimeUnixNano":1764300000000150000,"attributes":[{"key":"rid","value":{"stringValue":"req-1"}},{"key":"n","value":{"intValue":"7"}},{"key":"ok","value":{"boolValue":true}},{"key":"b","value":{"bytesValue":"AAE="}},{"key":"e","value":{}},{"key":"m"}],"events":[{"timeUnixNano":"1764300000000100000","name":"ev","attributes":[{"key":"k","value":{"intValue":-3}}],"droppedAttributesCount":0}],"links":[{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"00f067aa0ba902b7","flags":256}],"status":{"code":2,"message":"bad"},"flags":257}"#;
+
+    fn line(resource: &str, spans: &str) -> String {
+        format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{resource}]}},"scopeSpans":[{{"scope":{{"name":"s","version":"1","attributes":[]}},"spans":[{spans}]}}],"schemaUrl":""}}]}}"#
+        )
+    }
+
+    const PROC: &str = r#"{"key":"service.name","value":{"stringValue":"svc"}},{"key":"host.name","value":{"stringValue":"h"}},{"key":"process.pid","value":{"intValue":"4242"}}"#;
+
+    #[test]
+    fn the_common_shape_is_read_directly_and_as_serde_reads_it() {
+        for l in [
+            line(PROC, SPAN),
+            line(PROC, &format!("{SPAN},{SPAN}")),
+            line("", SPAN),
+            line(r#"{"key":"process.pid","value":{"stringValue":"17"}}"#, SPAN),
+            line(PROC, ""),
+            // Whitespace anywhere, fields in any order, a status as text, numbers as numbers.
+            " { \"resourceSpans\" : [ { \"scopeSpans\" : [ { \"spans\" : [ { \"endTimeUnixNano\" : 5 , \"startTimeUnixNano\" : 4, \"spanId\" : \"0000000000000001\" , \"traceId\" : \"0000000000000000000000000000000a\", \"status\" : { \"code\" : \"STATUS_CODE_ERROR\" } } ] } ] , \"resource\" : { } } ] } ".to_owned(),
+            // The name before OTLP 0.19, after the current one.
+            r#"{"resourceSpans":[{"instrumentationLibrarySpans":[{"spans":[SPAN]}],"scopeSpans":[{"spans":[SPAN]}]}]}"#.replace("SPAN", SPAN),
+            // Unknown fields of every kind are skipped.
+            r#"{"x":[1,-2.5e-3,true,false,{"y":[[]]},"z"],"resourceSpans":[]}"#.to_owned(),
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0000000000000000000000000000000a","spanId":"0000000000000001","startTimeUnixNano":"1","endTimeUnixNano":"2","status":{"code":0},"extra":{"a":[1.0]}}]}]}]}"#.to_owned(),
+        ] {
+            assert!(same_as_serde(&l), "declined: {l}");
+        }
+    }
+
+    #[test]
+    fn what_it_does_not_read_exactly_it_declines() {
+        let declined = [
+            // Escapes, nulls, doubles, arrays and maps as values: the serde reader's.
+            line(PROC, &SPAN.replace("req-1", r"req\u002d1")),
+            line(
+                PROC,
+                &SPAN.replace(r#"{"intValue":"7"}"#, r#"{"doubleValue":1.5}"#),
+            ),
+            line(
+                PROC,
+                &SPAN.replace(r#"{"intValue":"7"}"#, r#"{"arrayValue":{"values":[]}}"#),
+            ),
+            line(
+                PROC,
+                &SPAN.replace(
+                    r#"{"intValue":"7"}"#,
+                    r#"{"intValue":"7","stringValue":"x"}"#,
+                ),
+            ),
+            line(PROC, &SPAN.replace(r#""kind":1"#, r#""kind":null"#)),
+            // Errors to report: bad ids, missing or repeated fields, bad numbers, bad JSON.
+            line(PROC, &SPAN.replace("b7ad6b7169203331", "b7ad6b71692033")),
+            line(
+                PROC,
+                &SPAN.replace(r#""name":"decode","#, r#""name":"decode","name":"again","#),
+            ),
+            line(
+                PROC,
+                &SPAN.replace(r#""startTimeUnixNano":"1764300000000000000","#, ""),
+            ),
+            line(PROC, &SPAN.replace("1764300000000150000", "-1")),
+            line(PROC, &SPAN.replace("1764300000000150000", "1.5e3")),
+            line(PROC, &SPAN.replace("1764300000000150000", "017")),
+            line(PROC, &SPAN.replace(r#""kind":1"#, r#""kind":1,"#)),
+            line(PROC, SPAN) + "x",
+            line(PROC, SPAN)[..200].to_owned(),
+            r#"{"resourceSpans":[],"resourceSpans":[]}"#.to_owned(),
+            r#"{"resourcespans":[]}"#.to_owned(),
+            "[]".to_owned(),
+        ];
+        for l in declined {
+            assert!(!same_as_serde(&l), "read directly: {l}");
+        }
+    }
+
+    #[test]
+    fn string_ends_are_found_as_a_byte_by_byte_scan_finds_them() {
+        let naive = |b: &[u8], i: usize| {
+            b[i..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .filter(|&k| b[i + k] == b'"')
+                .map(|k| i + k)
+        };
+        let alphabet = [b'a', b'"', b'\\', 0x1f, 0x20, 0x7f, 0x80, 0xff, b'0', 0x00];
+        // Every string of up to 20 bytes drawn from `alphabet` by a fixed pseudo-random walk.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 21) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|k| alphabet[((x >> (k * 3)) % 10) as usize])
+                .collect();
+            for i in 0..=len {
+                assert_eq!(
+                    string_end(&bytes, i),
+                    naive(&bytes, i),
+                    "{bytes:?} from {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn synthetic_input_is_read_directly() {
+        let mut out = Vec::new();
+        crate::synthetic::write_otlp_json(&mut out, 30, 7).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for l in text.lines() {
+            assert!(same_as_serde(l), "declined: {l}");
+        }
+    }
+}
