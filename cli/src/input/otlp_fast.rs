@@ -12,32 +12,18 @@ pub(crate) type Groups = Vec<(ProcessKey, Vec<Span>)>;
 
 /// The spans of `line`, or `None` where the serde reader must decide.
 pub(crate) fn read_line(line: &str) -> Option<Groups> {
-    let mut p = Parser {
-        b: line.as_bytes(),
-        s: line,
-        i: 0,
-    };
+    let mut p = Parser { s: line, i: 0 };
     let mut groups = None;
-    p.object(|p, key| {
-        if key == "resourceSpans" && groups.is_none() {
-            groups = Some(p.array(Vec::new(), |p, g: &mut Groups| {
-                g.push(p.resource_spans()?);
-                Some(())
-            })?);
-            Some(())
-        } else if key == "resourceSpans" {
-            None
-        } else {
-            p.skip(0)
-        }
+    p.fields(&["resourceSpans"], |p, _| {
+        groups = Some(p.list(Parser::resource_spans)?);
+        Some(())
     })?;
     p.ws();
-    (p.i == p.b.len()).then_some(())?;
+    (p.i == p.b().len()).then_some(())?;
     groups
 }
 
 struct Parser<'a> {
-    b: &'a [u8],
     s: &'a str,
     i: usize,
 }
@@ -97,17 +83,14 @@ fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     None
 }
 
-/// Marks the fields of an object seen once; a second time, the serde reader decides.
-fn once(seen: &mut u32, bit: u32) -> Option<()> {
-    (*seen & bit == 0).then_some(())?;
-    *seen |= bit;
-    Some(())
-}
-
 impl<'a> Parser<'a> {
+    fn b(&self) -> &'a [u8] {
+        self.s.as_bytes()
+    }
+
     fn ws(&mut self) {
         while self
-            .b
+            .b()
             .get(self.i)
             .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
         {
@@ -117,21 +100,21 @@ impl<'a> Parser<'a> {
 
     fn eat(&mut self, c: u8) -> Option<()> {
         self.ws();
-        (self.b.get(self.i) == Some(&c)).then_some(())?;
+        (self.b().get(self.i) == Some(&c)).then_some(())?;
         self.i += 1;
         Some(())
     }
 
     fn peek(&mut self) -> Option<u8> {
         self.ws();
-        self.b.get(self.i).copied()
+        self.b().get(self.i).copied()
     }
 
     /// A string without escapes or control characters, borrowed from the line.
     fn str(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
-        let end = string_end(self.b, start)?;
+        let end = string_end(self.b(), start)?;
         self.i = end + 1;
         // Cut at two ASCII quotes of a `str`: on character boundaries.
         self.s.get(start..end)
@@ -143,25 +126,25 @@ impl<'a> Parser<'a> {
         let start = self.i;
         let digits = |p: &mut Parser| {
             let from = p.i;
-            while p.b.get(p.i).is_some_and(u8::is_ascii_digit) {
+            while p.b().get(p.i).is_some_and(u8::is_ascii_digit) {
                 p.i += 1;
             }
             p.i > from
         };
-        if self.b.get(self.i) == Some(&b'-') {
+        if self.b().get(self.i) == Some(&b'-') {
             self.i += 1;
         }
         let int_from = self.i;
         digits(self).then_some(())?;
         // No leading zeros.
-        (self.b[int_from] != b'0' || self.i - int_from == 1).then_some(())?;
-        if self.b.get(self.i) == Some(&b'.') {
+        (self.b()[int_from] != b'0' || self.i - int_from == 1).then_some(())?;
+        if self.b().get(self.i) == Some(&b'.') {
             self.i += 1;
             digits(self).then_some(())?;
         }
-        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+        if matches!(self.b().get(self.i), Some(b'e' | b'E')) {
             self.i += 1;
-            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+            if matches!(self.b().get(self.i), Some(b'+' | b'-')) {
                 self.i += 1;
             }
             digits(self).then_some(())?;
@@ -230,7 +213,7 @@ impl<'a> Parser<'a> {
     }
 
     fn literal(&mut self, word: &str) -> Option<()> {
-        self.b[self.i..]
+        self.b()[self.i..]
             .starts_with(word.as_bytes())
             .then_some(())?;
         self.i += word.len();
@@ -246,7 +229,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A 64-bit integer as OTLP/JSON writes it: a string of one, or a number.
-    fn u64(&mut self) -> Option<u64> {
+    fn int<T: std::str::FromStr>(&mut self) -> Option<T> {
         let text = if self.peek()? == b'"' {
             self.str()?
         } else {
@@ -255,87 +238,76 @@ impl<'a> Parser<'a> {
         text.parse().ok()
     }
 
-    fn i64(&mut self) -> Option<i64> {
-        let text = if self.peek()? == b'"' {
-            self.str()?
-        } else {
-            self.number()?
-        };
-        text.parse().ok()
+    /// An object whose fields named in `known` are read by `field`, each at most once (a
+    /// repeated one is the serde reader's error to report); other fields are skipped.
+    fn fields(
+        &mut self,
+        known: &[&str],
+        mut field: impl FnMut(&mut Self, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        let mut seen = 0u32;
+        self.object(|p, key| match known.iter().position(|k| *k == key) {
+            Some(i) => {
+                (seen & 1 << i == 0).then_some(())?;
+                seen |= 1 << i;
+                field(p, key)
+            }
+            None => p.skip(0),
+        })
+    }
+
+    /// `[ item, … ]`, each read by `item`.
+    fn list<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        self.array(Vec::new(), |p, out| {
+            out.push(item(p)?);
+            Some(())
+        })
     }
 
     fn resource_spans(&mut self) -> Option<(ProcessKey, Vec<Span>)> {
         let mut process = ProcessKey::default();
         let (mut spans, mut older) = (Vec::new(), Vec::new());
-        let mut seen = 0;
-        self.object(|p, key| match key {
+        // `instrumentationLibrarySpans`: the name before OTLP 0.19.
+        let known = ["resource", "scopeSpans", "instrumentationLibrarySpans"];
+        self.fields(&known, |p, key| match key {
             "resource" => {
-                once(&mut seen, 1)?;
                 process = p.resource()?;
                 Some(())
             }
-            "scopeSpans" => {
-                once(&mut seen, 2)?;
-                p.array((), |p, _| p.scope_spans(&mut spans))
-            }
-            // The name before OTLP 0.19.
-            "instrumentationLibrarySpans" => {
-                once(&mut seen, 4)?;
-                p.array((), |p, _| p.scope_spans(&mut older))
-            }
-            _ => p.skip(0),
+            "scopeSpans" => p.array((), |p, _| p.scope_spans(&mut spans)),
+            _ => p.array((), |p, _| p.scope_spans(&mut older)),
         })?;
         spans.append(&mut older);
         Some((process, spans))
     }
 
     fn resource(&mut self) -> Option<ProcessKey> {
-        let mut p = ProcessKey::default();
-        let mut seen = 0;
-        self.object(|parser, key| match key {
-            "attributes" => {
-                once(&mut seen, 1)?;
-                let kvs = parser.array(Vec::new(), |parser, kvs| {
-                    kvs.push(parser.key_value()?);
-                    Some(())
-                })?;
-                p = super::process_key(kvs.iter().map(|(k, v)| (*k, v.string, v.int)));
-                Some(())
-            }
-            _ => parser.skip(0),
+        let mut process = ProcessKey::default();
+        self.fields(&["attributes"], |p, _| {
+            let kvs = p.list(Self::key_value)?;
+            process = super::process_key(kvs.iter().map(|(k, v)| (*k, v.string, v.int)));
+            Some(())
         })?;
-        Some(p)
+        Some(process)
     }
 
     fn scope_spans(&mut self, out: &mut Vec<Span>) -> Option<()> {
-        let mut seen = 0;
-        self.object(|p, key| match key {
-            "spans" => {
-                once(&mut seen, 1)?;
-                p.array((), |p, _| {
-                    out.push(p.span()?);
-                    Some(())
-                })
-            }
-            _ => p.skip(0),
+        self.fields(&["spans"], |p, _| {
+            p.array((), |p, _| {
+                out.push(p.span()?);
+                Some(())
+            })
         })
     }
 
     fn key_value(&mut self) -> Option<(&'a str, Any<'a>)> {
         let (mut key, mut value) = (None, Any::default());
-        let mut seen = 0;
-        self.object(|p, k| match k {
-            "key" => {
-                once(&mut seen, 1)?;
-                key = Some(p.str()?);
-                Some(())
+        self.fields(&["key", "value"], |p, k| {
+            match k {
+                "key" => key = Some(p.str()?),
+                _ => value = p.any()?,
             }
-            "value" => {
-                once(&mut seen, 2)?;
-                value = p.any()?;
-                Some(())
-            }
-            _ => p.skip(0),
+            Some(())
         })?;
         Some((key?, value))
     }
@@ -349,7 +321,7 @@ impl<'a> Parser<'a> {
             n += 1;
             match k {
                 "stringValue" => v.string = Some(p.str()?),
-                "intValue" => v.int = Some(p.i64()?),
+                "intValue" => v.int = Some(p.int()?),
                 "boolValue" => v.boolean = Some(p.boolean()?),
                 "bytesValue" => v.bytes = Some(p.str()?),
                 _ => return None,
@@ -360,10 +332,9 @@ impl<'a> Parser<'a> {
     }
 
     fn attributes(&mut self) -> Option<Vec<(String, AttrValue)>> {
-        self.array(Vec::new(), |p, out| {
+        self.list(|p| {
             let (k, v) = p.key_value()?;
-            out.push((k.to_owned(), v.attr()));
-            Some(())
+            Some((k.to_owned(), v.attr()))
         })
     }
 
@@ -383,56 +354,30 @@ impl<'a> Parser<'a> {
             error: None,
         };
         let (mut error, mut message) = (false, "");
-        let mut seen = 0;
-        self.object(|p, key| {
+        let known = [
+            "traceId",
+            "spanId",
+            "parentSpanId",
+            "name",
+            "startTimeUnixNano",
+            "endTimeUnixNano",
+            "attributes",
+            "events",
+            "links",
+            "status",
+        ];
+        self.fields(&known, |p, key| {
             match key {
-                "traceId" => {
-                    once(&mut seen, 1)?;
-                    trace = Some(p.str()?);
-                }
-                "spanId" => {
-                    once(&mut seen, 2)?;
-                    id = Some(p.str()?);
-                }
-                "parentSpanId" => {
-                    once(&mut seen, 4)?;
-                    parent = p.str()?;
-                }
-                "name" => {
-                    once(&mut seen, 8)?;
-                    s.name = p.str()?.to_owned();
-                }
-                "startTimeUnixNano" => {
-                    once(&mut seen, 16)?;
-                    start = Some(p.u64()?);
-                }
-                "endTimeUnixNano" => {
-                    once(&mut seen, 32)?;
-                    end = Some(p.u64()?);
-                }
-                "attributes" => {
-                    once(&mut seen, 64)?;
-                    s.attrs = p.attributes()?;
-                }
-                "events" => {
-                    once(&mut seen, 128)?;
-                    s.events = p.array(Vec::new(), |p, out| {
-                        out.push(p.event()?);
-                        Some(())
-                    })?;
-                }
-                "links" => {
-                    once(&mut seen, 256)?;
-                    s.links = p.array(Vec::new(), |p, out| {
-                        out.push(p.link()?);
-                        Some(())
-                    })?;
-                }
-                "status" => {
-                    once(&mut seen, 512)?;
-                    (error, message) = p.status()?;
-                }
-                _ => p.skip(0)?,
+                "traceId" => trace = Some(p.str()?),
+                "spanId" => id = Some(p.str()?),
+                "parentSpanId" => parent = p.str()?,
+                "name" => s.name = p.str()?.to_owned(),
+                "startTimeUnixNano" => start = Some(p.int()?),
+                "endTimeUnixNano" => end = Some(p.int()?),
+                "attributes" => s.attrs = p.attributes()?,
+                "events" => s.events = p.list(Self::event)?,
+                "links" => s.links = p.list(Self::link)?,
+                _ => (error, message) = p.status()?,
             }
             Some(())
         })?;
@@ -451,22 +396,12 @@ impl<'a> Parser<'a> {
             time_ns: 0,
             attrs: Vec::new(),
         };
-        let (mut time, mut seen) = (None, 0);
-        self.object(|p, key| {
+        let mut time = None;
+        self.fields(&["timeUnixNano", "name", "attributes"], |p, key| {
             match key {
-                "timeUnixNano" => {
-                    once(&mut seen, 1)?;
-                    time = Some(p.u64()?);
-                }
-                "name" => {
-                    once(&mut seen, 2)?;
-                    ev.name = p.str()?.to_owned();
-                }
-                "attributes" => {
-                    once(&mut seen, 4)?;
-                    ev.attrs = p.attributes()?;
-                }
-                _ => p.skip(0)?,
+                "timeUnixNano" => time = Some(p.int()?),
+                "name" => ev.name = p.str()?.to_owned(),
+                _ => ev.attrs = p.attributes()?,
             }
             Some(())
         })?;
@@ -475,18 +410,11 @@ impl<'a> Parser<'a> {
     }
 
     fn link(&mut self) -> Option<(u128, u64)> {
-        let (mut trace, mut span, mut seen) = (None, None, 0);
-        self.object(|p, key| {
+        let (mut trace, mut span) = (None, None);
+        self.fields(&["traceId", "spanId"], |p, key| {
             match key {
-                "traceId" => {
-                    once(&mut seen, 1)?;
-                    trace = Some(p.str()?);
-                }
-                "spanId" => {
-                    once(&mut seen, 2)?;
-                    span = Some(p.str()?);
-                }
-                _ => p.skip(0)?,
+                "traceId" => trace = Some(p.str()?),
+                _ => span = Some(p.str()?),
             }
             Some(())
         })?;
@@ -495,25 +423,17 @@ impl<'a> Parser<'a> {
 
     /// Whether the status is an error, and its message.
     fn status(&mut self) -> Option<(bool, &'a str)> {
-        let (mut error, mut message, mut seen) = (false, "", 0);
-        self.object(|p, key| {
+        let (mut error, mut message) = (false, "");
+        self.fields(&["code", "message"], |p, key| {
             match key {
                 "code" => {
-                    once(&mut seen, 1)?;
                     error = match p.peek()? {
                         b'"' => p.str()? == "STATUS_CODE_ERROR",
                         b't' | b'f' => p.boolean().map(|_| false)?,
-                        _ => {
-                            let n = p.number()?;
-                            n.parse::<u64>().ok() == Some(2)
-                        }
-                    };
+                        _ => p.number()?.parse::<u64>().ok() == Some(2),
+                    }
                 }
-                "message" => {
-                    once(&mut seen, 2)?;
-                    message = p.str()?;
-                }
-                _ => p.skip(0)?,
+                _ => message = p.str()?,
             }
             Some(())
         })?;
