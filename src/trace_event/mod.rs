@@ -3,6 +3,7 @@
 
 pub mod exporter;
 pub mod model;
+mod prefetch;
 mod reorder;
 pub mod repair;
 mod two_gen;

@@ -74,6 +74,18 @@ impl<K: Timed> ReorderQueue<K> {
         self.ready.last()
     }
 
+    /// After [`peek`](Self::peek), a key about `n` places after the smallest: exactly that one
+    /// within the bucket being taken, else one of the next bucket's, not yet sorted.
+    pub fn ahead(&self, n: usize) -> Option<&K> {
+        match self.ready.len().checked_sub(n + 1) {
+            Some(i) => Some(&self.ready[i]),
+            None => {
+                let (_, next) = self.later.first_key_value()?;
+                next.get(n - self.ready.len())
+            }
+        }
+    }
+
     pub fn pop(&mut self) -> Option<K> {
         self.peek()?;
         self.len -= 1;
@@ -94,6 +106,29 @@ mod tests {
         fn ts(&self) -> u64 {
             self.0
         }
+    }
+
+    /// `ahead` names the keys that pop next in the bucket being taken, then keys of the
+    /// bucket after it, then nothing.
+    #[test]
+    fn ahead_names_the_keys_about_to_pop() {
+        let mut q = ReorderQueue::new();
+        let bucket = 1u64 << SHIFT;
+        for (i, ts) in [5, 1, 3, bucket + 2, bucket + 1, 3 * bucket]
+            .into_iter()
+            .enumerate()
+        {
+            q.push(Key(ts, i as u64));
+        }
+        assert_eq!(q.peek(), Some(&Key(1, 1)));
+        assert_eq!(q.ahead(0), Some(&Key(1, 1)));
+        assert_eq!(q.ahead(1), Some(&Key(3, 2)));
+        assert_eq!(q.ahead(2), Some(&Key(5, 0)));
+        let next: Vec<u64> = (3..5).map(|n| q.ahead(n).unwrap().0).collect();
+        assert!(next.iter().all(|ts| ts >> SHIFT == 1));
+        assert_eq!(q.ahead(5), None);
+        q.pop();
+        assert_eq!(q.ahead(1), Some(&Key(5, 0)));
     }
 
     /// Pushes and pops interleaved as the writer does, checked against a sorted model.

@@ -23,14 +23,21 @@ impl<K: Hash + Eq, V> TwoGen<K, V> {
         }
     }
 
-    /// Inserts; returns the generation forgotten to make room (empty most of the time).
-    pub fn insert(&mut self, k: K, v: V) -> Map<K, V> {
-        let mut dropped = Map::default();
+    pub fn insert(&mut self, k: K, v: V) {
+        self.insert_with(k, v, drop);
+    }
+
+    /// Inserts; `forgotten` takes each value of the generation dropped to make room.
+    pub fn insert_with(&mut self, k: K, v: V, mut forgotten: impl FnMut(V)) {
         if self.young.len() >= self.cap {
-            dropped = std::mem::replace(&mut self.old, std::mem::take(&mut self.young));
+            // The dropped generation's table, emptied, takes the next one: no allocation and
+            // no regrowth, once both have grown.
+            for (_, v) in self.old.drain() {
+                forgotten(v);
+            }
+            std::mem::swap(&mut self.old, &mut self.young);
         }
         self.young.insert(k, v);
-        dropped
     }
 
     pub fn values(&self) -> impl Iterator<Item = &V> {
@@ -66,7 +73,20 @@ mod tests {
             }
         }
         assert_eq!(m.get(&0), None);
-        assert_eq!(m.remove(&99), Some(198));
-        assert_eq!(m.get(&99), None);
+        // What is dropped to make room is handed out, each value once: every key held before
+        // or inserted since is either still there or was handed out.
+        let before: Vec<u32> = (0..100u32).filter(|k| m.get(k).is_some()).collect();
+        let mut forgotten = Vec::new();
+        for i in 100..110u32 {
+            m.insert_with(i, i * 2, |v| forgotten.push(v / 2));
+        }
+        assert!(!forgotten.is_empty() && forgotten.len() % 4 == 0);
+        let mut all: Vec<u32> = (0..110u32).filter(|k| m.get(k).is_some()).collect();
+        all.extend(&forgotten);
+        all.sort_unstable();
+        let expected: Vec<u32> = before.into_iter().chain(100..110).collect();
+        assert_eq!(all, expected);
+        assert_eq!(m.remove(&109), Some(218));
+        assert_eq!(m.get(&109), None);
     }
 }
