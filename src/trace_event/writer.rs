@@ -9,6 +9,7 @@
 //! (two requests' slices interleaved) goes to an overlap lane of that thread instead of
 //! breaking the nesting.
 
+use super::hex::{push_hex128, push_hex64};
 use super::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
 use super::prefetch::prefetch;
 use super::reorder::{ReorderQueue, Timed};
@@ -799,10 +800,13 @@ impl<W: Write> TraceEventWriter<W> {
                 args,
             } => {
                 self.line.clear();
-                let _ = write!(
-                    self.line,
-                    "{{\"ph\":\"{ph}\",\"cat\":\"request\",\"id\":\"0x{id:016x}\",\"pid\":{pid},\"ts\":"
-                );
+                self.line.push_str("{\"ph\":\"");
+                self.line.push(ph);
+                self.line.push_str("\",\"cat\":\"request\",\"id\":\"0x");
+                push_hex64(&mut self.line, id);
+                self.line.push_str("\",\"pid\":");
+                push_int(&mut self.line, pid);
+                self.line.push_str(",\"ts\":");
                 push_us(&mut self.line, ts.saturating_sub(self.epoch_ns));
                 self.line.push_str(",\"name\":");
                 json_str(&mut self.line, &name);
@@ -979,26 +983,15 @@ pub(crate) fn push_int(out: &mut String, v: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
-/// Lower-case hex of `v`, `digits` long (the formatter's `{:032x}` is several times slower).
-fn push_hex(out: &mut String, v: u128, digits: u32) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    for i in 0..digits {
-        buf[i as usize] = HEX[((v >> (4 * (digits - 1 - i))) & 0xf) as usize];
-    }
-    // The bytes are ASCII hex digits.
-    out.push_str(std::str::from_utf8(&buf[..digits as usize]).unwrap_or_default());
-}
-
 fn ids_args(out: &mut String, span: &Span) {
     out.push_str("\"trace_id\":\"");
-    push_hex(out, span.trace_id, 32);
+    push_hex128(out, span.trace_id);
     out.push_str("\",\"span_id\":\"");
-    push_hex(out, span.span_id as u128, 16);
+    push_hex64(out, span.span_id);
     out.push('"');
     if span.parent != 0 {
         out.push_str(",\"parent_span_id\":\"");
-        push_hex(out, span.parent as u128, 16);
+        push_hex64(out, span.parent);
         out.push('"');
     }
     if !span.links.is_empty() {
@@ -1008,9 +1001,9 @@ fn ids_args(out: &mut String, span: &Span) {
                 out.push(',');
             }
             out.push('"');
-            push_hex(out, *t, 32);
+            push_hex128(out, *t);
             out.push('-');
-            push_hex(out, *s as u128, 16);
+            push_hex64(out, *s);
             out.push('"');
         }
         out.push(']');
