@@ -2,6 +2,7 @@
 //! exporter's OTLP/JSON, slicetrace's JSON-lines span dump, and slicetrace's own trace-event
 //! files. Memory does not grow with the file; bad lines are skipped and reported by number.
 
+mod hex;
 mod otlp_fast;
 mod otlp_json;
 mod span_lines;
@@ -229,25 +230,9 @@ pub(crate) fn process_key<'a>(
     p
 }
 
-/// Plain hex digits, read without the standard parser's generality (ids are a tenth of the
-/// reading time otherwise); `None` for anything else, which the standard parser then judges.
-fn plain_hex(s: &str) -> Option<u128> {
-    let mut v = 0u128;
-    for c in s.bytes() {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
-        v = v << 4 | u128::from(d);
-    }
-    Some(v)
-}
-
 pub(crate) fn hex_u128(s: &str, what: &str) -> Result<u128, LineError> {
     if s.len() == 32 {
-        if let Some(v) = plain_hex(s) {
+        if let Some(v) = hex::parse_hex(s) {
             return Ok(v);
         }
         if let Ok(v) = u128::from_str_radix(s, 16) {
@@ -264,7 +249,7 @@ pub(crate) fn hex_u64(s: &str, what: &str) -> Result<u64, LineError> {
         return Ok(0);
     }
     if s.len() == 16 {
-        if let Some(v) = plain_hex(s) {
+        if let Some(v) = hex::parse_hex(s) {
             return Ok(v as u64);
         }
         if let Ok(v) = u64::from_str_radix(s, 16) {
