@@ -178,7 +178,7 @@ pub struct TraceEventWriter<W: Write> {
     placed: TwoGen<u64, Placed>,
     lane_of: TwoGen<u64, u64>,
     rid_of_trace: TwoGen<u128, String>,
-    pending: HashMap<u64, Vec<(u32, Span)>, MixHash>,
+    pending: HashMap<u64, Vec<(u32, Box<Span>)>, MixHash>,
     pending_order: VecDeque<u64>,
     pending_count: usize,
     pending_links: TwoGen<u64, Vec<PendingLink>>,
@@ -318,6 +318,8 @@ impl<W: Write> TraceEventWriter<W> {
             Role::Request => self.push_request(pid, span),
             Role::Thread => self.push_thread(pid, span)?,
             Role::Slice => {
+                // Boxed once: it moves through the waiting lists and the queue by pointer.
+                let span = Box::new(span);
                 let known = span
                     .thread_id()
                     .map(|tid| (pid, tid))
@@ -526,13 +528,13 @@ impl<W: Write> TraceEventWriter<W> {
         Ok(())
     }
 
-    fn take_pending(&mut self, parent: u64) -> Option<Vec<(u32, Span)>> {
+    fn take_pending(&mut self, parent: u64) -> Option<Vec<(u32, Box<Span>)>> {
         let children = self.pending.remove(&parent)?;
         self.pending_count -= children.len();
         Some(children)
     }
 
-    fn hold(&mut self, pid: u32, span: Span) -> io::Result<()> {
+    fn hold(&mut self, pid: u32, span: Box<Span>) -> io::Result<()> {
         let parent = span.parent;
         let list = self.pending.entry(parent).or_default();
         if list.is_empty() {
@@ -561,7 +563,7 @@ impl<W: Write> TraceEventWriter<W> {
     }
 
     /// Queues `span` (and, transitively, the slices that were waiting for it) on `pid`/`tid`.
-    fn place(&mut self, pid: u32, tid: u64, span: Span) {
+    fn place(&mut self, pid: u32, tid: u64, span: Box<Span>) {
         let mut work = Vec::new();
         let mut next = Some(span);
         while let Some(span) = next.take().or_else(|| work.pop()) {
@@ -611,17 +613,7 @@ impl<W: Write> TraceEventWriter<W> {
                     self.queue_flow(here, span_id, to, l.span);
                 }
             }
-            self.queue_at(
-                seq,
-                start,
-                1,
-                end - start,
-                Item::Slice {
-                    pid,
-                    tid,
-                    span: Box::new(span),
-                },
-            );
+            self.queue_at(seq, start, 1, end - start, Item::Slice { pid, tid, span });
             if let Some(children) = self.take_pending(span_id) {
                 work.extend(children.into_iter().map(|(_, c)| c));
             }
