@@ -83,12 +83,10 @@ struct Placed {
     end: u64,
 }
 
+/// A placed slice whose link waits for its target to be placed.
 struct PendingLink {
-    pid: u32,
-    tid: u64,
     span: u64,
-    start: u64,
-    end: u64,
+    at: Placed,
 }
 
 enum Item {
@@ -585,11 +583,8 @@ impl<W: Write> TraceEventWriter<W> {
                     Some(from) => self.queue_flow(from, target, here, span_id),
                     None => {
                         let waiting = PendingLink {
-                            pid,
-                            tid,
                             span: span_id,
-                            start,
-                            end,
+                            at: here,
                         };
                         let mut v = self.pending_links.remove(&target).unwrap_or_default();
                         v.push(waiting);
@@ -603,14 +598,7 @@ impl<W: Write> TraceEventWriter<W> {
             }
             if let Some(waiting) = self.pending_links.remove(&span_id) {
                 for l in waiting {
-                    let to = Placed {
-                        pid: l.pid,
-                        thread: false,
-                        tid: l.tid,
-                        start: l.start,
-                        end: l.end,
-                    };
-                    self.queue_flow(here, span_id, to, l.span);
+                    self.queue_flow(here, span_id, l.at, l.span);
                 }
             }
             self.queue_at(seq, start, 1, end - start, Item::Slice { pid, tid, span });

@@ -230,35 +230,24 @@ pub(crate) fn process_key<'a>(
     p
 }
 
-pub(crate) fn hex_u128(s: &str, what: &str) -> Result<u128, LineError> {
-    if s.len() == 32 {
-        if let Some(v) = hex::parse_hex(s) {
-            return Ok(v);
-        }
-        if let Ok(v) = u128::from_str_radix(s, 16) {
-            return Ok(v);
-        }
-    }
-    Err(LineError::Bad(format!(
-        "{what}: expected 32 hex digits, found {s:?}"
-    )))
+/// An id of exactly `digits` hex digits.
+fn hex_id(s: &str, digits: usize, what: &str) -> Result<u128, LineError> {
+    let v = (s.len() == digits)
+        .then(|| hex::parse_hex(s).or_else(|| u128::from_str_radix(s, 16).ok()))
+        .flatten();
+    v.ok_or_else(|| LineError::Bad(format!("{what}: expected {digits} hex digits, found {s:?}")))
 }
 
+pub(crate) fn hex_u128(s: &str, what: &str) -> Result<u128, LineError> {
+    hex_id(s, 32, what)
+}
+
+/// A span id; empty is none (0).
 pub(crate) fn hex_u64(s: &str, what: &str) -> Result<u64, LineError> {
     if s.is_empty() {
         return Ok(0);
     }
-    if s.len() == 16 {
-        if let Some(v) = hex::parse_hex(s) {
-            return Ok(v as u64);
-        }
-        if let Ok(v) = u64::from_str_radix(s, 16) {
-            return Ok(v);
-        }
-    }
-    Err(LineError::Bad(format!(
-        "{what}: expected 16 hex digits, found {s:?}"
-    )))
+    hex_id(s, 16, what).map(|v| v as u64)
 }
 
 /// A link's (trace id, span id) from their hex text.
