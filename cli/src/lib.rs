@@ -59,16 +59,12 @@ pub fn convert<W: Write>(
             Err(e) => return (Err(format!("cannot start the reading thread: {e}")), Ok(())),
         };
         let mut written = Ok(());
-        for batch in rx {
+        'batches: for batch in rx {
             for (p, spans) in batch {
-                for s in spans {
-                    if written.is_ok() {
-                        written = w.push(&p, s);
-                    }
+                written = w.push_all(&p, spans);
+                if written.is_err() {
+                    break 'batches;
                 }
-            }
-            if written.is_err() {
-                break;
             }
         }
         (Ok(reader.join()), written)
