@@ -5,6 +5,7 @@
 mod hex;
 mod otlp_fast;
 mod otlp_json;
+mod scan;
 mod span_lines;
 mod trace_events;
 
@@ -111,7 +112,7 @@ pub fn read_from(
     // The first non-blank line decides the format.
     let format = loop {
         buf.clear();
-        if r.read_until(b'\n', &mut buf).map_err(InputError::Io)? == 0 {
+        if read_line_into(&mut r, &mut buf).map_err(InputError::Io)? == 0 {
             return Err(InputError::Unrecognised(format!(
                 "{name}: empty: no spans to read"
             )));
@@ -145,7 +146,7 @@ pub fn read_from(
             }
         }
         buf.clear();
-        if r.read_until(b'\n', &mut buf).map_err(InputError::Io)? == 0 {
+        if read_line_into(&mut r, &mut buf).map_err(InputError::Io)? == 0 {
             break;
         }
         n += 1;
@@ -156,6 +157,32 @@ pub fn read_from(
         Err(LineError::Output(e)) => return Err(InputError::Output(e)),
     }
     Ok(report)
+}
+
+/// `BufRead::read_until(b'\n', buf)` with a vectorised search: a collector writes a batch of
+/// spans to a line, hundreds of kilobytes long.
+fn read_line_into(r: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let available = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(read);
+        }
+        let (end, used) = match memchr::memchr(b'\n', available) {
+            Some(i) => (true, i + 1),
+            None => (false, available.len()),
+        };
+        buf.extend_from_slice(&available[..used]);
+        r.consume(used);
+        read += used;
+        if end {
+            return Ok(read);
+        }
+    }
 }
 
 fn detect(first: &[u8]) -> Result<Format, String> {
