@@ -94,6 +94,9 @@ enum Item {
         pid: u32,
         tid: u64,
         span: Box<Span>,
+        /// The arrow that ends at this slice for its first link, written right after it
+        /// (where a queued end would sort): one event fewer to hold and order.
+        flow_in: Option<u64>,
     },
     Instant {
         pid: u32,
@@ -603,9 +606,16 @@ impl<W: Write> TraceEventWriter<W> {
             // The slice goes before its flows: at equal times a flow binds to what is already
             // open. Its place in the queue is taken now; it is queued once its links are read.
             let seq = self.next_seq();
+            let mut flow_in = None;
             for &(_, target) in &span.links {
                 match self.placed.get(&target).copied().filter(|p| !p.thread) {
-                    Some(from) => self.queue_flow(from, target, here, span_id),
+                    Some(from) => {
+                        let id = self.queue_flow_start(from, target, here);
+                        match flow_in {
+                            None => flow_in = Some(id),
+                            Some(_) => self.queue_flow_end(id, here, span_id),
+                        }
+                    }
                     None => {
                         let waiting = PendingLink {
                             span: span_id,
@@ -626,7 +636,13 @@ impl<W: Write> TraceEventWriter<W> {
                     self.queue_flow(here, span_id, l.at, l.span);
                 }
             }
-            self.queue_at(seq, start, 1, end - start, Item::Slice { pid, tid, span });
+            let slice = Item::Slice {
+                pid,
+                tid,
+                span,
+                flow_in,
+            };
+            self.queue_at(seq, start, 1, end - start, slice);
             if let Some(children) = self.take_pending(span_id) {
                 work.extend(children.into_iter().map(|(_, c)| c));
             }
@@ -636,6 +652,13 @@ impl<W: Write> TraceEventWriter<W> {
     /// A flow arrow from slice `from_id` (placed at `from`) to the slice `to_id` starting at
     /// `to.start`.
     fn queue_flow(&mut self, from: Placed, from_id: u64, to: Placed, to_id: u64) {
+        let id = self.queue_flow_start(from, from_id, to);
+        self.queue_flow_end(id, to, to_id);
+    }
+
+    /// The start of a flow arrow from slice `from_id` (placed at `from`) to a slice placed at
+    /// `to`; returns the arrow's id.
+    fn queue_flow_start(&mut self, from: Placed, from_id: u64, to: Placed) -> u64 {
         let id = self.next_flow;
         self.next_flow += 1;
         // The arrow leaves the linked slice at its end, or where the linking slice starts if
@@ -653,6 +676,11 @@ impl<W: Write> TraceEventWriter<W> {
                 start: true,
             },
         );
+        id
+    }
+
+    /// The end of flow arrow `id` at slice `to_id`, placed at `to`.
+    fn queue_flow_end(&mut self, id: u64, to: Placed, to_id: u64) {
         // Right after the linking slice, before any child starting with it, so it binds there.
         self.queue(
             to.start,
@@ -752,7 +780,12 @@ impl<W: Write> TraceEventWriter<W> {
 
     fn write_item(&mut self, ts: u64, item: Item) -> io::Result<()> {
         match item {
-            Item::Slice { pid, tid, span } => self.write_slice(pid, tid, *span),
+            Item::Slice {
+                pid,
+                tid,
+                span,
+                flow_in,
+            } => self.write_slice(pid, tid, *span, flow_in),
             Item::Instant { pid, tid, ev } => {
                 self.stats.instants += 1;
                 self.line.clear();
@@ -776,26 +809,8 @@ impl<W: Write> TraceEventWriter<W> {
                 id,
                 start,
             } => {
-                if start {
-                    self.stats.flows += 1;
-                }
                 let tid = self.lane_of.get(&bind).copied().unwrap_or(tid);
-                self.line.clear();
-                self.line.push_str(if start {
-                    "{\"ph\":\"s\",\"id\":"
-                } else {
-                    "{\"ph\":\"f\",\"bp\":\"e\",\"id\":"
-                });
-                push_int(&mut self.line, id);
-                self.line.push_str(",\"pid\":");
-                push_int(&mut self.line, pid);
-                self.line.push_str(",\"tid\":");
-                push_int(&mut self.line, tid);
-                self.line.push_str(",\"ts\":");
-                push_us(&mut self.line, ts.saturating_sub(self.epoch_ns));
-                self.line
-                    .push_str(",\"name\":\"link\",\"cat\":\"slicetrace.link\"}");
-                self.emit_line()
+                self.write_flow(id, start, pid, tid, ts)
             }
             Item::Async {
                 pid,
@@ -823,7 +838,36 @@ impl<W: Write> TraceEventWriter<W> {
         }
     }
 
-    fn write_slice(&mut self, pid: u32, tid: u64, span: Span) -> io::Result<()> {
+    /// One end of flow arrow `id`, bound to the slice open on `pid`/`tid` at `ts`.
+    fn write_flow(&mut self, id: u64, start: bool, pid: u32, tid: u64, ts: u64) -> io::Result<()> {
+        if start {
+            self.stats.flows += 1;
+        }
+        self.line.clear();
+        self.line.push_str(if start {
+            "{\"ph\":\"s\",\"id\":"
+        } else {
+            "{\"ph\":\"f\",\"bp\":\"e\",\"id\":"
+        });
+        push_int(&mut self.line, id);
+        self.line.push_str(",\"pid\":");
+        push_int(&mut self.line, pid);
+        self.line.push_str(",\"tid\":");
+        push_int(&mut self.line, tid);
+        self.line.push_str(",\"ts\":");
+        push_us(&mut self.line, ts.saturating_sub(self.epoch_ns));
+        self.line
+            .push_str(",\"name\":\"link\",\"cat\":\"slicetrace.link\"}");
+        self.emit_line()
+    }
+
+    fn write_slice(
+        &mut self,
+        pid: u32,
+        tid: u64,
+        span: Span,
+        flow_in: Option<u64>,
+    ) -> io::Result<()> {
         self.stats.slices += 1;
         let end = span.end_ns.max(span.start_ns);
         let out_tid = self.lane_for(pid, tid, span.start_ns, end)?;
@@ -856,6 +900,9 @@ impl<W: Write> TraceEventWriter<W> {
         attrs_args(&mut self.line, &span.attrs, false);
         self.line.push_str("}}");
         self.emit_line()?;
+        if let Some(id) = flow_in {
+            self.write_flow(id, false, pid, out_tid, span.start_ns)?;
+        }
         for ev in span.events {
             let ts = ev.time_ns.clamp(span.start_ns, end);
             self.queue(
