@@ -28,6 +28,10 @@ pub fn convert<W: Write>(
 ) -> Result<(bool, WriterStats), String> {
     let mut w = TraceEventWriter::new(out, limits).map_err(|e| e.to_string())?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
+    // Emptied span vectors go back to the reading thread to be filled again: a batch is too
+    // big for the allocator's small pages, and fresh memory for each one cost page faults on
+    // both threads.
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<Span>>(16);
     let reader = std::thread::scope(|scope| {
         let reader = std::thread::Builder::new()
             .name("convert-read".into())
@@ -37,7 +41,11 @@ pub fn convert<W: Write>(
                 let r = read_all(inputs, &mut |p, s| {
                     match batch.last_mut() {
                         Some((last, spans)) if last == p => spans.push(s),
-                        _ => batch.push((p.clone(), vec![s])),
+                        _ => {
+                            let mut spans = spare_rx.try_recv().unwrap_or_default();
+                            spans.push(s);
+                            batch.push((p.clone(), spans));
+                        }
                     }
                     n += 1;
                     if n >= BATCH_SPANS {
@@ -60,11 +68,13 @@ pub fn convert<W: Write>(
         };
         let mut written = Ok(());
         'batches: for batch in rx {
-            for (p, spans) in batch {
-                written = w.push_all(&p, spans);
+            for (p, mut spans) in batch {
+                written = w.push_all(&p, &mut spans);
                 if written.is_err() {
                     break 'batches;
                 }
+                // Freed here when the reading thread has enough, or has finished.
+                let _ = spare_tx.try_send(spans);
             }
         }
         (Ok(reader.join()), written)

@@ -336,11 +336,11 @@ impl<W: Write> TraceEventWriter<W> {
         self.write_ready(false)
     }
 
-    /// Takes a run of spans of `process`, as [`push`](Self::push) does one by one. Spans read
-    /// on another thread arrive cold: each is asked for a few places ahead, so that those
-    /// misses overlap.
-    pub fn push_all(&mut self, process: &ProcessKey, spans: Vec<Span>) -> io::Result<()> {
-        let mut spans = spans.into_iter();
+    /// Takes a run of spans of `process`, as [`push`](Self::push) does one by one, leaving
+    /// `spans` empty for reuse. Spans read on another thread arrive cold: each is asked for a
+    /// few places ahead, so that those misses overlap.
+    pub fn push_all(&mut self, process: &ProcessKey, spans: &mut Vec<Span>) -> io::Result<()> {
+        let mut spans = spans.drain(..);
         while let Some(span) = spans.next() {
             let ahead = spans.as_slice();
             if let Some(s) = ahead.get(PUSH_AHEAD) {
