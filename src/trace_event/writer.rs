@@ -41,7 +41,9 @@ impl Default for Limits {
             reorder_window_ns: 2_000_000_000,
             max_buffered: 1 << 20,
             max_pending: 1 << 18,
-            index_window: 1 << 18,
+            // The most a hash table of 2^18 slots holds before it doubles (seven eighths
+            // full): a window of 2^18 would double the tables' memory for an eighth more.
+            index_window: 7 << 15,
         }
     }
 }
