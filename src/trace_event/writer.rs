@@ -448,7 +448,7 @@ impl<W: Write> TraceEventWriter<W> {
             }
             name.push(')');
         }
-        self.line.clear();
+        self.start_line();
         let _ = write!(
             self.line,
             "{{\"ph\":\"M\",\"pid\":{pid},\"name\":\"process_name\",\"args\":{{\"name\":"
@@ -790,7 +790,7 @@ impl<W: Write> TraceEventWriter<W> {
             } => self.write_slice(pid, tid, *span, flow_in),
             Item::Instant { pid, tid, ev } => {
                 self.stats.instants += 1;
-                self.line.clear();
+                self.start_line();
                 self.line.push_str("{\"ph\":\"i\",\"s\":\"t\",\"pid\":");
                 push_int(&mut self.line, pid);
                 self.line.push_str(",\"tid\":");
@@ -821,7 +821,7 @@ impl<W: Write> TraceEventWriter<W> {
                 name,
                 args,
             } => {
-                self.line.clear();
+                self.start_line();
                 self.line.push_str("{\"ph\":\"");
                 self.line.push(ph);
                 self.line.push_str("\",\"cat\":\"request\",\"id\":\"0x");
@@ -845,7 +845,7 @@ impl<W: Write> TraceEventWriter<W> {
         if start {
             self.stats.flows += 1;
         }
-        self.line.clear();
+        self.start_line();
         self.line.push_str(if start {
             "{\"ph\":\"s\",\"id\":"
         } else {
@@ -876,7 +876,7 @@ impl<W: Write> TraceEventWriter<W> {
         if out_tid != tid {
             self.lane_of.insert(span.span_id, out_tid);
         }
-        self.line.clear();
+        self.start_line();
         self.line.push_str("{\"ph\":\"X\",\"pid\":");
         push_int(&mut self.line, pid);
         self.line.push_str(",\"tid\":");
@@ -981,7 +981,7 @@ impl<W: Write> TraceEventWriter<W> {
         name: &str,
         lane: u64,
     ) -> io::Result<()> {
-        self.line.clear();
+        self.start_line();
         let _ = write!(
             self.line,
             "{{\"ph\":\"M\",\"pid\":{pid},\"tid\":{tid},\"name\":\"thread_name\",\"args\":{{\"name\":"
@@ -991,7 +991,7 @@ impl<W: Write> TraceEventWriter<W> {
         self.emit_line()?;
         // Keeps a thread's overlap lanes right under it: sorted by the thread id, then lane.
         let index = base.min(1 << 32) * 64 + lane.min(63);
-        self.line.clear();
+        self.start_line();
         let _ = write!(
             self.line,
             "{{\"ph\":\"M\",\"pid\":{pid},\"tid\":{tid},\"name\":\"thread_sort_index\",\"args\":{{\"sort_index\":{index}}}}}"
@@ -999,14 +999,20 @@ impl<W: Write> TraceEventWriter<W> {
         self.emit_line()
     }
 
+    /// Begins a line with the separator from the one before: one event per line, the
+    /// separator before it, so a file cut short after any whole line is a valid array but for
+    /// its closing bracket.
+    fn start_line(&mut self) {
+        self.line.clear();
+        if self.wrote_any {
+            self.line.push_str(",\n");
+        }
+    }
+
     fn emit_line(&mut self) -> io::Result<()> {
-        // One event per line, the separator before it, so a file cut short after any whole
-        // line is a valid array but for its closing bracket.
-        let sep: &[u8] = if self.wrote_any { b",\n" } else { b"" };
         self.wrote_any = true;
-        self.out.write_all(sep)?;
         self.out.write_all(self.line.as_bytes())?;
-        self.stats.bytes += (sep.len() + self.line.len()) as u64;
+        self.stats.bytes += self.line.len() as u64;
         Ok(())
     }
 }
