@@ -96,8 +96,9 @@ enum Item {
         pid: u32,
         tid: u64,
         span: Box<Span>,
-        /// The arrow that ends at this slice for its first link, written right after it
-        /// (where a queued end would sort): one event fewer to hold and order.
+        /// The arrow end for the first of its links whose target was placed before it,
+        /// written right after the slice (where a queued end would sort): one event fewer to
+        /// hold and order. Other links' ends are queued.
         flow_in: Option<u64>,
     },
     Instant {
