@@ -1243,6 +1243,49 @@ mod tests {
         assert_eq!(starts, [6, 5]);
     }
 
+    /// A slice's first resolved link's arrow end is written with the slice, any other is
+    /// queued: either way each end comes right after the linking slice and before a child that
+    /// starts with it, on its track at its start, and pairs with a start of the same id.
+    #[test]
+    fn arrow_ends_follow_their_slice_before_its_children() {
+        let p = ProcessKey::default();
+        let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+        w.push(&p, slice(2, 1, T0 + 10, T0 + 50, Some(6))).unwrap();
+        w.push(&p, slice(3, 1, T0 + 20, T0 + 60, Some(7))).unwrap();
+        let start = T0 + 100;
+        // The child ends first, so arrives first, and starts with its parent.
+        w.push(&p, slice(5, 4, start, start + 50, Some(8))).unwrap();
+        let mut linking = slice(4, 1, start, start + 200, Some(8));
+        linking.links = vec![(7, 2), (7, 3)];
+        w.push(&p, linking).unwrap();
+        let (out, stats) = w.finish().unwrap();
+        assert_eq!((stats.flows, stats.links_unresolved), (2, 0));
+        let ev = events(out);
+        let on_8: Vec<String> = ev
+            .iter()
+            .filter(|e| e["tid"] == 8 && e["ph"] != "M")
+            .map(|e| match e["ph"].as_str().unwrap() {
+                "X" => e["name"].as_str().unwrap().to_owned(),
+                ph => ph.to_owned(),
+            })
+            .collect();
+        assert_eq!(on_8, ["s4", "f", "f", "s5"]);
+        let ends: Vec<&serde_json::Value> = ev.iter().filter(|e| e["ph"] == "f").collect();
+        assert!(ends
+            .iter()
+            .all(|e| e["ts"] == ev.iter().find(|x| x["name"] == "s4").unwrap()["ts"]));
+        let mut start_ids: Vec<u64> = ev
+            .iter()
+            .filter(|e| e["ph"] == "s")
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect();
+        let mut end_ids: Vec<u64> = ends.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+        start_ids.sort_unstable();
+        end_ids.sort_unstable();
+        assert_eq!(start_ids.len(), 2);
+        assert_eq!(start_ids, end_ids);
+    }
+
     /// Enough held events to fill several queue buckets, so that what is asked for ahead of
     /// the write position crosses from one bucket into the next.
     #[test]
