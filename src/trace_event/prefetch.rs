@@ -17,3 +17,12 @@ pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+/// Starts loading every cache line of `*v` (not what it points to). Never reads `*v`.
+#[inline(always)]
+pub(crate) fn prefetch_value<T: ?Sized>(v: &T) {
+    let p: *const u8 = (v as *const T).cast();
+    for line in 0..std::mem::size_of_val(v).div_ceil(64) {
+        prefetch(p.wrapping_add(line * 64));
+    }
+}

@@ -4,7 +4,7 @@
 //! in a 2 s window) cost a cache miss per level on each push and pop; a bucket is a few dozen
 //! keys that sort in cache.
 
-use super::prefetch::prefetch;
+use super::prefetch::prefetch_value;
 use std::collections::BTreeMap;
 
 /// A key with the timestamp that places it in a bucket; the key's order must begin with it.
@@ -74,10 +74,7 @@ impl<K: Timed> ReorderQueue<K> {
             // The next bucket's keys were filed long ago and are cold: asked for now, they
             // arrive while this bucket is taken, before `ahead` reads them.
             if let Some((_, next)) = self.later.first_key_value() {
-                let p: *const u8 = next.as_ptr().cast();
-                for line in 0..std::mem::size_of_val(next.as_slice()).div_ceil(64) {
-                    prefetch(p.wrapping_add(line * 64));
-                }
+                prefetch_value(next.as_slice());
             }
         }
         self.ready.last()

@@ -11,7 +11,7 @@
 
 use super::hex::{push_hex128, push_hex64};
 use super::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
-use super::prefetch::prefetch;
+use super::prefetch::{prefetch, prefetch_value};
 use super::reorder::{ReorderQueue, Timed};
 use super::two_gen::TwoGen;
 use crate::export::jsonl::json_str;
@@ -347,10 +347,7 @@ impl<W: Write> TraceEventWriter<W> {
         while let Some(span) = spans.next() {
             let ahead = spans.as_slice();
             if let Some(s) = ahead.get(PUSH_AHEAD) {
-                let p: *const u8 = (s as *const Span).cast();
-                for line in 0..std::mem::size_of::<Span>().div_ceil(64) {
-                    prefetch(p.wrapping_add(line * 64));
-                }
+                prefetch_value(s);
             }
             if let Some(s) = ahead.get(PUSH_AHEAD / 2) {
                 prefetch(s.name.as_ptr());
@@ -770,10 +767,7 @@ impl<W: Write> TraceEventWriter<W> {
             prefetch(&self.items[k.slot as usize]);
         }
         if let Some(Item::Slice { span, .. }) = held(8) {
-            let p: *const u8 = (&**span as *const Span).cast();
-            for line in 0..std::mem::size_of::<Span>().div_ceil(64) {
-                prefetch(p.wrapping_add(line * 64));
-            }
+            prefetch_value(&**span);
         }
         if let Some(Item::Slice { span, .. }) = held(4) {
             prefetch(span.name.as_ptr());
