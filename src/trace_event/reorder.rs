@@ -2,10 +2,13 @@
 //! first. Keys are grouped in buckets of 2^20 ns (about 1 ms) of their timestamp; a bucket is
 //! sorted once, when its turn comes. A binary heap over every waiting event (tens of thousands
 //! in a 2 s window) cost a cache miss per level on each push and pop; a bucket is a few dozen
-//! keys that sort in cache.
+//! keys that sort in cache. Buckets are found by hash, and only their numbers are kept in
+//! order: an ordered map searched on every push cost more than the sorting.
 
 use super::prefetch::prefetch_value;
-use std::collections::BTreeMap;
+use crate::mix_hash::MixHash;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 /// A key with the timestamp that places it in a bucket; the key's order must begin with it.
 pub(crate) trait Timed: Ord + Copy {
@@ -16,7 +19,9 @@ const SHIFT: u32 = 20;
 
 pub(crate) struct ReorderQueue<K> {
     /// Buckets not yet started, by `ts >> SHIFT`.
-    later: BTreeMap<u64, Vec<K>>,
+    later: HashMap<u64, Vec<K>, MixHash>,
+    /// The numbers of the buckets in `later`, smallest first.
+    order: BinaryHeap<Reverse<u64>>,
     /// The bucket being taken from, sorted largest first so the smallest pops off the end.
     ready: Vec<K>,
     /// `ts >> SHIFT` of `ready`, while it holds keys.
@@ -29,7 +34,8 @@ pub(crate) struct ReorderQueue<K> {
 impl<K: Timed> ReorderQueue<K> {
     pub fn new() -> ReorderQueue<K> {
         ReorderQueue {
-            later: BTreeMap::new(),
+            later: HashMap::default(),
+            order: BinaryHeap::new(),
             ready: Vec::new(),
             ready_bucket: None,
             len: 0,
@@ -51,10 +57,13 @@ impl<K: Timed> ReorderQueue<K> {
                 self.ready.insert(at, key);
             }
             _ => {
-                let spare = &mut self.spare;
+                let (spare, order) = (&mut self.spare, &mut self.order);
                 self.later
                     .entry(bucket)
-                    .or_insert_with(|| spare.pop().unwrap_or_default())
+                    .or_insert_with(|| {
+                        order.push(Reverse(bucket));
+                        spare.pop().unwrap_or_default()
+                    })
                     .push(key);
             }
         }
@@ -64,7 +73,8 @@ impl<K: Timed> ReorderQueue<K> {
     pub fn peek(&mut self) -> Option<&K> {
         if self.ready.is_empty() {
             self.ready_bucket = None;
-            let (bucket, mut keys) = self.later.pop_first()?;
+            let Reverse(bucket) = self.order.pop()?;
+            let mut keys = self.later.remove(&bucket)?;
             keys.sort_unstable_by(|a, b| b.cmp(a));
             let emptied = std::mem::replace(&mut self.ready, keys);
             if emptied.capacity() > 0 {
@@ -73,7 +83,7 @@ impl<K: Timed> ReorderQueue<K> {
             self.ready_bucket = Some(bucket);
             // The next bucket's keys were filed long ago and are cold: asked for now, they
             // arrive while this bucket is taken, before `ahead` reads them.
-            if let Some((_, next)) = self.later.first_key_value() {
+            if let Some(next) = self.next_bucket() {
                 prefetch_value(next.as_slice());
             }
         }
@@ -85,11 +95,13 @@ impl<K: Timed> ReorderQueue<K> {
     pub fn ahead(&self, n: usize) -> Option<&K> {
         match self.ready.len().checked_sub(n + 1) {
             Some(i) => Some(&self.ready[i]),
-            None => {
-                let (_, next) = self.later.first_key_value()?;
-                next.get(n - self.ready.len())
-            }
+            None => self.next_bucket()?.get(n - self.ready.len()),
         }
+    }
+
+    fn next_bucket(&self) -> Option<&Vec<K>> {
+        let Reverse(b) = self.order.peek()?;
+        self.later.get(b)
     }
 
     pub fn pop(&mut self) -> Option<K> {
