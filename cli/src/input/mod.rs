@@ -3,16 +3,18 @@
 //! files. Memory does not grow with the file; bad lines are skipped and reported by number.
 
 mod hex;
+mod lines;
 mod otlp_fast;
 mod otlp_json;
 mod scan;
 mod span_lines;
 mod trace_events;
 
+use lines::Lines;
 use slicetrace::trace_event::model::{ProcessKey, Span};
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, Read};
 use std::path::Path;
 
 /// The formats this tool reads.
@@ -94,63 +96,57 @@ pub fn read_spans(path: &Path, each: &mut SpanFn<'_>) -> Result<ReadReport, Inpu
     let file = File::open(path).map_err(|e| {
         InputError::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
     })?;
-    read_from(
-        BufReader::with_capacity(1 << 20, file),
-        &path.display().to_string(),
-        each,
-    )
+    read_from(file, &path.display().to_string(), each)
 }
 
 /// Reads every span from `r` (named `name` in messages), handing each to `each`.
 pub fn read_from(
-    mut r: impl BufRead,
+    r: impl Read,
     name: &str,
     each: &mut SpanFn<'_>,
 ) -> Result<ReadReport, InputError> {
-    let mut buf = Vec::with_capacity(1 << 16);
+    let mut lines = Lines::new(r);
     let mut n = 0u64;
-    // The first non-blank line decides the format.
-    let format = loop {
-        buf.clear();
-        if read_line_into(&mut r, &mut buf).map_err(InputError::Io)? == 0 {
-            return Err(InputError::Unrecognised(format!(
-                "{name}: empty: no spans to read"
-            )));
-        }
+    // Decided by the first non-blank line.
+    let mut reading: Option<(ReadReport, Box<dyn LineReader>)> = None;
+    while let Some(line) = lines.next_line().map_err(InputError::Io)? {
         n += 1;
-        if !buf.trim_ascii().is_empty() {
-            break detect(&buf)
-                .map_err(|why| InputError::Unrecognised(format!("{name} line {n}: {why}")))?;
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
         }
-    };
-    let mut report = ReadReport {
-        format,
-        lines: 0,
-        spans: 0,
-        skipped: Vec::new(),
-        skipped_count: 0,
-    };
-    let mut line_reader: Box<dyn LineReader> = match format {
-        Format::OtlpJson => Box::new(otlp_json::Reader),
-        Format::SpanLines => Box::new(span_lines::Reader::default()),
-        Format::TraceEvents => Box::new(trace_events::Reader::default()),
-    };
-    loop {
-        let line = buf.trim_ascii();
-        if !line.is_empty() {
-            report.lines += 1;
-            match line_reader.line(line, each) {
-                Ok(spans) => report.spans += spans,
-                Err(LineError::Bad(why)) => report.skip(n, why),
-                Err(LineError::Output(e)) => return Err(InputError::Output(e)),
+        let (report, line_reader) = match &mut reading {
+            Some(r) => r,
+            None => {
+                let format = detect(line)
+                    .map_err(|why| InputError::Unrecognised(format!("{name} line {n}: {why}")))?;
+                let line_reader: Box<dyn LineReader> = match format {
+                    Format::OtlpJson => Box::<otlp_json::Reader>::default(),
+                    Format::SpanLines => Box::new(span_lines::Reader::default()),
+                    Format::TraceEvents => Box::new(trace_events::Reader::default()),
+                };
+                let report = ReadReport {
+                    format,
+                    lines: 0,
+                    spans: 0,
+                    skipped: Vec::new(),
+                    skipped_count: 0,
+                };
+                reading.insert((report, line_reader))
             }
+        };
+        report.lines += 1;
+        match line_reader.line(line, each) {
+            Ok(spans) => report.spans += spans,
+            Err(LineError::Bad(why)) => report.skip(n, why),
+            Err(LineError::Output(e)) => return Err(InputError::Output(e)),
         }
-        buf.clear();
-        if read_line_into(&mut r, &mut buf).map_err(InputError::Io)? == 0 {
-            break;
-        }
-        n += 1;
     }
+    let Some((mut report, mut line_reader)) = reading else {
+        return Err(InputError::Unrecognised(format!(
+            "{name}: empty: no spans to read"
+        )));
+    };
     match line_reader.finish(each) {
         Ok(spans) => report.spans += spans,
         Err(LineError::Bad(why)) => report.skip(n, why),
@@ -159,30 +155,25 @@ pub fn read_from(
     Ok(report)
 }
 
-/// `BufRead::read_until(b'\n', buf)` with a vectorised search: a collector writes a batch of
-/// spans to a line, hundreds of kilobytes long.
-fn read_line_into(r: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let mut read = 0;
-    loop {
-        let available = match r.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
-            return Ok(read);
-        }
-        let (end, used) = match memchr::memchr(b'\n', available) {
-            Some(i) => (true, i + 1),
-            None => (false, available.len()),
-        };
-        buf.extend_from_slice(&available[..used]);
-        r.consume(used);
-        read += used;
-        if end {
-            return Ok(read);
-        }
+/// Whether a field is there, whatever its value.
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> serde::Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Present, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Present(true))
     }
+}
+
+/// The fields of a first line that tell its format.
+#[derive(serde::Deserialize)]
+struct TopFields {
+    #[serde(default, rename = "resourceSpans")]
+    resource_spans: Present,
+    #[serde(default)]
+    trace_id: Present,
+    #[serde(default)]
+    span_id: Present,
 }
 
 fn detect(first: &[u8]) -> Result<Format, String> {
@@ -190,10 +181,24 @@ fn detect(first: &[u8]) -> Result<Format, String> {
     if t.starts_with(b"[") {
         return Ok(Format::TraceEvents);
     }
-    let v: serde_json::Value = serde_json::from_slice(t).map_err(|e| format!("not JSON ({e})"))?;
-    if v.get("resourceSpans").is_some() {
+    // Only which fields are there: building the whole first line as values took as long as
+    // reading a few thousand spans. What this cannot read (not an object, a repeated field)
+    // goes through values, for the same answer or message.
+    let fields = match serde_json::from_slice::<TopFields>(t) {
+        Ok(f) => f,
+        Err(_) => {
+            let v: serde_json::Value =
+                serde_json::from_slice(t).map_err(|e| format!("not JSON ({e})"))?;
+            TopFields {
+                resource_spans: Present(v.get("resourceSpans").is_some()),
+                trace_id: Present(v.get("trace_id").is_some()),
+                span_id: Present(v.get("span_id").is_some()),
+            }
+        }
+    };
+    if fields.resource_spans.0 {
         Ok(Format::OtlpJson)
-    } else if v.get("trace_id").is_some() && v.get("span_id").is_some() {
+    } else if fields.trace_id.0 && fields.span_id.0 {
         Ok(Format::SpanLines)
     } else {
         Err(
@@ -209,7 +214,7 @@ fn detect(first: &[u8]) -> Result<Format, String> {
 /// does (for the fuzz target).
 #[doc(hidden)]
 pub fn direct_reader_agrees(line: &str) -> bool {
-    match otlp_fast::read_line(line) {
+    match otlp_fast::read_line_reusing(line, &mut Vec::new()) {
         None => true,
         Some(groups) => otlp_json::serde_line(line).is_ok_and(|want| want == groups),
     }

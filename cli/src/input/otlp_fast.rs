@@ -12,8 +12,20 @@ use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
 pub(crate) type Groups = Vec<(ProcessKey, Vec<Span>)>;
 
 /// The spans of `line`, or `None` where the serde reader must decide.
+#[cfg(test)]
 pub(crate) fn read_line(line: &str) -> Option<Groups> {
-    let mut p = Parser { s: line, i: 0 };
+    read_line_reusing(line, &mut Vec::new())
+}
+
+/// [`read_line`], filling vectors from `spare` (emptied ones of earlier lines) before new
+/// ones: a line holds hundreds of spans, and a vector grown to that afresh for each line
+/// copied every span several times.
+pub(crate) fn read_line_reusing(line: &str, spare: &mut Vec<Vec<Span>>) -> Option<Groups> {
+    let mut p = Parser {
+        s: line,
+        i: 0,
+        spare,
+    };
     let mut groups = None;
     p.fields(&["resourceSpans"], |p, _| {
         groups = Some(p.list(Parser::resource_spans)?);
@@ -24,9 +36,10 @@ pub(crate) fn read_line(line: &str) -> Option<Groups> {
     groups
 }
 
-struct Parser<'a> {
+struct Parser<'a, 'v> {
     s: &'a str,
     i: usize,
+    spare: &'v mut Vec<Vec<Span>>,
 }
 
 /// An attribute value as read: which of the fields were there.
@@ -52,7 +65,7 @@ impl Any<'_> {
     }
 }
 
-impl<'a> Parser<'a> {
+impl<'a> Parser<'a, '_> {
     fn b(&self) -> &'a [u8] {
         self.s.as_bytes()
     }
@@ -243,7 +256,7 @@ impl<'a> Parser<'a> {
 
     fn resource_spans(&mut self) -> Option<(ProcessKey, Vec<Span>)> {
         let mut process = ProcessKey::default();
-        let (mut spans, mut older) = (Vec::new(), Vec::new());
+        let (mut spans, mut older) = (self.spare.pop().unwrap_or_default(), Vec::new());
         // `instrumentationLibrarySpans`: the name before OTLP 0.19.
         let known = ["resource", "scopeSpans", "instrumentationLibrarySpans"];
         self.fields(&known, |p, key| match key {
