@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use slicetrace::trace_event::writer::Limits;
 use slicetrace_cli::{summary, waterfall};
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -72,8 +71,8 @@ fn convert(inputs: &[PathBuf], output: &Path, window_ms: u64) -> Result<bool, St
         reorder_window_ns: window_ms.saturating_mul(1_000_000),
         ..Limits::default()
     };
-    let out = BufWriter::with_capacity(1 << 20, file);
-    let (skipped, stats) = slicetrace_cli::convert(inputs, out, limits)?;
+    // The writer gathers whole lines and writes them a chunk at a time: no buffer here.
+    let (skipped, stats) = slicetrace_cli::convert(inputs, file, limits)?;
     eprintln!(
         "wrote {}: {} slices, {} requests, {} instants, {} flows; {} links unresolved, {} slices \
          with no thread found, {} overlap lanes",

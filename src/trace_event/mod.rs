@@ -2,6 +2,7 @@
 //! streaming trace-event writer, and the exporter that writes a file from the drainer.
 
 pub mod exporter;
+mod held;
 mod hex;
 pub mod model;
 mod prefetch;

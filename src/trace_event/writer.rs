@@ -9,6 +9,7 @@
 //! (two requests' slices interleaved) goes to an overlap lane of that thread instead of
 //! breaking the nesting.
 
+use super::held::{HeldSlice, Names};
 use super::hex::{push_hex128, push_hex64};
 use super::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
 use super::prefetch::{prefetch, prefetch_value};
@@ -95,7 +96,7 @@ enum Item {
     Slice {
         pid: u32,
         tid: u64,
-        span: Box<Span>,
+        slice: HeldSlice,
         /// The arrow end for the first of its links whose target was placed before it,
         /// written right after the slice (where a queued end would sort): one event fewer to
         /// hold and order. Other links' ends are queued.
@@ -172,7 +173,11 @@ pub struct TraceEventWriter<W: Write> {
     limits: Limits,
     stats: WriterStats,
     wrote_any: bool,
-    line: String,
+    /// Whole lines not yet handed to `out`: written a chunk at a time, each event formatted
+    /// in place, not copied again per line into a buffer of the output's.
+    buf: String,
+    /// Where the line being formatted starts in `buf`.
+    line_start: usize,
     processes: HashMap<ProcessKey, u32>,
     last_process: Option<(ProcessKey, u32)>,
     pids_used: HashMap<u32, ()>,
@@ -182,7 +187,8 @@ pub struct TraceEventWriter<W: Write> {
     placed: TwoGen<u64, Placed>,
     lane_of: TwoGen<u64, u64>,
     rid_of_trace: TwoGen<u128, String>,
-    pending: HashMap<u64, Vec<(u32, Box<Span>)>, MixHash>,
+    names: Names,
+    pending: HashMap<u64, Vec<(u32, HeldSlice)>, MixHash>,
     pending_order: VecDeque<u64>,
     pending_count: usize,
     pending_links: TwoGen<u64, Vec<PendingLink>>,
@@ -202,6 +208,8 @@ pub struct TraceEventWriter<W: Write> {
 }
 
 const DAY_NS: u64 = 86_400_000_000_000;
+/// Bytes of whole lines gathered before they are written: a fraction of the L2 cache.
+const OUT_CHUNK: usize = 64 << 10;
 /// How far ahead [`TraceEventWriter::push_all`] asks for a span; its strings, half as far.
 const PUSH_AHEAD: usize = 6;
 
@@ -231,7 +239,8 @@ impl<W: Write> TraceEventWriter<W> {
             out,
             stats: WriterStats::default(),
             wrote_any: false,
-            line: String::with_capacity(512),
+            buf: String::with_capacity(OUT_CHUNK + 4096),
+            line_start: 0,
             processes: HashMap::new(),
             last_process: None,
             pids_used: HashMap::new(),
@@ -240,6 +249,7 @@ impl<W: Write> TraceEventWriter<W> {
             placed: TwoGen::new(limits.index_window),
             lane_of: TwoGen::new(limits.index_window),
             rid_of_trace: TwoGen::new(limits.index_window),
+            names: Names::default(),
             pending: HashMap::default(),
             pending_order: VecDeque::new(),
             pending_count: 0,
@@ -324,15 +334,14 @@ impl<W: Write> TraceEventWriter<W> {
             Role::Request => self.push_request(pid, span),
             Role::Thread => self.push_thread(pid, span)?,
             Role::Slice => {
-                // Boxed once: it moves through the waiting lists and the queue by pointer.
-                let span = Box::new(span);
                 let known = span
                     .thread_id()
                     .map(|tid| (pid, tid))
                     .or_else(|| self.placed.get(&span.parent).map(|p| (p.pid, p.tid)));
+                let slice = HeldSlice::new(span, &mut self.names);
                 match known {
-                    Some((pid, tid)) => self.place(pid, tid, span),
-                    None => self.hold(pid, span)?,
+                    Some((pid, tid)) => self.place(pid, tid, slice),
+                    None => self.hold(pid, slice)?,
                 }
             }
         }
@@ -385,6 +394,7 @@ impl<W: Write> TraceEventWriter<W> {
             };
             self.name_track(pid, tid, name)?;
         }
+        self.write_buf()?;
         self.out.write_all(b"\n]\n")?;
         self.stats.bytes += 3;
         self.out.flush()?;
@@ -396,6 +406,7 @@ impl<W: Write> TraceEventWriter<W> {
     /// Writes out what the reorder window lets go and flushes the output.
     pub fn flush(&mut self) -> io::Result<()> {
         self.write_ready(false)?;
+        self.write_buf()?;
         self.out.flush()
     }
 
@@ -448,11 +459,11 @@ impl<W: Write> TraceEventWriter<W> {
         }
         self.start_line();
         let _ = write!(
-            self.line,
+            self.buf,
             "{{\"ph\":\"M\",\"pid\":{pid},\"name\":\"process_name\",\"args\":{{\"name\":"
         );
-        json_str(&mut self.line, &name);
-        let _ = write!(self.line, ",\"{EPOCH_ARG}\":{}}}}}", self.epoch_ns);
+        json_str(&mut self.buf, &name);
+        let _ = write!(self.buf, ",\"{EPOCH_ARG}\":{}}}}}", self.epoch_ns);
         self.emit_line()
     }
 
@@ -464,7 +475,7 @@ impl<W: Write> TraceEventWriter<W> {
         }
         let mut args = String::with_capacity(128);
         args.push('{');
-        ids_args(&mut args, &span);
+        Ids::of(&span).push(&mut args);
         attrs_args(&mut args, &span.attrs, false);
         args.push('}');
         let id = span.span_id;
@@ -554,13 +565,13 @@ impl<W: Write> TraceEventWriter<W> {
         Ok(())
     }
 
-    fn take_pending(&mut self, parent: u64) -> Option<Vec<(u32, Box<Span>)>> {
+    fn take_pending(&mut self, parent: u64) -> Option<Vec<(u32, HeldSlice)>> {
         let children = self.pending.remove(&parent)?;
         self.pending_count -= children.len();
         Some(children)
     }
 
-    fn hold(&mut self, pid: u32, span: Box<Span>) -> io::Result<()> {
+    fn hold(&mut self, pid: u32, span: HeldSlice) -> io::Result<()> {
         let parent = span.parent;
         let list = self.pending.entry(parent).or_default();
         if list.is_empty() {
@@ -589,7 +600,7 @@ impl<W: Write> TraceEventWriter<W> {
     }
 
     /// Queues `span` (and, transitively, the slices that were waiting for it) on `pid`/`tid`.
-    fn place(&mut self, pid: u32, tid: u64, span: Box<Span>) {
+    fn place(&mut self, pid: u32, tid: u64, span: HeldSlice) {
         let mut work = Vec::new();
         let mut next = Some(span);
         while let Some(span) = next.take().or_else(|| work.pop()) {
@@ -607,7 +618,7 @@ impl<W: Write> TraceEventWriter<W> {
             // open. Its place in the queue is taken now; it is queued once its links are read.
             let seq = self.next_seq();
             let mut flow_in = None;
-            for &(_, target) in &span.links {
+            for &(_, target) in span.links() {
                 match self.placed.get(&target).copied().filter(|p| !p.thread) {
                     Some(from) => {
                         let id = self.queue_flow_start(from, target, here);
@@ -639,7 +650,7 @@ impl<W: Write> TraceEventWriter<W> {
             let slice = Item::Slice {
                 pid,
                 tid,
-                span,
+                slice: span,
                 flow_in,
             };
             self.queue_at(seq, start, 1, end - start, slice);
@@ -764,14 +775,10 @@ impl<W: Write> TraceEventWriter<W> {
                 .and_then(|k| self.items[k.slot as usize].as_ref())
         };
         if let Some(k) = self.queue.ahead(12) {
-            prefetch(&self.items[k.slot as usize]);
+            prefetch_value(&self.items[k.slot as usize]);
         }
-        if let Some(Item::Slice { span, .. }) = held(8) {
-            prefetch_value(&**span);
-        }
-        if let Some(Item::Slice { span, .. }) = held(4) {
-            prefetch(span.name.as_ptr());
-            prefetch(span.links.as_ptr());
+        if let Some(Item::Slice { slice, .. }) = held(8) {
+            prefetch(slice.rest_ptr());
         }
     }
 
@@ -780,23 +787,23 @@ impl<W: Write> TraceEventWriter<W> {
             Item::Slice {
                 pid,
                 tid,
-                span,
+                slice,
                 flow_in,
-            } => self.write_slice(pid, tid, *span, flow_in),
+            } => self.write_slice(pid, tid, slice, flow_in),
             Item::Instant { pid, tid, ev } => {
                 self.stats.instants += 1;
                 self.start_line();
-                self.line.push_str("{\"ph\":\"i\",\"s\":\"t\",\"pid\":");
-                push_int(&mut self.line, pid);
-                self.line.push_str(",\"tid\":");
-                push_int(&mut self.line, tid);
-                self.line.push_str(",\"ts\":");
-                push_us(&mut self.line, ev.time_ns.saturating_sub(self.epoch_ns));
-                self.line.push_str(",\"name\":");
-                json_str(&mut self.line, &ev.name);
-                self.line.push_str(",\"args\":{");
-                attrs_args(&mut self.line, &ev.attrs, true);
-                self.line.push_str("}}");
+                self.buf.push_str("{\"ph\":\"i\",\"s\":\"t\",\"pid\":");
+                push_int(&mut self.buf, pid);
+                self.buf.push_str(",\"tid\":");
+                push_int(&mut self.buf, tid);
+                self.buf.push_str(",\"ts\":");
+                push_us(&mut self.buf, ev.time_ns.saturating_sub(self.epoch_ns));
+                self.buf.push_str(",\"name\":");
+                json_str(&mut self.buf, &ev.name);
+                self.buf.push_str(",\"args\":{");
+                attrs_args(&mut self.buf, &ev.attrs, true);
+                self.buf.push_str("}}");
                 self.emit_line()
             }
             Item::Flow {
@@ -817,19 +824,19 @@ impl<W: Write> TraceEventWriter<W> {
                 args,
             } => {
                 self.start_line();
-                self.line.push_str("{\"ph\":\"");
-                self.line.push(ph);
-                self.line.push_str("\",\"cat\":\"request\",\"id\":\"0x");
-                push_hex64(&mut self.line, id);
-                self.line.push_str("\",\"pid\":");
-                push_int(&mut self.line, pid);
-                self.line.push_str(",\"ts\":");
-                push_us(&mut self.line, ts.saturating_sub(self.epoch_ns));
-                self.line.push_str(",\"name\":");
-                json_str(&mut self.line, &name);
-                self.line.push_str(",\"args\":");
-                self.line.push_str(&args);
-                self.line.push('}');
+                self.buf.push_str("{\"ph\":\"");
+                self.buf.push(ph);
+                self.buf.push_str("\",\"cat\":\"request\",\"id\":\"0x");
+                push_hex64(&mut self.buf, id);
+                self.buf.push_str("\",\"pid\":");
+                push_int(&mut self.buf, pid);
+                self.buf.push_str(",\"ts\":");
+                push_us(&mut self.buf, ts.saturating_sub(self.epoch_ns));
+                self.buf.push_str(",\"name\":");
+                json_str(&mut self.buf, &name);
+                self.buf.push_str(",\"args\":");
+                self.buf.push_str(&args);
+                self.buf.push('}');
                 self.emit_line()
             }
         }
@@ -841,19 +848,19 @@ impl<W: Write> TraceEventWriter<W> {
             self.stats.flows += 1;
         }
         self.start_line();
-        self.line.push_str(if start {
+        self.buf.push_str(if start {
             "{\"ph\":\"s\",\"id\":"
         } else {
             "{\"ph\":\"f\",\"bp\":\"e\",\"id\":"
         });
-        push_int(&mut self.line, id);
-        self.line.push_str(",\"pid\":");
-        push_int(&mut self.line, pid);
-        self.line.push_str(",\"tid\":");
-        push_int(&mut self.line, tid);
-        self.line.push_str(",\"ts\":");
-        push_us(&mut self.line, ts.saturating_sub(self.epoch_ns));
-        self.line
+        push_int(&mut self.buf, id);
+        self.buf.push_str(",\"pid\":");
+        push_int(&mut self.buf, pid);
+        self.buf.push_str(",\"tid\":");
+        push_int(&mut self.buf, tid);
+        self.buf.push_str(",\"ts\":");
+        push_us(&mut self.buf, ts.saturating_sub(self.epoch_ns));
+        self.buf
             .push_str(",\"name\":\"link\",\"cat\":\"slicetrace.link\"}");
         self.emit_line()
     }
@@ -862,7 +869,7 @@ impl<W: Write> TraceEventWriter<W> {
         &mut self,
         pid: u32,
         tid: u64,
-        span: Span,
+        mut span: HeldSlice,
         flow_in: Option<u64>,
     ) -> io::Result<()> {
         self.stats.slices += 1;
@@ -872,35 +879,42 @@ impl<W: Write> TraceEventWriter<W> {
             self.lane_of.insert(span.span_id, out_tid);
         }
         self.start_line();
-        self.line.push_str("{\"ph\":\"X\",\"pid\":");
-        push_int(&mut self.line, pid);
-        self.line.push_str(",\"tid\":");
-        push_int(&mut self.line, out_tid);
-        self.line.push_str(",\"ts\":");
-        push_us(&mut self.line, span.start_ns.saturating_sub(self.epoch_ns));
-        self.line.push_str(",\"dur\":");
-        push_us(&mut self.line, end - span.start_ns);
-        self.line.push_str(",\"name\":");
-        json_str(&mut self.line, &span.name);
-        self.line.push_str(",\"cat\":\"slice\",\"args\":{");
-        ids_args(&mut self.line, &span);
+        self.buf.push_str("{\"ph\":\"X\",\"pid\":");
+        push_int(&mut self.buf, pid);
+        self.buf.push_str(",\"tid\":");
+        push_int(&mut self.buf, out_tid);
+        self.buf.push_str(",\"ts\":");
+        push_us(&mut self.buf, span.start_ns.saturating_sub(self.epoch_ns));
+        self.buf.push_str(",\"dur\":");
+        push_us(&mut self.buf, end - span.start_ns);
+        self.buf.push_str(",\"name\":");
+        span.push_name(&mut self.buf, &self.names);
+        self.buf.push_str(",\"cat\":\"slice\",\"args\":{");
+        let ids = Ids {
+            trace: span.trace_id,
+            span: span.span_id,
+            parent: span.parent,
+            links: span.links(),
+            error: span.error(),
+        };
+        ids.push(&mut self.buf);
         if span.attr("thread.id").is_none() && tid != UNPLACED_TID {
-            self.line.push_str(",\"thread.id\":");
-            push_int(&mut self.line, tid);
+            self.buf.push_str(",\"thread.id\":");
+            push_int(&mut self.buf, tid);
         }
         if span.attr("rid").is_none() {
             if let Some(rid) = self.rid_of_trace.get(&span.trace_id) {
-                self.line.push_str(",\"rid\":");
-                json_str(&mut self.line, rid);
+                self.buf.push_str(",\"rid\":");
+                json_str(&mut self.buf, rid);
             }
         }
-        attrs_args(&mut self.line, &span.attrs, false);
-        self.line.push_str("}}");
+        attrs_args(&mut self.buf, span.attrs(), false);
+        self.buf.push_str("}}");
         self.emit_line()?;
         if let Some(id) = flow_in {
             self.write_flow(id, false, pid, out_tid, span.start_ns)?;
         }
-        for ev in span.events {
+        for ev in span.take_events() {
             let ts = ev.time_ns.clamp(span.start_ns, end);
             self.queue(
                 ts,
@@ -978,17 +992,17 @@ impl<W: Write> TraceEventWriter<W> {
     ) -> io::Result<()> {
         self.start_line();
         let _ = write!(
-            self.line,
+            self.buf,
             "{{\"ph\":\"M\",\"pid\":{pid},\"tid\":{tid},\"name\":\"thread_name\",\"args\":{{\"name\":"
         );
-        json_str(&mut self.line, name);
-        self.line.push_str("}}");
+        json_str(&mut self.buf, name);
+        self.buf.push_str("}}");
         self.emit_line()?;
         // Keeps a thread's overlap lanes right under it: sorted by the thread id, then lane.
         let index = base.min(1 << 32) * 64 + lane.min(63);
         self.start_line();
         let _ = write!(
-            self.line,
+            self.buf,
             "{{\"ph\":\"M\",\"pid\":{pid},\"tid\":{tid},\"name\":\"thread_sort_index\",\"args\":{{\"sort_index\":{index}}}}}"
         );
         self.emit_line()
@@ -998,17 +1012,26 @@ impl<W: Write> TraceEventWriter<W> {
     /// separator before it, so a file cut short after any whole line is a valid array but for
     /// its closing bracket.
     fn start_line(&mut self) {
-        self.line.clear();
+        self.line_start = self.buf.len();
         if self.wrote_any {
-            self.line.push_str(",\n");
+            self.buf.push_str(",\n");
         }
     }
 
     fn emit_line(&mut self) -> io::Result<()> {
         self.wrote_any = true;
-        self.out.write_all(self.line.as_bytes())?;
-        self.stats.bytes += self.line.len() as u64;
+        self.stats.bytes += (self.buf.len() - self.line_start) as u64;
+        if self.buf.len() >= OUT_CHUNK {
+            self.write_buf()?;
+        }
         Ok(())
+    }
+
+    /// Hands the gathered lines to `out`.
+    fn write_buf(&mut self) -> io::Result<()> {
+        let r = self.out.write_all(self.buf.as_bytes());
+        self.buf.clear();
+        r
     }
 }
 
@@ -1038,34 +1061,55 @@ pub(crate) fn push_int(out: &mut String, v: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
-fn ids_args(out: &mut String, span: &Span) {
-    out.push_str("\"trace_id\":\"");
-    push_hex128(out, span.trace_id);
-    out.push_str("\",\"span_id\":\"");
-    push_hex64(out, span.span_id);
-    out.push('"');
-    if span.parent != 0 {
-        out.push_str(",\"parent_span_id\":\"");
-        push_hex64(out, span.parent);
-        out.push('"');
+/// A span's ids, links and error: the first of its args.
+struct Ids<'a> {
+    trace: u128,
+    span: u64,
+    parent: u64,
+    links: &'a [(u128, u64)],
+    error: Option<&'a str>,
+}
+
+impl Ids<'_> {
+    fn of(span: &Span) -> Ids<'_> {
+        Ids {
+            trace: span.trace_id,
+            span: span.span_id,
+            parent: span.parent,
+            links: &span.links,
+            error: span.error.as_deref(),
+        }
     }
-    if !span.links.is_empty() {
-        out.push_str(",\"links\":[");
-        for (i, (t, s)) in span.links.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push('"');
-            push_hex128(out, *t);
-            out.push('-');
-            push_hex64(out, *s);
+
+    fn push(&self, out: &mut String) {
+        out.push_str("\"trace_id\":\"");
+        push_hex128(out, self.trace);
+        out.push_str("\",\"span_id\":\"");
+        push_hex64(out, self.span);
+        out.push('"');
+        if self.parent != 0 {
+            out.push_str(",\"parent_span_id\":\"");
+            push_hex64(out, self.parent);
             out.push('"');
         }
-        out.push(']');
-    }
-    if let Some(e) = &span.error {
-        out.push_str(",\"error\":");
-        json_str(out, e);
+        if !self.links.is_empty() {
+            out.push_str(",\"links\":[");
+            for (i, (t, s)) in self.links.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push('"');
+                push_hex128(out, *t);
+                out.push('-');
+                push_hex64(out, *s);
+                out.push('"');
+            }
+            out.push(']');
+        }
+        if let Some(e) = self.error {
+            out.push_str(",\"error\":");
+            json_str(out, e);
+        }
     }
 }
 
@@ -1361,5 +1405,56 @@ mod tests {
         let (out, stats) = w.finish().unwrap();
         assert_eq!(xs(&events(out)).len(), 3);
         assert_eq!(stats.late, 1);
+    }
+
+    /// Records where each write to it ended.
+    #[derive(Default)]
+    struct Writes {
+        bytes: Vec<u8>,
+        ends: Vec<usize>,
+    }
+
+    impl Write for &mut Writes {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.bytes.extend_from_slice(b);
+            self.ends.push(self.bytes.len());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Lines are gathered before they are written, but the output only ever receives whole
+    /// lines: cut after any write, it is a valid array once closed. `flush` writes every line
+    /// formatted so far, and the byte count covers exactly what was written.
+    #[test]
+    fn the_output_receives_whole_lines_and_a_flush_writes_them_all() {
+        let p = ProcessKey::default();
+        let limits = Limits {
+            reorder_window_ns: 1_000,
+            ..Limits::default()
+        };
+        let mut sink = Writes::default();
+        let mut w = TraceEventWriter::new(&mut sink, limits).unwrap();
+        let n = 2_000u64;
+        for i in 0..n {
+            let t = T0 + i * 10_000;
+            w.push(&p, slice(i + 1, 0, t, t + 5_000, Some(5))).unwrap();
+        }
+        w.flush().unwrap();
+        let flushed = w.stats().bytes;
+        let (_, stats) = w.finish().unwrap();
+        assert_eq!(stats.bytes as usize, sink.bytes.len());
+        assert!(sink.ends.contains(&(flushed as usize)));
+        // More than one chunk, and each write ends with a whole event.
+        assert!(sink.ends.len() > 4);
+        for &end in &sink.ends[..sink.ends.len() - 1] {
+            let mut cut = sink.bytes[..end].to_vec();
+            cut.extend_from_slice(b"]");
+            let v: serde_json::Value = serde_json::from_slice(&cut).unwrap();
+            assert!(v.is_array());
+        }
+        assert_eq!(xs(&events(sink.bytes)).len(), n as usize);
     }
 }
