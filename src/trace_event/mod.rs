@@ -8,5 +8,6 @@ pub mod model;
 mod prefetch;
 mod reorder;
 pub mod repair;
+mod rids;
 mod two_gen;
 pub mod writer;

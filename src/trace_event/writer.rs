@@ -14,6 +14,7 @@ use super::hex::{push_hex128, push_hex64};
 use super::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
 use super::prefetch::{prefetch, prefetch_value};
 use super::reorder::{ReorderQueue, Timed};
+use super::rids::Rids;
 use super::two_gen::TwoGen;
 use crate::export::jsonl::json_str;
 use crate::mix_hash::MixHash;
@@ -124,6 +125,13 @@ enum Item {
     },
 }
 
+/// A count on a cache line of its own. Side by side, the sequence and flow counters had their
+/// increments fused into one 16-byte load and store; that load straddled the 8-byte store of
+/// the sequence just before it, and waited for it to reach the cache (a failed store forward)
+/// at every link.
+#[repr(align(64))]
+struct Counter(u64);
+
 /// The reorder queue orders these small keys; the items they stand for wait in a slab.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Queued {
@@ -186,7 +194,7 @@ pub struct TraceEventWriter<W: Write> {
     /// Thread spans and slices by span id: one lookup finds where a parent went.
     placed: TwoGen<u64, Placed>,
     lane_of: TwoGen<u64, u64>,
-    rid_of_trace: TwoGen<u128, String>,
+    rids: Rids,
     names: Names,
     pending: HashMap<u64, Vec<(u32, HeldSlice)>, MixHash>,
     pending_order: VecDeque<u64>,
@@ -195,8 +203,8 @@ pub struct TraceEventWriter<W: Write> {
     queue: ReorderQueue<Queued>,
     items: Vec<Option<Item>>,
     free_slots: Vec<u32>,
-    seq: u64,
-    next_flow: u64,
+    seq: Counter,
+    next_flow: Counter,
     latest_end: u64,
     written_to: u64,
     next_synthetic_tid: u64,
@@ -248,7 +256,7 @@ impl<W: Write> TraceEventWriter<W> {
             tracks: HashMap::default(),
             placed: TwoGen::new(limits.index_window),
             lane_of: TwoGen::new(limits.index_window),
-            rid_of_trace: TwoGen::new(limits.index_window),
+            rids: Rids::new(limits.index_window),
             names: Names::default(),
             pending: HashMap::default(),
             pending_order: VecDeque::new(),
@@ -257,8 +265,8 @@ impl<W: Write> TraceEventWriter<W> {
             queue: ReorderQueue::new(),
             items: Vec::new(),
             free_slots: Vec::new(),
-            seq: 0,
-            next_flow: 1,
+            seq: Counter(0),
+            next_flow: Counter(1),
             latest_end: 0,
             written_to: 0,
             next_synthetic_tid: FIRST_SYNTHETIC_TID,
@@ -334,10 +342,14 @@ impl<W: Write> TraceEventWriter<W> {
             Role::Request => self.push_request(pid, span),
             Role::Thread => self.push_thread(pid, span)?,
             Role::Slice => {
-                let known = span
-                    .thread_id()
-                    .map(|tid| (pid, tid))
-                    .or_else(|| self.placed.get(&span.parent).map(|p| (p.pid, p.tid)));
+                // A parent that slices already wait for is not placed: the small table of
+                // waiting slices answers that, where the index would take two cold probes.
+                let known = span.thread_id().map(|tid| (pid, tid)).or_else(|| {
+                    if self.pending.contains_key(&span.parent) {
+                        return None;
+                    }
+                    self.placed.get(&span.parent).map(|p| (p.pid, p.tid))
+                });
                 let slice = HeldSlice::new(span, &mut self.names);
                 match known {
                     Some((pid, tid)) => self.place(pid, tid, slice),
@@ -469,9 +481,8 @@ impl<W: Write> TraceEventWriter<W> {
 
     fn push_request(&mut self, pid: u32, span: Span) {
         self.stats.requests += 1;
-        let rid = span.attr("rid").map(attr_text);
-        if let Some(rid) = &rid {
-            self.rid_of_trace.insert(span.trace_id, rid.clone());
+        if let Some(rid) = span.attr("rid").map(attr_text) {
+            self.rids.insert(span.trace_id, &rid);
         }
         let mut args = String::with_capacity(128);
         args.push('{');
@@ -670,8 +681,8 @@ impl<W: Write> TraceEventWriter<W> {
     /// The start of a flow arrow from slice `from_id` (placed at `from`) to a slice placed at
     /// `to`; returns the arrow's id.
     fn queue_flow_start(&mut self, from: Placed, from_id: u64, to: Placed) -> u64 {
-        let id = self.next_flow;
-        self.next_flow += 1;
+        let id = self.next_flow.0;
+        self.next_flow.0 += 1;
         // The arrow leaves the linked slice at its end, or where the linking slice starts if
         // that is earlier; either way inside the linked slice, which the start binds to.
         let leave = to.start.min(from.end.saturating_sub(1)).max(from.start);
@@ -708,8 +719,8 @@ impl<W: Write> TraceEventWriter<W> {
     }
 
     fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
+        self.seq.0 += 1;
+        self.seq.0
     }
 
     fn queue(&mut self, ts: u64, class: u8, dur: u64, item: Item) {
@@ -903,9 +914,9 @@ impl<W: Write> TraceEventWriter<W> {
             push_int(&mut self.buf, tid);
         }
         if span.attr("rid").is_none() {
-            if let Some(rid) = self.rid_of_trace.get(&span.trace_id) {
+            if let Some(rid) = self.rids.get(span.trace_id) {
                 self.buf.push_str(",\"rid\":");
-                json_str(&mut self.buf, rid);
+                self.buf.push_str(rid);
             }
         }
         attrs_args(&mut self.buf, span.attrs(), false);
