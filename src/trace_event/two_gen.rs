@@ -1,5 +1,9 @@
 //! A map that forgets its oldest entries: two generations, the older dropped whole when the
 //! newer fills. Bounded memory with a recency window, at one hash lookup or two per access.
+//!
+//! New entries wait in a small table first and move to the young generation a thousand at a
+//! time. Filed one by one, each went to a cold slot of a table sized for the whole window and
+//! stalled the writer on its miss; moved in a run, the misses of neighbouring inserts overlap.
 
 use crate::mix_hash::MixHash;
 use std::collections::HashMap;
@@ -7,16 +11,23 @@ use std::hash::Hash;
 
 type Map<K, V> = HashMap<K, V, MixHash>;
 
+/// Entries filed before they move to the young generation.
+const STAGED: usize = 1 << 10;
+
 pub struct TwoGen<K, V> {
+    /// The newest entries, not yet in `young`.
+    staged: Map<K, V>,
     young: Map<K, V>,
     old: Map<K, V>,
     cap: usize,
 }
 
 impl<K: Hash + Eq, V> TwoGen<K, V> {
-    /// Keeps at least the last `cap` inserted keys and at most `2 * cap`.
+    /// Keeps at least the last `cap` inserted keys and at most `2 * cap` and a run of staged
+    /// ones (fewer than `cap` and than a thousand).
     pub fn new(cap: usize) -> TwoGen<K, V> {
         TwoGen {
+            staged: Map::default(),
             young: Map::default(),
             old: Map::default(),
             cap: cap.max(1),
@@ -29,6 +40,18 @@ impl<K: Hash + Eq, V> TwoGen<K, V> {
 
     /// Inserts; `forgotten` takes each value of the generation dropped to make room.
     pub fn insert_with(&mut self, k: K, v: V, mut forgotten: impl FnMut(V)) {
+        // A key filed again shadows its older value: lookups go newest first.
+        if self.staged.insert(k, v).is_none() && self.staged.len() >= STAGED.min(self.cap) {
+            let mut staged = std::mem::take(&mut self.staged);
+            for (k, v) in staged.drain() {
+                self.file(k, v, &mut forgotten);
+            }
+            // The emptied table, kept: no allocation for the next run.
+            self.staged = staged;
+        }
+    }
+
+    fn file(&mut self, k: K, v: V, forgotten: &mut impl FnMut(V)) {
         if self.young.len() >= self.cap {
             // The dropped generation's table, emptied, takes the next one: no allocation and
             // no regrowth, once both have grown.
@@ -41,20 +64,29 @@ impl<K: Hash + Eq, V> TwoGen<K, V> {
     }
 
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.young.values().chain(self.old.values())
+        self.staged
+            .values()
+            .chain(self.young.values())
+            .chain(self.old.values())
     }
 
     pub fn get(&self, k: &K) -> Option<&V> {
-        self.young.get(k).or_else(|| self.old.get(k))
+        self.staged
+            .get(k)
+            .or_else(|| self.young.get(k))
+            .or_else(|| self.old.get(k))
     }
 
     pub fn remove(&mut self, k: &K) -> Option<V> {
-        self.young.remove(k).or_else(|| self.old.remove(k))
+        self.staged
+            .remove(k)
+            .or_else(|| self.young.remove(k))
+            .or_else(|| self.old.remove(k))
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.young.len() + self.old.len()
+        self.staged.len() + self.young.len() + self.old.len()
     }
 }
 
@@ -67,7 +99,7 @@ mod tests {
         let mut m = TwoGen::new(4);
         for i in 0..100u32 {
             m.insert(i, i * 2);
-            assert!(m.len() <= 8);
+            assert!(m.len() < 8 + 4);
             for j in i.saturating_sub(3)..=i {
                 assert_eq!(m.get(&j), Some(&(j * 2)));
             }
