@@ -3,7 +3,9 @@
 //! A request's span ends last, so its rid is looked up when its slices are written, the
 //! reorder window after it was filed: every lookup went to a cold slot of a table sized for
 //! the whole index window, and to a cold string. The slices of a request are written close
-//! together, so a few dozen traces looked up lately answer nearly all of them from cache.
+//! together, so a few dozen traces looked up lately answer nearly all of them from cache. (A
+//! trace answered from there may be one the index window has since forgotten: its rid is
+//! still right.)
 
 use super::two_gen::TwoGen;
 use crate::export::jsonl::json_str;

@@ -66,7 +66,14 @@ impl<R: Read> Lines<R> {
             self.scanned -= self.start;
             self.start = 0;
             if self.buf.len() - self.end < CHUNK {
-                self.buf.resize((self.end + CHUNK).max(8 * CHUNK), 0);
+                // One chunk for an input that fits in one; past that, room for several, so
+                // that an unfinished line moves to the front once every few reads, not each.
+                let least = if self.buf.is_empty() {
+                    CHUNK
+                } else {
+                    8 * CHUNK
+                };
+                self.buf.resize((self.end + CHUNK).max(least), 0);
             }
         }
         loop {
