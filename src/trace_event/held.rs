@@ -98,6 +98,7 @@ impl HeldSlice {
     pub fn new(span: Span, names: &mut Names) -> HeldSlice {
         let name = names.id(&span.name);
         let one_link = span.links.len() == 1;
+        let link = if one_link { span.links[0] } else { (0, 0) };
         let plain = name.is_some()
             && (one_link || span.links.is_empty())
             && span.attrs.is_empty()
@@ -106,11 +107,7 @@ impl HeldSlice {
         let rest = (!plain).then(|| {
             Box::new(Rest {
                 name: name.is_none().then_some(span.name),
-                links: if one_link {
-                    Vec::new()
-                } else {
-                    span.links.clone()
-                },
+                links: if one_link { Vec::new() } else { span.links },
                 attrs: span.attrs,
                 events: span.events,
                 error: span.error,
@@ -122,7 +119,7 @@ impl HeldSlice {
             parent: span.parent,
             start_ns: span.start_ns,
             end_ns: span.end_ns,
-            link: if one_link { span.links[0] } else { (0, 0) },
+            link,
             one_link,
             name: name.unwrap_or(u32::MAX),
             rest,

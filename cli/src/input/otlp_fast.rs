@@ -17,9 +17,9 @@ pub(crate) fn read_line(line: &str) -> Option<Groups> {
     read_line_reusing(line, &mut Vec::new())
 }
 
-/// [`read_line`], filling vectors from `spare` (emptied ones of earlier lines) before new
-/// ones: a line holds hundreds of spans, and a vector grown to that afresh for each line
-/// copied every span several times.
+/// The spans of `line`, or `None` where the serde reader must decide; the span vectors come
+/// from `spare` (emptied ones of earlier lines) before new ones: a line holds hundreds of
+/// spans, and a vector grown to that afresh for each line copied every span several times.
 pub(crate) fn read_line_reusing(line: &str, spare: &mut Vec<Vec<Span>>) -> Option<Groups> {
     let mut p = Parser {
         s: line,

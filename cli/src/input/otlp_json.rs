@@ -229,6 +229,9 @@ pub(crate) struct Reader {
 
 /// Emptied span vectors kept: one per process of a line, for the few processes a line has.
 const SPARE_VECS: usize = 8;
+/// Spans a kept vector may have room for: past that (a rare, huge line) it is freed, so that
+/// the spare ones never hold more than a few megabytes.
+const SPARE_SPANS: usize = 1 << 14;
 
 impl LineReader for Reader {
     fn line(&mut self, line: &[u8], each: &mut SpanFn<'_>) -> Result<u64, LineError> {
@@ -250,7 +253,7 @@ impl LineReader for Reader {
             for s in spans.drain(..) {
                 each(&p, s)?;
             }
-            if self.spare.len() < SPARE_VECS {
+            if self.spare.len() < SPARE_VECS && spans.capacity() <= SPARE_SPANS {
                 self.spare.push(spans);
             }
         }
