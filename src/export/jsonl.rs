@@ -261,11 +261,9 @@ mod tests {
     #[test]
     fn escapes_are_found_at_every_place() {
         let special = |c: u8| c < 0x20 || c == b'"' || c == b'\\';
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = crate::ids::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             let len = (x % 30) as usize;
             let mut bytes = vec![b'a'; len];
             if len > 0 {

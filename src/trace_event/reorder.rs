@@ -155,13 +155,7 @@ mod tests {
         let mut q = ReorderQueue::new();
         // The structure the queue replaced, as the model.
         let mut model = BinaryHeap::new();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::ids::xorshift(0x9e37_79b9_7f4a_7c15);
         for step in 0..20_000u64 {
             // Timestamps around a moving present, some late, some far ahead, some equal.
             let base = step * 50_000;

@@ -9,6 +9,7 @@
 
 use super::two_gen::TwoGen;
 use crate::export::jsonl::json_str;
+use crate::ids::mix64;
 use std::sync::Arc;
 
 /// Traces whose answer is kept at hand (a power of two).
@@ -32,8 +33,7 @@ impl Rids {
     }
 
     fn slot(trace: u128) -> usize {
-        let h = (trace as u64 ^ (trace >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (h >> 58) as usize % RECENT
+        mix64(trace as u64 ^ (trace >> 64) as u64) as usize % RECENT
     }
 
     pub fn insert(&mut self, trace: u128, rid: &str) {
@@ -67,13 +67,7 @@ mod tests {
     fn answers_are_those_of_a_plain_map() {
         let mut rids = Rids::new(1 << 20);
         let mut model = std::collections::HashMap::new();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::ids::xorshift(0x2545_f491_4f6c_dd1d);
         for step in 0..50_000u64 {
             // Few traces, so that slots are shared and rids change while cached.
             let trace = (next() % 300) as u128 * 0x1_0000_0001_0000_0001;
