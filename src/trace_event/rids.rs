@@ -27,7 +27,8 @@ impl Rids {
     pub fn new(window: usize) -> Rids {
         Rids {
             all: TwoGen::new(window),
-            // Trace id 0 is invalid in OpenTelemetry; a span claiming it just misses here.
+            // Slots start as trace 0 with no answer; trace 0 (invalid in OpenTelemetry) is
+            // therefore always looked up afresh.
             recent: vec![(0, None); RECENT],
         }
     }

@@ -77,6 +77,9 @@ impl<K: Hash + Eq, V> TwoGen<K, V> {
             .or_else(|| self.old.get(k))
     }
 
+    /// Removes the newest value of `k`. A key filed again without a remove in between keeps
+    /// its older value too, which a later lookup then finds: the writer removes before it
+    /// files a key again.
     pub fn remove(&mut self, k: &K) -> Option<V> {
         self.staged
             .remove(k)
