@@ -12,11 +12,13 @@ use slicetrace_cli::synthetic::write_otlp_json;
 use std::io::{BufWriter, Write};
 
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: slicetrace_cli::allocator::Allocator = mimalloc::MiMalloc;
 
 const REQUESTS: u64 = 20_000;
 
 fn convert(c: &mut Criterion) {
+    // As the command runs.
+    slicetrace_cli::allocator::keep_freed_memory();
     let path = std::env::temp_dir().join(format!("slicetrace-bench-{}.jsonl", std::process::id()));
     let spans = {
         let mut w = BufWriter::new(std::fs::File::create(&path).unwrap());

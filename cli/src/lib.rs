@@ -1,5 +1,6 @@
 //! The `slicetrace` command's parts: readers of trace files, the summary, the waterfall.
 
+pub mod allocator;
 pub mod input;
 pub mod stats;
 pub mod summary;
@@ -7,16 +8,84 @@ pub mod summary;
 pub mod synthetic;
 pub mod waterfall;
 
-use input::{read_spans, InputError, ReadReport};
+use input::{read_spans_into, InputError, ReadReport, SpanSink};
 use slicetrace::trace_event::model::{ProcessKey, Span};
 use slicetrace::trace_event::writer::{Limits, TraceEventWriter, WriterStats};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 
 /// Spans handed from the reading thread to the writing one, grouped by process.
 type Batch = Vec<(ProcessKey, Vec<Span>)>;
 
 const BATCH_SPANS: usize = 4096;
+/// A line's spans go over in the vector they were read into, unless there are fewer than
+/// this many: those are added to the batch's last vector, not sent with a process of their own.
+const OWN_VECTOR_SPANS: usize = 32;
+/// Emptied span vectors on their way back to the reading thread; past this they are freed.
+const SPARE_VECTORS: usize = 64;
+/// Span vectors with room for more than this are not sent back (spare memory stays small).
+const SPARE_ROOM: usize = 1024;
+
+/// The reading thread's end of the hand-over: gathers spans into batches and sends each one
+/// when full.
+struct Batcher<'a> {
+    batch: Batch,
+    spans: usize,
+    tx: &'a SyncSender<Batch>,
+    spare: &'a Receiver<Vec<Span>>,
+}
+
+impl Batcher<'_> {
+    fn counted(&mut self, n: usize) -> std::io::Result<()> {
+        self.spans += n;
+        if self.spans >= BATCH_SPANS {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        self.spans = 0;
+        // The writer stopped: nothing more to read for.
+        self.tx
+            .send(std::mem::take(&mut self.batch))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "writer stopped"))
+    }
+
+    /// The batch's vector of `p`'s spans to add to: its last one, or a new one.
+    fn last_of(&mut self, p: &ProcessKey) -> &mut Vec<Span> {
+        if self.batch.last().is_none_or(|(last, _)| last != p) {
+            let spans = self.spare.try_recv().unwrap_or_default();
+            self.batch.push((p.clone(), spans));
+        }
+        let (_, spans) = self.batch.last_mut().expect("pushed above");
+        spans
+    }
+}
+
+impl SpanSink for Batcher<'_> {
+    fn span(&mut self, p: &ProcessKey, s: Span) -> std::io::Result<()> {
+        self.last_of(p).push(s);
+        self.counted(1)
+    }
+
+    /// A line's spans move over in their own vector, not span by span: each span is written
+    /// once on this thread, where copying it into the batch wrote it twice.
+    fn spans(&mut self, p: &ProcessKey, spans: &mut Vec<Span>) -> std::io::Result<()> {
+        let n = spans.len();
+        if n == 0 {
+            return Ok(());
+        }
+        if n < OWN_VECTOR_SPANS {
+            self.last_of(p).append(spans);
+        } else {
+            let room = self.spare.try_recv().unwrap_or_default();
+            self.batch.push((p.clone(), std::mem::replace(spans, room)));
+        }
+        self.counted(n)
+    }
+}
 
 /// Converts `inputs` to one trace-event file written to `out`. Returns whether any input line
 /// was skipped, and what the writer did. Parsing runs on a thread of its own, a bounded
@@ -28,37 +97,22 @@ pub fn convert<W: Write>(
 ) -> Result<(bool, WriterStats), String> {
     let mut w = TraceEventWriter::new(out, limits).map_err(|e| e.to_string())?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
-    // Emptied span vectors go back to the reading thread to be filled again: a batch is too
-    // big for the allocator's small pages, and fresh memory for each one cost page faults on
-    // both threads.
-    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<Span>>(16);
+    // Emptied span vectors go back to the reading thread to be filled again: fresh memory
+    // for each batch cost page faults on both threads.
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<Span>>(SPARE_VECTORS);
     let reader = std::thread::scope(|scope| {
         let reader = std::thread::Builder::new()
             .name("convert-read".into())
             .spawn_scoped(scope, move || {
-                let mut batch: Batch = Vec::new();
-                let mut n = 0;
-                let r = read_all(inputs, &mut |p, s| {
-                    match batch.last_mut() {
-                        Some((last, spans)) if last == p => spans.push(s),
-                        _ => {
-                            let mut spans = spare_rx.try_recv().unwrap_or_default();
-                            spans.push(s);
-                            batch.push((p.clone(), spans));
-                        }
-                    }
-                    n += 1;
-                    if n >= BATCH_SPANS {
-                        n = 0;
-                        // The writer stopped: nothing more to read for.
-                        tx.send(std::mem::take(&mut batch)).map_err(|_| {
-                            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "writer stopped")
-                        })?;
-                    }
-                    Ok(())
-                });
-                if !batch.is_empty() {
-                    let _ = tx.send(batch);
+                let mut batcher = Batcher {
+                    batch: Vec::new(),
+                    spans: 0,
+                    tx: &tx,
+                    spare: &spare_rx,
+                };
+                let r = read_all_into(inputs, &mut batcher);
+                if !batcher.batch.is_empty() {
+                    let _ = batcher.send();
                 }
                 r
             });
@@ -74,7 +128,9 @@ pub fn convert<W: Write>(
                     break 'batches;
                 }
                 // Freed here when the reading thread has enough, or has finished.
-                let _ = spare_tx.try_send(spans);
+                if spans.capacity() <= SPARE_ROOM {
+                    let _ = spare_tx.try_send(spans);
+                }
             }
         }
         (Ok(reader.join()), written)
@@ -93,11 +149,16 @@ pub fn convert<W: Write>(
 /// Returns whether any line was skipped.
 pub fn read_all(
     inputs: &[PathBuf],
-    each: &mut dyn FnMut(&ProcessKey, Span) -> std::io::Result<()>,
+    mut each: &mut dyn FnMut(&ProcessKey, Span) -> std::io::Result<()>,
 ) -> Result<bool, InputError> {
+    read_all_into(inputs, &mut each)
+}
+
+/// [`read_all`] into a sink that may take a line's spans at once.
+fn read_all_into(inputs: &[PathBuf], sink: &mut dyn SpanSink) -> Result<bool, InputError> {
     let mut skipped_any = false;
     for path in inputs {
-        let report = read_spans(path, each)?;
+        let report = read_spans_into(path, sink)?;
         skipped_any |= report.skipped_count > 0;
         report_skips(path, &report);
     }
@@ -121,5 +182,85 @@ fn report_skips(path: &Path, r: &ReadReport) {
             r.format,
             r.skipped_count
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    fn span(id: u64) -> Span {
+        Span {
+            trace_id: 1,
+            span_id: id,
+            parent: 0,
+            name: format!("s{id}"),
+            start_ns: id,
+            end_ns: id + 1,
+            attrs: Vec::new(),
+            events: Vec::new(),
+            links: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn process(pid: u64) -> ProcessKey {
+        ProcessKey {
+            pid,
+            ..ProcessKey::default()
+        }
+    }
+
+    #[test]
+    fn batches_hold_every_span_in_order_with_its_process() {
+        let (tx, rx) = sync_channel::<Batch>(1 << 10);
+        let (spare_tx, spare_rx) = sync_channel::<Vec<Span>>(4);
+        let mut b = Batcher {
+            batch: Vec::new(),
+            spans: 0,
+            tx: &tx,
+            spare: &spare_rx,
+        };
+        let mut sent = Vec::new();
+        let mut next = 0u64;
+        // Lines of every size around the one that goes over in its own vector, one span at a
+        // time too, from two processes in turn, past several batches.
+        for round in 0..400u64 {
+            let p = process(round % 3 % 2);
+            let n = (round * 7 % 70) as usize;
+            if round % 5 == 0 {
+                for _ in 0..n {
+                    b.span(&p, span(next)).unwrap();
+                    sent.push((p.pid, next));
+                    next += 1;
+                }
+                continue;
+            }
+            let mut line: Vec<Span> = (next..next + n as u64).map(span).collect();
+            sent.extend((next..next + n as u64).map(|id| (p.pid, id)));
+            next += n as u64;
+            if round % 7 == 0 {
+                let _ = spare_tx.try_send(Vec::with_capacity(8));
+            }
+            b.spans(&p, &mut line).unwrap();
+            assert!(line.is_empty());
+        }
+        assert!(next > 3 * BATCH_SPANS as u64);
+        b.send().unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        let mut batches = 0;
+        for batch in rx {
+            batches += 1;
+            let n: usize = batch.iter().map(|(_, s)| s.len()).sum();
+            // Sent once full: never far past the size.
+            assert!(n < BATCH_SPANS + 70, "{n}");
+            for (p, spans) in batch {
+                got.extend(spans.into_iter().map(|s| (p.pid, s.span_id)));
+            }
+        }
+        assert!(batches > 3);
+        assert_eq!(got, sent);
     }
 }

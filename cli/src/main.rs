@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: slicetrace_cli::allocator::Allocator = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -136,6 +136,7 @@ fn run(cli: Cli) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
+    slicetrace_cli::allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(false) => ExitCode::SUCCESS,
         Ok(true) => ExitCode::from(2),

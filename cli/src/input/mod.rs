@@ -91,19 +91,53 @@ impl std::error::Error for InputError {}
 /// What a line reader yields: spans with the process that recorded them.
 pub type SpanFn<'a> = dyn FnMut(&ProcessKey, Span) -> io::Result<()> + 'a;
 
+/// Where the readers put the spans they read.
+pub trait SpanSink {
+    /// One span of `process`.
+    fn span(&mut self, process: &ProcessKey, span: Span) -> io::Result<()>;
+
+    /// The spans of `process` that one line held, in order; leaves `spans` empty, with room
+    /// for the next line (its own, or another vector's put in its place).
+    fn spans(&mut self, process: &ProcessKey, spans: &mut Vec<Span>) -> io::Result<()> {
+        for s in spans.drain(..) {
+            self.span(process, s)?;
+        }
+        Ok(())
+    }
+}
+
+impl SpanSink for &mut SpanFn<'_> {
+    fn span(&mut self, process: &ProcessKey, span: Span) -> io::Result<()> {
+        self(process, span)
+    }
+}
+
 /// Reads every span of the file at `path`, handing each to `each` as soon as it is read.
-pub fn read_spans(path: &Path, each: &mut SpanFn<'_>) -> Result<ReadReport, InputError> {
+pub fn read_spans(path: &Path, mut each: &mut SpanFn<'_>) -> Result<ReadReport, InputError> {
+    read_spans_into(path, &mut each)
+}
+
+/// Reads every span of the file at `path` into `sink`, a line's spans as soon as it is read.
+pub fn read_spans_into(path: &Path, sink: &mut dyn SpanSink) -> Result<ReadReport, InputError> {
     let file = File::open(path).map_err(|e| {
         InputError::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
     })?;
-    read_from(file, &path.display().to_string(), each)
+    read_from_into(file, &path.display().to_string(), sink)
 }
 
 /// Reads every span from `r` (named `name` in messages), handing each to `each`.
 pub fn read_from(
     r: impl Read,
     name: &str,
-    each: &mut SpanFn<'_>,
+    mut each: &mut SpanFn<'_>,
+) -> Result<ReadReport, InputError> {
+    read_from_into(r, name, &mut each)
+}
+
+fn read_from_into(
+    r: impl Read,
+    name: &str,
+    each: &mut dyn SpanSink,
 ) -> Result<ReadReport, InputError> {
     let mut lines = Lines::new(r);
     let mut n = 0u64;
@@ -234,9 +268,9 @@ impl From<io::Error> for LineError {
 
 /// One format's reader: takes lines, yields spans; returns how many.
 pub(crate) trait LineReader {
-    fn line(&mut self, line: &[u8], each: &mut SpanFn<'_>) -> Result<u64, LineError>;
+    fn line(&mut self, line: &[u8], each: &mut dyn SpanSink) -> Result<u64, LineError>;
     /// At the end of input: yields what was held.
-    fn finish(&mut self, _each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+    fn finish(&mut self, _each: &mut dyn SpanSink) -> Result<u64, LineError> {
         Ok(0)
     }
 }

@@ -228,19 +228,20 @@ impl<'a> Parser<'a, '_> {
         decimal_u64(self.int_text()?)
     }
 
-    /// An object whose fields named in `known` are read by `field`, each at most once (a
-    /// repeated one is the serde reader's error to report); other fields are skipped.
+    /// An object whose fields named in `known` are read by `field`, given the field's place
+    /// in `known` (the key compared once, not again by name), each at most once (a repeated
+    /// one is the serde reader's error to report); other fields are skipped.
     fn fields(
         &mut self,
         known: &[&str],
-        mut field: impl FnMut(&mut Self, &'a str) -> Option<()>,
+        mut field: impl FnMut(&mut Self, usize) -> Option<()>,
     ) -> Option<()> {
         let mut seen = 0u32;
         self.object(|p, key| match known.iter().position(|k| *k == key) {
             Some(i) => {
                 (seen & 1 << i == 0).then_some(())?;
                 seen |= 1 << i;
-                field(p, key)
+                field(p, i)
             }
             None => p.skip(0),
         })
@@ -259,12 +260,12 @@ impl<'a> Parser<'a, '_> {
         let (mut spans, mut older) = (self.spare.pop().unwrap_or_default(), Vec::new());
         // `instrumentationLibrarySpans`: the name before OTLP 0.19.
         let known = ["resource", "scopeSpans", "instrumentationLibrarySpans"];
-        self.fields(&known, |p, key| match key {
-            "resource" => {
+        self.fields(&known, |p, field| match field {
+            0 => {
                 process = p.resource()?;
                 Some(())
             }
-            "scopeSpans" => p.array((), |p, _| p.scope_spans(&mut spans)),
+            1 => p.array((), |p, _| p.scope_spans(&mut spans)),
             _ => p.array((), |p, _| p.scope_spans(&mut older)),
         })?;
         spans.append(&mut older);
@@ -292,9 +293,9 @@ impl<'a> Parser<'a, '_> {
 
     fn key_value(&mut self) -> Option<(&'a str, Any<'a>)> {
         let (mut key, mut value) = (None, Any::default());
-        self.fields(&["key", "value"], |p, k| {
-            match k {
-                "key" => key = Some(p.str()?),
+        self.fields(&["key", "value"], |p, field| {
+            match field {
+                0 => key = Some(p.str()?),
                 _ => value = p.any()?,
             }
             Some(())
@@ -356,17 +357,17 @@ impl<'a> Parser<'a, '_> {
             "links",
             "status",
         ];
-        self.fields(&known, |p, key| {
-            match key {
-                "traceId" => trace = Some(p.str()?),
-                "spanId" => id = Some(p.str()?),
-                "parentSpanId" => parent = p.str()?,
-                "name" => s.name = p.str()?.to_owned(),
-                "startTimeUnixNano" => start = Some(p.uint()?),
-                "endTimeUnixNano" => end = Some(p.uint()?),
-                "attributes" => s.attrs = p.attributes()?,
-                "events" => s.events = p.list(Self::event)?,
-                "links" => s.links = p.list(Self::link)?,
+        self.fields(&known, |p, field| {
+            match field {
+                0 => trace = Some(p.str()?),
+                1 => id = Some(p.str()?),
+                2 => parent = p.str()?,
+                3 => s.name = p.str()?.to_owned(),
+                4 => start = Some(p.uint()?),
+                5 => end = Some(p.uint()?),
+                6 => s.attrs = p.attributes()?,
+                7 => s.events = p.list(Self::event)?,
+                8 => s.links = p.list(Self::link)?,
                 _ => (error, message) = p.status()?,
             }
             Some(())
@@ -387,10 +388,10 @@ impl<'a> Parser<'a, '_> {
             attrs: Vec::new(),
         };
         let mut time = None;
-        self.fields(&["timeUnixNano", "name", "attributes"], |p, key| {
-            match key {
-                "timeUnixNano" => time = Some(p.uint()?),
-                "name" => ev.name = p.str()?.to_owned(),
+        self.fields(&["timeUnixNano", "name", "attributes"], |p, field| {
+            match field {
+                0 => time = Some(p.uint()?),
+                1 => ev.name = p.str()?.to_owned(),
                 _ => ev.attrs = p.attributes()?,
             }
             Some(())
@@ -401,9 +402,9 @@ impl<'a> Parser<'a, '_> {
 
     fn link(&mut self) -> Option<(u128, u64)> {
         let (mut trace, mut span) = (None, None);
-        self.fields(&["traceId", "spanId"], |p, key| {
-            match key {
-                "traceId" => trace = Some(p.str()?),
+        self.fields(&["traceId", "spanId"], |p, field| {
+            match field {
+                0 => trace = Some(p.str()?),
                 _ => span = Some(p.str()?),
             }
             Some(())
@@ -414,9 +415,9 @@ impl<'a> Parser<'a, '_> {
     /// Whether the status is an error, and its message.
     fn status(&mut self) -> Option<(bool, &'a str)> {
         let (mut error, mut message) = (false, "");
-        self.fields(&["code", "message"], |p, key| {
-            match key {
-                "code" => {
+        self.fields(&["code", "message"], |p, field| {
+            match field {
+                0 => {
                     error = match p.peek()? {
                         b'"' => p.str()? == "STATUS_CODE_ERROR",
                         b't' | b'f' => p.boolean().map(|_| false)?,

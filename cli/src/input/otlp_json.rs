@@ -1,7 +1,7 @@
 //! OTLP/JSON as the OpenTelemetry Collector's file exporter writes it: one
 //! `ExportTraceServiceRequest` per line, ids in hex, 64-bit integers as strings or numbers.
 
-use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanFn};
+use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanSink};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
@@ -234,7 +234,7 @@ const SPARE_VECS: usize = 8;
 const SPARE_SPANS: usize = 1 << 14;
 
 impl LineReader for Reader {
-    fn line(&mut self, line: &[u8], each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+    fn line(&mut self, line: &[u8], each: &mut dyn SpanSink) -> Result<u64, LineError> {
         // One UTF-8 check for the whole line; the parser then skips it per string.
         let line = if line.is_ascii() {
             // SAFETY: ASCII is UTF-8. Lines are almost always ASCII, and that check runs a
@@ -250,10 +250,9 @@ impl LineReader for Reader {
         };
         let n = groups.iter().map(|(_, s)| s.len() as u64).sum();
         for (p, mut spans) in groups {
-            for s in spans.drain(..) {
-                each(&p, s)?;
-            }
-            if self.spare.len() < SPARE_VECS && spans.capacity() <= SPARE_SPANS {
+            each.spans(&p, &mut spans)?;
+            // Emptied, or another vector with room in its place: filled by a later line.
+            if self.spare.len() < SPARE_VECS && (1..=SPARE_SPANS).contains(&spans.capacity()) {
                 self.spare.push(spans);
             }
         }

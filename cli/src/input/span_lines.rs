@@ -1,6 +1,6 @@
 //! slicetrace's JSON-lines span dump (`JsonLinesExporter`): one span object per line.
 
-use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanFn};
+use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanSink};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
@@ -65,7 +65,7 @@ pub(crate) struct Reader {
 }
 
 impl LineReader for Reader {
-    fn line(&mut self, line: &[u8], each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+    fn line(&mut self, line: &[u8], each: &mut dyn SpanSink) -> Result<u64, LineError> {
         let l: Line = serde_json::from_slice(line).map_err(|e| {
             LineError::Bad(if e.is_eof() {
                 format!("truncated: the line ends inside a JSON value ({e})")
@@ -101,7 +101,7 @@ impl LineReader for Reader {
         if self.process.service != l.service {
             self.process.service = l.service;
         }
-        each(&self.process, span)?;
+        each.span(&self.process, span)?;
         Ok(1)
     }
 }

@@ -3,7 +3,7 @@
 //! put back into the slice around them; flow events are redrawn from the links.
 
 use super::span_lines::json_attrs;
-use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanFn};
+use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanSink};
 use serde_json::{Map, Value};
 use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
 use slicetrace::trace_event::writer::EPOCH_ARG;
@@ -124,7 +124,7 @@ impl Reader {
         &mut self,
         key: (u64, u64),
         ts: u64,
-        each: &mut SpanFn<'_>,
+        each: &mut dyn SpanSink,
     ) -> Result<u64, LineError> {
         let Some(open) = self.open.get_mut(&key) else {
             return Ok(0);
@@ -137,12 +137,12 @@ impl Reader {
         let n = done.len() as u64;
         let p = self.process(key.0);
         for s in done {
-            each(&p, s)?;
+            each.span(&p, s)?;
         }
         Ok(n)
     }
 
-    fn slice(&mut self, e: Map<String, Value>, each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+    fn slice(&mut self, e: Map<String, Value>, each: &mut dyn SpanSink) -> Result<u64, LineError> {
         let pid = field_u64(&e, "pid")?;
         let tid = field_u64(&e, "tid")?;
         let start = self.ns(pid, field_f64(&e, "ts")?);
@@ -159,7 +159,11 @@ impl Reader {
         Ok(n)
     }
 
-    fn instant(&mut self, e: Map<String, Value>, each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+    fn instant(
+        &mut self,
+        e: Map<String, Value>,
+        each: &mut dyn SpanSink,
+    ) -> Result<u64, LineError> {
         let pid = field_u64(&e, "pid")?;
         let tid = field_u64(&e, "tid")?;
         let ts = self.ns(pid, field_f64(&e, "ts")?);
@@ -196,7 +200,7 @@ impl Reader {
         &mut self,
         ph: &str,
         e: Map<String, Value>,
-        each: &mut SpanFn<'_>,
+        each: &mut dyn SpanSink,
     ) -> Result<u64, LineError> {
         let pid = field_u64(&e, "pid")?;
         let ts = self.ns(pid, field_f64(&e, "ts")?);
@@ -229,13 +233,17 @@ impl Reader {
                     .remove(&format!("{pid}/{id}"))
                     .ok_or_else(|| bad(format!("end of request {id}, which has not begun")))?;
                 req.end_ns = ts.max(req.start_ns);
-                each(&self.process(pid), req)?;
+                each.span(&self.process(pid), req)?;
                 Ok(1)
             }
         }
     }
 
-    fn metadata(&mut self, e: Map<String, Value>, each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+    fn metadata(
+        &mut self,
+        e: Map<String, Value>,
+        each: &mut dyn SpanSink,
+    ) -> Result<u64, LineError> {
         let pid = field_u64(&e, "pid")?;
         let args = e.get("args");
         let name = text(args.and_then(|a| a.get("name")));
@@ -277,7 +285,7 @@ impl Reader {
                     links: Vec::new(),
                     error: None,
                 };
-                each(&self.process(pid), span)?;
+                each.span(&self.process(pid), span)?;
                 Ok(1)
             }
             _ => Ok(0),
@@ -286,7 +294,7 @@ impl Reader {
 }
 
 impl LineReader for Reader {
-    fn line(&mut self, line: &[u8], each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+    fn line(&mut self, line: &[u8], each: &mut dyn SpanSink) -> Result<u64, LineError> {
         let line = line.strip_prefix(b"[").unwrap_or(line).trim_ascii();
         let line = line.strip_suffix(b"]").unwrap_or(line).trim_ascii();
         let line = line.strip_suffix(b",").unwrap_or(line);
@@ -312,7 +320,7 @@ impl LineReader for Reader {
         }
     }
 
-    fn finish(&mut self, each: &mut SpanFn<'_>) -> Result<u64, LineError> {
+    fn finish(&mut self, each: &mut dyn SpanSink) -> Result<u64, LineError> {
         let mut n = 0;
         let keys: Vec<(u64, u64)> = self.open.keys().copied().collect();
         for k in keys {
@@ -327,7 +335,7 @@ impl LineReader for Reader {
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0);
             req.end_ns = self.last_ns.max(req.start_ns);
-            each(&self.process(pid), req)?;
+            each.span(&self.process(pid), req)?;
             n += 1;
         }
         Ok(n)
