@@ -328,7 +328,13 @@ impl<W: Write> TraceEventWriter<W> {
 
     /// Takes one finished span of `process`. Writes whatever the reorder window lets go.
     pub fn push(&mut self, process: &ProcessKey, span: Span) -> io::Result<()> {
-        self.stats.spans += 1;
+        self.take_epoch(&span)?;
+        let pid = self.pid_for(process)?;
+        self.push_of(pid, span)
+    }
+
+    /// Sets the file's time origin from the first span with a start time.
+    fn take_epoch(&mut self, span: &Span) -> io::Result<()> {
         if self.epoch_ns == u64::MAX && span.start_ns > 0 {
             // A day's margin before the first span's day: earlier spans would be clamped.
             self.epoch_ns = (span.start_ns / DAY_NS).saturating_sub(1) * DAY_NS;
@@ -336,7 +342,12 @@ impl<W: Write> TraceEventWriter<W> {
                 self.write_process_name(&p, pid)?;
             }
         }
-        let pid = self.pid_for(process)?;
+        Ok(())
+    }
+
+    /// [`push`](Self::push) of a span of the process given `pid`.
+    fn push_of(&mut self, pid: u32, span: Span) -> io::Result<()> {
+        self.stats.spans += 1;
         self.latest_end = self.latest_end.max(span.end_ns);
         match span.role() {
             Role::Request => self.push_request(pid, span),
@@ -364,6 +375,8 @@ impl<W: Write> TraceEventWriter<W> {
     /// `spans` empty for reuse. Spans read on another thread arrive cold: each is asked for a
     /// few places ahead, so that those misses overlap.
     pub fn push_all(&mut self, process: &ProcessKey, spans: &mut Vec<Span>) -> io::Result<()> {
+        // Looked up once for the run, not compared again for each span.
+        let mut pid = None;
         let mut spans = spans.drain(..);
         while let Some(span) = spans.next() {
             let ahead = spans.as_slice();
@@ -375,7 +388,12 @@ impl<W: Write> TraceEventWriter<W> {
                 prefetch(s.attrs.as_ptr());
                 prefetch(s.links.as_ptr());
             }
-            self.push(process, span)?;
+            self.take_epoch(&span)?;
+            let pid = match pid {
+                Some(pid) => pid,
+                None => *pid.insert(self.pid_for(process)?),
+            };
+            self.push_of(pid, span)?;
         }
         Ok(())
     }
