@@ -10,4 +10,5 @@ mod reorder;
 pub mod repair;
 mod rids;
 mod two_gen;
+mod waiting;
 pub mod writer;

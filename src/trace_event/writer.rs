@@ -16,9 +16,10 @@ use super::prefetch::{prefetch, prefetch_value};
 use super::reorder::{ReorderQueue, Timed};
 use super::rids::Rids;
 use super::two_gen::TwoGen;
+use super::waiting::Waiting;
 use crate::export::jsonl::json_str;
 use crate::mix_hash::MixHash;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
@@ -196,9 +197,10 @@ pub struct TraceEventWriter<W: Write> {
     lane_of: TwoGen<u64, u64>,
     rids: Rids,
     names: Names,
-    pending: HashMap<u64, Vec<(u32, HeldSlice)>, MixHash>,
-    pending_order: VecDeque<u64>,
-    pending_count: usize,
+    /// Slices waiting for their parent, with their process's pid.
+    pending: Waiting<(u32, HeldSlice)>,
+    /// Slices being placed with their descendants: kept for its room.
+    placing: Vec<HeldSlice>,
     pending_links: TwoGen<u64, Vec<PendingLink>>,
     queue: ReorderQueue<Queued>,
     items: Vec<Option<Item>>,
@@ -258,9 +260,8 @@ impl<W: Write> TraceEventWriter<W> {
             lane_of: TwoGen::new(limits.index_window),
             rids: Rids::new(limits.index_window),
             names: Names::default(),
-            pending: HashMap::default(),
-            pending_order: VecDeque::new(),
-            pending_count: 0,
+            pending: Waiting::new(),
+            placing: Vec::new(),
             pending_links: TwoGen::new(limits.index_window),
             queue: ReorderQueue::new(),
             items: Vec::new(),
@@ -356,7 +357,7 @@ impl<W: Write> TraceEventWriter<W> {
                 // A parent that slices already wait for is not placed: the small table of
                 // waiting slices answers that, where the index would take two cold probes.
                 let known = span.thread_id().map(|tid| (pid, tid)).or_else(|| {
-                    if self.pending.contains_key(&span.parent) {
+                    if self.pending.waits_for(span.parent) {
                         return None;
                     }
                     self.placed.get(&span.parent).map(|p| (p.pid, p.tid))
@@ -406,7 +407,7 @@ impl<W: Write> TraceEventWriter<W> {
                 self.write_process_name(&p, pid)?;
             }
         }
-        while let Some(parent) = self.pending_order.pop_front() {
+        while let Some(parent) = self.pending.oldest() {
             self.evict_pending(parent)?;
         }
         self.write_ready(true)?;
@@ -586,30 +587,18 @@ impl<W: Write> TraceEventWriter<W> {
             }
             self.name_track(pid, tid, name)?;
         }
-        if let Some(children) = self.take_pending(span.span_id) {
-            for (_, child) in children {
+        if let Some(mut children) = self.pending.take(span.span_id) {
+            while let Some((_, child)) = self.pending.next(&mut children) {
                 self.place(pid, tid, child);
             }
         }
         Ok(())
     }
 
-    fn take_pending(&mut self, parent: u64) -> Option<Vec<(u32, HeldSlice)>> {
-        let children = self.pending.remove(&parent)?;
-        self.pending_count -= children.len();
-        Some(children)
-    }
-
     fn hold(&mut self, pid: u32, span: HeldSlice) -> io::Result<()> {
-        let parent = span.parent;
-        let list = self.pending.entry(parent).or_default();
-        if list.is_empty() {
-            self.pending_order.push_back(parent);
-        }
-        list.push((pid, span));
-        self.pending_count += 1;
-        while self.pending_count > self.limits.max_pending {
-            let Some(oldest) = self.pending_order.pop_front() else {
+        self.pending.hold(span.parent, (pid, span));
+        while self.pending.len() > self.limits.max_pending {
+            let Some(oldest) = self.pending.oldest() else {
                 break;
             };
             self.evict_pending(oldest)?;
@@ -619,8 +608,8 @@ impl<W: Write> TraceEventWriter<W> {
 
     /// Places the slices waiting for `parent` on their process's unplaced track.
     fn evict_pending(&mut self, parent: u64) -> io::Result<()> {
-        if let Some(children) = self.take_pending(parent) {
-            for (pid, child) in children {
+        if let Some(mut children) = self.pending.take(parent) {
+            while let Some((pid, child)) = self.pending.next(&mut children) {
                 self.stats.spans_unplaced += 1;
                 self.place(pid, UNPLACED_TID, child);
             }
@@ -630,7 +619,7 @@ impl<W: Write> TraceEventWriter<W> {
 
     /// Queues `span` (and, transitively, the slices that were waiting for it) on `pid`/`tid`.
     fn place(&mut self, pid: u32, tid: u64, span: HeldSlice) {
-        let mut work = Vec::new();
+        let mut work = std::mem::take(&mut self.placing);
         let mut next = Some(span);
         while let Some(span) = next.take().or_else(|| work.pop()) {
             let end = span.end_ns.max(span.start_ns);
@@ -683,10 +672,13 @@ impl<W: Write> TraceEventWriter<W> {
                 flow_in,
             };
             self.queue_at(seq, start, 1, end - start, slice);
-            if let Some(children) = self.take_pending(span_id) {
-                work.extend(children.into_iter().map(|(_, c)| c));
+            if let Some(mut children) = self.pending.take(span_id) {
+                while let Some((_, child)) = self.pending.next(&mut children) {
+                    work.push(child);
+                }
             }
         }
+        self.placing = work;
     }
 
     /// A flow arrow from slice `from_id` (placed at `from`) to the slice `to_id` starting at
