@@ -1,6 +1,7 @@
 //! Local trace files that Perfetto UI and `chrome://tracing` open: the span model, the
 //! streaming trace-event writer, and the exporter that writes a file from the drainer.
 
+mod decimal;
 pub mod exporter;
 mod held;
 mod hex;

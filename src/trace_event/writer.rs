@@ -9,6 +9,7 @@
 //! (two requests' slices interleaved) goes to an overlap lane of that thread instead of
 //! breaking the nesting.
 
+use super::decimal::{push_u64, push_us};
 use super::held::{HeldSlice, Names};
 use super::hex::{push_hex128, push_hex64};
 use super::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
@@ -815,9 +816,9 @@ impl<W: Write> TraceEventWriter<W> {
                 self.stats.instants += 1;
                 self.start_line();
                 self.buf.push_str("{\"ph\":\"i\",\"s\":\"t\",\"pid\":");
-                push_int(&mut self.buf, pid);
+                push_u64(&mut self.buf, u64::from(pid));
                 self.buf.push_str(",\"tid\":");
-                push_int(&mut self.buf, tid);
+                push_u64(&mut self.buf, tid);
                 self.buf.push_str(",\"ts\":");
                 push_us(&mut self.buf, ev.time_ns.saturating_sub(self.epoch_ns));
                 self.buf.push_str(",\"name\":");
@@ -850,7 +851,7 @@ impl<W: Write> TraceEventWriter<W> {
                 self.buf.push_str("\",\"cat\":\"request\",\"id\":\"0x");
                 push_hex64(&mut self.buf, id);
                 self.buf.push_str("\",\"pid\":");
-                push_int(&mut self.buf, pid);
+                push_u64(&mut self.buf, u64::from(pid));
                 self.buf.push_str(",\"ts\":");
                 push_us(&mut self.buf, ts.saturating_sub(self.epoch_ns));
                 self.buf.push_str(",\"name\":");
@@ -874,11 +875,11 @@ impl<W: Write> TraceEventWriter<W> {
         } else {
             "{\"ph\":\"f\",\"bp\":\"e\",\"id\":"
         });
-        push_int(&mut self.buf, id);
+        push_u64(&mut self.buf, id);
         self.buf.push_str(",\"pid\":");
-        push_int(&mut self.buf, pid);
+        push_u64(&mut self.buf, u64::from(pid));
         self.buf.push_str(",\"tid\":");
-        push_int(&mut self.buf, tid);
+        push_u64(&mut self.buf, tid);
         self.buf.push_str(",\"ts\":");
         push_us(&mut self.buf, ts.saturating_sub(self.epoch_ns));
         self.buf
@@ -901,9 +902,9 @@ impl<W: Write> TraceEventWriter<W> {
         }
         self.start_line();
         self.buf.push_str("{\"ph\":\"X\",\"pid\":");
-        push_int(&mut self.buf, pid);
+        push_u64(&mut self.buf, u64::from(pid));
         self.buf.push_str(",\"tid\":");
-        push_int(&mut self.buf, out_tid);
+        push_u64(&mut self.buf, out_tid);
         self.buf.push_str(",\"ts\":");
         push_us(&mut self.buf, span.start_ns.saturating_sub(self.epoch_ns));
         self.buf.push_str(",\"dur\":");
@@ -921,7 +922,7 @@ impl<W: Write> TraceEventWriter<W> {
         ids.push(&mut self.buf);
         if span.attr("thread.id").is_none() && tid != UNPLACED_TID {
             self.buf.push_str(",\"thread.id\":");
-            push_int(&mut self.buf, tid);
+            push_u64(&mut self.buf, tid);
         }
         if span.attr("rid").is_none() {
             if let Some(rid) = self.rids.get(span.trace_id) {
@@ -1065,20 +1066,8 @@ fn attr_text(v: &AttrValue) -> String {
     }
 }
 
-/// Microseconds with nanosecond precision, as the format's `ts` and `dur` want.
-pub(crate) fn push_us(out: &mut String, ns: u64) {
-    push_int(out, ns / 1000);
-    let frac = ns % 1000;
-    let digit = |d: u64| char::from(b'0' + d as u8);
-    out.push('.');
-    out.push(digit(frac / 100));
-    out.push(digit(frac / 10 % 10));
-    out.push(digit(frac % 10));
-}
-
-/// A decimal integer (the formatter's machinery costs more than the digits, once per field of
-/// every event).
-pub(crate) fn push_int(out: &mut String, v: impl itoa::Integer) {
+/// A decimal integer of another type than `u64` (attribute values).
+fn push_int(out: &mut String, v: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
