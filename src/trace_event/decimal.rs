@@ -43,7 +43,16 @@ pub(crate) fn push_us(out: &mut String, ns: u64) {
 /// Writes the digits of `v` to end just before `end`; returns where they start.
 #[inline(always)]
 fn digits_before(line: &mut Scratch, mut end: usize, mut v: u64) -> usize {
-    while v >= 100 {
+    // Four digits per division while there are more: half the dependent divisions.
+    while v >= 10_000 {
+        let four = (v % 10_000) as usize;
+        v /= 10_000;
+        let (high, low) = (four / 100 * 2, four % 100 * 2);
+        line[end - 4..end - 2].copy_from_slice(&PAIRS[high..high + 2]);
+        line[end - 2..end].copy_from_slice(&PAIRS[low..low + 2]);
+        end -= 4;
+    }
+    if v >= 100 {
         let pair = (v % 100) as usize * 2;
         v /= 100;
         line[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
