@@ -193,6 +193,8 @@ pub struct TraceEventWriter<W: Write> {
     pids_used: HashMap<u32, ()>,
     next_synthetic_pid: u32,
     tracks: HashMap<(u32, u64), Track, MixHash>,
+    /// `,"pid":…,"tid":…` of the tracks written to lately.
+    track_text: HashMap<(u32, u64), Box<str>, MixHash>,
     /// Thread spans and slices by span id: one lookup finds where a parent went.
     placed: TwoGen<u64, Placed>,
     lane_of: TwoGen<u64, u64>,
@@ -221,6 +223,8 @@ pub struct TraceEventWriter<W: Write> {
 const DAY_NS: u64 = 86_400_000_000_000;
 /// Bytes of whole lines gathered before they are written: a fraction of the L2 cache.
 const OUT_CHUNK: usize = 64 << 10;
+/// Tracks whose `pid` and `tid` text is kept; past this many, the text is made anew.
+const TRACK_TEXTS: usize = 1 << 12;
 /// How far ahead [`TraceEventWriter::push_all`] asks for a span; its strings, half as far.
 const PUSH_AHEAD: usize = 6;
 
@@ -257,6 +261,7 @@ impl<W: Write> TraceEventWriter<W> {
             pids_used: HashMap::new(),
             next_synthetic_pid: 1 << 30,
             tracks: HashMap::default(),
+            track_text: HashMap::default(),
             placed: TwoGen::new(limits.index_window),
             lane_of: TwoGen::new(limits.index_window),
             rids: Rids::new(limits.index_window),
@@ -876,10 +881,7 @@ impl<W: Write> TraceEventWriter<W> {
             "{\"ph\":\"f\",\"bp\":\"e\",\"id\":"
         });
         push_u64(&mut self.buf, id);
-        self.buf.push_str(",\"pid\":");
-        push_u64(&mut self.buf, u64::from(pid));
-        self.buf.push_str(",\"tid\":");
-        push_u64(&mut self.buf, tid);
+        self.push_track(pid, tid);
         self.buf.push_str(",\"ts\":");
         push_us(&mut self.buf, ts.saturating_sub(self.epoch_ns));
         self.buf
@@ -901,10 +903,8 @@ impl<W: Write> TraceEventWriter<W> {
             self.lane_of.insert(span.span_id, out_tid);
         }
         self.start_line();
-        self.buf.push_str("{\"ph\":\"X\",\"pid\":");
-        push_u64(&mut self.buf, u64::from(pid));
-        self.buf.push_str(",\"tid\":");
-        push_u64(&mut self.buf, out_tid);
+        self.buf.push_str("{\"ph\":\"X\"");
+        self.push_track(pid, out_tid);
         self.buf.push_str(",\"ts\":");
         push_us(&mut self.buf, span.start_ns.saturating_sub(self.epoch_ns));
         self.buf.push_str(",\"dur\":");
@@ -950,6 +950,25 @@ impl<W: Write> TraceEventWriter<W> {
             );
         }
         Ok(())
+    }
+
+    /// Appends `,"pid":…,"tid":…` for a track: made once per track, and copied after that.
+    fn push_track(&mut self, pid: u32, tid: u64) {
+        if let Some(text) = self.track_text.get(&(pid, tid)) {
+            self.buf.push_str(text);
+            return;
+        }
+        if self.track_text.len() >= TRACK_TEXTS {
+            // Tracks of threads with no id are made one per thread span: forgotten in a
+            // while, so that they cannot pile up.
+            self.track_text.clear();
+        }
+        let mut text = String::from(",\"pid\":");
+        push_u64(&mut text, u64::from(pid));
+        text.push_str(",\"tid\":");
+        push_u64(&mut text, tid);
+        self.buf.push_str(&text);
+        self.track_text.insert((pid, tid), text.into_boxed_str());
     }
 
     fn synthetic_tid(&mut self) -> u64 {
