@@ -104,7 +104,8 @@ impl<T> Waiting<T> {
         }
     }
 
-    /// Takes `parent`'s list, if it has one.
+    /// Takes `parent`'s list, if it has one. Its slots are freed as [`next`](Self::next)
+    /// hands out their slices: every caller takes the list to its end.
     pub fn take(&mut self, parent: u64) -> Option<Taken> {
         self.lists.remove(&parent).map(|l| Taken(l.first))
     }
