@@ -112,11 +112,6 @@ impl SpanSink for &mut SpanFn<'_> {
     }
 }
 
-/// Reads every span of the file at `path`, handing each to `each` as soon as it is read.
-pub fn read_spans(path: &Path, mut each: &mut SpanFn<'_>) -> Result<ReadReport, InputError> {
-    read_spans_into(path, &mut each)
-}
-
 /// Reads every span of the file at `path` into `sink`, a line's spans as soon as it is read.
 pub fn read_spans_into(path: &Path, sink: &mut dyn SpanSink) -> Result<ReadReport, InputError> {
     let file = File::open(path).map_err(|e| {
