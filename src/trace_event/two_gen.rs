@@ -63,6 +63,12 @@ impl<K: Hash + Eq, V> TwoGen<K, V> {
         self.young.insert(k, v);
     }
 
+    /// The most entries held at once: an entry is gone once this many keys not held were
+    /// inserted after it, at the latest.
+    pub fn most(&self) -> usize {
+        2 * self.cap + STAGED.min(self.cap)
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.staged
             .values()
@@ -123,5 +129,24 @@ mod tests {
         assert_eq!(all, expected);
         assert_eq!(m.remove(&109), Some(218));
         assert_eq!(m.get(&109), None);
+    }
+
+    #[test]
+    fn an_entry_is_gone_after_most_newer_inserts() {
+        for cap in [1, 3, 4, 100, 5000] {
+            for before in [0, 1, 7, 2 * cap + 3] {
+                let mut m = TwoGen::new(cap);
+                // Entries already there put the generations anywhere in their cycle.
+                for k in 0..before {
+                    m.insert(1_000_000 + k, 0);
+                }
+                m.insert(0, 1);
+                for k in 1..=m.most() {
+                    assert!(m.len() <= m.most());
+                    m.insert(k, 0);
+                }
+                assert_eq!(m.get(&0), None, "cap {cap}, {before} before");
+            }
+        }
     }
 }

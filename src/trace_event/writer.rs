@@ -20,7 +20,7 @@ use super::two_gen::TwoGen;
 use super::waiting::Waiting;
 use crate::export::jsonl::json_str;
 use crate::mix_hash::MixHash;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
@@ -193,6 +193,9 @@ pub struct TraceEventWriter<W: Write> {
     pids_used: HashMap<u32, ()>,
     next_synthetic_pid: u32,
     tracks: HashMap<(u32, u64), Track, MixHash>,
+    /// Tracks made for thread spans that name no thread, oldest first: one per such span, so
+    /// they are forgotten once no slice can be placed on them any more.
+    minted_tracks: VecDeque<(u32, u64)>,
     /// `,"pid":…,"tid":…` of the tracks written to lately.
     track_text: HashMap<(u32, u64), Box<str>, MixHash>,
     /// Thread spans and slices by span id: one lookup finds where a parent went.
@@ -261,6 +264,7 @@ impl<W: Write> TraceEventWriter<W> {
             pids_used: HashMap::new(),
             next_synthetic_pid: 1 << 30,
             tracks: HashMap::default(),
+            minted_tracks: VecDeque::new(),
             track_text: HashMap::default(),
             placed: TwoGen::new(limits.index_window),
             lane_of: TwoGen::new(limits.index_window),
@@ -979,7 +983,7 @@ impl<W: Write> TraceEventWriter<W> {
     /// The track of `pid`/`tid` where a slice `start..end` nests: the thread's own, or the
     /// first overlap lane where it does.
     fn lane_for(&mut self, pid: u32, tid: u64, start: u64, end: u64) -> io::Result<u64> {
-        let track = self.tracks.entry((pid, tid)).or_default();
+        let track = self.track(pid, tid);
         if track.lanes.is_empty() {
             track.lanes.push(Lane {
                 tid,
@@ -996,7 +1000,7 @@ impl<W: Write> TraceEventWriter<W> {
             }
         }
         let lane_tid = self.synthetic_tid();
-        let track = self.tracks.entry((pid, tid)).or_default();
+        let track = self.track(pid, tid);
         let n = track.lanes.len() as u64;
         track.lanes.push(Lane {
             tid: lane_tid,
@@ -1010,8 +1014,25 @@ impl<W: Write> TraceEventWriter<W> {
         Ok(lane_tid)
     }
 
+    /// The state of track `pid`/`tid`, made if new. A track of a thread with no id is kept
+    /// while the index of placed spans may still place a slice on it: each came with its
+    /// thread span's entry there, which is gone once as many newer ones came. A slice already
+    /// queued for a forgotten track makes it anew; its name was written when it was given.
+    fn track(&mut self, pid: u32, tid: u64) -> &mut Track {
+        let minted = (FIRST_SYNTHETIC_TID..=self.next_synthetic_tid).contains(&tid);
+        if minted && !self.tracks.contains_key(&(pid, tid)) {
+            self.minted_tracks.push_back((pid, tid));
+            if self.minted_tracks.len() > self.placed.most() {
+                if let Some(old) = self.minted_tracks.pop_front() {
+                    self.tracks.remove(&old);
+                }
+            }
+        }
+        self.tracks.entry((pid, tid)).or_default()
+    }
+
     fn name_track(&mut self, pid: u32, tid: u64, name: String) -> io::Result<()> {
-        let track = self.tracks.entry((pid, tid)).or_default();
+        let track = self.track(pid, tid);
         track.name = Some(name.clone());
         let lanes: Vec<u64> = track.lanes.iter().skip(1).map(|l| l.tid).collect();
         self.write_thread_name(pid, tid, tid, &name, 0)?;
@@ -1260,6 +1281,39 @@ mod tests {
         assert!(ev
             .iter()
             .any(|e| e["name"] == "thread_name" && e["args"]["name"] == "scheduler [TP 1]"));
+        assert_eq!(stats.spans_unplaced, 0);
+    }
+
+    #[test]
+    fn tracks_of_threads_with_no_id_are_forgotten_once_unreachable() {
+        let p = ProcessKey::default();
+        let limits = Limits {
+            index_window: 16,
+            ..Limits::default()
+        };
+        let mut w = TraceEventWriter::new(Vec::new(), limits).unwrap();
+        let threads = 400;
+        for i in 0..threads {
+            let t = T0 + i * 100;
+            w.push(&p, slice(10_000 + i, i + 1, t + 10, t + 20, None))
+                .unwrap();
+            let mut thread = slice(i + 1, 0, t, t + 50, None);
+            thread.attrs = vec![("thread_label".into(), AttrValue::Str("worker".into()))];
+            w.push(&p, thread).unwrap();
+            assert!(w.tracks.len() <= w.placed.most(), "{}", w.tracks.len());
+        }
+        let (out, stats) = w.finish().unwrap();
+        let ev = events(out);
+        // Each thread still got a track of its own, named, with its slice on it.
+        let mut tids: Vec<u64> = xs(&ev).into_iter().map(|(_, tid)| tid).collect();
+        tids.sort_unstable();
+        tids.dedup();
+        assert_eq!(tids.len(), threads as usize);
+        let named = ev
+            .iter()
+            .filter(|e| e["name"] == "thread_name" && e["args"]["name"] == "worker")
+            .count();
+        assert_eq!(named, threads as usize);
         assert_eq!(stats.spans_unplaced, 0);
     }
 
