@@ -19,12 +19,13 @@ mod rotel;
 
 use common::Discard;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use slicetrace::{name, Config, End, Guard, OtlpSink, Protocol, Rid};
+use slicetrace::export::{OtlpSink, Protocol};
+use slicetrace::{name, Config, End, Guard, Rid};
 use std::time::{Duration, Instant};
 
 const PAIRS: u64 = 50_000;
 
-fn config(sink: Box<dyn slicetrace::Sink>, batch: usize) -> Config {
+fn config(sink: Box<dyn slicetrace::export::Sink>, batch: usize) -> Config {
     let mut c = Config::new("bench-export").sink(sink);
     c.announce = false;
     c.report_losses_every = None;

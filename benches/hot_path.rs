@@ -167,9 +167,9 @@ fn hot_path(c: &mut Criterion) {
         .local_addr()
         .unwrap()
         .port();
-    let sink = slicetrace::OtlpSink::new(
+    let sink = slicetrace::export::OtlpSink::new(
         &format!("http://127.0.0.1:{dead}"),
-        slicetrace::Protocol::Grpc,
+        slicetrace::export::Protocol::Grpc,
         &[],
         Duration::from_millis(200),
     )

@@ -4,12 +4,10 @@
 //!
 //! Run: `cargo run --release --example simulated_server`. Spans go to `slicetrace-trace.json`
 //! (or the path in `SLICETRACE_FILE`), a trace-event file to drop into ui.perfetto.dev; with
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` set they go to that collector instead (see `EnvSettings` for
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set they go to that collector instead (docs/api.md lists
 //! the other `OTEL_*` variables). `SIM_REQUESTS` and `SIM_TP` change the load.
 
-use slicetrace::{
-    name, Attr, Config, Destination, End, EnvSettings, Name, Opts, PropagateContext, Rid,
-};
+use slicetrace::{name, Attr, Config, End, Name, Opts, PropagateContext, Rid};
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -21,7 +19,7 @@ static BATCH_SIZE: Name = Name::new("batch_size");
 /// What travels between the server's threads: the request and its trace context.
 struct Msg {
     rid: Rid,
-    ctx: [u8; slicetrace::CONTEXT_LEN],
+    ctx: [u8; slicetrace::limits::CONTEXT_LEN],
     output_tokens: usize,
 }
 
@@ -99,7 +97,7 @@ fn finish(open: &mut HashMap<Rid, usize>, rid: Rid) {
 struct Running {
     rid: Rid,
     left: usize,
-    ctx_bytes: [u8; slicetrace::CONTEXT_LEN],
+    ctx_bytes: [u8; slicetrace::limits::CONTEXT_LEN],
 }
 
 fn scheduler(tp: u32, inbox: Receiver<Msg>, detok: Option<Sender<Msg>>) {
@@ -214,19 +212,9 @@ fn measure_cost(guard: &slicetrace::Guard) -> (f64, f64) {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let requests = env_num("SIM_REQUESTS", 200);
     let tp = env_num("SIM_TP", 2).max(1) as u32;
-    let mut env = EnvSettings::from_process()?;
-    if let Destination::File(path) = &mut env.destination {
-        if std::env::var_os("SLICETRACE_FILE").is_none() {
-            *path = "slicetrace-trace.json".into();
-        }
-    }
-    let dest = match &env.destination {
-        Destination::File(path) => path.clone(),
-        Destination::Otlp {
-            endpoint, protocol, ..
-        } => format!("{endpoint} over OTLP {protocol:?}"),
-    };
-    let guard = slicetrace::init(Config::from_settings(&env, "simulated-llm-server")?)?;
+    let cfg = Config::from_env_or_file("simulated-llm-server", "slicetrace-trace.json")?;
+    let dest = cfg.destination().unwrap_or_default().to_owned();
+    let guard = slicetrace::init(cfg)?;
     let started = Instant::now();
 
     let (done_tx, done_rx) = channel();

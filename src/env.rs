@@ -23,18 +23,10 @@
 //!
 //! A value that cannot be used is an error at `init`, naming the variable and what it expected.
 
+use crate::export::otlp::{Protocol, MAX_CONNECTIONS};
 use crate::export::tls::{self, TlsConfig};
 use std::fmt;
 use std::time::Duration;
-
-/// OTLP transport.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Grpc,
-    HttpProtobuf,
-    /// OTLP/HTTP with JSON bodies: what a collector's file exporter writes, byte for byte.
-    HttpJson,
-}
 
 /// Where spans go, as the environment says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -375,7 +367,7 @@ impl EnvSettings {
         let connections = match get(CONNECTIONS).filter(|v| !v.trim().is_empty()) {
             None => DEFAULT_CONNECTIONS,
             Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if (1..=crate::export::otlp::MAX_CONNECTIONS).contains(&n) => n,
+                Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => n,
                 _ => return Err(err(CONNECTIONS, &v, "a whole number from 1 to 16")),
             },
         };

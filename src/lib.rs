@@ -20,10 +20,14 @@
 //! Each call writes one 32-byte record into the calling thread's own ring (no lock, no
 //! allocation, no system call); a background thread does the rest. See `docs/design.md`.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod args;
 mod collector;
 mod env;
-mod export;
+pub mod error;
+pub mod export;
 mod ids;
 mod local;
 mod mix_hash;
@@ -42,12 +46,8 @@ mod ring_loom;
 
 pub use args::{Attr, End, Opts, UnixNanos, Value};
 pub use collector::clock::ClockSource;
-pub use collector::sink::{Outcome, Sink};
 pub use collector::stats::Stats;
-pub use env::{Destination, EnvError, EnvFile, EnvSettings, Protocol, TlsFiles};
-pub use export::jsonl::JsonLinesExporter;
-pub use export::otlp::OtlpSink;
-pub use export::tls::TlsConfig;
+pub use error::InitError;
 pub use ids::Rid;
 pub use local::api::{
     event, event_with, propagate_context, propagate_tracestate, req_finish, req_finish_with,
@@ -56,16 +56,17 @@ pub use local::api::{
     slice_start_at, ReqStart, RequestKey,
 };
 pub use name::Name;
-pub use propagate::{ContextError, PropagateContext, TraceparentError, CONTEXT_LEN};
-pub use record::MAX_STR_BYTES;
-pub use session::{
-    init, init_from_env, is_enabled, stats, Config, Guard, InitError, DEFAULT_RING_CAPACITY,
-};
-pub use slice_chain::MAX_DEPTH;
-pub use trace_event::exporter::PerfettoExporter;
+pub use propagate::PropagateContext;
+pub use session::{init, init_from_env, is_enabled, stats, Config, Guard};
 
-#[cfg(feature = "testing")]
-pub use opentelemetry_sdk::trace::InMemorySpanExporter;
+/// The bounds slicetrace keeps: past each, input is cut or refused and counted.
+pub mod limits {
+    pub use crate::collector::tree::{MAX_ATTRS_PER_SPAN, MAX_EVENTS_PER_SPAN};
+    pub use crate::propagate::CONTEXT_LEN;
+    pub use crate::record::{MAX_STR_BYTES, MAX_TRACESTATE_BYTES};
+    pub use crate::session::DEFAULT_RING_CAPACITY;
+    pub use crate::slice_chain::MAX_DEPTH;
+}
 
 /// For benchmarks and tests of the record path only; not a stable interface.
 #[doc(hidden)]

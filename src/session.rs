@@ -1,12 +1,14 @@
 //! Process set-up: `init` starts a tracing session, the `Guard` it returns ends it.
 
 use crate::collector::clock::{self, ClockSource, TickClock};
-use crate::collector::drainer::{self, Control, DrainerParts};
+use crate::collector::control::Control;
+use crate::collector::drainer::{self, DrainerParts};
 use crate::collector::shipper::Shipper;
 use crate::collector::sink::Sink;
 use crate::collector::stats::Stats;
 use crate::collector::tree::{ProcessInfo, Tree, TreeLimits};
-use crate::env::{Destination, EnvError, EnvSettings};
+use crate::env::{Destination, EnvSettings};
+use crate::error::{ConfigError, ExporterError, InitError};
 use crate::export::jsonl::JsonLinesExporter;
 use crate::export::otlp::OtlpSink;
 use crate::local::handle::{self, ENABLED, LOST_NO_HANDLE, RING_CAPACITY};
@@ -15,7 +17,6 @@ use crate::trace_event::exporter::PerfettoExporter;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SpanExporter;
 use opentelemetry_sdk::Resource;
-use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -59,9 +60,12 @@ pub struct Config {
     /// Print the one start-up line (clock source) on stderr.
     pub announce: bool,
     sink: Option<Box<dyn Sink>>,
+    /// Where the environment sent spans, when the configuration came from it.
+    destination: Option<String>,
 }
 
 impl Config {
+    #[must_use]
     pub fn new(service_name: impl Into<String>) -> Config {
         Config {
             service_name: service_name.into(),
@@ -81,16 +85,19 @@ impl Config {
             shutdown_timeout: Duration::from_secs(5),
             announce: true,
             sink: None,
+            destination: None,
         }
     }
 
     /// Export to an `opentelemetry_sdk` span exporter (OTLP, in-memory, stdout, …).
+    #[must_use]
     pub fn exporter(mut self, exporter: impl SpanExporter + 'static) -> Config {
         self.sink = Some(Box::new(exporter));
         self
     }
 
     /// Export to any [`Sink`].
+    #[must_use]
     pub fn sink(mut self, sink: Box<dyn Sink>) -> Config {
         self.sink = Some(sink);
         self
@@ -98,7 +105,7 @@ impl Config {
 }
 
 impl Config {
-    /// The configuration the environment asks for (see [`EnvSettings`]): OTLP when an endpoint
+    /// The configuration the environment asks for (see [`crate::env`]): OTLP when an endpoint
     /// variable is set, else a local trace file. `service_name` applies unless
     /// `OTEL_SERVICE_NAME` is set. Does not look at the `SLICETRACE` switch.
     pub fn from_env(service_name: &str) -> Result<Config, InitError> {
@@ -106,7 +113,28 @@ impl Config {
         Config::from_settings(&env, service_name)
     }
 
-    pub fn from_settings(env: &EnvSettings, service_name: &str) -> Result<Config, InitError> {
+    /// [`Config::from_env`], with `file` as the local trace file when the environment names
+    /// neither an OTLP endpoint nor `SLICETRACE_FILE`.
+    pub fn from_env_or_file(service_name: &str, file: &str) -> Result<Config, InitError> {
+        let mut env = EnvSettings::from_process().map_err(InitError::Env)?;
+        if let Destination::File(path) = &mut env.destination {
+            if std::env::var_os("SLICETRACE_FILE").is_none() {
+                *path = file.to_owned();
+            }
+        }
+        Config::from_settings(&env, service_name)
+    }
+
+    /// Where spans go, for a configuration made from the environment: the file's path, or the
+    /// endpoint and protocol.
+    pub fn destination(&self) -> Option<&str> {
+        self.destination.as_deref()
+    }
+
+    pub(crate) fn from_settings(
+        env: &EnvSettings,
+        service_name: &str,
+    ) -> Result<Config, InitError> {
         let mut cfg = Config::new(env.service_name.as_deref().unwrap_or(service_name));
         // The queue's bound is kept in whole batches; in spans it stays as set (or as default)
         // whatever the batch size.
@@ -143,7 +171,9 @@ impl Config {
                 )
             }
             Destination::File(path) => {
-                let cannot = |e| InitError::Exporter(format!("cannot create {path}: {e}"));
+                let cannot = |e| {
+                    InitError::Exporter(ExporterError::caused(format!("cannot create {path}"), e))
+                };
                 if path.ends_with(".jsonl") {
                     Box::new(JsonLinesExporter::create(path).map_err(cannot)?)
                 } else {
@@ -155,12 +185,18 @@ impl Config {
                 }
             }
         };
+        cfg.destination = Some(match &env.destination {
+            Destination::File(path) => path.clone(),
+            Destination::Otlp {
+                endpoint, protocol, ..
+            } => format!("{endpoint} over OTLP {protocol:?}"),
+        });
         Ok(cfg.sink(sink))
     }
 }
 
 /// Starts tracing if the environment switches it on (`SLICETRACE=1`), configured by the
-/// standard `OTEL_*` variables (see [`EnvSettings`]); `Ok(None)` when it is off. A variable
+/// standard `OTEL_*` variables (see [`crate::env`]); `Ok(None)` when it is off. A variable
 /// with a value that cannot be used is an error naming it.
 pub fn init_from_env(service_name: &str) -> Result<Option<Guard>, InitError> {
     let env = EnvSettings::from_process().map_err(InitError::Env)?;
@@ -169,40 +205,6 @@ pub fn init_from_env(service_name: &str) -> Result<Option<Guard>, InitError> {
     }
     init(Config::from_settings(&env, service_name)?).map(Some)
 }
-
-/// Why `init` failed.
-#[derive(Debug)]
-pub enum InitError {
-    /// A session is running in this process already.
-    AlreadyRunning,
-    /// `Config` names no exporter.
-    NoExporter,
-    /// A setting is out of range; the text says which.
-    BadConfig(String),
-    /// The drainer thread could not start.
-    Spawn(std::io::Error),
-    /// An environment variable has a value that cannot be used.
-    Env(EnvError),
-    /// The exporter could not be made; the text says why.
-    Exporter(String),
-}
-
-impl fmt::Display for InitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InitError::AlreadyRunning => {
-                f.write_str("slicetrace is already running in this process")
-            }
-            InitError::NoExporter => f.write_str("slicetrace Config has no exporter"),
-            InitError::BadConfig(s) => write!(f, "slicetrace Config: {s}"),
-            InitError::Spawn(e) => write!(f, "slicetrace could not start its drainer thread: {e}"),
-            InitError::Env(e) => write!(f, "slicetrace: {e}"),
-            InitError::Exporter(e) => write!(f, "slicetrace: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for InitError {}
 
 struct Live {
     ctl: Arc<Control>,
@@ -217,6 +219,7 @@ static SESSION: Mutex<Option<Live>> = Mutex::new(None);
 
 /// Ends the session when dropped (or by [`Guard::shutdown`]): every span recorded before is
 /// exported, open requests as unfinished.
+#[must_use = "dropping the guard ends tracing at once"]
 pub struct Guard {
     join: Option<JoinHandle<()>>,
     clock: ClockSource,
@@ -260,15 +263,18 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         return Err(InitError::NoExporter);
     };
     if cfg.ring_capacity < 64 || cfg.ring_capacity > (1 << 26) {
-        return Err(InitError::BadConfig(format!(
-            "ring_capacity must be within 64..=67108864 records, got {}",
-            cfg.ring_capacity
-        )));
+        return Err(InitError::BadConfig(ConfigError {
+            setting: "ring_capacity",
+            value: cfg.ring_capacity as u64,
+            expected: "64 to 67108864 records",
+        }));
     }
     if cfg.max_export_batch == 0 {
-        return Err(InitError::BadConfig(
-            "max_export_batch must be at least 1".into(),
-        ));
+        return Err(InitError::BadConfig(ConfigError {
+            setting: "max_export_batch",
+            value: 0,
+            expected: "at least 1",
+        }));
     }
     RING_CAPACITY.store(cfg.ring_capacity, Ordering::Relaxed);
     let quanta_clock = handle::clock().clone();

@@ -17,7 +17,7 @@ fn child_process_side() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
-    let mut bytes = [0u8; slicetrace::CONTEXT_LEN];
+    let mut bytes = [0u8; slicetrace::limits::CONTEXT_LEN];
     std::io::stdin().read_exact(&mut bytes).unwrap();
     let ctx = PropagateContext::from_bytes(&bytes).unwrap();
     let mut s = session();
@@ -161,7 +161,7 @@ fn tracestate_child_side() {
         return;
     }
     let mut stdin = BufReader::new(std::io::stdin());
-    let mut bytes = [0u8; slicetrace::CONTEXT_LEN];
+    let mut bytes = [0u8; slicetrace::limits::CONTEXT_LEN];
     stdin.read_exact(&mut bytes).unwrap();
     let mut state = String::new();
     stdin.read_line(&mut state).unwrap();

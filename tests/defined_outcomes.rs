@@ -233,7 +233,7 @@ fn events_and_attributes_land_where_recorded() {
     );
     assert_eq!(th.events[0].name, "outside");
     match attr(req, "status") {
-        Some(Value::String(v)) => assert_eq!(v.as_str().len(), slicetrace::MAX_STR_BYTES),
+        Some(Value::String(v)) => assert_eq!(v.as_str().len(), slicetrace::limits::MAX_STR_BYTES),
         other => panic!("{other:?}"),
     }
 }
@@ -418,13 +418,13 @@ struct Handed {
 /// A sink with batches in flight: it answers each batch only once two newer ones are waiting,
 /// or when told to settle, or (with `answers_when_polled`) when polled; every third batch fails.
 struct LateSink {
-    held: std::collections::VecDeque<slicetrace::Outcome>,
+    held: std::collections::VecDeque<slicetrace::export::Outcome>,
     handed: std::sync::Arc<std::sync::Mutex<Handed>>,
     batches: u64,
     answers_when_polled: bool,
 }
 
-impl slicetrace::Sink for LateSink {
+impl slicetrace::export::Sink for LateSink {
     fn export(&mut self, _: Vec<opentelemetry_sdk::trace::SpanData>) -> Result<(), String> {
         Err("batches come through submit".into())
     }
@@ -436,7 +436,7 @@ impl slicetrace::Sink for LateSink {
     fn submit(
         &mut self,
         batch: Vec<opentelemetry_sdk::trace::SpanData>,
-    ) -> Vec<slicetrace::Outcome> {
+    ) -> Vec<slicetrace::export::Outcome> {
         let n = batch.len() as u64;
         self.batches += 1;
         let fails = self.batches % 3 == 0;
@@ -456,10 +456,10 @@ impl slicetrace::Sink for LateSink {
         }
         answered
     }
-    fn settle(&mut self) -> Vec<slicetrace::Outcome> {
+    fn settle(&mut self) -> Vec<slicetrace::export::Outcome> {
         self.held.drain(..).collect()
     }
-    fn poll(&mut self) -> Vec<slicetrace::Outcome> {
+    fn poll(&mut self) -> Vec<slicetrace::export::Outcome> {
         if self.answers_when_polled {
             self.held.drain(..).collect()
         } else {

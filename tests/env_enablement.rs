@@ -17,7 +17,16 @@ fn child_side() {
     }
     match slicetrace::init_from_env("env-default-name") {
         Ok(None) => println!("RESULT off"),
-        Err(e) => println!("RESULT error {e}"),
+        Err(e) => {
+            // The whole chain, as a program would print it: what failed, then why.
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text = format!("{text}: {c}");
+                cause = c.source();
+            }
+            println!("RESULT error {text}")
+        }
         Ok(Some(guard)) => {
             let rid = slicetrace::req_start("env-request", None);
             slicetrace::slice_start(slicetrace::name!("work"), rid);
@@ -88,11 +97,14 @@ fn a_bad_value_is_an_error_naming_the_variable() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:43x7"),
     ]);
     assert!(
-        r.starts_with("error slicetrace: OTEL_EXPORTER_OTLP_ENDPOINT=\"localhost:43x7\": expected"),
+        r.starts_with("error slicetrace cannot use the tracing environment variables: OTEL_EXPORTER_OTLP_ENDPOINT=\"localhost:43x7\": expected"),
         "{r}"
     );
     let r = run_child(&[("SLICETRACE", "yes please")]);
-    assert!(r.starts_with("error slicetrace: SLICETRACE="), "{r}");
+    assert!(
+        r.starts_with("error slicetrace cannot use the tracing environment variables: SLICETRACE="),
+        "{r}"
+    );
 }
 
 #[test]
@@ -194,7 +206,7 @@ fn tls_from_the_standard_variables() {
     ]);
     assert!(
         r.starts_with(&format!(
-            "error slicetrace: OTEL_EXPORTER_OTLP_CERTIFICATE={missing:?}: expected"
+            "error slicetrace cannot use the tracing environment variables: OTEL_EXPORTER_OTLP_CERTIFICATE={missing:?}: expected"
         )),
         "{r}"
     );
@@ -208,7 +220,7 @@ fn tls_from_the_standard_variables() {
         ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &cert),
     ]);
     assert!(
-        r.starts_with("error slicetrace: OTEL_EXPORTER_OTLP_CLIENT_KEY="),
+        r.starts_with("error slicetrace cannot use the tracing environment variables: OTEL_EXPORTER_OTLP_CLIENT_KEY="),
         "{r}"
     );
 }

@@ -6,7 +6,8 @@ mod common;
 use common::otlp_request::{check, trace_one_request};
 use common::rotel::{free_port, Rotel};
 use common::{config, session_using};
-use slicetrace::{name, End, OtlpSink, Protocol};
+use slicetrace::export::{OtlpSink, Protocol};
+use slicetrace::{name, End};
 use std::time::{Duration, Instant};
 
 fn export_over(protocol: Protocol) {
@@ -195,7 +196,7 @@ fn connections_outside_one_to_sixteen_are_refused() {
     };
     for n in [0, 17] {
         let e = sink().unwrap().with_connections(n).err().unwrap();
-        assert!(e.contains("1 to 16"), "{e}");
+        assert!(e.to_string().contains("1 to 16"), "{e}");
     }
     assert!(sink().unwrap().with_connections(16).is_ok());
 }

@@ -8,7 +8,8 @@ use common::otlp_request::{check, trace_one_request};
 use common::rotel::Rotel;
 use common::tls_front::{Alpn, Pki, TlsFront};
 use common::{config, session_using};
-use slicetrace::{OtlpSink, Protocol, Stats, TlsConfig};
+use slicetrace::export::{OtlpSink, Protocol, TlsConfig};
+use slicetrace::Stats;
 use std::time::Duration;
 
 fn export(sink: OtlpSink) -> Stats {
@@ -127,7 +128,8 @@ fn bad_tls_material_is_refused_at_set_up() {
     let refusal =
         |protocol, tls: &TlsConfig| match OtlpSink::with_tls(endpoint, protocol, &[], t, tls) {
             Ok(_) => panic!("{tls:?} accepted"),
-            Err(e) => e,
+            // What was refused, then why (the error's source).
+            Err(e) => format!("{e}: {}", std::error::Error::source(&e).expect("a cause")),
         };
     let e = refusal(Protocol::Grpc, &key_only);
     assert!(e.contains("without its certificate"), "{e}");

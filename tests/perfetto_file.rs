@@ -18,7 +18,7 @@ fn temp_path(tag: &str) -> std::path::PathBuf {
     ))
 }
 
-fn scheduler(rx: mpsc::Receiver<(Rid, [u8; slicetrace::CONTEXT_LEN])>) {
+fn scheduler(rx: mpsc::Receiver<(Rid, [u8; slicetrace::limits::CONTEXT_LEN])>) {
     slicetrace::set_thread_info("scheduler", Some(0), None);
     let mut live = Vec::new();
     for _ in 0..2 {

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 
 const REQS: [(&str, usize); 2] = [("req-alpha", 2), ("req-beta", 3)];
 
-fn scheduler(tp: u32, rx: mpsc::Receiver<(Rid, [u8; slicetrace::CONTEXT_LEN])>) {
+fn scheduler(tp: u32, rx: mpsc::Receiver<(Rid, [u8; slicetrace::limits::CONTEXT_LEN])>) {
     slicetrace::set_thread_info("scheduler", Some(tp), Some(0));
     let mut live = Vec::new();
     for _ in 0..REQS.len() {

@@ -133,7 +133,7 @@ impl Summary {
     /// The thread of slice `i`, from its own attribute or its ancestors'.
     fn thread_of(&self, i: usize) -> Option<(u32, u64)> {
         let mut at = i;
-        for _ in 0..slicetrace::MAX_DEPTH + 1 {
+        for _ in 0..slicetrace::limits::MAX_DEPTH + 1 {
             let s = &self.slices[at];
             if let Some(t) = s.tid {
                 return Some((s.process, t));

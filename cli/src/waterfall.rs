@@ -189,7 +189,7 @@ pub fn render(
             depth += 1;
             tid = tid.or(parent.thread_id());
             at = parent;
-            if depth > slicetrace::MAX_DEPTH {
+            if depth > slicetrace::limits::MAX_DEPTH {
                 break;
             }
         }

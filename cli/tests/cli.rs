@@ -239,9 +239,9 @@ fn capture_server() -> (String, Arc<Mutex<Vec<String>>>) {
 
 fn trace_a_small_server(endpoint: &str) -> slicetrace::Stats {
     use slicetrace::{name, End};
-    let sink = slicetrace::OtlpSink::new(
+    let sink = slicetrace::export::OtlpSink::new(
         endpoint,
-        slicetrace::Protocol::HttpJson,
+        slicetrace::export::Protocol::HttpJson,
         &[],
         std::time::Duration::from_secs(5),
     )
@@ -250,7 +250,8 @@ fn trace_a_small_server(endpoint: &str) -> slicetrace::Stats {
     cfg.announce = false;
     cfg.finish_grace = std::time::Duration::from_millis(5);
     let guard = slicetrace::init(cfg.sink(Box::new(sink))).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<(slicetrace::Rid, [u8; slicetrace::CONTEXT_LEN])>();
+    let (tx, rx) =
+        std::sync::mpsc::channel::<(slicetrace::Rid, [u8; slicetrace::limits::CONTEXT_LEN])>();
     let sched = std::thread::spawn(move || {
         slicetrace::set_thread_info("scheduler", Some(0), None);
         for (rid, ctx) in rx {

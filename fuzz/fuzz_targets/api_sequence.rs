@@ -187,7 +187,7 @@ fuzz_target!(|data: &[u8]| {
                 Box::new(move || slicetrace::slice_batch(name!("step"), &[(rid(r), b & 1 == 1)])),
             ),
             Op::Propagate(r) => {
-                let (ctx_tx, ctx_rx) = channel::<Option<[u8; slicetrace::CONTEXT_LEN]>>();
+                let (ctx_tx, ctx_rx) = channel::<Option<[u8; slicetrace::limits::CONTEXT_LEN]>>();
                 run(
                     t,
                     Box::new(move || {

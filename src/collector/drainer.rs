@@ -1,6 +1,7 @@
 //! The background thread: sweeps every ring, rebuilds span trees, hands spans to the sink.
 
 use super::clock::TickClock;
+use super::control::Control;
 use super::shipper::Shipper;
 use super::span_out::SpanOut;
 use super::stats::Counters;
@@ -8,41 +9,9 @@ use super::tree::{Tenure, Tree};
 use crate::ids::owner_seed;
 use crate::record::{decode, flag, Decoded, Kind, Record};
 use crate::registry::{self, RingSlot, DETACHED};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Shared between the drainer and the session guard.
-#[derive(Default)]
-pub struct Control {
-    pub stop: AtomicBool,
-    pub flush_requested: AtomicU64,
-    flush_done: Mutex<u64>,
-    flushed: Condvar,
-    pub counters: Counters,
-}
-
-impl Control {
-    /// Asks for a flush and waits for it, up to `timeout`. False on time-out.
-    pub fn flush(&self, drainer: &std::thread::Thread, timeout: Duration) -> bool {
-        let want = self.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
-        drainer.unpark();
-        let done = self.flush_done.lock().unwrap_or_else(|e| e.into_inner());
-        let (done, _) = self
-            .flushed
-            .wait_timeout_while(done, timeout, |d| *d < want)
-            .unwrap_or_else(|e| e.into_inner());
-        *done >= want
-    }
-
-    pub fn mark_flushed(&self, upto: u64) {
-        let mut done = self.flush_done.lock().unwrap_or_else(|e| e.into_inner());
-        if *done < upto {
-            *done = upto;
-        }
-        self.flushed.notify_all();
-    }
-}
 
 /// Spans a sweep piles up before it hands them to the export thread mid-sweep.
 const HAND_OVER_SPANS: usize = 1024;

@@ -1,6 +1,7 @@
 //! The drainer side: everything here runs on the background thread, never on a traced one.
 
 pub mod clock;
+pub mod control;
 pub mod drainer;
 pub mod finished;
 pub mod shipper;

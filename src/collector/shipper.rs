@@ -2,7 +2,7 @@
 //! them to the sink, so a slow or unreachable destination never stalls the drainer. When the
 //! queue is full the batch is dropped and its spans counted (`spans_dropped_export`).
 
-use super::drainer::Control;
+use super::control::Control;
 use super::sink::{Outcome, Sink};
 use super::span_out::Batch;
 use super::stats::Counters;

@@ -6,7 +6,7 @@
 //! certificates (the `tls` feature).
 
 use crate::collector::sink::{Outcome, Sink};
-use crate::env::Protocol;
+use crate::error::ExporterError;
 use crate::export::tls::TlsConfig;
 use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
@@ -93,6 +93,15 @@ struct LaneThread {
     join: Option<JoinHandle<()>>,
 }
 
+/// OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies: what a collector's file exporter writes, byte for byte.
+    HttpJson,
+}
+
 /// Most connections one sink opens.
 pub const MAX_CONNECTIONS: usize = 16;
 
@@ -104,7 +113,7 @@ impl OtlpSink {
         protocol: Protocol,
         headers: &[(String, String)],
         timeout: Duration,
-    ) -> Result<OtlpSink, String> {
+    ) -> Result<OtlpSink, ExporterError> {
         OtlpSink::with_tls(endpoint, protocol, headers, timeout, &TlsConfig::default())
     }
 
@@ -116,17 +125,17 @@ impl OtlpSink {
         headers: &[(String, String)],
         timeout: Duration,
         tls: &TlsConfig,
-    ) -> Result<OtlpSink, String> {
+    ) -> Result<OtlpSink, ExporterError> {
         let https = endpoint
             .get(..8)
             .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
         if https && !cfg!(feature = "tls") {
-            return Err(format!(
+            return Err(ExporterError::new(format!(
                 "{endpoint}: an https:// endpoint needs slicetrace's `tls` feature"
-            ));
+            )));
         }
         tls.check()
-            .map_err(|e| format!("TLS for {endpoint}: {e}"))?;
+            .map_err(|e| ExporterError::caused(format!("TLS for {endpoint}"), e))?;
         let params = Params {
             endpoint: endpoint.to_owned(),
             protocol,
@@ -140,7 +149,7 @@ impl OtlpSink {
         let p = params.clone();
         let first = std::thread::spawn(move || Lane::build(&p))
             .join()
-            .map_err(|_| "the OTLP exporter could not be built".to_owned())??;
+            .map_err(|_| ExporterError::new("the OTLP exporter could not be built"))??;
         let (done_tx, done) = mpsc::channel();
         Ok(OtlpSink {
             first,
@@ -156,9 +165,11 @@ impl OtlpSink {
     /// once, each on a connection and thread of its own. One connection sends one batch at a
     /// time and waits for the collector's answer before the next; more keep the collector
     /// busy while an answer is on its way, and spread the encoding over cores.
-    pub fn with_connections(mut self, n: usize) -> Result<OtlpSink, String> {
+    pub fn with_connections(mut self, n: usize) -> Result<OtlpSink, ExporterError> {
         if n == 0 || n > MAX_CONNECTIONS {
-            return Err(format!("{n} connections: expected 1 to {MAX_CONNECTIONS}"));
+            return Err(ExporterError::new(format!(
+                "{n} connections: expected 1 to {MAX_CONNECTIONS}"
+            )));
         }
         while n > 1 && self.lanes.len() < n {
             let index = self.lanes.len();
@@ -171,17 +182,19 @@ impl OtlpSink {
 }
 
 impl Lane {
-    fn build(p: &Params) -> Result<Lane, String> {
+    fn build(p: &Params) -> Result<Lane, ExporterError> {
         let endpoint = &p.endpoint;
         match p.protocol {
             Protocol::Grpc => {
                 let runtime = lane_runtime()?;
                 let mut map = http::HeaderMap::new();
                 for (k, v) in &p.headers {
-                    let key = http::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|_| format!("header name {k:?} is not valid gRPC metadata"))?;
-                    let value = http::HeaderValue::from_str(v)
-                        .map_err(|_| format!("header {k:?} has a value gRPC cannot carry"))?;
+                    let key = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
+                        ExporterError::caused(format!("header name {k:?} for gRPC"), e)
+                    })?;
+                    let value = http::HeaderValue::from_str(v).map_err(|e| {
+                        ExporterError::caused(format!("header {k:?}'s value for gRPC"), e)
+                    })?;
                     map.append(key, value);
                 }
                 let metadata = MetadataMap::from_headers(map);
@@ -193,14 +206,17 @@ impl Lane {
                         .with_timeout(p.timeout)
                         .with_metadata(metadata);
                     #[cfg(feature = "tls")]
-                    let builder = if p.https {
-                        builder.with_tls_config(grpc_tls(&p.tls)?)
-                    } else {
-                        builder
-                    };
-                    builder
-                        .build()
-                        .map_err(|e| format!("OTLP/gRPC exporter for {endpoint}: {e}"))?
+                    let builder =
+                        if p.https {
+                            builder.with_tls_config(grpc_tls(&p.tls).map_err(|e| {
+                                ExporterError::caused(format!("TLS for {endpoint}"), e)
+                            })?)
+                        } else {
+                            builder
+                        };
+                    builder.build().map_err(|e| {
+                        ExporterError::caused(format!("OTLP/gRPC exporter for {endpoint}"), e)
+                    })?
                 };
                 Ok(Lane { exporter, runtime })
             }
@@ -213,8 +229,9 @@ impl Lane {
                 let runtime = lane_runtime()?;
                 let client = {
                     let _in_runtime = runtime.enter();
-                    http_client(p.timeout, p.https, &p.tls)
-                        .map_err(|e| format!("OTLP/HTTP client for {endpoint}: {e}"))?
+                    http_client(p.timeout, p.https, &p.tls).map_err(|e| {
+                        ExporterError::caused(format!("OTLP/HTTP client for {endpoint}"), e)
+                    })?
                 };
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
@@ -224,7 +241,9 @@ impl Lane {
                     .with_timeout(p.timeout)
                     .with_headers(headers)
                     .build()
-                    .map_err(|e| format!("OTLP/HTTP exporter for {endpoint}: {e}"))?;
+                    .map_err(|e| {
+                        ExporterError::caused(format!("OTLP/HTTP exporter for {endpoint}"), e)
+                    })?;
                 Ok(Lane { exporter, runtime })
             }
         }
@@ -250,7 +269,7 @@ impl LaneThread {
         params: Params,
         index: usize,
         done: mpsc::Sender<(usize, Result<(), String>)>,
-    ) -> Result<LaneThread, String> {
+    ) -> Result<LaneThread, ExporterError> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (result_tx, results) = mpsc::channel();
         let join = std::thread::Builder::new()
@@ -262,7 +281,7 @@ impl LaneThread {
                         l
                     }
                     Err(e) => {
-                        let _ = result_tx.send(Err(e));
+                        let _ = result_tx.send(Err(e.to_string()));
                         return;
                     }
                 };
@@ -279,7 +298,7 @@ impl LaneThread {
                     }
                 }
             })
-            .map_err(|e| format!("cannot start an OTLP export thread: {e}"))?;
+            .map_err(|e| ExporterError::caused("an OTLP export thread", e))?;
         let lane = LaneThread {
             jobs,
             results,
@@ -287,8 +306,8 @@ impl LaneThread {
         };
         match lane.results.recv() {
             Ok(Ok(())) => Ok(lane),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err("the OTLP exporter could not be built".to_owned()),
+            Ok(Err(e)) => Err(ExporterError::new(e)),
+            Err(_) => Err(ExporterError::new("the OTLP exporter could not be built")),
         }
     }
 
@@ -333,12 +352,12 @@ fn grpc_tls(
 
 /// A current-thread runtime for one lane's client: it runs only while that lane exports, on
 /// the lane's thread, so a request costs no hand-over to another thread.
-fn lane_runtime() -> Result<LaneRuntime, String> {
+fn lane_runtime() -> Result<LaneRuntime, ExporterError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map(|rt| LaneRuntime(Some(rt)))
-        .map_err(|e| format!("cannot start the OTLP runtime: {e}"))
+        .map_err(|e| ExporterError::caused("the OTLP runtime", e))
 }
 
 /// The client OTLP/HTTP sends with; over `https://`, rustls with the system's roots,

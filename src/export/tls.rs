@@ -37,7 +37,7 @@ impl TlsConfig {
     }
 
     /// The client certificate and key, when both are given; an error when only one is.
-    pub fn identity(&self) -> Result<Option<Identity<'_>>, String> {
+    pub(crate) fn identity(&self) -> Result<Option<Identity<'_>>, String> {
         match (&self.client_cert_pem, &self.client_key_pem) {
             (Some(c), Some(k)) => Ok(Some((c, k))),
             (None, None) => Ok(None),
@@ -48,7 +48,7 @@ impl TlsConfig {
 
     /// Checks that each PEM text holds what it should, so a wrong file is named at set-up
     /// rather than found at the first handshake.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if let Some(ca) = &self.ca_pem {
             if !has_section(ca, is_certificate) {
                 return Err("the CA certificates hold no PEM CERTIFICATE section".into());

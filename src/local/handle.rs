@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Records per ring for rings made from now on.
-pub(crate) static RING_CAPACITY: AtomicUsize = AtomicUsize::new(crate::DEFAULT_RING_CAPACITY);
+pub(crate) static RING_CAPACITY: AtomicUsize =
+    AtomicUsize::new(crate::session::DEFAULT_RING_CAPACITY);
 
 /// Calls made while the thread's handle was already destroyed (during thread teardown).
 pub(crate) static LOST_NO_HANDLE: AtomicU64 = AtomicU64::new(0);
