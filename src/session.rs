@@ -5,7 +5,7 @@ use crate::collector::drainer::{self, Control, DrainerParts};
 use crate::collector::shipper::Shipper;
 use crate::collector::sink::Sink;
 use crate::collector::stats::Stats;
-use crate::collector::tree::{ProcessInfo, Tree, TreeLimits};
+use crate::collector::tree::{ProcessInfo, SystemClock, Tree, TreeLimits};
 use crate::env::{Destination, EnvError, EnvSettings};
 use crate::export::jsonl::JsonLinesExporter;
 use crate::export::otlp::OtlpSink;
@@ -323,6 +323,7 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
             process_tag: crate::ids::process_tag(),
             scope: scope.clone(),
         },
+        Box::new(SystemClock),
     );
     let shipper = Shipper::start(
         sink,

@@ -1,0 +1,180 @@
+//! Turning closed state into finished spans: slices as `SliceSpan`, thread and request spans as
+//! whole `SpanData`; their error statuses; attribute values as records carry them.
+
+use super::request::{OpenSlice, Request, ThreadSpan};
+use super::{schema, ProcessInfo};
+use crate::collector::finished::{ns_to_time, own_ctx, Finished, SliceExtras, SliceSpan};
+use crate::record::{flag, Decoded};
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceState};
+use opentelemetry::{KeyValue, Value as OtelValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use std::borrow::Cow;
+
+/// The status of a slice closed because its thread span or request ended first.
+pub const UNFINISHED_SLICE: &str = "unfinished: still open when its thread span or request ended";
+/// The status of a request closed by a `req_start` of the same rid.
+pub const RESTARTED: &str = "request started again before it finished";
+/// The status of a request closed for want of records.
+pub const EVICTED: &str = "evicted: no activity within the idle timeout";
+
+pub fn error_status(msg: impl Into<Cow<'static, str>>) -> Status {
+    Status::Error {
+        description: msg.into(),
+    }
+}
+
+/// Unset when the end names the slice as its start did (or either has no name), else an error
+/// naming both.
+pub fn end_status(started: Option<&'static str>, ended: Option<&'static str>) -> Status {
+    match (started, ended) {
+        // Names are interned: one text, one pointer (the texts compared only for a name
+        // registered twice).
+        (Some(s), Some(e)) if !std::ptr::eq(s, e) && s != e => error_status(format!(
+            "slice_end name mismatch: started as {s:?}, ended as {e:?}"
+        )),
+        _ => Status::Unset,
+    }
+}
+
+/// An `Attr` record's key and value; `None` when the key did not decode.
+pub fn decode_attr(rec: &Decoded, key: Option<&'static str>) -> Option<KeyValue> {
+    let key = key?;
+    let v = rec.head.value;
+    let value = match rec.head.flags & flag::VALUE_MASK {
+        flag::VALUE_I64 => OtelValue::I64(v as i64),
+        flag::VALUE_F64 => OtelValue::F64(f64::from_bits(v)),
+        flag::VALUE_BOOL => OtelValue::Bool(v != 0),
+        _ => OtelValue::String(String::from_utf8_lossy(&rec.payload).into_owned().into()),
+    };
+    Some(KeyValue::new(key, value))
+}
+
+/// A slice ended at `end_ns`; `rid` is its request's index in the batch's table.
+#[allow(clippy::too_many_arguments)]
+pub fn slice_span(
+    trace: u128,
+    state: &TraceState,
+    s: OpenSlice,
+    name: &'static str,
+    end_ns: u64,
+    status: Status,
+    unfinished: bool,
+    tid: u64,
+    rid: u32,
+) -> Finished {
+    let plain = s.extras.is_none() && *state == TraceState::NONE && status == Status::Unset;
+    let extras = if plain && !unfinished {
+        None
+    } else {
+        let mut x = s.extras.unwrap_or_default();
+        x.state = state.clone();
+        x.status = status;
+        x.unfinished = unfinished;
+        SliceExtras::keep_if_any(x)
+    };
+    Finished::Slice(SliceSpan {
+        trace,
+        id: s.id,
+        parent: s.parent,
+        name,
+        start_ns: s.start_ns,
+        end_ns,
+        tid,
+        link: s.link,
+        rid,
+        extras,
+    })
+}
+
+/// `t`'s thread span, under the request span `req_span`, ended at `end_ns`; takes the span's
+/// own attributes and events.
+pub fn thread_span(
+    info: &ProcessInfo,
+    trace: u128,
+    state: &TraceState,
+    req_span: u64,
+    t: &mut ThreadSpan,
+    end_ns: u64,
+) -> Finished {
+    let m = &t.tenure.meta;
+    let label = m.label();
+    let mut attrs = vec![
+        KeyValue::new(schema::THREAD_LABEL, label.to_owned()),
+        KeyValue::new(schema::HOST_ID, info.host_id.clone()),
+        KeyValue::new(schema::PID, m.tid as i64),
+        KeyValue::new(schema::THREAD_ID, m.tid as i64),
+        KeyValue::new(schema::THREAD_NAME, m.name.clone()),
+    ];
+    if let Some(tp) = m.tp_rank {
+        attrs.push(KeyValue::new(schema::TP_RANK, tp as i64));
+    }
+    if let Some(dp) = m.dp_rank {
+        attrs.push(KeyValue::new(schema::DP_RANK, dp as i64));
+    }
+    attrs.append(&mut t.own_attrs);
+    let mut events = SpanEvents::default();
+    events.events = std::mem::take(&mut t.own_events);
+    Finished::Span(Box::new(SpanData {
+        span_context: own_ctx(trace, t.id, state.clone()),
+        parent_span_id: SpanId::from_bytes(req_span.to_be_bytes()),
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name: Cow::Owned(schema::thread_span_name(
+            label,
+            m.tp_rank,
+            &info.host_id,
+            m.tid,
+        )),
+        start_time: ns_to_time(t.start_ns),
+        end_time: ns_to_time(end_ns.max(t.start_ns)),
+        attributes: attrs,
+        dropped_attributes_count: 0,
+        events,
+        links: SpanLinks::default(),
+        status: Status::Unset,
+        instrumentation_scope: info.scope.clone(),
+    }))
+}
+
+/// The request span, ended at `end_ns`; `why` marks it unfinished with that reason.
+pub fn request_span(
+    info: &ProcessInfo,
+    req: Request,
+    end_ns: u64,
+    why: Option<&'static str>,
+) -> Finished {
+    let name = schema::request_span_name(req.rid_text.as_deref(), req.rid);
+    let mut attrs = Vec::with_capacity(req.attrs.len() + 3);
+    attrs.push(KeyValue::new(
+        schema::RID,
+        req.rid_text.unwrap_or_else(|| req.rid.0.to_string()),
+    ));
+    if let Some(room) = req.bootstrap_room {
+        attrs.push(KeyValue::new(schema::BOOTSTRAP_ROOM, room as i64));
+    }
+    let status = match why {
+        Some(w) => {
+            attrs.push(KeyValue::new(schema::UNFINISHED, true));
+            error_status(w)
+        }
+        None => Status::Unset,
+    };
+    attrs.extend(req.attrs);
+    let mut events = SpanEvents::default();
+    events.events = req.events;
+    Finished::Span(Box::new(SpanData {
+        span_context: own_ctx(req.trace_id, req.span_id, req.trace_state),
+        parent_span_id: SpanId::from_bytes(req.parent.to_be_bytes()),
+        parent_span_is_remote: req.parent_remote,
+        span_kind: SpanKind::Server,
+        name: Cow::Owned(name),
+        start_time: ns_to_time(req.start_ns),
+        end_time: ns_to_time(end_ns.max(req.start_ns)),
+        attributes: attrs,
+        dropped_attributes_count: req.dropped_attrs,
+        events,
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: info.scope.clone(),
+    }))
+}
