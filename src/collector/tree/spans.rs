@@ -178,3 +178,113 @@ pub fn request_span(
         instrumentation_scope: info.scope.clone(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{attr, decoded, name_id, Harness, Upstream};
+    use super::*;
+    use crate::record::{Kind, Record};
+    use opentelemetry::trace::TraceId;
+
+    #[test]
+    fn request_and_thread_spans_carry_their_names_and_attributes() {
+        let mut h = Harness::new();
+        h.ranks(0, Some(2), Some(1));
+        let up = Upstream {
+            trace_id: 0xfeed,
+            link: 0,
+            extra: 0x66,
+        };
+        let text = "chat_0123456789ab";
+        h.start_with(0, 5, flag::HAS_ROOM, 9, Some(up), Some("k=v"), text);
+        h.slice(0, 5, "a");
+        h.end(0, 5, "a", 0);
+        h.finish(0, 5);
+        h.housekeeping(true);
+
+        let req = h.span("Req 01234567");
+        assert_eq!(req.span_kind, SpanKind::Server);
+        assert_eq!(req.span_context.trace_id(), TraceId::from(0xfeedu128));
+        assert_eq!(req.parent_span_id, SpanId::from(0x66u64));
+        assert!(req.parent_span_is_remote);
+        let keys: Vec<_> = req.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, [schema::RID, schema::BOOTSTRAP_ROOM]);
+        assert_eq!(attr(&req, schema::RID), Some(&OtelValue::from(text)));
+        assert_eq!(attr(&req, schema::BOOTSTRAP_ROOM), Some(&OtelValue::I64(9)));
+        assert_eq!(req.status, Status::Unset);
+
+        let thread = h.span("t0 [TP 2] (host:host-012 | pid:100)");
+        assert_eq!(thread.span_kind, SpanKind::Internal);
+        assert_eq!(thread.parent_span_id, req.span_context.span_id());
+        let want = [
+            (schema::THREAD_LABEL, OtelValue::from("t0")),
+            (schema::HOST_ID, OtelValue::from("host-0123456789")),
+            (schema::PID, OtelValue::I64(100)),
+            (schema::THREAD_ID, OtelValue::I64(100)),
+            (schema::THREAD_NAME, OtelValue::from("thread-0")),
+            (schema::TP_RANK, OtelValue::I64(2)),
+            (schema::DP_RANK, OtelValue::I64(1)),
+        ];
+        let got: Vec<_> = thread
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.clone()))
+            .collect();
+        assert_eq!(got, want);
+
+        // The upstream's tracestate goes with every span of the request.
+        let a = h.span("a");
+        for s in [&req, &thread, &a] {
+            assert_eq!(s.span_context.trace_state().header(), "k=v", "{}", s.name);
+        }
+        assert_eq!(attr(&a, schema::RID), Some(&OtelValue::from(text)));
+        assert_eq!(attr(&a, schema::THREAD_ID), Some(&OtelValue::I64(100)));
+    }
+
+    #[test]
+    fn attribute_values_decode_by_their_type() {
+        let cases = [
+            (flag::VALUE_I64, (-5i64) as u64, "", OtelValue::I64(-5)),
+            (flag::VALUE_F64, 1.5f64.to_bits(), "", OtelValue::F64(1.5)),
+            (flag::VALUE_BOOL, 1, "", OtelValue::Bool(true)),
+            (flag::VALUE_STR, 0, "text", OtelValue::from("text")),
+        ];
+        for (ty, value, text, want) in cases {
+            let mut recs = vec![Record::default(); 1 + crate::record::chunks_for(text.len())];
+            recs[0] = Record {
+                value,
+                name: name_id("key"),
+                kind: Kind::Attr as u8,
+                flags: ty,
+                len: text.len() as u16,
+                ..Record::default()
+            };
+            crate::record::write_chunks(text.as_bytes(), &mut recs, 1);
+            let d = &decoded(&recs, 0)[0];
+            assert_eq!(
+                decode_attr(d, Some("key")),
+                Some(KeyValue::new("key", want))
+            );
+            assert_eq!(decode_attr(d, None), None);
+        }
+    }
+
+    #[test]
+    fn an_end_errs_only_when_both_names_differ() {
+        let error = |s: &str| error_status(s.to_owned());
+        let cases = [
+            (Some("a"), Some("a"), Status::Unset),
+            (None, Some("a"), Status::Unset),
+            (Some("a"), None, Status::Unset),
+            (None, None, Status::Unset),
+            (
+                Some("a"),
+                Some("b"),
+                error("slice_end name mismatch: started as \"a\", ended as \"b\""),
+            ),
+        ];
+        for (started, ended, want) in cases {
+            assert_eq!(end_status(started, ended), want, "{started:?} {ended:?}");
+        }
+    }
+}

@@ -203,6 +203,23 @@ impl Harness {
         entry.0.clone()
     }
 
+    /// Gives thread `th` ranks, before it writes.
+    pub fn ranks(&mut self, th: usize, tp_rank: Option<u32>, dp_rank: Option<u32>) {
+        let t = self.tenure(th);
+        let meta = ThreadMeta {
+            tp_rank,
+            dp_rank,
+            ..t.meta.clone()
+        };
+        let t = Tenure {
+            ring: t.ring,
+            owner: t.owner,
+            seed: t.seed,
+            meta,
+        };
+        self.threads.get_mut(&th).unwrap().0 = Arc::new(t);
+    }
+
     /// Thread `th` writes `records` (one call's); the tree applies them as decoded.
     pub fn write(&mut self, th: usize, records: &[Record]) {
         let tenure = self.tenure(th);
