@@ -202,8 +202,7 @@ impl Tree {
             Counters::add(&c.requests_finished, 1);
         }
         let info = &self.info;
-        self.out
-            .push(|| spans::request_span(info, req, end_ns, why));
+        self.out.push(|| spans::request(info, req, end_ns, why));
     }
 }
 
@@ -242,7 +241,7 @@ pub(super) fn close_unfinished(
         let name = s.name.unwrap_or(schema::ANONYMOUS_SLICE);
         out.push(|| {
             let status = error_status(spans::UNFINISHED_SLICE);
-            spans::slice_span(trace, state, s, name, ns, status, true, tid, rid)
+            spans::slice(trace, state, s, name, ns, status, true, tid, rid)
         });
     }
 }
@@ -267,7 +266,7 @@ pub(super) fn finish_thread(
     let rid = if t.slices.is_empty() { 0 } else { out.rid(rid) };
     close_unfinished(c, trace, state, rid, t, ns, out);
     // Built only when the export queue has room for it (see `SpanOut`).
-    out.push(|| spans::thread_span(info, trace, state, req_span, t, ns));
+    out.push(|| spans::thread(info, trace, state, req_span, t, ns));
     // Left here when the span was not built: a thread span opened later must not inherit them.
     t.own_attrs.clear();
     t.own_events.clear();

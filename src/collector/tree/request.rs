@@ -1,7 +1,7 @@
 //! What the tree keeps of an open request: its identity, its span on each thread that worked on
 //! it, the slices open there; and the records that wait for a request not yet open.
 
-use super::origin::Origin;
+use super::origin::{Arrival, Origin};
 use super::Tenure;
 use crate::collector::finished::{LinkTo, SliceExtras};
 use crate::collector::span_out::RidAttr;
@@ -149,7 +149,7 @@ impl Request {
             last_activity: now,
             finishing: None,
             linger_until: None,
-            local: origin.arrival == super::origin::Arrival::Started,
+            local: origin.arrival == Arrival::Started,
         };
         req.set_rid_text(origin.rid_text());
         req

@@ -47,7 +47,7 @@ impl Request {
                 let name = s.name.or(r.name).unwrap_or(schema::ANONYMOUS_SLICE);
                 let rid = out.rid(&mut self.rid_attr);
                 let (state, tid) = (&self.trace_state, t.tenure.meta.tid);
-                out.push(|| spans::slice_span(trace, state, s, name, ns, status, false, tid, rid));
+                out.push(|| spans::slice(trace, state, s, name, ns, status, false, tid, rid));
             }
             Ended::Overflowed => {}
             Ended::Nothing => Counters::add(&c.end_without_start, 1),
@@ -207,16 +207,18 @@ mod tests {
 
     struct Case {
         what: &'static str,
-        /// Records of request 1 (and 2), after its start on thread 0 and before its finish.
+        /// Started on thread 0 before the script, finished after it.
+        rids: &'static [u64],
         script: fn(&mut Harness),
         shape: &'static [&'static str],
-        /// Besides one start and one finish per request.
+        /// Besides the starts and finishes.
         counted: &'static [(&'static str, u64)],
     }
 
     const CASES: &[Case] = &[
         Case {
             what: "plain slice",
+            rids: &[1],
             script: |h| {
                 h.slice(0, 1, "prefill");
                 h.end(0, 1, "prefill", 0);
@@ -226,6 +228,7 @@ mod tests {
         },
         Case {
             what: "nested, then a top-level slice linked to the one before",
+            rids: &[1],
             script: |h| {
                 h.slice(0, 1, "a");
                 h.slice(0, 1, "b");
@@ -239,6 +242,7 @@ mod tests {
         },
         Case {
             what: "anonymous slices named at their end, innermost first",
+            rids: &[1],
             script: |h| {
                 h.anon(0, 1);
                 h.anon(0, 1);
@@ -258,6 +262,7 @@ mod tests {
         },
         Case {
             what: "an end that opens the next anonymous slice",
+            rids: &[1],
             script: |h| {
                 h.slice(0, 1, "prefill");
                 h.end(0, 1, "prefill", AUTO_NEXT_ANON);
@@ -275,6 +280,7 @@ mod tests {
         },
         Case {
             what: "batch items: one ends its thread span, the other goes on anonymously",
+            rids: &[1, 2],
             script: |h| {
                 h.anon(0, 1);
                 h.anon(0, 2);
@@ -294,6 +300,7 @@ mod tests {
         },
         Case {
             what: "thread finish closes what is open; a later slice opens a new thread span",
+            rids: &[1],
             script: |h| {
                 h.slice(0, 1, "a");
                 h.slice(0, 1, "b");
@@ -313,6 +320,7 @@ mod tests {
         },
         Case {
             what: "events and attributes land where their target says",
+            rids: &[1],
             script: |h| {
                 h.event(0, 1, "e0");
                 h.attr(0, 1, TARGET_EVENT, "k", 1);
@@ -336,6 +344,7 @@ mod tests {
         },
         Case {
             what: "an end named otherwise than its start keeps the start's name, with an error",
+            rids: &[1],
             script: |h| {
                 h.slice(0, 1, "prefill");
                 h.end(0, 1, "decode", 0);
@@ -345,6 +354,7 @@ mod tests {
         },
         Case {
             what: "an end with nothing open is counted; its thread finish still applies",
+            rids: &[1],
             script: |h| {
                 h.end(0, 1, "ghost", THREAD_FINISH);
                 h.event(0, 1, "after");
@@ -354,6 +364,7 @@ mod tests {
         },
         Case {
             what: "a slice left open when the request ends",
+            rids: &[1],
             script: |h| {
                 h.slice(0, 1, "a");
                 h.propagate(0, 1);
@@ -367,21 +378,18 @@ mod tests {
     fn slice_records_rebuild_their_tree() {
         for k in CASES {
             let mut h = Harness::new();
-            let two = k.what.starts_with("batch");
-            h.start(0, 1);
-            if two {
-                h.start(0, 2);
+            for &rid in k.rids {
+                h.start(0, rid);
             }
             (k.script)(&mut h);
-            h.finish(0, 1);
-            if two {
-                h.finish(0, 2);
+            for &rid in k.rids {
+                h.finish(0, rid);
             }
             h.advance(20);
             h.housekeeping(false);
             assert_eq!(h.tree.open_requests(), 0, "{}", k.what);
             assert_eq!(h.shape(), sorted(k.shape), "{}", k.what);
-            let n = if two { 2 } else { 1 };
+            let n = k.rids.len() as u64;
             let mut counted = vec![("requests_started", n), ("requests_finished", n)];
             counted.extend_from_slice(k.counted);
             let mut got = h.counted();

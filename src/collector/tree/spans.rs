@@ -51,7 +51,7 @@ pub fn decode_attr(rec: &Decoded, key: Option<&'static str>) -> Option<KeyValue>
 
 /// A slice ended at `end_ns`; `rid` is its request's index in the batch's table.
 #[allow(clippy::too_many_arguments)]
-pub fn slice_span(
+pub fn slice(
     trace: u128,
     state: &TraceState,
     s: OpenSlice,
@@ -88,7 +88,7 @@ pub fn slice_span(
 
 /// `t`'s thread span, under the request span `req_span`, ended at `end_ns`; takes the span's
 /// own attributes and events.
-pub fn thread_span(
+pub fn thread(
     info: &ProcessInfo,
     trace: u128,
     state: &TraceState,
@@ -137,7 +137,7 @@ pub fn thread_span(
 }
 
 /// The request span, ended at `end_ns`; `why` marks it unfinished with that reason.
-pub fn request_span(
+pub fn request(
     info: &ProcessInfo,
     req: Request,
     end_ns: u64,
