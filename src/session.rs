@@ -6,7 +6,7 @@ use crate::collector::drainer::{self, DrainerParts};
 use crate::collector::shipper::Shipper;
 use crate::collector::sink::Sink;
 use crate::collector::stats::Stats;
-use crate::collector::tree::{ProcessInfo, Tree, TreeLimits};
+use crate::collector::tree::{ProcessInfo, SystemClock, Tree, TreeLimits};
 use crate::env::{Destination, EnvSettings};
 use crate::error::{ConfigError, ExporterError, InitError};
 use crate::export::jsonl::JsonLinesExporter;
@@ -329,6 +329,7 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
             process_tag: crate::ids::process_tag(),
             scope: scope.clone(),
         },
+        Box::new(SystemClock),
     );
     let shipper = Shipper::start(
         sink,

@@ -111,7 +111,7 @@ pub fn run(ctl: Arc<Control>, parts: DrainerParts) {
 
 impl Drainer {
     fn sweep(&mut self) {
-        self.parts.tree.set_now(Instant::now());
+        self.parts.tree.read_clock();
         if registry::ring_count() != self.known {
             registry::snapshot(&mut self.snapshot);
             for s in &self.snapshot[self.rings.len()..] {

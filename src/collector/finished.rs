@@ -6,6 +6,7 @@
 //! were freed on the export thread, and the two threads fought over the allocator's arena lock
 //! for every span (a third of the drainer's samples).
 
+use super::tree::schema;
 use opentelemetry::trace::{
     Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
@@ -127,12 +128,12 @@ impl SliceSpan {
         // slice on its thread's track, and name its request, without waiting for the thread and
         // request spans, which end last.
         attrs.push(KeyValue::new(
-            "rid",
+            schema::RID,
             rid.unwrap_or_else(|| OtelValue::from("")),
         ));
-        attrs.push(KeyValue::new("thread.id", self.tid as i64));
+        attrs.push(KeyValue::new(schema::THREAD_ID, self.tid as i64));
         if x.unfinished {
-            attrs.push(KeyValue::new("slicetrace.unfinished", true));
+            attrs.push(KeyValue::new(schema::UNFINISHED, true));
         }
         let mut events = SpanEvents::default();
         events.events = x.events;

@@ -1,0 +1,420 @@
+//! Records inside an open request: slices opening and closing on a thread, events, attributes.
+
+use super::lifecycle::finish_thread;
+use super::request::{EventAt, OpenSlice, Request, ThreadSpan};
+use super::spans::{self, decode_attr, end_status};
+use super::{schema, ProcessInfo, Rec, MAX_ATTRS_PER_SPAN, MAX_EVENTS_PER_SPAN};
+use crate::collector::finished::{ns_to_time, LinkTo};
+use crate::collector::span_out::SpanOut;
+use crate::collector::stats::Counters;
+use crate::ids::Salt;
+use crate::record::flag;
+use crate::slice_chain::Ended;
+use opentelemetry::trace::{Event, Status};
+
+impl Request {
+    /// `SliceStart`: a slice under the innermost open one, else under the thread span.
+    pub(super) fn slice_start(&mut self, r: &Rec<'_>) {
+        let anon = r.rec.head.flags & flag::ANON != 0;
+        let trace = self.trace_id;
+        let t = self.thread_span(r.tenure, r.rec.pos, r.ns);
+        let name = if anon { None } else { r.name };
+        open_slice(r.c, t, trace, r.rec.pos, Salt::SLICE, name, r.ns);
+    }
+
+    /// `SliceEnd`, or a batch item: closes the innermost slice, then ends the thread span
+    /// (`THREAD_FINISH`) or opens the next anonymous slice (`AUTO_NEXT_ANON`). False when the
+    /// slice data was out of step with the chain (counted; nothing more done).
+    pub(super) fn slice_end(&mut self, r: &Rec<'_>, info: &ProcessInfo, out: &mut SpanOut) -> bool {
+        let (c, ns) = (r.c, r.ns);
+        let trace = self.trace_id;
+        let ti = self.thread_entry(r.tenure);
+        let t = &mut self.threads[ti];
+        t.last_ns = t.last_ns.max(ns);
+        match t.chain.end() {
+            Ended::Closed { id, .. } => {
+                // The chain and the slice data move together; a gap would be a bug here, which
+                // must not take the drainer down.
+                let Some(s) = t.slices.pop().filter(|s| s.id == id) else {
+                    debug_assert!(false, "slice data out of step with the chain");
+                    Counters::add(&c.records_undecodable, 1);
+                    return false;
+                };
+                let status = end_status(s.name, r.name);
+                if matches!(status, Status::Error { .. }) {
+                    Counters::add(&c.name_mismatches, 1);
+                }
+                let name = s.name.or(r.name).unwrap_or(schema::ANONYMOUS_SLICE);
+                let rid = out.rid(&mut self.rid_attr);
+                let (state, tid) = (&self.trace_state, t.tenure.meta.tid);
+                out.push(|| spans::slice(trace, state, s, name, ns, status, false, tid, rid));
+            }
+            Ended::Overflowed => {}
+            Ended::Nothing => Counters::add(&c.end_without_start, 1),
+        }
+        let flags = r.rec.head.flags;
+        if flags & flag::THREAD_FINISH != 0 {
+            let (state, rid, span) = (&self.trace_state, &mut self.rid_attr, self.span_id);
+            finish_thread(
+                c,
+                info,
+                trace,
+                state,
+                rid,
+                span,
+                &mut self.threads[ti],
+                ns,
+                out,
+            );
+        } else if flags & flag::AUTO_NEXT_ANON != 0 {
+            let pos = r.rec.pos;
+            let t = self.threads[ti].open(pos, ns);
+            open_slice(c, t, trace, pos, Salt::next_anon(r.rec.sub), None, ns);
+        }
+        true
+    }
+
+    /// `Event`: on the thread's innermost open slice, else its thread span, else the request.
+    pub(super) fn event(&mut self, r: &Rec<'_>) {
+        let ev = Event::new(
+            r.name.unwrap_or(schema::UNNAMED_EVENT),
+            ns_to_time(r.ns),
+            Vec::new(),
+            0,
+        );
+        let ti = self.thread_of(r.tenure);
+        let at = match ti.map(|i| &mut self.threads[i]) {
+            Some(t) if !t.slices.is_empty() => {
+                let i = t.slices.len() - 1;
+                let x = t.slices[i].extras();
+                push_capped(
+                    &mut x.events,
+                    &mut x.dropped_events,
+                    ev,
+                    MAX_EVENTS_PER_SPAN,
+                );
+                EventAt::Slice(i)
+            }
+            Some(t) if t.is_open() => {
+                t.own_events.push(ev);
+                EventAt::Thread
+            }
+            _ => {
+                self.events.push(ev);
+                EventAt::Request
+            }
+        };
+        if let Some(i) = ti {
+            self.threads[i].last_event = at;
+        }
+    }
+
+    /// `Attr`: on the request, on the thread's last event, or on its innermost open slice
+    /// (else its thread span, else the request), as the record's target says.
+    pub(super) fn attr(&mut self, r: &Rec<'_>) {
+        let c = r.c;
+        let Some(kv) = decode_attr(r.rec, r.name) else {
+            Counters::add(&c.records_undecodable, 1);
+            return;
+        };
+        let target = r.rec.head.flags & flag::TARGET_MASK;
+        let ti = self.thread_of(r.tenure);
+        let (attrs, dropped) = (&mut self.attrs, &mut self.dropped_attrs);
+        match (target, ti) {
+            (flag::TARGET_REQUEST, _) | (_, None) => {
+                push_capped(attrs, dropped, kv, MAX_ATTRS_PER_SPAN)
+            }
+            (flag::TARGET_EVENT, Some(i)) => {
+                let t = &mut self.threads[i];
+                let ev = match t.last_event {
+                    EventAt::Slice(j) => t
+                        .slices
+                        .get_mut(j)
+                        .and_then(|s| s.extras.as_mut()?.events.last_mut()),
+                    EventAt::Thread => t.own_events.last_mut(),
+                    EventAt::Request => self.events.last_mut(),
+                    EventAt::None => None,
+                };
+                match ev {
+                    Some(ev) if ev.attributes.len() < MAX_ATTRS_PER_SPAN => ev.attributes.push(kv),
+                    Some(ev) => ev.dropped_attributes_count += 1,
+                    None => Counters::add(&c.records_undecodable, 1),
+                }
+            }
+            (_, Some(i)) => {
+                let t = &mut self.threads[i];
+                match t.slices.last_mut() {
+                    Some(s) => {
+                        let x = s.extras();
+                        push_capped(&mut x.attrs, &mut x.dropped_attrs, kv, MAX_ATTRS_PER_SPAN)
+                    }
+                    None if t.id != 0 => t.own_attrs.push(kv),
+                    None => push_capped(attrs, dropped, kv, MAX_ATTRS_PER_SPAN),
+                }
+            }
+        }
+    }
+}
+
+/// Opens a slice on `t` under its innermost open slice (else its thread span). A top-level
+/// slice links to the pending propagated link, else to the previous top-level slice.
+fn open_slice(
+    c: &Counters,
+    t: &mut ThreadSpan,
+    trace: u128,
+    pos: u64,
+    salt: Salt,
+    name: Option<&'static str>,
+    ns: u64,
+) {
+    let top = t.chain.depth() == 0;
+    let parent = t.chain.current().unwrap_or(t.id);
+    let prev_top = t.chain.last_top();
+    let Some(id) = t.chain.start(t.tenure.seed, pos, salt) else {
+        Counters::add(&c.slices_dropped_depth, 1);
+        return;
+    };
+    let link = if top {
+        t.pending_link
+            .take()
+            .or_else(|| prev_top.map(|p| LinkTo::new(trace, p, false)))
+    } else {
+        None
+    };
+    t.slices.push(OpenSlice {
+        id,
+        parent,
+        name,
+        start_ns: ns,
+        link,
+        extras: None,
+    });
+}
+
+fn push_capped<T>(v: &mut Vec<T>, dropped: &mut u32, item: T, cap: usize) {
+    if v.len() < cap {
+        v.push(item);
+    } else {
+        *dropped += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{sorted, Harness};
+    use crate::record::flag::{AUTO_NEXT_ANON, THREAD_FINISH};
+    use crate::record::flag::{TARGET_EVENT, TARGET_REQUEST, TARGET_SLICE};
+
+    struct Case {
+        what: &'static str,
+        /// Started on thread 0 before the script, finished after it.
+        rids: &'static [u64],
+        script: fn(&mut Harness),
+        shape: &'static [&'static str],
+        /// Besides the starts and finishes.
+        counted: &'static [(&'static str, u64)],
+    }
+
+    const CASES: &[Case] = &[
+        Case {
+            what: "plain slice",
+            rids: &[1],
+            script: |h| {
+                h.slice(0, 1, "prefill");
+                h.end(0, 1, "prefill", 0);
+            },
+            shape: &["Req 1 <-", "prefill <t0", "t0 <Req 1"],
+            counted: &[],
+        },
+        Case {
+            what: "nested, then a top-level slice linked to the one before",
+            rids: &[1],
+            script: |h| {
+                h.slice(0, 1, "a");
+                h.slice(0, 1, "b");
+                h.end(0, 1, "b", 0);
+                h.end(0, 1, "a", 0);
+                h.slice(0, 1, "c");
+                h.end(0, 1, "c", 0);
+            },
+            shape: &["Req 1 <-", "a <t0", "b <a", "c <t0 ~a", "t0 <Req 1"],
+            counted: &[],
+        },
+        Case {
+            what: "anonymous slices named at their end, innermost first",
+            rids: &[1],
+            script: |h| {
+                h.anon(0, 1);
+                h.anon(0, 1);
+                h.end(0, 1, "inner", 0);
+                h.end(0, 1, "outer", 0);
+                h.anon(0, 1);
+                h.end(0, 1, "", 0);
+            },
+            shape: &[
+                "Req 1 <-",
+                "anonymous <t0 ~outer",
+                "inner <outer",
+                "outer <t0",
+                "t0 <Req 1",
+            ],
+            counted: &[],
+        },
+        Case {
+            what: "an end that opens the next anonymous slice",
+            rids: &[1],
+            script: |h| {
+                h.slice(0, 1, "prefill");
+                h.end(0, 1, "prefill", AUTO_NEXT_ANON);
+                h.end(0, 1, "decode", AUTO_NEXT_ANON);
+                h.end(0, 1, "decode", 0);
+            },
+            shape: &[
+                "Req 1 <-",
+                "decode <t0 ~decode",
+                "decode <t0 ~prefill",
+                "prefill <t0",
+                "t0 <Req 1",
+            ],
+            counted: &[],
+        },
+        Case {
+            what: "batch items: one ends its thread span, the other goes on anonymously",
+            rids: &[1, 2],
+            script: |h| {
+                h.anon(0, 1);
+                h.anon(0, 2);
+                h.batch(0, "step", &[(1, false), (2, true)]);
+                h.end(0, 1, "next", 0);
+            },
+            shape: &[
+                "Req 1 <-",
+                "Req 2 <-",
+                "next <t0 ~step",
+                "step <t0",
+                "step <t0",
+                "t0 <Req 1",
+                "t0 <Req 2",
+            ],
+            counted: &[],
+        },
+        Case {
+            what: "thread finish closes what is open; a later slice opens a new thread span",
+            rids: &[1],
+            script: |h| {
+                h.slice(0, 1, "a");
+                h.slice(0, 1, "b");
+                h.end(0, 1, "b", THREAD_FINISH);
+                h.slice(0, 1, "c");
+                h.end(0, 1, "c", 0);
+            },
+            shape: &[
+                "Req 1 <-",
+                "a <t0 ! unfinished",
+                "b <a",
+                "c <t0 ~a",
+                "t0 <Req 1",
+                "t0 <Req 1",
+            ],
+            counted: &[("slices_unfinished", 1)],
+        },
+        Case {
+            what: "events and attributes land where their target says",
+            rids: &[1],
+            script: |h| {
+                h.event(0, 1, "e0");
+                h.attr(0, 1, TARGET_EVENT, "k", 1);
+                h.slice(0, 1, "a");
+                h.event(0, 1, "e1");
+                h.attr(0, 1, TARGET_EVENT, "k", 2);
+                h.attr(0, 1, TARGET_SLICE, "s", 3);
+                h.attr(0, 1, TARGET_REQUEST, "r", 4);
+                h.end(0, 1, "a", 0);
+                h.attr(0, 1, TARGET_SLICE, "t", 5);
+                // A thread with no span of the request puts both on the request.
+                h.event(1, 1, "e2");
+                h.attr_str(1, 1, TARGET_EVENT, "q", "x");
+            },
+            shape: &[
+                "Req 1 <- {r=4,q=x} [e2]",
+                "a <t0 {s=3} [e1{k=2}]",
+                "t0 <Req 1 {t=5} [e0{k=1}]",
+            ],
+            counted: &[],
+        },
+        Case {
+            what: "an end named otherwise than its start keeps the start's name, with an error",
+            rids: &[1],
+            script: |h| {
+                h.slice(0, 1, "prefill");
+                h.end(0, 1, "decode", 0);
+            },
+            shape: &["Req 1 <-", "prefill <t0 !", "t0 <Req 1"],
+            counted: &[("name_mismatches", 1)],
+        },
+        Case {
+            what: "an end with nothing open is counted; its thread finish still applies",
+            rids: &[1],
+            script: |h| {
+                h.end(0, 1, "ghost", THREAD_FINISH);
+                h.event(0, 1, "after");
+            },
+            shape: &["Req 1 <- [after]", "t0 <Req 1"],
+            counted: &[("end_without_start", 1)],
+        },
+        Case {
+            what: "a slice left open when the request ends",
+            rids: &[1],
+            script: |h| {
+                h.slice(0, 1, "a");
+                h.propagate(0, 1);
+            },
+            shape: &["Req 1 <-", "a <t0 ! unfinished", "t0 <Req 1"],
+            counted: &[("slices_unfinished", 1), ("propagations", 1)],
+        },
+    ];
+
+    #[test]
+    fn slice_records_rebuild_their_tree() {
+        for k in CASES {
+            let mut h = Harness::new();
+            for &rid in k.rids {
+                h.start(0, rid);
+            }
+            (k.script)(&mut h);
+            for &rid in k.rids {
+                h.finish(0, rid);
+            }
+            h.advance(20);
+            h.housekeeping(false);
+            assert_eq!(h.tree.open_requests(), 0, "{}", k.what);
+            assert_eq!(h.shape(), sorted(k.shape), "{}", k.what);
+            let n = k.rids.len() as u64;
+            let mut counted = vec![("requests_started", n), ("requests_finished", n)];
+            counted.extend_from_slice(k.counted);
+            let mut got = h.counted();
+            got.sort();
+            counted.sort();
+            assert_eq!(got, counted, "{}", k.what);
+        }
+    }
+
+    #[test]
+    fn slices_nested_past_the_limit_are_dropped_and_counted() {
+        let mut h = Harness::new();
+        h.start(0, 1);
+        let deep = crate::slice_chain::MAX_DEPTH + 2;
+        for _ in 0..deep {
+            h.slice(0, 1, "deep");
+        }
+        for _ in 0..deep {
+            h.end(0, 1, "deep", 0);
+        }
+        h.finish(0, 1);
+        h.housekeeping(true);
+        let kept = h.spans().iter().filter(|s| s.name == "deep").count();
+        assert_eq!(kept, crate::slice_chain::MAX_DEPTH);
+        assert_eq!(h.c.snapshot().slices_dropped_depth, 2);
+        assert_eq!(h.c.snapshot().end_without_start, 0);
+    }
+}
