@@ -1,6 +1,7 @@
 //! Shared by the integration tests: a session exporting to memory, and ways to walk the trees.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod otlp_request;
 pub mod rotel;
 pub mod tls_front;
