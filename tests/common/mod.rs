@@ -225,3 +225,25 @@ impl Trace {
         n.join(", ")
     }
 }
+
+/// Asserts that every slice record a session kept is accounted for, where each of `threads`
+/// threads traced one request of its own whose start was kept: a kept start became one of the
+/// `spans` slices or was dropped for depth; a kept end closed a slice (all but the `unfinished`
+/// ones), found nothing open, or matched a start dropped for depth.
+pub fn assert_slice_records_accounted(
+    stats: &slicetrace::Stats,
+    threads: u64,
+    spans: u64,
+    unfinished: u64,
+) {
+    assert_eq!(stats.requests_started, threads, "{stats:?}");
+    assert_eq!(stats.unknown_rid_records, 0, "{stats:?}");
+    assert_eq!(unfinished, stats.slices_unfinished, "{stats:?}");
+    let slice_records = stats.records_written - threads - stats.requests_finished;
+    let depth = stats.slices_dropped_depth;
+    let least = spans + depth + (spans - unfinished) + stats.end_without_start;
+    assert!(
+        (least..=least + depth).contains(&slice_records),
+        "{slice_records} slice records kept, {spans} slices ({unfinished} unfinished): {stats:?}"
+    );
+}
