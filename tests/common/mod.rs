@@ -146,7 +146,9 @@ impl Trace {
     }
 
     /// Checks that hold for every export: unique span ids, start <= end, children inside their
-    /// local parents in time and in the same trace, links to spans of the same trace exist.
+    /// local parents in time and in the same trace; every link in the span's trace, and a link
+    /// within this process (not remote) to another exported span that started no later, and
+    /// on the same thread ended no later than the linking span started.
     pub fn assert_well_formed(&self) {
         let mut ids = std::collections::HashSet::new();
         for s in &self.spans {
@@ -170,6 +172,37 @@ impl Trace {
                     p.start_time,
                     p.end_time
                 );
+            }
+            for l in s.links.iter() {
+                let to = &l.span_context;
+                let id = u64::from_be_bytes(to.span_id().to_bytes());
+                assert_eq!(
+                    u128::from_be_bytes(to.trace_id().to_bytes()),
+                    tid(s),
+                    "{} links to another trace",
+                    s.name
+                );
+                if to.is_remote() {
+                    continue;
+                }
+                let target = self
+                    .find(id)
+                    .unwrap_or_else(|| panic!("{} links to {id:016x}, not exported", s.name));
+                assert_ne!(sid(target), sid(s), "{} links to itself", s.name);
+                assert!(
+                    target.start_time <= s.start_time,
+                    "{} links to {}, which started after it",
+                    s.name,
+                    target.name
+                );
+                if parent(target) == parent(s) {
+                    assert!(
+                        target.end_time <= s.start_time,
+                        "{} links to {} on its thread, which ended after it started",
+                        s.name,
+                        target.name
+                    );
+                }
             }
         }
     }
