@@ -185,12 +185,29 @@ mod tests {
         }
     }
 
+    /// Pinned, because every process must compute the same rid from the same text: FNV-1a 64
+    /// (offset basis 0xcbf29ce484222325, prime 0x100000001b3) of the bytes, then `mix64`, the
+    /// splitmix64 finaliser (xor-shift 30, × 0xbf58476d1ce4e5b9, xor-shift 27,
+    /// × 0x94d049bb133111eb, xor-shift 31).
     #[test]
-    fn string_rids_hash_the_same_way_every_time() {
-        assert_eq!(Rid::from("abc"), Rid::from_str_id("abc"));
+    fn string_rids_are_pinned_values() {
+        // splitmix64's first output from seed 0 is mix64 of its increment 0x9e3779b97f4a7c15.
+        assert_eq!(mix64(0x9e37_79b9_7f4a_7c15), 0xe220_a839_7b1d_cdaf);
+        // FNV-1a 64 of "", "a" and "foobar" are the published vectors 0xcbf29ce484222325,
+        // 0xaf63dc4c8601ec8c and 0x85944171f73967e8; these are their mix64.
+        for (text, rid) in [
+            ("", 0xf52a_15e9_a9b5_e89b),
+            ("a", 0x02c0_bdbf_4814_20f8),
+            ("foobar", 0x404d_a9e3_b740_78c2),
+        ] {
+            assert_eq!(Rid::from(text), Rid(rid), "{text:?}");
+            assert_eq!(
+                Rid::from(&text.to_owned()),
+                Rid(rid),
+                "{text:?} as a String"
+            );
+        }
         assert_ne!(Rid::from("abc"), Rid::from("abd"));
-        // Pinned: other processes must compute the same value.
-        assert_eq!(Rid::from("").0, mix64(0xcbf2_9ce4_8422_2325));
     }
 
     #[test]

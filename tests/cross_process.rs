@@ -6,17 +6,15 @@ mod common;
 use common::*;
 use slicetrace::{name, End, PropagateContext};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Stdio};
 
-const CHILD_ENV: &str = "SLICETRACE_CROSS_PROCESS_CHILD";
 const RID: &str = "b7e1c0d2f3a4-cross";
 
-/// The child's side; does nothing unless started by the parent test.
+/// The child's side, started by `spans_of_two_processes_form_one_trace`.
 #[test]
+#[ignore = "a child process of spans_of_two_processes_form_one_trace"]
 fn child_process_side() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return;
-    }
+    common::child::expect_started_as("child_process_side");
     let mut bytes = [0u8; slicetrace::limits::CONTEXT_LEN];
     std::io::stdin().read_exact(&mut bytes).unwrap();
     let ctx = PropagateContext::from_bytes(&bytes).unwrap();
@@ -42,6 +40,20 @@ fn child_process_side() {
         )
         .unwrap();
     }
+}
+
+/// The child's whole standard output, once it has exited having passed its one test.
+fn read_all(child: &mut Child) -> String {
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "child failed: {out}");
+    common::child::assert_ran_one(&out);
+    out
 }
 
 struct Remote {
@@ -74,9 +86,6 @@ fn parse(line: &str) -> Option<Remote> {
 
 #[test]
 fn spans_of_two_processes_form_one_trace() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        return;
-    }
     let mut s = session();
     slicetrace::set_thread_info("tokenizer", None, None);
     let rid = slicetrace::req_start(RID, None);
@@ -84,14 +93,7 @@ fn spans_of_two_processes_form_one_trace() {
     let ctx = slicetrace::propagate_context(rid).unwrap();
     slicetrace::slice_end(name!("tokenize"), rid, End::PLAIN);
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_process_side",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, "1")
+    let mut child = common::child::command("child_process_side")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -102,12 +104,8 @@ fn spans_of_two_processes_form_one_trace() {
         .unwrap()
         .write_all(&ctx.to_bytes())
         .unwrap();
-    let remote: Vec<Remote> = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| parse(&l))
-        .collect();
-    assert!(child.wait().unwrap().success());
+    let out = read_all(&mut child);
+    let remote: Vec<Remote> = out.lines().filter_map(parse).collect();
     slicetrace::req_finish(rid);
     let (t, _) = s.finish();
 
@@ -151,15 +149,13 @@ fn spans_of_two_processes_form_one_trace() {
     );
 }
 
-const STATE_CHILD_ENV: &str = "SLICETRACE_CROSS_PROCESS_STATE_CHILD";
 const GATEWAY_TRACESTATE: &str = "gw=7f3a,vendor=c2";
 
 /// The child's side of the tracestate test: reads the context bytes, then the tracestate line.
 #[test]
+#[ignore = "a child process of the_gateways_tracestate_crosses_to_the_next_process"]
 fn tracestate_child_side() {
-    if std::env::var_os(STATE_CHILD_ENV).is_none() {
-        return;
-    }
+    common::child::expect_started_as("tracestate_child_side");
     let mut stdin = BufReader::new(std::io::stdin());
     let mut bytes = [0u8; slicetrace::limits::CONTEXT_LEN];
     stdin.read_exact(&mut bytes).unwrap();
@@ -190,9 +186,6 @@ fn tracestate_child_side() {
 /// sent alongside the fixed-size context.
 #[test]
 fn the_gateways_tracestate_crosses_to_the_next_process() {
-    if std::env::var_os(CHILD_ENV).is_some() || std::env::var_os(STATE_CHILD_ENV).is_some() {
-        return;
-    }
     let mut s = session();
     let gateway = PropagateContext::from_traceparent(
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -212,14 +205,7 @@ fn the_gateways_tracestate_crosses_to_the_next_process() {
     assert_eq!(state.as_deref(), Some(GATEWAY_TRACESTATE));
     slicetrace::slice_end(name!("tokenize"), rid, End::PLAIN);
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "tracestate_child_side",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(STATE_CHILD_ENV, "1")
+    let mut child = common::child::command("tracestate_child_side")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -228,11 +214,8 @@ fn the_gateways_tracestate_crosses_to_the_next_process() {
     stdin.write_all(&ctx.to_bytes()).unwrap();
     writeln!(stdin, "{}", state.unwrap()).unwrap();
     drop(stdin);
-    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .collect();
-    assert!(child.wait().unwrap().success());
+    let out = read_all(&mut child);
+    let lines: Vec<&str> = out.lines().collect();
     slicetrace::req_finish(rid);
     let (t, stats) = s.finish();
     assert_eq!(stats.tracestate_refused, 0);

@@ -5,16 +5,12 @@ mod common;
 
 use common::rotel::Rotel;
 use common::tls_front::{Alpn, Pki, TlsFront};
-use std::process::{Command, Output};
 
-const CHILD: &str = "SLICETRACE_ENV_TEST_CHILD";
-
-/// The child's side: does nothing unless started by a case below.
+/// The child's side, started by the cases below with the environment each sets.
 #[test]
+#[ignore = "a child process of the other tests here"]
 fn child_side() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
-    }
+    common::child::expect_started_as("child_side");
     match slicetrace::init_from_env("env-default-name") {
         Ok(None) => println!("RESULT off"),
         Err(e) => {
@@ -42,9 +38,7 @@ fn child_side() {
 }
 
 fn run_child(vars: &[(&str, &str)]) -> String {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["child_side", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1");
+    let mut cmd = common::child::command("child_side");
     for key in [
         "SLICETRACE",
         "SLICETRACE_FILE",
@@ -63,21 +57,17 @@ fn run_child(vars: &[(&str, &str)]) -> String {
         cmd.env_remove(key);
     }
     cmd.envs(vars.iter().copied());
-    let Output { stdout, status, .. } = cmd.output().unwrap();
-    assert!(status.success());
-    let out = String::from_utf8(stdout).unwrap();
-    let line = out
+    let out = common::child::passed(cmd.output().unwrap());
+    let results: Vec<&str> = out
         .lines()
-        .find_map(|l| l.find("RESULT ").map(|i| l[i + 7..].to_owned()))
-        .unwrap_or_else(|| panic!("no RESULT in {out}"));
-    line
+        .filter_map(|l| l.find("RESULT ").map(|i| &l[i + 7..]))
+        .collect();
+    assert_eq!(results.len(), 1, "one RESULT line: {out}");
+    results[0].to_owned()
 }
 
 #[test]
 fn unset_means_off() {
-    if std::env::var_os(CHILD).is_some() {
-        return;
-    }
     assert_eq!(run_child(&[]), "off");
     assert_eq!(run_child(&[("SLICETRACE", "0")]), "off");
     assert_eq!(
@@ -89,9 +79,6 @@ fn unset_means_off() {
 
 #[test]
 fn a_bad_value_is_an_error_naming_the_variable() {
-    if std::env::var_os(CHILD).is_some() {
-        return;
-    }
     let r = run_child(&[
         ("SLICETRACE", "1"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:43x7"),
@@ -109,9 +96,6 @@ fn a_bad_value_is_an_error_naming_the_variable() {
 
 #[test]
 fn with_no_endpoint_spans_go_to_a_local_file() {
-    if std::env::var_os(CHILD).is_some() {
-        return;
-    }
     let path = std::env::temp_dir().join(format!("slicetrace-env-{}.jsonl", std::process::id()));
     let r = run_child(&[
         ("SLICETRACE", "1"),
@@ -129,9 +113,6 @@ fn with_no_endpoint_spans_go_to_a_local_file() {
 /// and resource attributes from the standard variables.
 #[test]
 fn bare_host_port_over_http_reaches_the_collector() {
-    if std::env::var_os(CHILD).is_some() {
-        return;
-    }
     let rotel = Rotel::start();
     let r = run_child(&[
         ("SLICETRACE", "1"),
@@ -156,9 +137,6 @@ fn bare_host_port_over_http_reaches_the_collector() {
 
 #[test]
 fn grpc_is_the_default_protocol() {
-    if std::env::var_os(CHILD).is_some() {
-        return;
-    }
     let rotel = Rotel::start();
     let r = run_child(&[
         ("SLICETRACE", "1"),
@@ -173,9 +151,6 @@ fn grpc_is_the_default_protocol() {
 /// certificate the front demands.
 #[test]
 fn tls_from_the_standard_variables() {
-    if std::env::var_os(CHILD).is_some() {
-        return;
-    }
     let pki = Pki::new("env");
     let rotel = Rotel::start();
     let front = TlsFront::start(&pki, &rotel.grpc, Alpn::H2, true);

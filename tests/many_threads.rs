@@ -59,18 +59,29 @@ fn every_slice_is_exported_exactly_once() {
     }
     assert_eq!(per_request.len(), total, "one trace per request");
     assert!(per_request.values().all(|c| *c == [1, 1, 1]));
-    let mut rids: Vec<i64> = t
-        .named("Req")
+    // Each request span is named and attributed by its integer rid, every rid once.
+    let requests = t.starting_with("Req ");
+    assert_eq!(requests.len(), total);
+    let mut rids: Vec<u64> = requests
         .iter()
-        .chain(t.starting_with("Req ").iter())
-        .filter_map(|s| match attr(s, "rid") {
-            Some(Value::String(v)) => v.as_str().parse().ok(),
-            _ => None,
+        .map(|s| {
+            let Some(Value::String(v)) = attr(s, "rid") else {
+                panic!("{} has no rid attribute", s.name)
+            };
+            assert_eq!(s.name, format!("Req {}", v.as_str()));
+            v.as_str().parse().unwrap()
         })
         .collect();
-    rids.sort();
-    rids.dedup();
-    assert_eq!(rids.len(), total);
+    rids.sort_unstable();
+    let mut sent: Vec<u64> = (0..THREADS)
+        .flat_map(|t| (0..REQUESTS).map(move |i| (t << 32) | i))
+        .collect();
+    sent.sort_unstable();
+    let first_difference = rids.iter().zip(&sent).position(|(a, b)| a != b);
+    assert_eq!(
+        first_difference, None,
+        "the request spans' rids are those sent"
+    );
 }
 
 #[test]

@@ -140,15 +140,27 @@ mod tests {
         d.insert(10, e(10));
         assert_eq!(d.get(10), Some(e(10)));
         assert_eq!(d.get(11), None);
-        // Fill every slot: whatever was overwritten reads as unknown, never as another's entry.
+        // Fill every slot: the last rid written to a slot reads back, every other reads as
+        // unknown, never as another's entry.
+        let mut last = std::collections::HashMap::new();
         for r in 100..200 {
             d.insert(r, e(r));
+            last.insert(d.slot(r) as *const Slot, r);
         }
+        assert_eq!(
+            last.len(),
+            4,
+            "a hundred rids reach every one of four slots"
+        );
         for r in 100..200 {
-            if let Some(got) = d.get(r) {
-                assert_eq!(got, e(r));
-            }
+            let kept = last[&(d.slot(r) as *const Slot)] == r;
+            assert_eq!(d.get(r), kept.then(|| e(r)), "rid {r}");
         }
+        // Removing a rid whose slot another holds leaves that entry.
+        let (&held, &holder) = last.iter().next().unwrap();
+        let other = (200..).find(|&r| std::ptr::eq(d.slot(r), held)).unwrap();
+        d.remove(other);
+        assert_eq!(d.get(holder), Some(e(holder)));
         d.insert(7, e(7));
         d.remove(7);
         assert_eq!(d.get(7), None);

@@ -1,6 +1,7 @@
 //! Shared by the integration tests: a session exporting to memory, and ways to walk the trees.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod otlp_request;
 pub mod rotel;
 pub mod tls_front;
@@ -145,7 +146,9 @@ impl Trace {
     }
 
     /// Checks that hold for every export: unique span ids, start <= end, children inside their
-    /// local parents in time and in the same trace, links to spans of the same trace exist.
+    /// local parents in time and in the same trace; every link in the span's trace, and a link
+    /// within this process (not remote) to another exported span that started no later, and
+    /// on the same thread ended no later than the linking span started.
     pub fn assert_well_formed(&self) {
         let mut ids = std::collections::HashSet::new();
         for s in &self.spans {
@@ -169,6 +172,37 @@ impl Trace {
                     p.start_time,
                     p.end_time
                 );
+            }
+            for l in s.links.iter() {
+                let to = &l.span_context;
+                let id = u64::from_be_bytes(to.span_id().to_bytes());
+                assert_eq!(
+                    u128::from_be_bytes(to.trace_id().to_bytes()),
+                    tid(s),
+                    "{} links to another trace",
+                    s.name
+                );
+                if to.is_remote() {
+                    continue;
+                }
+                let target = self
+                    .find(id)
+                    .unwrap_or_else(|| panic!("{} links to {id:016x}, not exported", s.name));
+                assert_ne!(sid(target), sid(s), "{} links to itself", s.name);
+                assert!(
+                    target.start_time <= s.start_time,
+                    "{} links to {}, which started after it",
+                    s.name,
+                    target.name
+                );
+                if parent(target) == parent(s) {
+                    assert!(
+                        target.end_time <= s.start_time,
+                        "{} links to {} on its thread, which ended after it started",
+                        s.name,
+                        target.name
+                    );
+                }
             }
         }
     }
@@ -223,4 +257,26 @@ impl Trace {
         n.sort();
         n.join(", ")
     }
+}
+
+/// Asserts that every slice record a session kept is accounted for, where each of `threads`
+/// threads traced one request of its own whose start was kept: a kept start became one of the
+/// `spans` slices or was dropped for depth; a kept end closed a slice (all but the `unfinished`
+/// ones), found nothing open, or matched a start dropped for depth.
+pub fn assert_slice_records_accounted(
+    stats: &slicetrace::Stats,
+    threads: u64,
+    spans: u64,
+    unfinished: u64,
+) {
+    assert_eq!(stats.requests_started, threads, "{stats:?}");
+    assert_eq!(stats.unknown_rid_records, 0, "{stats:?}");
+    assert_eq!(unfinished, stats.slices_unfinished, "{stats:?}");
+    let slice_records = stats.records_written - threads - stats.requests_finished;
+    let depth = stats.slices_dropped_depth;
+    let least = spans + depth + (spans - unfinished) + stats.end_without_start;
+    assert!(
+        (least..=least + depth).contains(&slice_records),
+        "{slice_records} slice records kept, {spans} slices ({unfinished} unfinished): {stats:?}"
+    );
 }
