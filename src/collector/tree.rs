@@ -7,12 +7,13 @@ use super::finished::{ns_to_time, own_ctx, Finished, LinkTo, SliceExtras, SliceS
 use super::span_out::{RidAttr, SpanOut};
 use super::stats::Counters;
 use crate::ids::{derive_span_id, Rid, Salt};
-use crate::local::history::{origin_ids, split_origin_payload, Upstream};
 use crate::mix_hash::MixHash;
 use crate::name::NameCache;
-use crate::record::{flag, Decoded, Kind};
-use crate::registry::ThreadMeta;
 use crate::slice_chain::{Ended, SliceChain};
+use crate::wire::decode::Decoded;
+use crate::wire::origin::{origin_ids, split_origin_payload, Upstream};
+use crate::wire::ownership::ThreadMeta;
+use crate::wire::record::{flag, Kind};
 use opentelemetry::trace::{Event, SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
@@ -199,7 +200,7 @@ fn error_status(msg: impl Into<Cow<'static, str>>) -> Status {
 
 fn short_rid(text: &str) -> &str {
     let tail = text.rsplit('_').next().unwrap_or(text);
-    crate::record::truncate_str(tail, 8)
+    crate::wire::record::truncate_str(tail, 8)
 }
 
 impl Tree {
@@ -972,7 +973,7 @@ fn finish_thread(
     out.push(|| {
         let m = &t.tenure.meta;
         let label = m.label();
-        let host8 = crate::record::truncate_str(&info.host_id, 8);
+        let host8 = crate::wire::record::truncate_str(&info.host_id, 8);
         let name = match m.tp_rank {
             Some(tp) => format!("{label} [TP {tp}] (host:{host8} | pid:{})", m.tid),
             None => format!("{label} (host:{host8} | pid:{})", m.tid),
