@@ -26,9 +26,9 @@ impl End {
     /// Just end the slice.
     pub const PLAIN: End = End(0);
     /// Open an anonymous slice at the same instant (named by the next `slice_end`).
-    pub const AUTO_NEXT_ANON: End = End(crate::record::flag::AUTO_NEXT_ANON);
+    pub const AUTO_NEXT_ANON: End = End(crate::wire::record::flag::AUTO_NEXT_ANON);
     /// End this request's thread span after the slice (the reference's `thread_finish_flag`).
-    pub const THREAD_FINISH: End = End(crate::record::flag::THREAD_FINISH);
+    pub const THREAD_FINISH: End = End(crate::wire::record::flag::THREAD_FINISH);
 
     pub fn contains(self, other: End) -> bool {
         self.0 & other.0 == other.0

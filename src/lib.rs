@@ -33,16 +33,11 @@ mod local;
 mod mix_hash;
 mod name;
 mod propagate;
-mod record;
-mod registry;
-mod ring;
 mod session;
 mod slice_chain;
 mod sync;
 pub mod trace_event;
-
-#[cfg(all(test, slicetrace_loom))]
-mod ring_loom;
+mod wire;
 
 pub use args::{Attr, End, Opts, UnixNanos, Value};
 pub use collector::clock::ClockSource;
@@ -63,28 +58,30 @@ pub use session::{init, init_from_env, is_enabled, stats, Config, Guard};
 pub mod limits {
     pub use crate::collector::tree::{MAX_ATTRS_PER_SPAN, MAX_EVENTS_PER_SPAN};
     pub use crate::propagate::CONTEXT_LEN;
-    pub use crate::record::{MAX_STR_BYTES, MAX_TRACESTATE_BYTES};
     pub use crate::session::DEFAULT_RING_CAPACITY;
     pub use crate::slice_chain::MAX_DEPTH;
+    pub use crate::wire::origin::MAX_TRACESTATE_BYTES;
+    pub use crate::wire::record::MAX_STR_BYTES;
 }
 
 /// For benchmarks and tests of the record path only; not a stable interface.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::record::{decode, DecodeError, Decoded, Record};
+    pub use crate::wire::decode::{decode, DecodeError, Decoded};
+    pub use crate::wire::record::Record;
 
     /// A tracestate as it travels: written into a start record's payload by the calling
     /// thread, read back and parsed by the drainer. `None` where the drainer refuses it.
     pub fn tracestate_through_records(state: &str) -> Option<String> {
-        use crate::record::{flag, Kind, MAX_PAYLOAD};
-        let mut payload = [0u8; MAX_PAYLOAD];
-        let n = crate::local::api::put_tracestate(&mut payload, state);
-        let head = Record {
+        use crate::wire::origin::{decode_origin, encode_origin, MAX_ORIGIN_PAYLOAD};
+        use crate::wire::record::Kind;
+        let mut payload = [0u8; MAX_ORIGIN_PAYLOAD];
+        let mut head = Record {
             kind: Kind::ReqStart as u8,
-            flags: flag::TRACESTATE,
             ..Record::default()
         };
-        let parts = crate::local::history::split_origin_payload(&head, &payload[..n]);
+        let n = encode_origin(&mut head, None, Some(state), "", &mut payload);
+        let parts = decode_origin(&head, &payload[..n]).ok()?;
         let c = crate::collector::stats::Counters::default();
         let st = crate::collector::tree::parse_trace_state(&c, parts.tracestate);
         (c.tracestate_refused

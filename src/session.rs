@@ -12,8 +12,8 @@ use crate::error::{ConfigError, ExporterError, InitError};
 use crate::export::jsonl::JsonLinesExporter;
 use crate::export::otlp::OtlpSink;
 use crate::local::handle::{self, ENABLED, LOST_NO_HANDLE, RING_CAPACITY};
-use crate::registry::{self, DRAINER_LIVE};
 use crate::trace_event::exporter::PerfettoExporter;
+use crate::wire::ownership;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SpanExporter;
 use opentelemetry_sdk::Resource;
@@ -246,9 +246,9 @@ fn host_id() -> String {
 
 fn ring_totals() -> (u64, u64) {
     let mut slots = Vec::new();
-    registry::snapshot(&mut slots);
+    ownership::global().snapshot(&mut slots);
     slots.iter().fold((0, 0), |(w, d), s| {
-        (w + s.ring.written(), d + s.ring.dropped())
+        (w + s.gauge().written(), d + s.gauge().dropped())
     })
 }
 
@@ -289,14 +289,16 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
     // What earlier sessions left unread is not this session's: skip it, and free rings whose
     // threads exited while no drainer ran.
     let ctl = Arc::new(Control::default());
+    let registry = ownership::global();
     let mut slots = Vec::new();
-    registry::snapshot(&mut slots);
+    registry.snapshot(&mut slots);
     let mut stale = 0;
     for s in &slots {
-        let written = s.ring.written();
-        stale += written - s.ring.read_pos();
-        s.ring.skip_to(written);
-        s.release_if_detached();
+        // A ring whose consumer a stopping drainer still holds is left to that drainer.
+        if let Some(mut lease) = s.lend_consumer() {
+            stale += lease.skip_published();
+        }
+        registry.free_if_detached(s);
     }
     ctl.counters.records_stale.store(stale, Ordering::Relaxed);
 
@@ -350,18 +352,16 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         report_every: cfg.report_losses_every,
     };
     let (written_base, dropped_base) = ring_totals();
-    DRAINER_LIVE.store(true, Ordering::Release);
+    registry.set_drainer_live(true);
     let ctl2 = ctl.clone();
     let join = std::thread::Builder::new()
         .name("slicetrace-drainer".into())
         .spawn(move || drainer::run(ctl2, parts))
         .map_err(|e| {
-            DRAINER_LIVE.store(false, Ordering::Release);
+            registry.set_drainer_live(false);
             InitError::Spawn(e)
         })?;
-    *registry::DRAINER_THREAD
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Some(join.thread().clone());
+    registry.set_drainer_thread(Some(join.thread().clone()));
     *session = Some(Live {
         ctl,
         drainer: join.thread().clone(),
@@ -397,7 +397,7 @@ fn stats_of(live: &Live) -> Stats {
     s.calls_lost_in_teardown = LOST_NO_HANDLE.load(Ordering::Relaxed) - live.lost_base;
     s.propagate_unknown =
         crate::local::api::PROPAGATE_UNKNOWN.load(Ordering::Relaxed) - live.unknown_base;
-    s.rings = registry::ring_count() as u64;
+    s.rings = ownership::global().ring_count() as u64;
     s
 }
 
@@ -451,10 +451,9 @@ impl Guard {
         live.ctl.stop.store(true, Ordering::Release);
         live.drainer.unpark();
         let _ = join.join();
-        *registry::DRAINER_THREAD
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
-        DRAINER_LIVE.store(false, Ordering::Release);
+        let registry = ownership::global();
+        registry.set_drainer_thread(None);
+        registry.set_drainer_live(false);
         stats_of(&live)
     }
 }

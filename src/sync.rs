@@ -1,10 +1,15 @@
-//! Atomics and cells the ring uses, swapped for loom's under `--cfg slicetrace_loom` so its protocol can be
-//! model-checked (`RUSTFLAGS="--cfg slicetrace_loom" cargo test --release --lib loom`).
+//! The atomics, locks and cells of the ring and its ownership, swapped for loom's under
+//! `--cfg slicetrace_loom` so their protocols can be model-checked
+//! (`RUSTFLAGS="--cfg slicetrace_loom" cargo test --release --no-default-features --lib loom`).
 
 #[cfg(slicetrace_loom)]
-pub use loom::sync::atomic::{fence, AtomicU64, Ordering};
+pub use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+#[cfg(slicetrace_loom)]
+pub use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(slicetrace_loom))]
-pub use std::sync::atomic::{fence, AtomicU64, Ordering};
+pub use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(slicetrace_loom))]
+pub use std::sync::{Mutex, MutexGuard};
 
 #[cfg(slicetrace_loom)]
 pub use loom::cell::UnsafeCell as SlotCell;
@@ -33,6 +38,10 @@ pub fn zeroed_cells<T: bytemuck::Zeroable>(n: usize) -> Box<[SlotCell<T>]> {
 
 #[cfg(not(slicetrace_loom))]
 impl<T> SlotCell<T> {
+    pub fn new(v: T) -> SlotCell<T> {
+        SlotCell(std::cell::UnsafeCell::new(v))
+    }
+
     #[inline(always)]
     pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
         f(self.0.get())
@@ -42,4 +51,18 @@ impl<T> SlotCell<T> {
     pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
     }
+}
+
+/// Lets another thread run before a retry: a short sleep, or under loom a yield, so that a
+/// model explores the other threads' steps instead of a clock.
+pub fn pause() {
+    #[cfg(slicetrace_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(slicetrace_loom))]
+    std::thread::sleep(std::time::Duration::from_micros(20));
+}
+
+/// Locks `m`; a lock a panicking thread held is taken as it was left.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

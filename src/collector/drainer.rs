@@ -7,8 +7,9 @@ use super::span_out::SpanOut;
 use super::stats::Counters;
 use super::tree::{Tenure, Tree};
 use crate::ids::owner_seed;
-use crate::record::{decode, flag, Decoded, Kind, Record};
-use crate::registry::{self, RingSlot, DETACHED};
+use crate::wire::decode::{decode, Decoded};
+use crate::wire::ownership::{self, Lease, RingSlot};
+use crate::wire::record::{flag, Kind, Record};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +33,10 @@ pub struct DrainerParts {
 }
 
 struct RingState {
-    slot: &'static RingSlot,
+    slot: Arc<RingSlot>,
+    /// The ring's consumer, held while this drainer runs; `None` until it is given back by a
+    /// drainer of an earlier session still stopping.
+    lease: Option<Lease>,
     tenure: Option<Arc<Tenure>>,
     last_ns: u64,
 }
@@ -43,7 +47,7 @@ struct Drainer {
     rings: Vec<RingState>,
     known: usize,
     scratch: Vec<Record>,
-    snapshot: Vec<&'static RingSlot>,
+    snapshot: Vec<Arc<RingSlot>>,
     last_export: Instant,
     last_report: Instant,
     reported: Losses,
@@ -112,11 +116,13 @@ pub fn run(ctl: Arc<Control>, parts: DrainerParts) {
 impl Drainer {
     fn sweep(&mut self) {
         self.parts.tree.read_clock();
-        if registry::ring_count() != self.known {
-            registry::snapshot(&mut self.snapshot);
+        let registry = ownership::global();
+        if registry.ring_count() != self.known {
+            registry.snapshot(&mut self.snapshot);
             for s in &self.snapshot[self.rings.len()..] {
                 self.rings.push(RingState {
-                    slot: s,
+                    slot: s.clone(),
+                    lease: s.lend_consumer(),
                     tenure: None,
                     last_ns: 0,
                 });
@@ -131,12 +137,17 @@ impl Drainer {
     fn drain_ring(&mut self, i: usize) {
         let c = &self.ctl.counters;
         let rs = &mut self.rings[i];
-        let slot = rs.slot;
-        // Loaded before draining: a detached ring's final tail was stored before its state.
-        let state = slot.state();
+        if rs.lease.is_none() {
+            rs.lease = rs.slot.lend_consumer();
+        }
+        let Some(lease) = rs.lease.as_mut() else {
+            return;
+        };
+        let mut visit = ownership::global().visit(lease);
+        let slot = visit.slot();
         // Only what is published now: a thread writing faster than this loop reads must not
         // keep the drainer on its ring.
-        let mut left = slot.ring.pending();
+        let mut left = visit.pending();
         if left > 0 {
             let owner = slot.owner();
             let tenure = match &rs.tenure {
@@ -162,12 +173,13 @@ impl Drainer {
             // them into `SpanData` while the rest are rebuilt.
             let pile = HAND_OVER_SPANS.max(self.parts.max_batch);
             let mut tenure = tenure;
+            let (last_ns, rs_tenure) = (&mut rs.last_ns, &mut rs.tenure);
             let mut on_record = |d: &Decoded| {
                 let ns = if d.head.flags & flag::TS_UNIX != 0 {
                     d.head.ts
                 } else {
-                    let ns = clock.to_unix(d.head.ts).max(rs.last_ns);
-                    rs.last_ns = ns;
+                    let ns = clock.to_unix(d.head.ts).max(*last_ns);
+                    *last_ns = ns;
                     ns
                 };
                 if d.kind == Kind::ThreadInfo {
@@ -178,7 +190,7 @@ impl Drainer {
                         seed: tenure.seed,
                         meta: slot.meta(),
                     });
-                    rs.tenure = Some(tenure.clone());
+                    *rs_tenure = Some(tenure.clone());
                 }
                 tree.apply(c, &tenure, d, ns);
                 if tree.out.spans.len() >= pile {
@@ -194,7 +206,7 @@ impl Drainer {
                 let take = left.min(DRAIN_PIECE as u64);
                 // Records carried over sit just before the ones drained now.
                 let carried = scratch.len() as u64;
-                let pos = slot.ring.drain_into(scratch, take as usize) - carried;
+                let pos = visit.drain_into(scratch, take as usize) - carried;
                 left -= take;
                 Counters::add(&c.records_read, take);
                 let used = decode(scratch, pos, left > 0, &mut on_record, |_, _| {
@@ -203,9 +215,8 @@ impl Drainer {
                 scratch.drain(..used);
             }
         }
-        if state == DETACHED {
+        if visit.end() {
             rs.tenure = None;
-            slot.release();
         }
     }
 
@@ -224,7 +235,7 @@ impl Drainer {
     fn losses(&self) -> Losses {
         let c = &self.ctl.counters;
         Losses {
-            ring_full: self.rings.iter().map(|r| r.slot.ring.dropped()).sum(),
+            ring_full: self.rings.iter().map(|r| r.slot.gauge().dropped()).sum(),
             unknown_rid: c.unknown_rid_records.load(Ordering::Relaxed),
             export_failed: c.spans_export_failed.load(Ordering::Relaxed),
             export_dropped: c.spans_dropped_export.load(Ordering::Relaxed),

@@ -3,14 +3,15 @@
 
 use super::directory::{directory, Entry};
 use super::handle::{enabled, with_local, Local};
-use super::history::{self, Lookup, Upstream, UPSTREAM_BYTES};
+use super::history::{self, Lookup};
 use crate::args::{Attr, End, Opts, UnixNanos, Value};
 use crate::ids::{process_tag, Rid};
 use crate::name::Name;
 use crate::propagate::PropagateContext;
-use crate::record::{
-    chunks_for, flag, pack_batch_chunk, truncate_str, write_chunks, Kind, Record, BATCH_PER_CHUNK,
-    MAX_BATCH_ITEMS, MAX_PAYLOAD, MAX_STR_BYTES, MAX_TRACESTATE_BYTES,
+use crate::wire::batch;
+use crate::wire::origin::{encode_origin, origin_ids, Upstream, MAX_ORIGIN_PAYLOAD};
+use crate::wire::record::{
+    chunks_for, flag, truncate_str, write_chunks, Kind, Record, MAX_STR_BYTES,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -187,31 +188,22 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
     if !enabled() {
         return id;
     }
-    let text = truncate_str(rid.text().unwrap_or(""), MAX_STR_BYTES);
     with_local(|l| {
         let (ts, tf) = stamp(l, opts.ts);
         let mut flags = tf;
         if opts.bootstrap_room.is_some() {
             flags |= flag::HAS_ROOM;
         }
-        let mut payload = [0u8; MAX_PAYLOAD];
-        let mut n = 0;
-        let up = opts.parent.map(|p| Upstream {
-            trace_id: p.trace_id,
-            link: p.link_span_id,
-            extra: p.parent_span_id,
+        let up = opts.parent.map(|p| {
+            if p.is_sampled() {
+                flags |= flag::SAMPLED;
+            }
+            Upstream {
+                trace_id: p.trace_id,
+                link: p.link_span_id,
+                extra: p.parent_span_id,
+            }
         });
-        if let (Some(p), Some(up)) = (opts.parent, &up) {
-            flags |= flag::UPSTREAM | if p.is_sampled() { flag::SAMPLED } else { 0 };
-            payload[..UPSTREAM_BYTES].copy_from_slice(&up.encode());
-            n = UPSTREAM_BYTES;
-        }
-        if let Some(state) = opts.tracestate {
-            flags |= flag::TRACESTATE;
-            n += put_tracestate(&mut payload[n..], state);
-        }
-        payload[n..n + text.len()].copy_from_slice(text.as_bytes());
-        n += text.len();
         let head = Record {
             ts,
             rid: id.0,
@@ -220,19 +212,40 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
             flags,
             ..Record::default()
         };
-        let pos = l.producer.tail();
-        let mut g = Gather::new();
-        g.add(l, head, &payload[..n]);
-        if g.flush(l) {
-            publish(l, id, pos, &head, up.as_ref());
-        }
+        start_origin(l, id, head, up, opts.tracestate, rid.text());
     });
     id
 }
 
+/// Writes the origin record `head` (a `ReqStart` or `SetPropagate`) with its payload, then
+/// publishes it.
+fn start_origin(
+    l: &mut Local,
+    rid: Rid,
+    mut head: Record,
+    up: Option<Upstream>,
+    tracestate: Option<&str>,
+    text: Option<&str>,
+) {
+    let mut payload = [0u8; MAX_ORIGIN_PAYLOAD];
+    let n = encode_origin(
+        &mut head,
+        up.as_ref(),
+        tracestate,
+        text.unwrap_or(""),
+        &mut payload,
+    );
+    let pos = l.producer.tail();
+    let mut g = Gather::new();
+    g.add(l, head, &payload[..n]);
+    if g.flush(l) {
+        publish(l, rid, pos, &head, up.as_ref());
+    }
+}
+
 /// Makes the request findable by `propagate_context` on this process's other threads.
 fn publish(l: &Local, rid: Rid, pos: u64, head: &Record, up: Option<&Upstream>) {
-    if let Some(ids) = history::origin_ids(l.seed, pos, head, up, process_tag()) {
+    if let Some(ids) = origin_ids(l.seed, pos, head, up, process_tag()) {
         directory().insert(
             rid.0,
             Entry {
@@ -344,24 +357,16 @@ pub fn slice_batch(name: &'static Name, reqs: &[(Rid, bool)]) {
     with_local(|l| {
         let ts = l.clock.raw();
         // Three requests to a record: a third of the memory traffic of one record each.
-        for part in reqs.chunks(MAX_BATCH_ITEMS) {
-            let chunks = part.len().div_ceil(BATCH_PER_CHUNK);
+        for part in reqs.chunks(batch::MAX_ITEMS) {
+            let chunks = batch::chunks_for(part.len());
             l.producer.push_unit(1 + chunks, |i| {
                 if i == 0 {
-                    return Record {
-                        ts,
-                        rid: 0,
-                        value: 0,
-                        name: id,
-                        kind: Kind::Batch as u8,
-                        flags: 0,
-                        len: part.len() as u16,
-                    };
+                    return batch::head(ts, id, part.len());
                 }
-                let at = (i - 1) * BATCH_PER_CHUNK;
-                let items = &part[at..(at + BATCH_PER_CHUNK).min(part.len())];
+                let at = (i - 1) * batch::PER_CHUNK;
+                let items = &part[at..(at + batch::PER_CHUNK).min(part.len())];
                 let get = |k: usize| items.get(k).map_or((0, false), |(r, f)| (r.0, *f));
-                pack_batch_chunk(&[get(0), get(1), get(2)][..items.len()])
+                batch::pack_chunk(&[get(0), get(1), get(2)][..items.len()])
             });
         }
     });
@@ -457,7 +462,6 @@ pub fn set_propagate_context_with(
         return;
     }
     let id = rid.rid();
-    let text = truncate_str(rid.text().unwrap_or(""), MAX_STR_BYTES);
     with_local(|l| {
         let (ts, tf) = stamp(l, None);
         let up = Upstream {
@@ -465,44 +469,16 @@ pub fn set_propagate_context_with(
             link: ctx.link_span_id,
             extra: ctx.process,
         };
-        let mut flags = tf | if ctx.sampled { flag::SAMPLED } else { 0 };
-        let mut payload = [0u8; MAX_PAYLOAD];
-        payload[..UPSTREAM_BYTES].copy_from_slice(&up.encode());
-        let mut n = UPSTREAM_BYTES;
-        if let Some(state) = tracestate {
-            n += put_tracestate(&mut payload[n..], state);
-            flags |= flag::TRACESTATE;
-        }
-        payload[n..n + text.len()].copy_from_slice(text.as_bytes());
-        n += text.len();
         let head = Record {
             ts,
             rid: id.0,
             value: ctx.parent_span_id,
             kind: Kind::SetPropagate as u8,
-            flags,
+            flags: tf | if ctx.sampled { flag::SAMPLED } else { 0 },
             ..Record::default()
         };
-        let pos = l.producer.tail();
-        let mut g = Gather::new();
-        g.add(l, head, &payload[..n]);
-        if g.flush(l) {
-            publish(l, id, pos, &head, Some(&up));
-        }
+        start_origin(l, id, head, Some(up), tracestate, rid.text());
     });
-}
-
-/// Writes a tracestate as the origin records carry it (u16 length, then the text); returns the
-/// bytes written. One too long to keep whole is written empty, so the drainer counts it refused.
-pub(crate) fn put_tracestate(out: &mut [u8], state: &str) -> usize {
-    let state = if state.len() <= MAX_TRACESTATE_BYTES {
-        state
-    } else {
-        ""
-    };
-    out[..2].copy_from_slice(&(state.len() as u16).to_le_bytes());
-    out[2..2 + state.len()].copy_from_slice(state.as_bytes());
-    2 + state.len()
 }
 
 /// The W3C `tracestate` of a request as this thread knows it (from the gateway's header given to

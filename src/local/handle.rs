@@ -1,10 +1,10 @@
 //! The calling thread's handle: its ring's producer, its id seed and the clock.
 
-use crate::registry::{self, RingSlot};
-use crate::ring::Producer;
+use crate::wire::ownership::{self, RingSlot};
+use crate::wire::ring::Producer;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The one switch the hot path reads.
 pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -27,8 +27,8 @@ pub(crate) fn clock() -> &'static quanta::Clock {
 }
 
 pub(crate) struct Local {
-    pub producer: Producer<'static>,
-    pub slot: &'static RingSlot,
+    pub producer: Producer,
+    pub slot: Arc<RingSlot>,
     /// Seed of the span ids this tenure derives (see `ids`).
     pub seed: u64,
     pub clock: quanta::Clock,
@@ -37,11 +37,11 @@ pub(crate) struct Local {
 impl Local {
     #[cold]
     fn claim() -> Local {
-        let (slot, owner) = registry::claim(RING_CAPACITY.load(Ordering::Relaxed));
+        let c = ownership::global().claim(RING_CAPACITY.load(Ordering::Relaxed));
         Local {
-            producer: slot.ring.producer(),
-            slot,
-            seed: crate::ids::owner_seed(slot.index, owner),
+            seed: crate::ids::owner_seed(c.slot.index, c.owner),
+            producer: c.producer,
+            slot: c.slot,
             clock: clock().clone(),
         }
     }
@@ -52,7 +52,7 @@ struct Handle(UnsafeCell<Option<Local>>);
 impl Drop for Handle {
     fn drop(&mut self) {
         if let Some(local) = self.0.get_mut().take() {
-            local.slot.detach();
+            ownership::global().detach(&local.slot, local.producer);
         }
     }
 }

@@ -8,8 +8,8 @@ use super::{schema, ProcessInfo, Tenure, Tree};
 use crate::collector::span_out::{RidAttr, SpanOut};
 use crate::collector::stats::Counters;
 use crate::ids::Rid;
-use crate::record::Decoded;
 use crate::slice_chain::SliceChain;
+use crate::wire::decode::Decoded;
 use opentelemetry::trace::TraceState;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -278,7 +278,7 @@ pub(super) fn finish_thread(
 mod tests {
     use super::super::testing::{attr, limits, sorted, Harness, Upstream, TAG};
     use crate::ids::{derive_span_id, derive_trace_id, Salt};
-    use crate::record::flag::THREAD_FINISH;
+    use crate::wire::record::flag::THREAD_FINISH;
     use opentelemetry::trace::{SpanId, TraceId};
 
     /// A request's life, and the housekeeping after it: `(ms the clock moves on, requests open

@@ -3,8 +3,9 @@
 
 use super::super::finished::LinkTo;
 use super::super::stats::Counters;
-use crate::local::history::{origin_ids, split_origin_payload, Upstream};
-use crate::record::{flag, Decoded, Kind};
+use crate::wire::decode::Decoded;
+use crate::wire::origin::{decode_origin, origin_ids};
+use crate::wire::record::{flag, Kind};
 use opentelemetry::trace::TraceState;
 
 /// How the request came to this thread.
@@ -46,18 +47,9 @@ impl Origin<'_> {
     /// tagged `process_tag`. `None` when it is no origin record, or its context is cut short.
     pub fn decode(rec: &Decoded, seed: u64, process_tag: u64) -> Option<Origin<'_>> {
         let head = &rec.head;
-        let has_upstream = match rec.kind {
-            Kind::ReqStart => head.flags & flag::UPSTREAM != 0,
-            Kind::SetPropagate => true,
-            _ => return None,
-        };
-        let upstream = if has_upstream {
-            Some(Upstream::decode(&rec.payload)?)
-        } else {
-            None
-        };
+        let parts = decode_origin(head, &rec.payload).ok()?;
+        let upstream = parts.upstream;
         let ids = origin_ids(seed, rec.pos, head, upstream.as_ref(), process_tag)?;
-        let parts = split_origin_payload(head, &rec.payload);
         let sampled = upstream.is_none() || head.flags & flag::SAMPLED != 0;
         let (arrival, parent, link) = match (rec.kind, &upstream) {
             (Kind::SetPropagate, Some(u)) => {
@@ -114,17 +106,6 @@ pub(crate) fn parse_trace_state(c: &Counters, text: Option<&[u8]>) -> TraceState
             TraceState::NONE
         }
     }
-}
-
-/// The fixed context an origin record's payload begins with, as the calling thread writes it.
-#[cfg(test)]
-pub fn upstream_bytes(trace_id: u128, link: u64, extra: u64) -> [u8; 32] {
-    Upstream {
-        trace_id,
-        link,
-        extra,
-    }
-    .encode()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! reader of the exported trees (and the trace-event writer) has one list to agree with.
 
 use crate::ids::Rid;
-use crate::record::truncate_str;
+use crate::wire::record::truncate_str;
 
 /// The request's id as the caller gave it (its text, else the number), on every span.
 pub const RID: &str = "rid";

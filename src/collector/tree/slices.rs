@@ -8,8 +8,8 @@ use crate::collector::finished::{ns_to_time, LinkTo};
 use crate::collector::span_out::SpanOut;
 use crate::collector::stats::Counters;
 use crate::ids::Salt;
-use crate::record::flag;
 use crate::slice_chain::Ended;
+use crate::wire::record::flag;
 use opentelemetry::trace::{Event, Status};
 
 impl Request {
@@ -202,8 +202,8 @@ fn push_capped<T>(v: &mut Vec<T>, dropped: &mut u32, item: T, cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{sorted, Harness};
-    use crate::record::flag::{AUTO_NEXT_ANON, THREAD_FINISH};
-    use crate::record::flag::{TARGET_EVENT, TARGET_REQUEST, TARGET_SLICE};
+    use crate::wire::record::flag::{AUTO_NEXT_ANON, THREAD_FINISH};
+    use crate::wire::record::flag::{TARGET_EVENT, TARGET_REQUEST, TARGET_SLICE};
 
     struct Case {
         what: &'static str,

@@ -4,7 +4,8 @@
 use super::request::{OpenSlice, Request, ThreadSpan};
 use super::{schema, ProcessInfo};
 use crate::collector::finished::{ns_to_time, own_ctx, Finished, SliceExtras, SliceSpan};
-use crate::record::{flag, Decoded};
+use crate::wire::decode::Decoded;
+use crate::wire::record::flag;
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{KeyValue, Value as OtelValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
@@ -183,7 +184,7 @@ pub fn request(
 mod tests {
     use super::super::testing::{attr, decoded, name_id, Harness, Upstream};
     use super::*;
-    use crate::record::{Kind, Record};
+    use crate::wire::record::{Kind, Record};
     use opentelemetry::trace::TraceId;
 
     #[test]
@@ -250,7 +251,7 @@ mod tests {
             (flag::VALUE_STR, 0, "text", OtelValue::from("text")),
         ];
         for (ty, value, text, want) in cases {
-            let mut recs = vec![Record::default(); 1 + crate::record::chunks_for(text.len())];
+            let mut recs = vec![Record::default(); 1 + crate::wire::record::chunks_for(text.len())];
             recs[0] = Record {
                 value,
                 name: name_id("key"),
@@ -259,7 +260,7 @@ mod tests {
                 len: text.len() as u16,
                 ..Record::default()
             };
-            crate::record::write_chunks(text.as_bytes(), &mut recs, 1);
+            crate::wire::record::write_chunks(text.as_bytes(), &mut recs, 1);
             let d = &decoded(&recs, 0)[0];
             assert_eq!(
                 decode_attr(d, Some("key")),

@@ -2,12 +2,15 @@
 //! drainer decodes them, applied to a tree whose clock moves only when told to; and the spans
 //! it exports, each written as one line of text a table can list.
 
-use super::{origin, Clock, ProcessInfo, Tenure, Tree, TreeLimits};
+use super::{Clock, ProcessInfo, Tenure, Tree, TreeLimits};
 use crate::collector::stats::{Counters, Stats};
 use crate::ids::Rid;
 use crate::name::Name;
-use crate::record::{decode, flag, pack_batch_chunk, write_chunks, Decoded, Kind, Record};
-use crate::registry::ThreadMeta;
+use crate::wire::batch;
+use crate::wire::decode::{decode, Decoded};
+use crate::wire::origin::{encode_origin, MAX_ORIGIN_PAYLOAD};
+use crate::wire::ownership::ThreadMeta;
+use crate::wire::record::{flag, write_chunks, Kind, Record};
 use opentelemetry::trace::Status;
 use opentelemetry::{InstrumentationScope, Value};
 use opentelemetry_sdk::trace::SpanData;
@@ -18,13 +21,7 @@ use std::time::{Duration, Instant};
 /// The process tag of the harness's process.
 pub const TAG: u64 = 0x7a6;
 
-/// The context an origin record carries (see `origin::upstream_bytes`).
-#[derive(Clone, Copy, Debug)]
-pub struct Upstream {
-    pub trace_id: u128,
-    pub link: u64,
-    pub extra: u64,
-}
+pub(crate) use crate::wire::origin::Upstream;
 
 /// A clock that moves when `advance` says.
 #[derive(Clone)]
@@ -59,7 +56,7 @@ pub fn decoded(records: &[Record], pos: u64) -> Vec<Decoded> {
 /// A head record followed by chunks holding `payload`.
 fn with_payload(mut head: Record, payload: &[u8]) -> Vec<Record> {
     head.len = payload.len() as u16;
-    let mut recs = vec![Record::default(); 1 + crate::record::chunks_for(payload.len())];
+    let mut recs = vec![Record::default(); 1 + crate::wire::record::chunks_for(payload.len())];
     recs[0] = head;
     write_chunks(payload, &mut recs, 1);
     recs
@@ -71,34 +68,23 @@ fn with_payload(mut head: Record, payload: &[u8]) -> Vec<Record> {
 pub fn origin_records(
     kind: Kind,
     rid: u64,
-    mut flags: u8,
+    flags: u8,
     value: u64,
     upstream: Option<Upstream>,
     tracestate: Option<&str>,
     text: &str,
 ) -> Vec<Record> {
-    let mut payload = Vec::new();
-    if let Some(u) = upstream {
-        if kind == Kind::ReqStart {
-            flags |= flag::UPSTREAM;
-        }
-        payload.extend_from_slice(&origin::upstream_bytes(u.trace_id, u.link, u.extra));
-    }
-    if let Some(state) = tracestate {
-        flags |= flag::TRACESTATE;
-        let mut buf = vec![0u8; 2 + state.len()];
-        let n = crate::local::api::put_tracestate(&mut buf, state);
-        payload.extend_from_slice(&buf[..n]);
-    }
-    payload.extend_from_slice(text.as_bytes());
-    let head = Record {
+    let mut head = Record {
         rid,
         value,
         kind: kind as u8,
         flags,
         ..Record::default()
     };
-    with_payload(head, &payload)
+    let mut payload = [0u8; MAX_ORIGIN_PAYLOAD];
+    let n = encode_origin(&mut head, upstream.as_ref(), tracestate, text, &mut payload);
+    let payload = &payload[..n];
+    with_payload(head, payload)
 }
 
 /// One origin record, decoded, its head at `pos`.
@@ -273,11 +259,8 @@ impl Harness {
 
     /// `slice_batch`: one end per `(rid, finished)` item.
     pub fn batch(&mut self, th: usize, name: &str, items: &[(u64, bool)]) {
-        let mut recs = vec![Record {
-            len: items.len() as u16,
-            ..rec(Kind::Batch, 0, name, 0, 0)
-        }];
-        recs.extend(items.chunks(3).map(pack_batch_chunk));
+        let mut recs = vec![batch::head(0, name_id(name), items.len())];
+        recs.extend(items.chunks(batch::PER_CHUNK).map(batch::pack_chunk));
         self.write(th, &recs);
     }
 

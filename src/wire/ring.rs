@@ -1,7 +1,10 @@
 //! A bounded single-producer/single-consumer ring of [`Record`]s.
 //!
-//! The traced thread is the only producer, the drainer the only consumer. Positions are 64-bit
-//! counters that never wrap in practice; a slot is `pos & mask`.
+//! [`ring`] makes the one [`Producer`] and the one [`Consumer`] a ring ever has. Neither can be
+//! cloned, and every operation that moves an index takes its half by `&mut`, so one writer and
+//! one reader hold by construction; a half changes thread by being moved. [`Gauge`] reads the
+//! counters, for anyone. Positions are 64-bit counters that never wrap in practice; a slot is
+//! `pos & mask`.
 //!
 //! - `tail` is written only by the producer: the next position it will fill. It is stored with
 //!   `Release` after the slots are written, and the consumer loads it with `Acquire`, so the
@@ -18,11 +21,13 @@
 //! may read them back (see `local::history`): both sides only read such a slot, and only the
 //! producer ever writes one.
 
-use crate::record::Record;
+use super::record::Record;
 use crate::sync::{zeroed_cells, AtomicU64, Ordering, SlotCell};
 use crossbeam_utils::CachePadded;
+use std::sync::Arc;
 
-pub struct Ring {
+/// What the two halves share.
+struct Shared {
     tail: CachePadded<AtomicU64>,
     head: CachePadded<AtomicU64>,
     /// Records the producer could not push. Written only by the producer.
@@ -31,77 +36,100 @@ pub struct Ring {
     mask: u64,
 }
 
-// SAFETY: slots are shared between exactly one producer and one consumer; the head/tail protocol
-// above keeps every write to a slot ordered before any read of it and after the last read of its
-// previous contents.
-unsafe impl Sync for Ring {}
+// SAFETY: a slot is written only through the ring's one `Producer` (by `&mut`) and read through it
+// or its one `Consumer`; the head/tail protocol above orders every write to a slot after the
+// consumer's last read of its previous contents and before any read of the new ones.
+unsafe impl Sync for Shared {}
 // SAFETY: the ring owns its slots; moving it between threads moves plain data.
-unsafe impl Send for Ring {}
+unsafe impl Send for Shared {}
 
-impl Ring {
-    /// A ring of `capacity` records, rounded up to a power of two (at least 2).
-    pub fn new(capacity: usize) -> Ring {
-        let cap = capacity.max(2).next_power_of_two();
-        let slots = zeroed_cells::<Record>(cap);
-        Ring {
-            tail: CachePadded::new(AtomicU64::new(0)),
-            head: CachePadded::new(AtomicU64::new(0)),
-            dropped: CachePadded::new(AtomicU64::new(0)),
-            slots,
-            mask: cap as u64 - 1,
-        }
-    }
+/// A ring of `capacity` records, rounded up to a power of two (at least 2): its only producer
+/// and its only consumer.
+pub fn ring(capacity: usize) -> (Producer, Consumer) {
+    let cap = capacity.max(2).next_power_of_two();
+    let shared = Arc::new(Shared {
+        tail: CachePadded::new(AtomicU64::new(0)),
+        head: CachePadded::new(AtomicU64::new(0)),
+        dropped: CachePadded::new(AtomicU64::new(0)),
+        slots: zeroed_cells::<Record>(cap),
+        mask: cap as u64 - 1,
+    });
+    let producer = Producer {
+        ring: shared.clone(),
+        tail: 0,
+        head_cache: 0,
+        start: 0,
+    };
+    (producer, Consumer { ring: shared })
+}
 
+/// The counters of a ring, for any thread: they publish nothing.
+#[derive(Clone)]
+pub struct Gauge(Arc<Shared>);
+
+impl Gauge {
     pub fn capacity(&self) -> u64 {
-        self.mask + 1
+        self.0.mask + 1
     }
 
     /// Records dropped because the ring was full, since it was made.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.0.dropped.load(Ordering::Relaxed)
     }
 
     /// Records pushed, since it was made.
     pub fn written(&self) -> u64 {
-        self.tail.load(Ordering::Acquire)
+        self.0.tail.load(Ordering::Acquire)
     }
 
-    /// The consumer's position.
-    pub fn read_pos(&self) -> u64 {
-        self.head.load(Ordering::Acquire)
+    fn is_of(&self, ring: &Arc<Shared>) -> bool {
+        Arc::ptr_eq(&self.0, ring)
     }
+}
 
-    /// Producer state for a thread that takes the ring over. The caller guarantees that no other
-    /// producer is live (see `registry`: ownership passes through the drainer).
-    pub fn producer(&self) -> Producer<'_> {
-        let tail = self.tail.load(Ordering::Acquire);
-        Producer {
-            ring: self,
-            tail,
-            head_cache: self.head.load(Ordering::Acquire),
-            start: tail,
-        }
+/// The reading half, held by the drainer.
+pub struct Consumer {
+    ring: Arc<Shared>,
+}
+
+impl Consumer {
+    #[cfg(test)]
+    pub fn gauge(&self) -> Gauge {
+        Gauge(self.ring.clone())
     }
 
     /// Records published and not yet drained.
     pub fn pending(&self) -> u64 {
-        self.tail.load(Ordering::Acquire) - self.head.load(Ordering::Relaxed)
+        self.ring.tail.load(Ordering::Acquire) - self.ring.head.load(Ordering::Relaxed)
     }
 
     /// Appends up to `max` published records past the head to `out`, then releases their slots.
-    /// Returns the position of the first copied record. Only the consumer calls this.
-    pub fn drain_into(&self, out: &mut Vec<Record>, max: usize) -> u64 {
-        let head = self.head.load(Ordering::Relaxed);
-        let tail = self
+    /// Returns the position of the first copied record.
+    pub fn drain_into(&mut self, out: &mut Vec<Record>, max: usize) -> u64 {
+        let ring = &*self.ring;
+        let head = ring.head.load(Ordering::Relaxed);
+        let tail = ring
             .tail
             .load(Ordering::Acquire)
             .min(head.saturating_add(max as u64));
         out.reserve((tail - head) as usize);
-        self.copy_out(head, tail, out);
-        self.head.store(tail, Ordering::Release);
+        ring.copy_out(head, tail, out);
+        ring.head.store(tail, Ordering::Release);
         head
     }
 
+    /// Releases every published record unread; returns how many. For records written before
+    /// the current session.
+    pub fn skip_published(&mut self) -> u64 {
+        let ring = &*self.ring;
+        let head = ring.head.load(Ordering::Relaxed);
+        let tail = ring.tail.load(Ordering::Acquire);
+        ring.head.store(tail, Ordering::Release);
+        tail - head
+    }
+}
+
+impl Shared {
     /// Appends the records at `from..to` to `out`, which has room for them.
     #[cfg(not(slicetrace_loom))]
     fn copy_out(&self, from: u64, to: u64, out: &mut Vec<Record>) {
@@ -138,28 +166,36 @@ impl Ring {
             out.push(slot.with(|p| unsafe { *p }));
         }
     }
-
-    /// Moves the head to `pos` without reading, dropping what lies before it. Only the consumer
-    /// calls this, at start-up, to skip records written before the current session.
-    pub fn skip_to(&self, pos: u64) {
-        self.head.store(pos, Ordering::Release);
-    }
 }
 
-/// The producing half, kept by the owning thread.
-pub struct Producer<'a> {
-    ring: &'a Ring,
+/// The writing half, kept by the owning thread, and passed on with the ring to the next.
+pub struct Producer {
+    ring: Arc<Shared>,
     tail: u64,
     head_cache: u64,
-    /// Where this producer's records begin: history before it belongs to another owner.
+    /// Where the current owner's records begin: history before it belongs to another owner.
     start: u64,
 }
 
-impl<'a> Producer<'a> {
+impl Producer {
     /// Position the next record will take.
     #[inline]
     pub fn tail(&self) -> u64 {
         self.tail
+    }
+
+    pub fn gauge(&self) -> Gauge {
+        Gauge(self.ring.clone())
+    }
+
+    /// True when this is the producer of the ring `g` reads.
+    pub fn feeds(&self, g: &Gauge) -> bool {
+        g.is_of(&self.ring)
+    }
+
+    /// Starts a new owner's history at the current tail.
+    pub(super) fn begin_tenure(&mut self) {
+        self.start = self.tail;
     }
 
     /// True when `n` more records fit now.
@@ -209,36 +245,36 @@ impl<'a> Producer<'a> {
     }
 
     #[cold]
-    pub fn count_dropped(&self, n: u64) {
+    fn count_dropped(&self, n: u64) {
         // Single writer: a load and a store, no read-modify-write needed.
         let d = &self.ring.dropped;
         d.store(d.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
     #[inline]
-    fn write(&self, pos: u64, rec: Record) {
+    fn write(&mut self, pos: u64, rec: Record) {
         let slot = &self.ring.slots[(pos & self.ring.mask) as usize];
         // SAFETY: has_room saw head > pos - capacity, so the consumer is done with this slot,
-        // and this producer is its only writer.
+        // and this producer, borrowed mutably, is its only writer.
         slot.with_mut(|p| unsafe { p.write(rec) });
     }
 
-    /// Where this producer's records begin.
+    /// Where the current owner's records begin.
     pub fn owner_start(&self) -> u64 {
         self.start
     }
 
-    /// The oldest position whose record this producer wrote and has not overwritten since.
+    /// The oldest position whose record the current owner wrote and has not overwritten since.
     pub fn history_start(&self) -> u64 {
         self.start.max(self.tail.saturating_sub(self.ring.mask + 1))
     }
 
-    /// Reads back a record this producer wrote, at `history_start() <= pos < tail()`.
+    /// Reads back a record the current owner wrote, at `history_start() <= pos < tail()`.
     pub fn read_back(&self, pos: u64) -> Record {
         debug_assert!(pos >= self.history_start() && pos < self.tail);
         let slot = &self.ring.slots[(pos & self.ring.mask) as usize];
-        // SAFETY: only this producer writes slots, and it is not writing now; the consumer may be
-        // reading the same slot, which is a read alongside a read.
+        // SAFETY: only this producer writes slots, and it is not writing now (that takes it by
+        // `&mut`); the consumer may be reading the same slot, which is a read alongside a read.
         slot.with(|p| unsafe { *p })
     }
 }
@@ -260,43 +296,41 @@ mod tests {
 
     #[test]
     fn fifo_and_full_ring_drops_are_counted() {
-        let ring = Ring::new(4);
-        let mut p = ring.producer();
+        let (mut p, mut c) = ring(4);
         for v in 0..6 {
             p.push(rec(v));
         }
-        assert_eq!(ring.dropped(), 2);
+        assert_eq!(c.gauge().dropped(), 2);
         let mut out = Vec::new();
-        assert_eq!(ring.drain_into(&mut out, usize::MAX), 0);
+        assert_eq!(c.drain_into(&mut out, usize::MAX), 0);
         assert_eq!(
             out.iter().map(|r| r.value).collect::<Vec<_>>(),
             [0, 1, 2, 3]
         );
         assert!(p.push(rec(9)));
         out.clear();
-        assert_eq!(ring.drain_into(&mut out, usize::MAX), 4);
+        assert_eq!(c.drain_into(&mut out, usize::MAX), 4);
         assert_eq!(out[0].value, 9);
     }
 
     #[test]
     fn draining_in_pieces_across_the_ring_end_keeps_order() {
-        let ring = Ring::new(8);
-        let mut p = ring.producer();
+        let (mut p, mut c) = ring(8);
         let mut out = Vec::new();
         for v in 0..6 {
             p.push(rec(v));
         }
-        ring.drain_into(&mut out, usize::MAX);
+        c.drain_into(&mut out, usize::MAX);
         out.clear();
         // Positions 6..11 sit in slots 6, 7, 0, 1, 2.
         for v in 6..11 {
             p.push(rec(v));
         }
-        assert_eq!(ring.pending(), 5);
-        assert_eq!(ring.drain_into(&mut out, 4), 6);
-        assert_eq!(ring.pending(), 1);
-        assert_eq!(ring.drain_into(&mut out, 4), 10);
-        assert_eq!(ring.drain_into(&mut out, 4), 11);
+        assert_eq!(c.pending(), 5);
+        assert_eq!(c.drain_into(&mut out, 4), 6);
+        assert_eq!(c.pending(), 1);
+        assert_eq!(c.drain_into(&mut out, 4), 10);
+        assert_eq!(c.drain_into(&mut out, 4), 11);
         assert_eq!(
             out.iter().map(|r| r.value).collect::<Vec<_>>(),
             [6, 7, 8, 9, 10]
@@ -307,24 +341,22 @@ mod tests {
 
     #[test]
     fn multi_record_push_is_all_or_nothing() {
-        let ring = Ring::new(4);
-        let mut p = ring.producer();
+        let (mut p, c) = ring(4);
         assert!(p.push_all(&[rec(1), rec(2), rec(3)]));
         assert!(!p.push_all(&[rec(4), rec(5)]));
-        assert_eq!(ring.dropped(), 2);
-        assert_eq!(ring.written(), 3);
+        assert_eq!(c.gauge().dropped(), 2);
+        assert_eq!(c.gauge().written(), 3);
         assert!(p.push(rec(6)));
     }
 
     #[test]
     fn history_survives_draining_until_overwritten() {
-        let ring = Ring::new(4);
-        let mut p = ring.producer();
+        let (mut p, mut c) = ring(4);
         for v in 0..3 {
             p.push(rec(v));
         }
         let mut out = Vec::new();
-        ring.drain_into(&mut out, usize::MAX);
+        c.drain_into(&mut out, usize::MAX);
         assert_eq!(p.history_start(), 0);
         assert_eq!(p.read_back(1).value, 1);
         for v in 3..6 {
@@ -335,15 +367,47 @@ mod tests {
         assert_eq!(p.read_back(5).value, 5);
     }
 
+    #[test]
+    fn a_new_tenure_reads_back_only_its_own_records() {
+        let (mut p, _c) = ring(8);
+        p.push(rec(1));
+        p.push(rec(2));
+        p.begin_tenure();
+        assert_eq!((p.owner_start(), p.history_start()), (2, 2));
+        p.push(rec(3));
+        assert_eq!(p.history_start(), 2);
+        assert_eq!(p.read_back(2).value, 3);
+    }
+
+    #[test]
+    fn skipping_releases_what_was_published() {
+        let (mut p, mut c) = ring(4);
+        p.push_all(&[rec(1), rec(2), rec(3), rec(4)]);
+        assert!(!p.push(rec(5)));
+        assert_eq!(c.skip_published(), 4);
+        assert_eq!(c.pending(), 0);
+        assert!(p.push_all(&[rec(6); 4]));
+        assert_eq!(c.skip_published(), 4);
+        assert_eq!(c.skip_published(), 0);
+    }
+
+    #[test]
+    fn the_gauge_knows_its_ring() {
+        let (p, c) = ring(3);
+        let (other, _c2) = ring(4);
+        assert_eq!(c.gauge().capacity(), 4);
+        assert!(p.feeds(&c.gauge()));
+        assert!(!other.feeds(&c.gauge()));
+    }
+
     /// Fewer under Miri, which runs the same interleavings far slower.
     const EXCHANGED: u64 = if cfg!(miri) { 5_000 } else { 100_000 };
 
     #[test]
     fn threads_exchange_every_record_in_order() {
-        let ring = std::sync::Arc::new(Ring::new(64));
-        let r2 = ring.clone();
+        let (mut p, mut c) = ring(64);
+        let gauge = c.gauge();
         let producer = std::thread::spawn(move || {
-            let mut p = r2.producer();
             let mut sent = 0u64;
             for v in 0..EXCHANGED {
                 while !p.has_room(1) {
@@ -358,13 +422,13 @@ mod tests {
         let mut out = Vec::new();
         while next < EXCHANGED {
             out.clear();
-            ring.drain_into(&mut out, usize::MAX);
+            c.drain_into(&mut out, usize::MAX);
             for r in &out {
                 assert_eq!(r.value, next);
                 next += 1;
             }
         }
         assert_eq!(producer.join().unwrap(), EXCHANGED);
-        assert_eq!(ring.dropped(), 0);
+        assert_eq!(gauge.dropped(), 0);
     }
 }
