@@ -239,7 +239,10 @@ mod tests {
 
     #[test]
     fn a_context_cut_short_or_another_kind_is_no_origin() {
-        let mut rec = origin_record(Kind::SetPropagate, 9, 0, 0, 0, None, None, "");
+        // A set_propagate record whose context is missing: no caller writes one.
+        let mut rec = origin_record(Kind::ReqStart, 9, 0, 0, 0, None, None, "");
+        rec.kind = Kind::SetPropagate;
+        rec.head.kind = Kind::SetPropagate as u8;
         assert!(rec.payload.len() < 32);
         assert!(Origin::decode(&rec, SEED, TAG).is_none());
         rec.kind = Kind::ReqStart;
