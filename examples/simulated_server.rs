@@ -49,7 +49,11 @@ fn rid_text(i: usize) -> String {
     )
 }
 
+/// The tokenizer finishes a request once every part of the server is done with it: the
+/// detokenizer (after TP 0) and each other TP rank, which decode it in step with TP 0 but may
+/// still be writing its last decode when TP 0's path is through.
 fn tokenizer(n: usize, to_sched: Vec<Sender<Msg>>, done: Receiver<Rid>) {
+    let parts = to_sched.len();
     slicetrace::set_thread_info("tokenizer", None, Some(0));
     let mut open = HashMap::new();
     for i in 0..n {
@@ -72,7 +76,7 @@ fn tokenizer(n: usize, to_sched: Vec<Sender<Msg>>, done: Receiver<Rid>) {
                 output_tokens,
             });
         }
-        open.insert(rid, output_tokens);
+        open.insert(rid, (output_tokens, parts));
         if i % 8 == 7 {
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -87,8 +91,14 @@ fn tokenizer(n: usize, to_sched: Vec<Sender<Msg>>, done: Receiver<Rid>) {
     }
 }
 
-fn finish(open: &mut HashMap<Rid, usize>, rid: Rid) {
-    if let Some(tokens) = open.remove(&rid) {
+fn finish(open: &mut HashMap<Rid, (usize, usize)>, rid: Rid) {
+    let Some((tokens, waiting)) = open.get_mut(&rid) else {
+        return;
+    };
+    *waiting -= 1;
+    if *waiting == 0 {
+        let tokens = *tokens;
+        open.remove(&rid);
         slicetrace::req_finish_with(
             rid,
             Opts::attrs(&[Attr::new(&OUTPUT_TOKENS, tokens as i64)]),
@@ -102,7 +112,13 @@ struct Running {
     ctx_bytes: [u8; slicetrace::limits::CONTEXT_LEN],
 }
 
-fn scheduler(tp: u32, inbox: Receiver<Msg>, detok: Option<Sender<Msg>>) {
+/// TP 0 hands each finished request on to the detokenizer; the other ranks report it done.
+enum Onward {
+    Detokenizer(Sender<Msg>),
+    Done(Sender<Rid>),
+}
+
+fn scheduler(tp: u32, inbox: Receiver<Msg>, onward: Onward) {
     slicetrace::set_thread_info("scheduler", Some(tp), Some(0));
     let mut running: Vec<Running> = Vec::new();
     let mut inbox_open = true;
@@ -153,15 +169,20 @@ fn scheduler(tp: u32, inbox: Receiver<Msg>, detok: Option<Sender<Msg>>) {
             if r.left > 0 {
                 return true;
             }
-            if let Some(tx) = &detok {
-                // The finished request goes on to the detokenizer with its context.
-                let ctx = slicetrace::propagate_context(r.rid);
-                let ctx = ctx.map(|c| c.to_bytes()).unwrap_or(r.ctx_bytes);
-                let _ = tx.send(Msg {
-                    rid: r.rid,
-                    ctx,
-                    output_tokens: 0,
-                });
+            match &onward {
+                Onward::Detokenizer(tx) => {
+                    // The finished request goes on to the detokenizer with its context.
+                    let ctx = slicetrace::propagate_context(r.rid);
+                    let ctx = ctx.map(|c| c.to_bytes()).unwrap_or(r.ctx_bytes);
+                    let _ = tx.send(Msg {
+                        rid: r.rid,
+                        ctx,
+                        output_tokens: 0,
+                    });
+                }
+                Onward::Done(tx) => {
+                    let _ = tx.send(r.rid);
+                }
             }
             false
         });
@@ -246,20 +267,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (detok_tx, detok_rx) = channel();
     let detok = std::thread::Builder::new()
         .name("detokenizer".into())
-        .spawn(move || detokenizer(detok_rx, done_tx))?;
+        .spawn({
+            let done_tx = done_tx.clone();
+            move || detokenizer(detok_rx, done_tx)
+        })?;
     let mut sched_txs = Vec::new();
     let mut scheds = Vec::new();
     for rank in 0..tp {
         let (tx, rx) = channel();
         sched_txs.push(tx);
-        let to_detok = (rank == 0).then(|| detok_tx.clone());
+        let onward = if rank == 0 {
+            Onward::Detokenizer(detok_tx.clone())
+        } else {
+            Onward::Done(done_tx.clone())
+        };
         scheds.push(
             std::thread::Builder::new()
                 .name(format!("scheduler-tp{rank}"))
-                .spawn(move || scheduler(rank, rx, to_detok))?,
+                .spawn(move || scheduler(rank, rx, onward))?,
         );
     }
-    drop(detok_tx);
+    drop((detok_tx, done_tx));
     let tok = std::thread::Builder::new()
         .name("tokenizer".into())
         .spawn(move || tokenizer(requests, sched_txs, done_rx))?;
