@@ -26,7 +26,6 @@ mod env;
 mod export;
 mod ids;
 mod local;
-mod mix_hash;
 mod name;
 mod propagate;
 mod record;
@@ -35,7 +34,11 @@ mod ring;
 mod session;
 mod slice_chain;
 mod sync;
-pub mod trace_event;
+
+/// The id hasher, under the path the drainer's code names it by.
+mod mix_hash {
+    pub(crate) use slicetrace_spans::util::MixHash;
+}
 
 #[cfg(all(test, slicetrace_loom))]
 mod ring_loom;
@@ -56,13 +59,21 @@ pub use local::api::{
     slice_start_at, ReqStart, RequestKey,
 };
 pub use name::Name;
+pub use perfetto::PerfettoExporter;
 pub use propagate::{ContextError, PropagateContext, TraceparentError, CONTEXT_LEN};
 pub use record::MAX_STR_BYTES;
 pub use session::{
     init, init_from_env, is_enabled, stats, Config, Guard, InitError, DEFAULT_RING_CAPACITY,
 };
 pub use slice_chain::MAX_DEPTH;
-pub use trace_event::exporter::PerfettoExporter;
+
+/// The local trace-event file: its exporter and rotation, the writer's limits and counts, and
+/// the repair of a file cut short.
+pub mod perfetto {
+    pub use crate::export::perfetto::{PerfettoExporter, Rotation};
+    pub use slicetrace_spans::repair::{repair, Repaired};
+    pub use slicetrace_spans::writer::{Limits, WriterStats};
+}
 
 #[cfg(feature = "testing")]
 pub use opentelemetry_sdk::trace::InMemorySpanExporter;

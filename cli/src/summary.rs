@@ -8,7 +8,7 @@
 
 use crate::stats::Dist;
 use serde::Serialize;
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Role, Span};
+use slicetrace_spans::model::{AttrValue, ProcessKey, Role, Span};
 use std::collections::HashMap;
 use std::io::{self, Write};
 
@@ -133,7 +133,7 @@ impl Summary {
     /// The thread of slice `i`, from its own attribute or its ancestors'.
     fn thread_of(&self, i: usize) -> Option<(u32, u64)> {
         let mut at = i;
-        for _ in 0..slicetrace::MAX_DEPTH + 1 {
+        for _ in 0..slicetrace_spans::schema::MAX_DEPTH + 1 {
             let s = &self.slices[at];
             if let Some(t) = s.tid {
                 return Some((s.process, t));

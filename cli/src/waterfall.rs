@@ -3,7 +3,7 @@
 //! start. Two passes over the inputs: find the request's traces, then keep only their spans.
 
 use crate::read_all;
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Role, Span};
+use slicetrace_spans::model::{AttrValue, ProcessKey, Role, Span};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -189,7 +189,7 @@ pub fn render(
             depth += 1;
             tid = tid.or(parent.thread_id());
             at = parent;
-            if depth > slicetrace::MAX_DEPTH {
+            if depth > slicetrace_spans::schema::MAX_DEPTH {
                 break;
             }
         }

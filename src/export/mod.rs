@@ -1,5 +1,7 @@
-//! Exporters slicetrace ships: OTLP to a collector, and JSON lines to a local file.
+//! Exporters slicetrace ships: OTLP to a collector, JSON lines to a local file, and the
+//! Perfetto-ready trace-event file.
 
 pub mod jsonl;
 pub mod otlp;
+pub mod perfetto;
 pub mod tls;

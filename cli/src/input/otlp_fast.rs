@@ -6,7 +6,7 @@
 
 use super::scan::{decimal_u64, string_end};
 use super::{hex_link, hex_u128, hex_u64};
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use slicetrace_spans::model::{AttrValue, ProcessKey, Span, SpanEvent};
 
 /// Spans of one line, grouped by the process (resource) that recorded them.
 pub(crate) type Groups = Vec<(ProcessKey, Vec<Span>)>;

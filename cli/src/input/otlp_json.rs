@@ -4,7 +4,7 @@
 use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanSink};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use slicetrace_spans::model::{AttrValue, ProcessKey, Span, SpanEvent};
 use std::borrow::Cow;
 
 #[derive(Deserialize)]

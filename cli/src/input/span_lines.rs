@@ -3,7 +3,7 @@
 use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanSink};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use slicetrace_spans::model::{AttrValue, ProcessKey, Span, SpanEvent};
 
 #[derive(Deserialize)]
 struct Line {

@@ -5,8 +5,8 @@
 use super::span_lines::json_attrs;
 use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanSink};
 use serde_json::{Map, Value};
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
-use slicetrace::trace_event::writer::EPOCH_ARG;
+use slicetrace_spans::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use slicetrace_spans::writer::EPOCH_ARG;
 use std::collections::HashMap;
 
 #[derive(Default)]

@@ -1,11 +1,6 @@
 //! The span model the trace-event writer reads: what an exported span says, independent of where
 //! it came from (this process's drainer, or a collector's OTLP/JSON file).
 
-use opentelemetry::trace::Status;
-use opentelemetry::Value as OtelValue;
-use opentelemetry_sdk::trace::SpanData;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// An attribute value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {
@@ -28,15 +23,6 @@ impl AttrValue {
             AttrValue::Int(i) => Some(*i),
             AttrValue::Str(s) => s.parse().ok(),
             _ => None,
-        }
-    }
-
-    fn from_otel(v: &OtelValue) -> AttrValue {
-        match v {
-            OtelValue::Bool(b) => AttrValue::Bool(*b),
-            OtelValue::I64(i) => AttrValue::Int(*i),
-            OtelValue::F64(f) => AttrValue::F64(*f),
-            other => AttrValue::Str(other.as_str().into_owned()),
         }
     }
 }
@@ -109,51 +95,4 @@ impl Span {
             .and_then(AttrValue::as_i64)
             .map(|t| t as u64)
     }
-
-    /// Converts an exported `SpanData`.
-    pub fn from_span_data(s: &SpanData) -> Span {
-        let attrs = |kvs: &[opentelemetry::KeyValue]| {
-            kvs.iter()
-                .map(|kv| (kv.key.as_str().to_owned(), AttrValue::from_otel(&kv.value)))
-                .collect::<Vec<_>>()
-        };
-        Span {
-            trace_id: u128::from_be_bytes(s.span_context.trace_id().to_bytes()),
-            span_id: u64::from_be_bytes(s.span_context.span_id().to_bytes()),
-            parent: u64::from_be_bytes(s.parent_span_id.to_bytes()),
-            name: s.name.to_string(),
-            start_ns: unix_nanos(s.start_time),
-            end_ns: unix_nanos(s.end_time),
-            attrs: attrs(&s.attributes),
-            events: s
-                .events
-                .iter()
-                .map(|e| SpanEvent {
-                    name: e.name.to_string(),
-                    time_ns: unix_nanos(e.timestamp),
-                    attrs: attrs(&e.attributes),
-                })
-                .collect(),
-            links: s
-                .links
-                .iter()
-                .map(|l| {
-                    (
-                        u128::from_be_bytes(l.span_context.trace_id().to_bytes()),
-                        u64::from_be_bytes(l.span_context.span_id().to_bytes()),
-                    )
-                })
-                .collect(),
-            error: match &s.status {
-                Status::Error { description } => Some(description.to_string()),
-                _ => None,
-            },
-        }
-    }
-}
-
-pub(crate) fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
-        .unwrap_or(0)
 }

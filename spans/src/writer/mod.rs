@@ -9,20 +9,28 @@
 //! (two requests' slices interleaved) goes to an overlap lane of that thread instead of
 //! breaking the nesting.
 
-use super::decimal::{push_u64, push_us};
-use super::held::{HeldSlice, Names};
-use super::hex::{push_hex128, push_hex64};
-use super::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
-use super::prefetch::{prefetch, prefetch_value};
-use super::reorder::{ReorderQueue, Timed};
-use super::rids::Rids;
-use super::two_gen::TwoGen;
-use super::waiting::Waiting;
-use crate::export::jsonl::json_str;
-use crate::mix_hash::MixHash;
+mod decimal;
+mod held;
+mod hex;
+mod prefetch;
+mod reorder;
+mod rids;
+mod two_gen;
+mod waiting;
+
+use crate::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
+use crate::util::{json_str, MixHash};
+use decimal::{push_u64, push_us};
+use held::{HeldSlice, Names};
+use hex::{push_hex128, push_hex64};
+use prefetch::{prefetch, prefetch_value};
+use reorder::{ReorderQueue, Timed};
+use rids::Rids;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use two_gen::TwoGen;
+use waiting::Waiting;
 
 /// Bounds of the writer's memory, and how long it waits for late spans.
 #[derive(Clone, Debug)]
