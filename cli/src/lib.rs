@@ -210,6 +210,7 @@ mod tests {
             events: Vec::new(),
             links: Vec::new(),
             error: None,
+            role: slicetrace_spans::model::Role::Slice,
         }
     }
 

@@ -1,5 +1,7 @@
 //! The span model the trace-event writer reads: what an exported span says, independent of where
-//! it came from (this process's drainer, or a collector's OTLP/JSON file).
+//! it came from (this process's drainer, a collector's OTLP/JSON file, a trace-event file).
+
+use crate::schema;
 
 /// An attribute value.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,16 +62,19 @@ pub struct Span {
     pub links: Vec<(u128, u64)>,
     /// The status message when the span ended in error.
     pub error: Option<String>,
+    /// Where the span stands in the tree: decided once, where the span enters the model
+    /// (from its attributes by [`schema::role_of`], or by what the input says it is).
+    pub role: Role,
 }
 
 /// What a span stands for in the Request → Thread → Slice tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// A request's span in one process (`rid` attribute, no thread).
+    /// A request's span in one process.
     Request,
-    /// A request's presence on one thread (`thread_label` attribute).
+    /// A request's presence on one thread.
     Thread,
-    /// Work on a thread: everything else.
+    /// Work on a thread.
     Slice,
 }
 
@@ -78,20 +83,10 @@ impl Span {
         self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    pub fn role(&self) -> Role {
-        if self.attr("thread_label").is_some() {
-            Role::Thread
-        } else if self.attr("rid").is_some() && self.attr("thread.id").is_none() {
-            Role::Request
-        } else {
-            Role::Slice
-        }
-    }
-
     /// The OS thread id a thread span or slice names (`thread.id`, or the reference's `pid`).
     pub fn thread_id(&self) -> Option<u64> {
-        self.attr("thread.id")
-            .or_else(|| self.attr("pid"))
+        self.attr(schema::THREAD_ID)
+            .or_else(|| self.attr(schema::PID))
             .and_then(AttrValue::as_i64)
             .map(|t| t as u64)
     }

@@ -1,5 +1,5 @@
-//! Small helpers the writer, the library and the command share: JSON string escaping, the
-//! 64-bit mix, and the hasher built on it.
+//! Small helpers the writer, the library and the command share: JSON string escaping, cutting
+//! a string at a character boundary, the 64-bit mix, and the hasher built on it.
 
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
@@ -58,6 +58,18 @@ fn needs_escape(b: &[u8]) -> bool {
         .remainder()
         .iter()
         .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The splitmix64 finaliser: a bijection on u64 with full avalanche.

@@ -7,6 +7,7 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use slicetrace_spans::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use slicetrace_spans::schema;
 use slicetrace_spans::writer::{Limits, TraceEventWriter, WriterStats};
 use std::fmt;
 use std::fs::File;
@@ -200,14 +201,16 @@ fn span_of(s: &SpanData) -> Span {
             .map(|kv| (kv.key.as_str().to_owned(), attr_value(&kv.value)))
             .collect::<Vec<_>>()
     };
+    let own_attrs = attrs(&s.attributes);
     Span {
+        role: schema::role_of(&own_attrs),
         trace_id: u128::from_be_bytes(s.span_context.trace_id().to_bytes()),
         span_id: u64::from_be_bytes(s.span_context.span_id().to_bytes()),
         parent: u64::from_be_bytes(s.parent_span_id.to_bytes()),
         name: s.name.to_string(),
         start_ns: unix_nanos(s.start_time),
         end_ns: unix_nanos(s.end_time),
-        attrs: attrs(&s.attributes),
+        attrs: own_attrs,
         events: s
             .events
             .iter()

@@ -189,6 +189,7 @@ mod tests {
             events: Vec::new(),
             links,
             error: None,
+            role: crate::model::Role::Slice,
         }
     }
 

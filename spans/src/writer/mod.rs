@@ -19,6 +19,7 @@ mod two_gen;
 mod waiting;
 
 use crate::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
+use crate::schema::{self, member};
 use crate::util::{json_str, MixHash};
 use decimal::{push_u64, push_us};
 use held::{HeldSlice, Names};
@@ -239,8 +240,6 @@ const TRACK_TEXTS: usize = 1 << 12;
 /// How far ahead [`TraceEventWriter::push_all`] asks for a span; its strings, half as far.
 const PUSH_AHEAD: usize = 6;
 
-/// The `process_name` argument holding the Unix time (ns) that `ts` values count from.
-pub const EPOCH_ARG: &str = "slicetrace_epoch_unix_ns";
 
 impl WriterStats {
     /// Adds `other`'s counts to these.
@@ -368,7 +367,7 @@ impl<W: Write> TraceEventWriter<W> {
     fn push_of(&mut self, pid: u32, span: Span) -> io::Result<()> {
         self.stats.spans += 1;
         self.latest_end = self.latest_end.max(span.end_ns);
-        match span.role() {
+        match span.role {
             Role::Request => self.push_request(pid, span),
             Role::Thread => self.push_thread(pid, span)?,
             Role::Slice => {
@@ -437,9 +436,9 @@ impl<W: Write> TraceEventWriter<W> {
             .collect();
         for (pid, tid) in unnamed {
             let name = if tid == UNPLACED_TID {
-                "unplaced slices (thread unknown)".to_owned()
+                schema::UNPLACED_TRACK.to_owned()
             } else {
-                format!("thread {tid}")
+                schema::unlabelled_thread_title(tid)
             };
             self.name_track(pid, tid, name)?;
         }
@@ -494,31 +493,21 @@ impl<W: Write> TraceEventWriter<W> {
     }
 
     fn write_process_name(&mut self, p: &ProcessKey, pid: u32) -> io::Result<()> {
-        let mut name = if p.service.is_empty() {
-            "process".to_owned()
-        } else {
-            p.service.clone()
-        };
-        if p.pid != 0 {
-            let _ = write!(name, " (pid {}", p.pid);
-            if !p.host.is_empty() {
-                let _ = write!(name, " on {}", p.host);
-            }
-            name.push(')');
-        }
+        let name = schema::process_title(&p.service, p.pid, &p.host);
         self.start_line();
         let _ = write!(
             self.buf,
             "{{\"ph\":\"M\",\"pid\":{pid},\"name\":\"process_name\",\"args\":{{\"name\":"
         );
         json_str(&mut self.buf, &name);
-        let _ = write!(self.buf, ",\"{EPOCH_ARG}\":{}}}}}", self.epoch_ns);
+        self.buf.push_str(member::EPOCH_ARG);
+        let _ = write!(self.buf, "{}}}}}", self.epoch_ns);
         self.emit_line()
     }
 
     fn push_request(&mut self, pid: u32, span: Span) {
         self.stats.requests += 1;
-        if let Some(rid) = span.attr("rid").map(attr_text) {
+        if let Some(rid) = span.attr(schema::RID).map(attr_text) {
             self.rids.insert(span.trace_id, &rid);
         }
         let mut args = String::with_capacity(128);
@@ -592,17 +581,16 @@ impl<W: Write> TraceEventWriter<W> {
             .get(&(pid, tid))
             .is_some_and(|t| t.name.is_some());
         if !named {
-            let mut name = span
-                .attr("thread_label")
+            let label = span
+                .attr(schema::THREAD_LABEL)
                 .map(attr_text)
                 .filter(|l| !l.is_empty())
-                .unwrap_or_else(|| format!("thread {tid}"));
-            if let Some(tp) = span.attr("tp_rank").and_then(AttrValue::as_i64) {
-                let _ = write!(name, " [TP {tp}]");
-            }
-            if let Some(dp) = span.attr("dp_rank").and_then(AttrValue::as_i64) {
-                let _ = write!(name, " [DP {dp}]");
-            }
+                .unwrap_or_else(|| schema::unlabelled_thread_title(tid));
+            let name = schema::thread_title(
+                &label,
+                span.attr(schema::TP_RANK).and_then(AttrValue::as_i64),
+                span.attr(schema::DP_RANK).and_then(AttrValue::as_i64),
+            );
             self.name_track(pid, tid, name)?;
         }
         if let Some(mut children) = self.pending.take(span.span_id) {
@@ -932,13 +920,13 @@ impl<W: Write> TraceEventWriter<W> {
             error: span.error(),
         };
         ids.push(&mut self.buf);
-        if span.attr("thread.id").is_none() && tid != UNPLACED_TID {
-            self.buf.push_str(",\"thread.id\":");
+        if span.attr(schema::THREAD_ID).is_none() && tid != UNPLACED_TID {
+            self.buf.push_str(member::THREAD_ID);
             push_u64(&mut self.buf, tid);
         }
-        if span.attr("rid").is_none() {
+        if span.attr(schema::RID).is_none() {
             if let Some(rid) = self.rids.get(span.trace_id) {
-                self.buf.push_str(",\"rid\":");
+                self.buf.push_str(member::RID);
                 self.buf.push_str(rid);
             }
         }
@@ -1017,7 +1005,7 @@ impl<W: Write> TraceEventWriter<W> {
         let name = track.name.clone();
         self.stats.overlap_lanes += 1;
         if let Some(name) = name {
-            self.write_thread_name(pid, lane_tid, tid, &format!("{name} · overlap {n}"), n)?;
+            self.write_thread_name(pid, lane_tid, tid, &schema::overlap_lane_title(&name, n), n)?;
         }
         Ok(lane_tid)
     }
@@ -1046,7 +1034,7 @@ impl<W: Write> TraceEventWriter<W> {
         self.write_thread_name(pid, tid, tid, &name, 0)?;
         for (i, lane_tid) in lanes.into_iter().enumerate() {
             let n = i as u64 + 1;
-            self.write_thread_name(pid, lane_tid, tid, &format!("{name} · overlap {n}"), n)?;
+            self.write_thread_name(pid, lane_tid, tid, &schema::overlap_lane_title(&name, n), n)?;
         }
         Ok(())
     }
@@ -1140,18 +1128,23 @@ impl Ids<'_> {
     }
 
     fn push(&self, out: &mut String) {
-        out.push_str("\"trace_id\":\"");
+        out.push_str(&member::ARG_TRACE_ID[1..]);
+        out.push('"');
         push_hex128(out, self.trace);
-        out.push_str("\",\"span_id\":\"");
+        out.push('"');
+        out.push_str(member::ARG_SPAN_ID);
+        out.push('"');
         push_hex64(out, self.span);
         out.push('"');
         if self.parent != 0 {
-            out.push_str(",\"parent_span_id\":\"");
+            out.push_str(member::ARG_PARENT_SPAN_ID);
+            out.push('"');
             push_hex64(out, self.parent);
             out.push('"');
         }
         if !self.links.is_empty() {
-            out.push_str(",\"links\":[");
+            out.push_str(member::ARG_LINKS);
+            out.push('[');
             for (i, (t, s)) in self.links.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
@@ -1165,7 +1158,7 @@ impl Ids<'_> {
             out.push(']');
         }
         if let Some(e) = self.error {
-            out.push_str(",\"error\":");
+            out.push_str(member::ARG_ERROR);
             json_str(out, e);
         }
     }
@@ -1199,7 +1192,7 @@ mod tests {
     fn slice(id: u64, parent: u64, start: u64, end: u64, tid: Option<u64>) -> Span {
         let mut attrs = Vec::new();
         if let Some(t) = tid {
-            attrs.push(("thread.id".to_owned(), AttrValue::Int(t as i64)));
+            attrs.push((schema::THREAD_ID.to_owned(), AttrValue::Int(t as i64)));
         }
         Span {
             trace_id: 7,
@@ -1212,6 +1205,7 @@ mod tests {
             events: Vec::new(),
             links: Vec::new(),
             error: None,
+            role: Role::Slice,
         }
     }
 
@@ -1278,10 +1272,14 @@ mod tests {
         w.push(&p, slice(2, 1, T0 + 10, T0 + 40, None)).unwrap();
         let mut thread = slice(1, 0, T0, T0 + 50, None);
         thread.attrs = vec![
-            ("thread_label".into(), AttrValue::Str("scheduler".into())),
-            ("pid".into(), AttrValue::Int(77)),
-            ("tp_rank".into(), AttrValue::Int(1)),
+            (
+                schema::THREAD_LABEL.into(),
+                AttrValue::Str("scheduler".into()),
+            ),
+            (schema::PID.into(), AttrValue::Int(77)),
+            (schema::TP_RANK.into(), AttrValue::Int(1)),
         ];
+        thread.role = Role::Thread;
         w.push(&p, thread).unwrap();
         let (out, stats) = w.finish().unwrap();
         let ev = events(out);
@@ -1306,7 +1304,8 @@ mod tests {
             w.push(&p, slice(10_000 + i, i + 1, t + 10, t + 20, None))
                 .unwrap();
             let mut thread = slice(i + 1, 0, t, t + 50, None);
-            thread.attrs = vec![("thread_label".into(), AttrValue::Str("worker".into()))];
+            thread.attrs = vec![(schema::THREAD_LABEL.into(), AttrValue::Str("worker".into()))];
+            thread.role = Role::Thread;
             w.push(&p, thread).unwrap();
             assert!(w.tracks.len() <= w.placed.most(), "{}", w.tracks.len());
         }
@@ -1452,9 +1451,13 @@ mod tests {
         let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
         let mut thread = slice(1, 0, T0, T0 + 500, None);
         thread.attrs = vec![
-            ("thread_label".into(), AttrValue::Str("scheduler".into())),
-            ("thread.id".into(), AttrValue::Int(77)),
+            (
+                schema::THREAD_LABEL.into(),
+                AttrValue::Str("scheduler".into()),
+            ),
+            (schema::THREAD_ID.into(), AttrValue::Int(77)),
         ];
+        thread.role = Role::Thread;
         w.push(&p, thread).unwrap();
         let mut linking = slice(2, 1, T0 + 100, T0 + 200, None);
         linking.links = vec![(7, 1)];
