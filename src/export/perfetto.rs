@@ -140,7 +140,7 @@ impl PerfettoExporter {
             .unwrap_or_default();
         if let Ok(w) = self.writer.lock() {
             if let Some(w) = w.as_ref() {
-                total.absorb(w.stats());
+                total.absorb(&w.stats());
             }
         }
         total

@@ -8,30 +8,41 @@
 //! track in timestamp order, and a slice that overlaps another on its thread without nesting
 //! (two requests' slices interleaved) goes to an overlap lane of that thread instead of
 //! breaking the nesting.
+//!
+//! [`TraceEventWriter`] composes the parts, each of which owns its state: [`processes`] gives
+//! pids, [`placement`] decides a slice's track, [`flows`] turns links into arrows, [`queue`]
+//! holds events for the reorder window, [`tracks`] and its [`lanes`] give each written slice
+//! its lane, and [`emit`] writes the lines.
 
 mod decimal;
+mod emit;
+mod flows;
 mod held;
 mod hex;
+mod lanes;
+mod placement;
 mod prefetch;
+mod processes;
+mod queue;
 mod reorder;
 mod rids;
+mod tracks;
 mod two_gen;
 mod waiting;
 
 use crate::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
-use crate::schema::{self, member};
-use crate::util::{json_str, MixHash};
-use decimal::{push_u64, push_us};
+use crate::schema;
+use emit::{attrs_args, Emitter, Ids};
+use flows::{ArrowEnd, Flows};
 use held::{HeldSlice, Names};
-use hex::{push_hex128, push_hex64};
+use placement::{Placed, Placement, UNPLACED_TID};
 use prefetch::{prefetch, prefetch_value};
-use reorder::{ReorderQueue, Timed};
+use processes::Processes;
+use queue::{Class, EventQueue, Held};
 use rids::Rids;
-use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::io::{self, Write};
-use two_gen::TwoGen;
-use waiting::Waiting;
+use tracks::Tracks;
+use waiting::Taken;
 
 /// Bounds of the writer's memory, and how long it waits for late spans.
 #[derive(Clone, Debug)]
@@ -82,28 +93,24 @@ pub struct WriterStats {
     pub bytes: u64,
 }
 
-/// Overlap lanes, and threads whose id is unknown, get tids from here up: above every Linux
-/// thread id (below 2^22), within the 32 bits viewers keep.
-const FIRST_SYNTHETIC_TID: u64 = 1 << 31;
-/// The track of slices whose thread is unknown.
-const UNPLACED_TID: u64 = 0;
-
-#[derive(Clone, Copy)]
-struct Placed {
-    pid: u32,
-    /// A thread span: its children go on `tid`, but it is no slice for links to start from.
-    thread: bool,
-    tid: u64,
-    start: u64,
-    end: u64,
+impl WriterStats {
+    /// Adds `other`'s counts to these.
+    pub fn absorb(&mut self, other: &WriterStats) {
+        self.files_rotated += other.files_rotated;
+        self.spans += other.spans;
+        self.slices += other.slices;
+        self.requests += other.requests;
+        self.instants += other.instants;
+        self.flows += other.flows;
+        self.links_unresolved += other.links_unresolved;
+        self.spans_unplaced += other.spans_unplaced;
+        self.late += other.late;
+        self.overlap_lanes += other.overlap_lanes;
+        self.bytes += other.bytes;
+    }
 }
 
-/// A placed slice whose link waits for its target to be placed.
-struct PendingLink {
-    span: u64,
-    at: Placed,
-}
-
+/// An event held for the reorder window.
 enum Item {
     Slice {
         pid: u32,
@@ -136,41 +143,12 @@ enum Item {
     },
 }
 
-/// A count on a cache line of its own. Side by side, the sequence and flow counters had their
-/// increments fused into one 16-byte load and store; that load straddled the 8-byte store of
-/// the sequence just before it, and waited for it to reach the cache (a failed store forward)
-/// at every link.
-#[repr(align(64))]
-struct Counter(u64);
-
-/// The reorder queue orders these small keys; the items they stand for wait in a slab.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Queued {
-    ts: u64,
-    /// Among equal timestamps: async and slices first (longest first), then what binds to them.
-    class: u8,
-    /// `!duration`: longer first.
-    rdur: u64,
-    seq: u64,
-    slot: u32,
-}
-
-impl Timed for Queued {
-    fn ts(&self) -> u64 {
-        self.ts
+impl Held for Item {
+    fn prefetch_parts(&self) {
+        if let Item::Slice { slice, .. } = self {
+            prefetch(slice.rest_ptr());
+        }
     }
-}
-
-struct Lane {
-    tid: u64,
-    /// End times of the slices open at the current write position, outermost first.
-    open: Vec<u64>,
-}
-
-#[derive(Default)]
-struct Track {
-    name: Option<String>,
-    lanes: Vec<Lane>,
 }
 
 /// What a writer hands to the one that continues its trace in a new file: the processes and
@@ -188,117 +166,53 @@ pub struct Carry {
 /// write what is held and close the array; a file cut short before that still opens (the
 /// format allows a missing `]`), and `slicetrace repair` closes it.
 pub struct TraceEventWriter<W: Write> {
-    out: W,
     limits: Limits,
+    /// Counts of what the parts do not count themselves.
     stats: WriterStats,
-    wrote_any: bool,
-    /// Whole lines not yet handed to `out`: written a chunk at a time, each event formatted
-    /// in place, not copied again per line into a buffer of the output's.
-    buf: String,
-    /// Where the line being formatted starts in `buf`.
-    line_start: usize,
-    processes: HashMap<ProcessKey, u32>,
-    last_process: Option<(ProcessKey, u32)>,
-    pids_used: HashMap<u32, ()>,
-    next_synthetic_pid: u32,
-    tracks: HashMap<(u32, u64), Track, MixHash>,
-    /// Tracks made for thread spans that name no thread, oldest first: one per such span, so
-    /// they are forgotten once no slice can be placed on them any more.
-    minted_tracks: VecDeque<(u32, u64)>,
-    /// `,"pid":…,"tid":…` of the tracks written to lately.
-    track_text: HashMap<(u32, u64), Box<str>, MixHash>,
-    /// Thread spans and slices by span id: one lookup finds where a parent went.
-    placed: TwoGen<u64, Placed>,
-    lane_of: TwoGen<u64, u64>,
+    processes: Processes,
+    placement: Placement,
+    flows: Flows,
+    queue: EventQueue<Item>,
+    tracks: Tracks,
     rids: Rids,
     names: Names,
-    /// Slices waiting for their parent, with their process's pid.
-    pending: Waiting<(u32, HeldSlice)>,
-    /// Slices being placed with their descendants: kept for its room.
-    placing: Vec<HeldSlice>,
-    pending_links: TwoGen<u64, Vec<PendingLink>>,
-    queue: ReorderQueue<Queued>,
-    items: Vec<Option<Item>>,
-    free_slots: Vec<u32>,
-    seq: Counter,
-    next_flow: Counter,
-    latest_end: u64,
-    written_to: u64,
-    next_synthetic_tid: u64,
-    /// Timestamps are written relative to this Unix time, so that a double (what viewers parse
-    /// `ts` into) keeps nanoseconds; every process_name event carries it.
+    emit: Emitter<W>,
+    /// The Unix time timestamps count from; `u64::MAX` until the first span with a start.
     epoch_ns: u64,
-    /// Processes seen before the epoch was known: named once it is.
-    unnamed_processes: Vec<(ProcessKey, u32)>,
 }
 
 const DAY_NS: u64 = 86_400_000_000_000;
-/// Bytes of whole lines gathered before they are written: a fraction of the L2 cache.
-const OUT_CHUNK: usize = 64 << 10;
-/// Tracks whose `pid` and `tid` text is kept; past this many, the text is made anew.
-const TRACK_TEXTS: usize = 1 << 12;
 /// How far ahead [`TraceEventWriter::push_all`] asks for a span; its strings, half as far.
 const PUSH_AHEAD: usize = 6;
 
-
-impl WriterStats {
-    /// Adds `other`'s counts to these.
-    pub fn absorb(&mut self, other: &WriterStats) {
-        self.files_rotated += other.files_rotated;
-        self.spans += other.spans;
-        self.slices += other.slices;
-        self.requests += other.requests;
-        self.instants += other.instants;
-        self.flows += other.flows;
-        self.links_unresolved += other.links_unresolved;
-        self.spans_unplaced += other.spans_unplaced;
-        self.late += other.late;
-        self.overlap_lanes += other.overlap_lanes;
-        self.bytes += other.bytes;
-    }
-}
-
 impl<W: Write> TraceEventWriter<W> {
     pub fn new(out: W, limits: Limits) -> io::Result<TraceEventWriter<W>> {
-        let mut w = TraceEventWriter {
-            out,
+        let placement = Placement::new(limits.index_window, limits.max_pending);
+        Ok(TraceEventWriter {
             stats: WriterStats::default(),
-            wrote_any: false,
-            buf: String::with_capacity(OUT_CHUNK + 4096),
-            line_start: 0,
-            processes: HashMap::new(),
-            last_process: None,
-            pids_used: HashMap::new(),
-            next_synthetic_pid: 1 << 30,
-            tracks: HashMap::default(),
-            minted_tracks: VecDeque::new(),
-            track_text: HashMap::default(),
-            placed: TwoGen::new(limits.index_window),
-            lane_of: TwoGen::new(limits.index_window),
+            processes: Processes::new(),
+            tracks: Tracks::new(limits.index_window, placement.most()),
+            placement,
+            flows: Flows::new(limits.index_window),
+            queue: EventQueue::new(limits.reorder_window_ns, limits.max_buffered),
             rids: Rids::new(limits.index_window),
             names: Names::default(),
-            pending: Waiting::new(),
-            placing: Vec::new(),
-            pending_links: TwoGen::new(limits.index_window),
-            queue: ReorderQueue::new(),
-            items: Vec::new(),
-            free_slots: Vec::new(),
-            seq: Counter(0),
-            next_flow: Counter(1),
-            latest_end: 0,
-            written_to: 0,
-            next_synthetic_tid: FIRST_SYNTHETIC_TID,
+            emit: Emitter::new(out)?,
             epoch_ns: u64::MAX,
-            unnamed_processes: Vec::new(),
             limits,
-        };
-        w.out.write_all(b"[\n")?;
-        w.stats.bytes += 2;
-        Ok(w)
+        })
     }
 
-    pub fn stats(&self) -> &WriterStats {
-        &self.stats
+    /// What the writer did so far.
+    pub fn stats(&self) -> WriterStats {
+        let w = self.emit.written();
+        WriterStats {
+            slices: w.slices,
+            instants: w.instants,
+            flows: w.flows,
+            bytes: w.bytes,
+            ..self.stats.clone()
+        }
     }
 
     /// What a successor needs to go on in a new file (call before [`finish`](Self::finish)).
@@ -306,18 +220,10 @@ impl<W: Write> TraceEventWriter<W> {
         Carry {
             limits: self.limits.clone(),
             epoch_ns: self.epoch_ns,
-            processes: self
-                .processes
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            names: self
-                .tracks
-                .iter()
-                .filter_map(|(k, t)| t.name.clone().map(|n| (*k, n)))
-                .collect(),
-            next_synthetic_pid: self.next_synthetic_pid,
-            next_synthetic_tid: self.next_synthetic_tid,
+            processes: self.processes.all(),
+            names: self.tracks.names(),
+            next_synthetic_pid: self.processes.last_synthetic(),
+            next_synthetic_tid: self.tracks.last_synthetic_tid(),
         }
     }
 
@@ -325,18 +231,10 @@ impl<W: Write> TraceEventWriter<W> {
     /// once, with the same pids, tids and time base as before.
     pub fn resume(out: W, carry: Carry) -> io::Result<TraceEventWriter<W>> {
         let mut w = TraceEventWriter::new(out, carry.limits)?;
-        w.next_synthetic_pid = carry.next_synthetic_pid;
-        w.next_synthetic_tid = carry.next_synthetic_tid;
-        for (p, pid) in carry.processes {
-            w.pids_used.insert(pid, ());
-            w.processes.insert(p.clone(), pid);
-            w.unnamed_processes.push((p, pid));
-        }
+        w.processes = Processes::resume(carry.processes, carry.next_synthetic_pid);
+        w.tracks.resume_synthetic_tids(carry.next_synthetic_tid);
         if carry.epoch_ns != u64::MAX {
-            w.epoch_ns = carry.epoch_ns;
-            for (p, pid) in std::mem::take(&mut w.unnamed_processes) {
-                w.write_process_name(&p, pid)?;
-            }
+            w.set_epoch(carry.epoch_ns)?;
         }
         for ((pid, tid), name) in carry.names {
             w.name_track(pid, tid, name)?;
@@ -349,44 +247,6 @@ impl<W: Write> TraceEventWriter<W> {
         self.take_epoch(&span)?;
         let pid = self.pid_for(process)?;
         self.push_of(pid, span)
-    }
-
-    /// Sets the file's time origin from the first span with a start time.
-    fn take_epoch(&mut self, span: &Span) -> io::Result<()> {
-        if self.epoch_ns == u64::MAX && span.start_ns > 0 {
-            // A day's margin before the first span's day: earlier spans would be clamped.
-            self.epoch_ns = (span.start_ns / DAY_NS).saturating_sub(1) * DAY_NS;
-            for (p, pid) in std::mem::take(&mut self.unnamed_processes) {
-                self.write_process_name(&p, pid)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// [`push`](Self::push) of a span of the process given `pid`.
-    fn push_of(&mut self, pid: u32, span: Span) -> io::Result<()> {
-        self.stats.spans += 1;
-        self.latest_end = self.latest_end.max(span.end_ns);
-        match span.role {
-            Role::Request => self.push_request(pid, span),
-            Role::Thread => self.push_thread(pid, span)?,
-            Role::Slice => {
-                // A parent that slices already wait for is not placed: the small table of
-                // waiting slices answers that, where the index would take two cold probes.
-                let known = span.thread_id().map(|tid| (pid, tid)).or_else(|| {
-                    if self.pending.waits_for(span.parent) {
-                        return None;
-                    }
-                    self.placed.get(&span.parent).map(|p| (p.pid, p.tid))
-                });
-                let slice = HeldSlice::new(span, &mut self.names);
-                match known {
-                    Some((pid, tid)) => self.place(pid, tid, slice),
-                    None => self.hold(pid, slice)?,
-                }
-            }
-        }
-        self.write_ready(false)
     }
 
     /// Takes a run of spans of `process`, as [`push`](Self::push) does one by one, leaving
@@ -419,22 +279,13 @@ impl<W: Write> TraceEventWriter<W> {
     /// Writes everything held and closes the JSON array.
     pub fn finish(mut self) -> io::Result<(W, WriterStats)> {
         if self.epoch_ns == u64::MAX {
-            self.epoch_ns = 0;
-            for (p, pid) in std::mem::take(&mut self.unnamed_processes) {
-                self.write_process_name(&p, pid)?;
-            }
+            self.set_epoch(0)?;
         }
-        while let Some(parent) = self.pending.oldest() {
-            self.evict_pending(parent)?;
+        while let Some(given_up) = self.placement.give_up() {
+            self.unplace(given_up);
         }
         self.write_ready(true)?;
-        let unnamed: Vec<(u32, u64)> = self
-            .tracks
-            .iter()
-            .filter(|(_, t)| t.name.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        for (pid, tid) in unnamed {
+        for (pid, tid) in self.tracks.unnamed() {
             let name = if tid == UNPLACED_TID {
                 schema::UNPLACED_TRACK.to_owned()
             } else {
@@ -442,67 +293,70 @@ impl<W: Write> TraceEventWriter<W> {
             };
             self.name_track(pid, tid, name)?;
         }
-        self.write_buf()?;
-        self.out.write_all(b"\n]\n")?;
-        self.stats.bytes += 3;
-        self.out.flush()?;
-        let unresolved: usize = self.pending_links.values().map(Vec::len).sum();
-        self.stats.links_unresolved += unresolved as u64;
-        Ok((self.out, self.stats))
+        self.stats.links_unresolved += self.flows.unresolved();
+        let mut stats = self.stats();
+        let (out, written) = self.emit.finish()?;
+        stats.bytes = written.bytes;
+        Ok((out, stats))
     }
 
     /// Writes out what the reorder window lets go and flushes the output.
     pub fn flush(&mut self) -> io::Result<()> {
         self.write_ready(false)?;
-        self.write_buf()?;
-        self.out.flush()
+        self.emit.flush()
+    }
+
+    /// Sets the file's time origin from the first span with a start time.
+    fn take_epoch(&mut self, span: &Span) -> io::Result<()> {
+        if self.epoch_ns == u64::MAX && span.start_ns > 0 {
+            // A day's margin before the first span's day: earlier spans would be clamped.
+            self.set_epoch((span.start_ns / DAY_NS).saturating_sub(1) * DAY_NS)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the time origin, and names the processes that waited for it.
+    fn set_epoch(&mut self, epoch_ns: u64) -> io::Result<()> {
+        self.epoch_ns = epoch_ns;
+        self.emit.set_epoch(epoch_ns);
+        for (p, pid) in self.processes.take_unnamed() {
+            self.emit.process_name(pid, &process_title(&p))?;
+        }
+        Ok(())
     }
 
     fn pid_for(&mut self, p: &ProcessKey) -> io::Result<u32> {
-        // Spans come in runs of one process: most lookups are the one before.
-        if let Some((last, pid)) = &self.last_process {
-            if last == p {
-                return Ok(*pid);
+        let (pid, new) = self.processes.pid_for(p);
+        if new {
+            if self.epoch_ns == u64::MAX {
+                self.processes.name_later(p, pid);
+            } else {
+                self.emit.process_name(pid, &process_title(p))?;
             }
-        }
-        let pid = self.pid_lookup(p)?;
-        self.last_process = Some((p.clone(), pid));
-        Ok(pid)
-    }
-
-    fn pid_lookup(&mut self, p: &ProcessKey) -> io::Result<u32> {
-        if let Some(pid) = self.processes.get(p) {
-            return Ok(*pid);
-        }
-        let wanted = u32::try_from(p.pid).ok().filter(|pid| *pid != 0);
-        let pid = match wanted {
-            Some(pid) if !self.pids_used.contains_key(&pid) => pid,
-            _ => {
-                self.next_synthetic_pid += 1;
-                self.next_synthetic_pid
-            }
-        };
-        self.pids_used.insert(pid, ());
-        self.processes.insert(p.clone(), pid);
-        if self.epoch_ns == u64::MAX {
-            self.unnamed_processes.push((p.clone(), pid));
-        } else {
-            self.write_process_name(p, pid)?;
         }
         Ok(pid)
     }
 
-    fn write_process_name(&mut self, p: &ProcessKey, pid: u32) -> io::Result<()> {
-        let name = schema::process_title(&p.service, p.pid, &p.host);
-        self.start_line();
-        let _ = write!(
-            self.buf,
-            "{{\"ph\":\"M\",\"pid\":{pid},\"name\":\"process_name\",\"args\":{{\"name\":"
-        );
-        json_str(&mut self.buf, &name);
-        self.buf.push_str(member::EPOCH_ARG);
-        let _ = write!(self.buf, "{}}}}}", self.epoch_ns);
-        self.emit_line()
+    /// [`push`](Self::push) of a span of the process given `pid`.
+    fn push_of(&mut self, pid: u32, span: Span) -> io::Result<()> {
+        self.stats.spans += 1;
+        self.queue.saw_end(span.end_ns);
+        match span.role {
+            Role::Request => self.push_request(pid, span),
+            Role::Thread => self.push_thread(pid, span)?,
+            Role::Slice => {
+                let known = span
+                    .thread_id()
+                    .map(|tid| (pid, tid))
+                    .or_else(|| self.placement.track_of_parent(span.parent));
+                let slice = HeldSlice::new(span, &mut self.names);
+                match known {
+                    Some((pid, tid)) => self.place(pid, tid, slice),
+                    None => self.hold(pid, slice),
+                }
+            }
+        }
+        self.write_ready(false)
     }
 
     fn push_request(&mut self, pid: u32, span: Span) {
@@ -512,7 +366,14 @@ impl<W: Write> TraceEventWriter<W> {
         }
         let mut args = String::with_capacity(128);
         args.push('{');
-        Ids::of(&span).push(&mut args);
+        Ids {
+            trace: span.trace_id,
+            span: span.span_id,
+            parent: span.parent,
+            links: &span.links,
+            error: span.error.as_deref(),
+        }
+        .push(&mut args);
         attrs_args(&mut args, &span.attrs, false);
         args.push('}');
         let id = span.span_id;
@@ -521,66 +382,48 @@ impl<W: Write> TraceEventWriter<W> {
             let mut ev_args = String::from("{");
             attrs_args(&mut ev_args, &ev.attrs, true);
             ev_args.push('}');
-            self.queue(
-                ev.time_ns.clamp(start, end),
-                2,
-                0,
-                Item::Async {
-                    pid,
-                    id,
-                    ph: 'n',
-                    name: ev.name,
-                    args: ev_args,
-                },
-            );
+            let item = Item::Async {
+                pid,
+                id,
+                ph: 'n',
+                name: ev.name,
+                args: ev_args,
+            };
+            self.queue_item(ev.time_ns.clamp(start, end), Class::Inside, 0, item);
         }
-        self.queue(
-            start,
-            0,
-            end - start,
-            Item::Async {
-                pid,
-                id,
-                ph: 'b',
-                name: span.name.clone(),
-                args,
-            },
-        );
-        self.queue(
-            end,
-            0,
-            0,
-            Item::Async {
-                pid,
-                id,
-                ph: 'e',
-                name: span.name,
-                args: String::from("{}"),
-            },
-        );
+        let begin = Item::Async {
+            pid,
+            id,
+            ph: 'b',
+            name: span.name.clone(),
+            args,
+        };
+        self.queue_item(start, Class::Request, end - start, begin);
+        let end_item = Item::Async {
+            pid,
+            id,
+            ph: 'e',
+            name: span.name,
+            args: String::from("{}"),
+        };
+        self.queue_item(end, Class::Request, 0, end_item);
     }
 
     fn push_thread(&mut self, pid: u32, span: Span) -> io::Result<()> {
         // No thread id: a track of its own.
         let tid = match span.thread_id() {
             Some(t) => t,
-            None => self.synthetic_tid(),
+            None => self.tracks.synthetic_tid(),
         };
-        self.placed.insert(
-            span.span_id,
-            Placed {
-                pid,
-                thread: true,
-                tid,
-                start: span.start_ns,
-                end: span.end_ns.max(span.start_ns),
-            },
-        );
-        let named = self
-            .tracks
-            .get(&(pid, tid))
-            .is_some_and(|t| t.name.is_some());
-        if !named {
+        let at = Placed {
+            pid,
+            thread: true,
+            tid,
+            start: span.start_ns,
+            end: span.end_ns.max(span.start_ns),
+        };
+        let children = self.placement.place_thread(span.span_id, at);
+        if !self.tracks.is_named(pid, tid) {
             let label = span
                 .attr(schema::THREAD_LABEL)
                 .map(attr_text)
@@ -593,220 +436,70 @@ impl<W: Write> TraceEventWriter<W> {
             );
             self.name_track(pid, tid, name)?;
         }
-        if let Some(mut children) = self.pending.take(span.span_id) {
-            while let Some((_, child)) = self.pending.next(&mut children) {
+        if let Some(mut children) = children {
+            while let Some((_, child)) = self.placement.next_taken(&mut children) {
                 self.place(pid, tid, child);
             }
         }
         Ok(())
     }
 
-    fn hold(&mut self, pid: u32, span: HeldSlice) -> io::Result<()> {
-        self.pending.hold(span.parent, (pid, span));
-        while self.pending.len() > self.limits.max_pending {
-            let Some(oldest) = self.pending.oldest() else {
+    fn hold(&mut self, pid: u32, slice: HeldSlice) {
+        self.placement.hold(pid, slice);
+        while self.placement.over_bound() {
+            let Some(given_up) = self.placement.give_up() else {
                 break;
             };
-            self.evict_pending(oldest)?;
+            self.unplace(given_up);
         }
-        Ok(())
     }
 
-    /// Places the slices waiting for `parent` on their process's unplaced track.
-    fn evict_pending(&mut self, parent: u64) -> io::Result<()> {
-        if let Some(mut children) = self.pending.take(parent) {
-            while let Some((pid, child)) = self.pending.next(&mut children) {
-                self.stats.spans_unplaced += 1;
-                self.place(pid, UNPLACED_TID, child);
-            }
+    /// Places slices given up on on their process's unplaced track.
+    fn unplace(&mut self, mut given_up: Taken) {
+        while let Some((pid, child)) = self.placement.next_taken(&mut given_up) {
+            self.stats.spans_unplaced += 1;
+            self.place(pid, UNPLACED_TID, child);
         }
-        Ok(())
     }
 
-    /// Queues `span` (and, transitively, the slices that were waiting for it) on `pid`/`tid`.
-    fn place(&mut self, pid: u32, tid: u64, span: HeldSlice) {
-        let mut work = std::mem::take(&mut self.placing);
-        let mut next = Some(span);
-        while let Some(span) = next.take().or_else(|| work.pop()) {
-            let end = span.end_ns.max(span.start_ns);
-            let here = Placed {
-                pid,
-                thread: false,
-                tid,
-                start: span.start_ns,
-                end,
-            };
-            self.placed.insert(span.span_id, here);
-            let (span_id, start) = (span.span_id, span.start_ns);
+    /// Queues `slice` (and, transitively, the slices that were waiting for it) on `pid`/`tid`,
+    /// with the arrows of their links.
+    fn place(&mut self, pid: u32, tid: u64, slice: HeldSlice) {
+        let mut placing = self.placement.start(pid, tid, slice);
+        while let Some((here, slice)) = self.placement.next(&mut placing) {
             // The slice goes before its flows: at equal times a flow binds to what is already
             // open. Its place in the queue is taken now; it is queued once its links are read.
-            let seq = self.next_seq();
-            let mut flow_in = None;
-            for &(_, target) in span.links() {
-                match self.placed.get(&target).copied().filter(|p| !p.thread) {
-                    Some(from) => {
-                        let id = self.queue_flow_start(from, target, here);
-                        match flow_in {
-                            None => flow_in = Some(id),
-                            Some(_) => self.queue_flow_end(id, here, span_id),
-                        }
-                    }
-                    None => {
-                        let waiting = PendingLink {
-                            span: span_id,
-                            at: here,
-                        };
-                        let mut v = self.pending_links.remove(&target).unwrap_or_default();
-                        v.push(waiting);
-                        // Links that waited a whole window for their target give up, counted.
-                        let mut gave_up = 0;
-                        self.pending_links
-                            .insert_with(target, v, |w| gave_up += w.len() as u64);
-                        self.stats.links_unresolved += gave_up;
-                    }
-                }
-            }
-            if let Some(waiting) = self.pending_links.remove(&span_id) {
-                for l in waiting {
-                    self.queue_flow(here, span_id, l.at, l.span);
-                }
-            }
-            let slice = Item::Slice {
+            let seq = self.queue.next_seq();
+            let (placement, queue, late) = (&self.placement, &mut self.queue, &mut self.stats.late);
+            let linked = self.flows.link(
+                slice.span_id,
+                here,
+                slice.links(),
+                |target| placement.get(target).copied(),
+                |end| *late += u64::from(queue_arrow_end(queue, end)),
+            );
+            self.stats.links_unresolved += linked.gave_up;
+            let (start, dur) = (here.start, here.end - here.start);
+            let item = Item::Slice {
                 pid,
                 tid,
-                slice: span,
-                flow_in,
+                slice,
+                flow_in: linked.flow_in,
             };
-            self.queue_at(seq, start, 1, end - start, slice);
-            if let Some(mut children) = self.pending.take(span_id) {
-                while let Some((_, child)) = self.pending.next(&mut children) {
-                    work.push(child);
-                }
-            }
+            self.stats.late += u64::from(self.queue.push_at(seq, start, Class::Slice, dur, item));
         }
-        self.placing = work;
+        self.placement.finish(placing);
     }
 
-    /// A flow arrow from slice `from_id` (placed at `from`) to the slice `to_id` starting at
-    /// `to.start`.
-    fn queue_flow(&mut self, from: Placed, from_id: u64, to: Placed, to_id: u64) {
-        let id = self.queue_flow_start(from, from_id, to);
-        self.queue_flow_end(id, to, to_id);
-    }
-
-    /// The start of a flow arrow from slice `from_id` (placed at `from`) to a slice placed at
-    /// `to`; returns the arrow's id.
-    fn queue_flow_start(&mut self, from: Placed, from_id: u64, to: Placed) -> u64 {
-        let id = self.next_flow.0;
-        self.next_flow.0 += 1;
-        // The arrow leaves the linked slice at its end, or where the linking slice starts if
-        // that is earlier; either way inside the linked slice, which the start binds to.
-        let leave = to.start.min(from.end.saturating_sub(1)).max(from.start);
-        self.queue(
-            leave,
-            2,
-            0,
-            Item::Flow {
-                pid: from.pid,
-                tid: from.tid,
-                bind: from_id,
-                id,
-                start: true,
-            },
-        );
-        id
-    }
-
-    /// The end of flow arrow `id` at slice `to_id`, placed at `to`.
-    fn queue_flow_end(&mut self, id: u64, to: Placed, to_id: u64) {
-        // Right after the linking slice, before any child starting with it, so it binds there.
-        self.queue(
-            to.start,
-            1,
-            to.end - to.start,
-            Item::Flow {
-                pid: to.pid,
-                tid: to.tid,
-                bind: to_id,
-                id,
-                start: false,
-            },
-        );
-    }
-
-    fn next_seq(&mut self) -> u64 {
-        self.seq.0 += 1;
-        self.seq.0
-    }
-
-    fn queue(&mut self, ts: u64, class: u8, dur: u64, item: Item) {
-        let seq = self.next_seq();
-        self.queue_at(seq, ts, class, dur, item);
-    }
-
-    /// Queues `item` as the `seq`th, which orders it among equal times and classes.
-    fn queue_at(&mut self, seq: u64, ts: u64, class: u8, dur: u64, item: Item) {
-        if ts < self.written_to {
-            self.stats.late += 1;
-        }
-        let slot = match self.free_slots.pop() {
-            Some(s) => {
-                self.items[s as usize] = Some(item);
-                s
-            }
-            None => {
-                self.items.push(Some(item));
-                (self.items.len() - 1) as u32
-            }
-        };
-        self.queue.push(Queued {
-            ts,
-            class,
-            rdur: !dur,
-            seq,
-            slot,
-        });
+    fn queue_item(&mut self, ts: u64, class: Class, dur: u64, item: Item) {
+        self.stats.late += u64::from(self.queue.push(ts, class, dur, item));
     }
 
     fn write_ready(&mut self, all: bool) -> io::Result<()> {
-        let watermark = self
-            .latest_end
-            .saturating_sub(self.limits.reorder_window_ns);
-        let max_buffered = self.limits.max_buffered;
-        while let Some(top) = self.queue.peek() {
-            let due = all || top.ts < watermark || self.queue.len() > max_buffered;
-            if !due {
-                break;
-            }
-            self.prefetch_ahead();
-            let Some(q) = self.queue.pop() else {
-                break;
-            };
-            self.written_to = self.written_to.max(q.ts);
-            let item = self.items[q.slot as usize].take();
-            self.free_slots.push(q.slot);
-            if let Some(item) = item {
-                self.write_item(q.ts, item)?;
-            }
+        while let Some((ts, item)) = self.queue.pop_due(all) {
+            self.write_item(ts, item)?;
         }
         Ok(())
-    }
-
-    /// Asks for the memory of the events a few places behind the next one: their slab entries,
-    /// then the spans those hold, then the spans' strings; each stage reads only what an
-    /// earlier one asked for.
-    fn prefetch_ahead(&self) {
-        let held = |n| {
-            self.queue
-                .ahead(n)
-                .and_then(|k| self.items[k.slot as usize].as_ref())
-        };
-        if let Some(k) = self.queue.ahead(12) {
-            prefetch_value(&self.items[k.slot as usize]);
-        }
-        if let Some(Item::Slice { slice, .. }) = held(8) {
-            prefetch(slice.rest_ptr());
-        }
     }
 
     fn write_item(&mut self, ts: u64, item: Item) -> io::Result<()> {
@@ -817,22 +510,7 @@ impl<W: Write> TraceEventWriter<W> {
                 slice,
                 flow_in,
             } => self.write_slice(pid, tid, slice, flow_in),
-            Item::Instant { pid, tid, ev } => {
-                self.stats.instants += 1;
-                self.start_line();
-                self.buf.push_str("{\"ph\":\"i\",\"s\":\"t\",\"pid\":");
-                push_u64(&mut self.buf, u64::from(pid));
-                self.buf.push_str(",\"tid\":");
-                push_u64(&mut self.buf, tid);
-                self.buf.push_str(",\"ts\":");
-                push_us(&mut self.buf, ev.time_ns.saturating_sub(self.epoch_ns));
-                self.buf.push_str(",\"name\":");
-                json_str(&mut self.buf, &ev.name);
-                self.buf.push_str(",\"args\":{");
-                attrs_args(&mut self.buf, &ev.attrs, true);
-                self.buf.push_str("}}");
-                self.emit_line()
-            }
+            Item::Instant { pid, tid, ev } => self.emit.instant(pid, tid, &ev),
             Item::Flow {
                 pid,
                 tid,
@@ -840,8 +518,8 @@ impl<W: Write> TraceEventWriter<W> {
                 id,
                 start,
             } => {
-                let tid = self.lane_of.get(&bind).copied().unwrap_or(tid);
-                self.write_flow(id, start, pid, tid, ts)
+                let tid = self.tracks.lane_of(bind).unwrap_or(tid);
+                self.emit.flow(id, start, pid, tid, ts)
             }
             Item::Async {
                 pid,
@@ -849,248 +527,83 @@ impl<W: Write> TraceEventWriter<W> {
                 ph,
                 name,
                 args,
-            } => {
-                self.start_line();
-                self.buf.push_str("{\"ph\":\"");
-                self.buf.push(ph);
-                self.buf.push_str("\",\"cat\":\"request\",\"id\":\"0x");
-                push_hex64(&mut self.buf, id);
-                self.buf.push_str("\",\"pid\":");
-                push_u64(&mut self.buf, u64::from(pid));
-                self.buf.push_str(",\"ts\":");
-                push_us(&mut self.buf, ts.saturating_sub(self.epoch_ns));
-                self.buf.push_str(",\"name\":");
-                json_str(&mut self.buf, &name);
-                self.buf.push_str(",\"args\":");
-                self.buf.push_str(&args);
-                self.buf.push('}');
-                self.emit_line()
-            }
+            } => self.emit.request(ph, pid, id, ts, &name, &args),
         }
-    }
-
-    /// One end of flow arrow `id`, bound to the slice open on `pid`/`tid` at `ts`.
-    fn write_flow(&mut self, id: u64, start: bool, pid: u32, tid: u64, ts: u64) -> io::Result<()> {
-        if start {
-            self.stats.flows += 1;
-        }
-        self.start_line();
-        self.buf.push_str(if start {
-            "{\"ph\":\"s\",\"id\":"
-        } else {
-            "{\"ph\":\"f\",\"bp\":\"e\",\"id\":"
-        });
-        push_u64(&mut self.buf, id);
-        self.push_track(pid, tid);
-        self.buf.push_str(",\"ts\":");
-        push_us(&mut self.buf, ts.saturating_sub(self.epoch_ns));
-        self.buf
-            .push_str(",\"name\":\"link\",\"cat\":\"slicetrace.link\"}");
-        self.emit_line()
     }
 
     fn write_slice(
         &mut self,
         pid: u32,
         tid: u64,
-        mut span: HeldSlice,
+        mut slice: HeldSlice,
         flow_in: Option<u64>,
     ) -> io::Result<()> {
-        self.stats.slices += 1;
-        let end = span.end_ns.max(span.start_ns);
-        let out_tid = self.lane_for(pid, tid, span.start_ns, end)?;
-        if out_tid != tid {
-            self.lane_of.insert(span.span_id, out_tid);
+        let end = slice.end_ns.max(slice.start_ns);
+        let lane = self
+            .tracks
+            .lane_for(pid, tid, slice.span_id, slice.start_ns, end);
+        if lane.opened {
+            self.stats.overlap_lanes += 1;
         }
-        self.start_line();
-        self.buf.push_str("{\"ph\":\"X\"");
-        self.push_track(pid, out_tid);
-        self.buf.push_str(",\"ts\":");
-        push_us(&mut self.buf, span.start_ns.saturating_sub(self.epoch_ns));
-        self.buf.push_str(",\"dur\":");
-        push_us(&mut self.buf, end - span.start_ns);
-        self.buf.push_str(",\"name\":");
-        span.push_name(&mut self.buf, &self.names);
-        self.buf.push_str(",\"cat\":\"slice\",\"args\":{");
-        let ids = Ids {
-            trace: span.trace_id,
-            span: span.span_id,
-            parent: span.parent,
-            links: span.links(),
-            error: span.error(),
+        if let Some((n, name)) = lane.name_lane {
+            let title = schema::overlap_lane_title(&name, n);
+            self.emit.thread_name(pid, lane.tid, tid, &title, n)?;
+        }
+        let thread_id =
+            (slice.attr(schema::THREAD_ID).is_none() && tid != UNPLACED_TID).then_some(tid);
+        let rid = match slice.attr(schema::RID) {
+            None => self.rids.get(slice.trace_id),
+            Some(_) => None,
         };
-        ids.push(&mut self.buf);
-        if span.attr(schema::THREAD_ID).is_none() && tid != UNPLACED_TID {
-            self.buf.push_str(member::THREAD_ID);
-            push_u64(&mut self.buf, tid);
-        }
-        if span.attr(schema::RID).is_none() {
-            if let Some(rid) = self.rids.get(span.trace_id) {
-                self.buf.push_str(member::RID);
-                self.buf.push_str(rid);
-            }
-        }
-        attrs_args(&mut self.buf, span.attrs(), false);
-        self.buf.push_str("}}");
-        self.emit_line()?;
+        self.emit
+            .slice(pid, lane.tid, &slice, &self.names, thread_id, rid)?;
         if let Some(id) = flow_in {
-            self.write_flow(id, false, pid, out_tid, span.start_ns)?;
+            self.emit.flow(id, false, pid, lane.tid, slice.start_ns)?;
         }
-        for ev in span.take_events() {
-            let ts = ev.time_ns.clamp(span.start_ns, end);
-            self.queue(
-                ts,
-                3,
-                0,
-                Item::Instant {
-                    pid,
-                    tid: out_tid,
-                    ev,
-                },
-            );
+        for ev in slice.take_events() {
+            let ts = ev.time_ns.clamp(slice.start_ns, end);
+            let item = Item::Instant {
+                pid,
+                tid: lane.tid,
+                ev,
+            };
+            self.queue_item(ts, Class::Instant, 0, item);
         }
         Ok(())
     }
 
-    /// Appends `,"pid":…,"tid":…` for a track: made once per track, and copied after that.
-    fn push_track(&mut self, pid: u32, tid: u64) {
-        if let Some(text) = self.track_text.get(&(pid, tid)) {
-            self.buf.push_str(text);
-            return;
-        }
-        if self.track_text.len() >= TRACK_TEXTS {
-            // Tracks of threads with no id are made one per thread span: forgotten in a
-            // while, so that they cannot pile up.
-            self.track_text.clear();
-        }
-        let mut text = String::from(",\"pid\":");
-        push_u64(&mut text, u64::from(pid));
-        text.push_str(",\"tid\":");
-        push_u64(&mut text, tid);
-        self.buf.push_str(&text);
-        self.track_text.insert((pid, tid), text.into_boxed_str());
-    }
-
-    fn synthetic_tid(&mut self) -> u64 {
-        self.next_synthetic_tid += 1;
-        self.next_synthetic_tid
-    }
-
-    /// The track of `pid`/`tid` where a slice `start..end` nests: the thread's own, or the
-    /// first overlap lane where it does.
-    fn lane_for(&mut self, pid: u32, tid: u64, start: u64, end: u64) -> io::Result<u64> {
-        let track = self.track(pid, tid);
-        if track.lanes.is_empty() {
-            track.lanes.push(Lane {
-                tid,
-                open: Vec::new(),
-            });
-        }
-        for lane in &mut track.lanes {
-            while lane.open.last().is_some_and(|&e| e <= start) {
-                lane.open.pop();
-            }
-            if lane.open.last().is_none_or(|&e| end <= e) {
-                lane.open.push(end);
-                return Ok(lane.tid);
-            }
-        }
-        let lane_tid = self.synthetic_tid();
-        let track = self.track(pid, tid);
-        let n = track.lanes.len() as u64;
-        track.lanes.push(Lane {
-            tid: lane_tid,
-            open: vec![end],
-        });
-        let name = track.name.clone();
-        self.stats.overlap_lanes += 1;
-        if let Some(name) = name {
-            self.write_thread_name(pid, lane_tid, tid, &schema::overlap_lane_title(&name, n), n)?;
-        }
-        Ok(lane_tid)
-    }
-
-    /// The state of track `pid`/`tid`, made if new. A track of a thread with no id is kept
-    /// while the index of placed spans may still place a slice on it: each came with its
-    /// thread span's entry there, which is gone once as many newer ones came. A slice already
-    /// queued for a forgotten track makes it anew; its name was written when it was given.
-    fn track(&mut self, pid: u32, tid: u64) -> &mut Track {
-        let minted = (FIRST_SYNTHETIC_TID..=self.next_synthetic_tid).contains(&tid);
-        if minted && !self.tracks.contains_key(&(pid, tid)) {
-            self.minted_tracks.push_back((pid, tid));
-            if self.minted_tracks.len() > self.placed.most() {
-                if let Some(old) = self.minted_tracks.pop_front() {
-                    self.tracks.remove(&old);
-                }
-            }
-        }
-        self.tracks.entry((pid, tid)).or_default()
-    }
-
+    /// Names track `pid`/`tid` and its overlap lanes.
     fn name_track(&mut self, pid: u32, tid: u64, name: String) -> io::Result<()> {
-        let track = self.track(pid, tid);
-        track.name = Some(name.clone());
-        let lanes: Vec<u64> = track.lanes.iter().skip(1).map(|l| l.tid).collect();
-        self.write_thread_name(pid, tid, tid, &name, 0)?;
+        let lanes = self.tracks.name(pid, tid, name.clone());
+        self.emit.thread_name(pid, tid, tid, &name, 0)?;
         for (i, lane_tid) in lanes.into_iter().enumerate() {
             let n = i as u64 + 1;
-            self.write_thread_name(pid, lane_tid, tid, &schema::overlap_lane_title(&name, n), n)?;
+            let title = schema::overlap_lane_title(&name, n);
+            self.emit.thread_name(pid, lane_tid, tid, &title, n)?;
         }
         Ok(())
     }
+}
 
-    /// Names track `tid`, lane `lane` of thread `base` (0: the thread's own track).
-    fn write_thread_name(
-        &mut self,
-        pid: u32,
-        tid: u64,
-        base: u64,
-        name: &str,
-        lane: u64,
-    ) -> io::Result<()> {
-        self.start_line();
-        let _ = write!(
-            self.buf,
-            "{{\"ph\":\"M\",\"pid\":{pid},\"tid\":{tid},\"name\":\"thread_name\",\"args\":{{\"name\":"
-        );
-        json_str(&mut self.buf, name);
-        self.buf.push_str("}}");
-        self.emit_line()?;
-        // Keeps a thread's overlap lanes right under it: sorted by the thread id, then lane.
-        let index = base.min(1 << 32) * 64 + lane.min(63);
-        self.start_line();
-        let _ = write!(
-            self.buf,
-            "{{\"ph\":\"M\",\"pid\":{pid},\"tid\":{tid},\"name\":\"thread_sort_index\",\"args\":{{\"sort_index\":{index}}}}}"
-        );
-        self.emit_line()
+/// Queues one end of an arrow; returns whether it came late.
+fn queue_arrow_end(queue: &mut EventQueue<Item>, e: ArrowEnd) -> bool {
+    let item = Item::Flow {
+        pid: e.at.pid,
+        tid: e.at.tid,
+        bind: e.bind,
+        id: e.id,
+        start: e.start,
+    };
+    if e.start {
+        queue.push(e.ts, Class::Inside, 0, item)
+    } else {
+        // Right after the linking slice, before any child starting with it, so it binds there.
+        queue.push(e.ts, Class::Slice, e.at.end - e.at.start, item)
     }
+}
 
-    /// Begins a line with the separator from the one before: one event per line, the
-    /// separator before it, so a file cut short after any whole line is a valid array but for
-    /// its closing bracket.
-    fn start_line(&mut self) {
-        self.line_start = self.buf.len();
-        if self.wrote_any {
-            self.buf.push_str(",\n");
-        }
-    }
-
-    fn emit_line(&mut self) -> io::Result<()> {
-        self.wrote_any = true;
-        self.stats.bytes += (self.buf.len() - self.line_start) as u64;
-        if self.buf.len() >= OUT_CHUNK {
-            self.write_buf()?;
-        }
-        Ok(())
-    }
-
-    /// Hands the gathered lines to `out`.
-    fn write_buf(&mut self) -> io::Result<()> {
-        let r = self.out.write_all(self.buf.as_bytes());
-        self.buf.clear();
-        r
-    }
+fn process_title(p: &ProcessKey) -> String {
+    schema::process_title(&p.service, p.pid, &p.host)
 }
 
 fn attr_text(v: &AttrValue) -> String {
@@ -1102,91 +615,10 @@ fn attr_text(v: &AttrValue) -> String {
     }
 }
 
-/// A decimal integer of another type than `u64` (attribute values).
-fn push_int(out: &mut String, v: impl itoa::Integer) {
-    out.push_str(itoa::Buffer::new().format(v));
-}
-
-/// A span's ids, links and error: the first of its args.
-struct Ids<'a> {
-    trace: u128,
-    span: u64,
-    parent: u64,
-    links: &'a [(u128, u64)],
-    error: Option<&'a str>,
-}
-
-impl Ids<'_> {
-    fn of(span: &Span) -> Ids<'_> {
-        Ids {
-            trace: span.trace_id,
-            span: span.span_id,
-            parent: span.parent,
-            links: &span.links,
-            error: span.error.as_deref(),
-        }
-    }
-
-    fn push(&self, out: &mut String) {
-        out.push_str(&member::ARG_TRACE_ID[1..]);
-        out.push('"');
-        push_hex128(out, self.trace);
-        out.push('"');
-        out.push_str(member::ARG_SPAN_ID);
-        out.push('"');
-        push_hex64(out, self.span);
-        out.push('"');
-        if self.parent != 0 {
-            out.push_str(member::ARG_PARENT_SPAN_ID);
-            out.push('"');
-            push_hex64(out, self.parent);
-            out.push('"');
-        }
-        if !self.links.is_empty() {
-            out.push_str(member::ARG_LINKS);
-            out.push('[');
-            for (i, (t, s)) in self.links.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push('"');
-                push_hex128(out, *t);
-                out.push('-');
-                push_hex64(out, *s);
-                out.push('"');
-            }
-            out.push(']');
-        }
-        if let Some(e) = self.error {
-            out.push_str(member::ARG_ERROR);
-            json_str(out, e);
-        }
-    }
-}
-
-/// `"key":value` for each attribute, comma-separated, with a comma before the first unless
-/// `first`.
-fn attrs_args(out: &mut String, attrs: &[(String, AttrValue)], first: bool) {
-    for (i, (k, v)) in attrs.iter().enumerate() {
-        if i > 0 || !first {
-            out.push(',');
-        }
-        json_str(out, k);
-        out.push(':');
-        match v {
-            AttrValue::Str(s) => json_str(out, s),
-            AttrValue::Int(i) => push_int(out, *i),
-            AttrValue::F64(f) if f.is_finite() => {
-                let _ = write!(out, "{f:?}");
-            }
-            AttrValue::F64(f) => json_str(out, &f.to_string()),
-            AttrValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::decimal::push_us;
+    use super::tracks::FIRST_SYNTHETIC_TID;
     use super::*;
 
     fn slice(id: u64, parent: u64, start: u64, end: u64, tid: Option<u64>) -> Span {
@@ -1307,7 +739,7 @@ mod tests {
             thread.attrs = vec![(schema::THREAD_LABEL.into(), AttrValue::Str("worker".into()))];
             thread.role = Role::Thread;
             w.push(&p, thread).unwrap();
-            assert!(w.tracks.len() <= w.placed.most(), "{}", w.tracks.len());
+            assert!(w.tracks.len() <= w.placement.most(), "{}", w.tracks.len());
         }
         let (out, stats) = w.finish().unwrap();
         let ev = events(out);
