@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 pub const MAX_DEPTH: usize = 64;
 
 /// Defines each key, and under [`member`] the same key as a JSON object member that follows
-/// another (`,"key":`), which the writer copies into its lines whole.
+/// another (`,"key":`), and under [`text_member`] one whose value, a string, opens
+/// (`,"key":"`): the writer copies these into its lines whole.
 macro_rules! keys {
     ($($(#[$doc:meta])* $name:ident = $key:literal;)*) => {
         $($(#[$doc])* pub const $name: &str = $key;)*
@@ -20,6 +21,11 @@ macro_rules! keys {
         /// Each key as a JSON object member after another: `,"key":`.
         pub mod member {
             $(pub const $name: &str = concat!(",\"", $key, "\":");)*
+        }
+
+        /// Each key as a JSON object member after another, its string value opened: `,"key":"`.
+        pub mod text_member {
+            $(pub const $name: &str = concat!(",\"", $key, "\":\"");)*
         }
     };
 }
@@ -229,6 +235,7 @@ mod tests {
             json.push(':');
             assert_eq!(member, json);
         }
+        assert_eq!(text_member::ARG_SPAN_ID, ",\"span_id\":\"");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::decimal::{push_u64, push_us};
 use super::held::{HeldSlice, Names};
 use super::hex::{push_hex128, push_hex64};
 use crate::model::{AttrValue, SpanEvent};
-use crate::schema::member;
+use crate::schema::{member, text_member};
 use crate::util::{json_str, MixHash};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -122,6 +122,7 @@ impl<W: Write> Emitter<W> {
 
     /// A slice as a complete event on `pid`/`tid`, with the thread id and the rid (a JSON
     /// string) added to its args when given.
+    #[inline]
     pub fn slice(
         &mut self,
         pid: u32,
@@ -165,6 +166,7 @@ impl<W: Write> Emitter<W> {
     }
 
     /// One end of flow arrow `id`, bound to the slice open on `pid`/`tid` at `ts`.
+    #[inline]
     pub fn flow(&mut self, id: u64, start: bool, pid: u32, tid: u64, ts: u64) -> io::Result<()> {
         if start {
             self.written.flows += 1;
@@ -185,6 +187,7 @@ impl<W: Write> Emitter<W> {
     }
 
     /// A span event as a thread-scoped instant.
+    #[inline]
     pub fn instant(&mut self, pid: u32, tid: u64, ev: &SpanEvent) -> io::Result<()> {
         self.written.instants += 1;
         self.start_line();
@@ -203,6 +206,7 @@ impl<W: Write> Emitter<W> {
     }
 
     /// An event `ph` of request `id`'s async slice on process `pid`; `args` is a JSON object.
+    #[inline]
     pub fn request(
         &mut self,
         ph: char,
@@ -264,6 +268,7 @@ impl<W: Write> Emitter<W> {
     }
 
     /// Begins a line with the separator from the one before.
+    #[inline]
     fn start_line(&mut self) {
         self.line_start = self.buf.len();
         if self.wrote_any {
@@ -271,6 +276,7 @@ impl<W: Write> Emitter<W> {
         }
     }
 
+    #[inline]
     fn emit_line(&mut self) -> io::Result<()> {
         self.wrote_any = true;
         self.written.bytes += (self.buf.len() - self.line_start) as u64;
@@ -291,17 +297,14 @@ impl<W: Write> Emitter<W> {
 impl Ids<'_> {
     /// Appends the ids as the first members of an object.
     pub fn push(&self, out: &mut String) {
-        out.push_str(&member::ARG_TRACE_ID[1..]);
-        out.push('"');
+        out.push_str(&text_member::ARG_TRACE_ID[1..]);
         push_hex128(out, self.trace);
         out.push('"');
-        out.push_str(member::ARG_SPAN_ID);
-        out.push('"');
+        out.push_str(text_member::ARG_SPAN_ID);
         push_hex64(out, self.span);
         out.push('"');
         if self.parent != 0 {
-            out.push_str(member::ARG_PARENT_SPAN_ID);
-            out.push('"');
+            out.push_str(text_member::ARG_PARENT_SPAN_ID);
             push_hex64(out, self.parent);
             out.push('"');
         }

@@ -52,6 +52,7 @@ impl Flows {
     /// Draws the arrows of slice `id`, just placed at `here` with `links`, through `placed`
     /// (where a span went): one for each link whose target was placed, one for each slice
     /// that waited for this one. Hands each arrow end to `queue`, in the order to queue them.
+    #[inline]
     pub fn link(
         &mut self,
         id: u64,
@@ -92,11 +93,13 @@ impl Flows {
     }
 
     /// Links still waiting for their target.
+    #[inline]
     pub fn unresolved(&self) -> u64 {
         self.pending.values().map(|v| v.len() as u64).sum()
     }
 
     /// A new arrow from slice `from_id` (placed at `from`) to a slice placed at `to`: its start.
+    #[inline]
     fn arrow(&mut self, from: Placed, from_id: u64, to: Placed) -> ArrowEnd {
         let id = self.next_id.0;
         self.next_id.0 += 1;
@@ -114,6 +117,7 @@ impl Flows {
 }
 
 /// The end of arrow `id` at slice `to_id`, placed at `to`: where the slice starts.
+#[inline]
 pub(super) fn arrow_end(id: u64, to: Placed, to_id: u64) -> ArrowEnd {
     ArrowEnd {
         id,

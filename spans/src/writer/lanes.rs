@@ -25,6 +25,7 @@ pub(super) struct LaneOf {
 impl Lanes {
     /// The lane of thread `tid` where a slice `start..end` nests: the first where it does, or
     /// a new one with the tid `new_tid` gives.
+    #[inline]
     pub fn place(
         &mut self,
         tid: u64,

@@ -144,6 +144,7 @@ enum Item {
 }
 
 impl Held for Item {
+    #[inline]
     fn prefetch_parts(&self) {
         if let Item::Slice { slice, .. } = self {
             prefetch(slice.rest_ptr());
@@ -465,8 +466,10 @@ impl<W: Write> TraceEventWriter<W> {
     /// Queues `slice` (and, transitively, the slices that were waiting for it) on `pid`/`tid`,
     /// with the arrows of their links.
     fn place(&mut self, pid: u32, tid: u64, slice: HeldSlice) {
-        let mut placing = self.placement.start(pid, tid, slice);
-        while let Some((here, slice)) = self.placement.next(&mut placing) {
+        let mut placing = self.placement.start(pid, tid);
+        let mut first = Some(slice);
+        while let Some(slice) = placing.next(&mut first) {
+            let here = self.placement.file(&mut placing, &slice);
             // The slice goes before its flows: at equal times a flow binds to what is already
             // open. Its place in the queue is taken now; it is queued once its links are read.
             let seq = self.queue.next_seq();
@@ -491,6 +494,7 @@ impl<W: Write> TraceEventWriter<W> {
         self.placement.finish(placing);
     }
 
+    #[inline]
     fn queue_item(&mut self, ts: u64, class: Class, dur: u64, item: Item) {
         self.stats.late += u64::from(self.queue.push(ts, class, dur, item));
     }
@@ -502,6 +506,7 @@ impl<W: Write> TraceEventWriter<W> {
         Ok(())
     }
 
+    #[inline]
     fn write_item(&mut self, ts: u64, item: Item) -> io::Result<()> {
         match item {
             Item::Slice {
@@ -531,6 +536,7 @@ impl<W: Write> TraceEventWriter<W> {
         }
     }
 
+    #[inline]
     fn write_slice(
         &mut self,
         pid: u32,
@@ -586,6 +592,7 @@ impl<W: Write> TraceEventWriter<W> {
 }
 
 /// Queues one end of an arrow; returns whether it came late.
+#[inline]
 fn queue_arrow_end(queue: &mut EventQueue<Item>, e: ArrowEnd) -> bool {
     let item = Item::Flow {
         pid: e.at.pid,

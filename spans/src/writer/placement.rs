@@ -32,13 +32,20 @@ pub(super) struct Placement {
     max_pending: usize,
 }
 
-/// A slice being placed with the slices that waited for it, and theirs: each comes out of
-/// [`Placement::next`] once, parents before their children.
+/// Slices being placed: one, then those that waited for it, and theirs. Each is taken off
+/// with [`Placing::next`] and filed with [`Placement::file`], which adds its waiting children.
 pub(super) struct Placing {
     pid: u32,
     tid: u64,
-    next: Option<HeldSlice>,
     work: Vec<HeldSlice>,
+}
+
+impl Placing {
+    /// The next slice to file; `first` before the rest.
+    #[inline]
+    pub fn next(&mut self, first: &mut Option<HeldSlice>) -> Option<HeldSlice> {
+        first.take().or_else(|| self.work.pop())
+    }
 }
 
 impl Placement {
@@ -52,16 +59,19 @@ impl Placement {
     }
 
     /// Where span `id` went, while the index remembers it.
+    #[inline]
     pub fn get(&self, id: u64) -> Option<&Placed> {
         self.placed.get(&id)
     }
 
     /// How many placed spans the index remembers at most.
+    #[inline]
     pub fn most(&self) -> usize {
         self.placed.most()
     }
 
     /// The track (pid, tid) where `parent`'s children go, if it was placed.
+    #[inline]
     pub fn track_of_parent(&self, parent: u64) -> Option<(u32, u64)> {
         // A parent that slices already wait for is not placed: the small table of waiting
         // slices answers that, where the index would take two cold probes.
@@ -73,47 +83,52 @@ impl Placement {
 
     /// Files thread span `id` at `at`; returns the slices that waited for it, to be placed on
     /// its track with [`next_taken`](Self::next_taken).
+    #[inline]
     pub fn place_thread(&mut self, id: u64, at: Placed) -> Option<Taken> {
         self.placed.insert(id, at);
         self.pending.take(id)
     }
 
     /// Holds `slice` of process `pid` until its parent is placed.
+    #[inline]
     pub fn hold(&mut self, pid: u32, slice: HeldSlice) {
         self.pending.hold(slice.parent, (pid, slice));
     }
 
     /// Whether more slices wait than the bound allows: then the oldest parent's are given up.
+    #[inline]
     pub fn over_bound(&self) -> bool {
         self.pending.len() > self.max_pending
     }
 
     /// The slices of the oldest parent still waited for, given up on: each goes to the
     /// unplaced track.
+    #[inline]
     pub fn give_up(&mut self) -> Option<Taken> {
         let parent = self.pending.oldest()?;
         self.pending.take(parent)
     }
 
     /// The next of a list of taken slices, with its process's pid.
+    #[inline]
     pub fn next_taken(&mut self, taken: &mut Taken) -> Option<(u32, HeldSlice)> {
         self.pending.next(taken)
     }
 
-    /// Starts placing `slice` on `pid`/`tid`.
-    pub fn start(&mut self, pid: u32, tid: u64, slice: HeldSlice) -> Placing {
+    /// Starts placing slices on `pid`/`tid`.
+    #[inline]
+    pub fn start(&mut self, pid: u32, tid: u64) -> Placing {
         Placing {
             pid,
             tid,
-            next: Some(slice),
             work: std::mem::take(&mut self.spare),
         }
     }
 
-    /// The next slice of `p` and where it goes, filed as placed; the slices that waited for it
-    /// come after it.
-    pub fn next(&mut self, p: &mut Placing) -> Option<(Placed, HeldSlice)> {
-        let slice = p.next.take().or_else(|| p.work.pop())?;
+    /// Files `slice` as placed by `p`, and where it goes; the slices that waited for it are
+    /// added to `p`, to come after it.
+    #[inline]
+    pub fn file(&mut self, p: &mut Placing, slice: &HeldSlice) -> Placed {
         let here = Placed {
             pid: p.pid,
             thread: false,
@@ -127,10 +142,11 @@ impl Placement {
                 p.work.push(child);
             }
         }
-        Some((here, slice))
+        here
     }
 
     /// Ends `p`, keeping its room for the next.
+    #[inline]
     pub fn finish(&mut self, p: Placing) {
         self.spare = p.work;
     }
@@ -159,10 +175,11 @@ mod tests {
     }
 
     fn place_all(p: &mut Placement, pid: u32, tid: u64, slice: HeldSlice) -> Vec<(u64, Placed)> {
-        let mut placing = p.start(pid, tid, slice);
+        let mut placing = p.start(pid, tid);
+        let mut first = Some(slice);
         let mut out = Vec::new();
-        while let Some((here, s)) = p.next(&mut placing) {
-            out.push((s.span_id, here));
+        while let Some(s) = placing.next(&mut first) {
+            out.push((s.span_id, p.file(&mut placing, &s)));
         }
         p.finish(placing);
         out

@@ -42,6 +42,7 @@ impl Processes {
     }
 
     /// The pid of process `p`, and whether it is new (to be named).
+    #[inline]
     pub fn pid_for(&mut self, p: &ProcessKey) -> (u32, bool) {
         if let Some((last, pid)) = &self.last {
             if last == p {

@@ -61,6 +61,8 @@ pub(super) struct EventQueue<I> {
     seq: Counter,
     /// The latest end time of the spans pushed: the window counts back from it.
     latest_end: u64,
+    /// A window before `latest_end`: events before it are due.
+    watermark: u64,
     /// The latest time written.
     written_to: u64,
     window_ns: u64,
@@ -80,6 +82,7 @@ impl<I: Held> EventQueue<I> {
             free_slots: Vec::new(),
             seq: Counter(0),
             latest_end: 0,
+            watermark: 0,
             written_to: 0,
             window_ns,
             max_buffered,
@@ -87,18 +90,22 @@ impl<I: Held> EventQueue<I> {
     }
 
     /// Moves the window on to a span ending at `end_ns`.
+    #[inline]
     pub fn saw_end(&mut self, end_ns: u64) {
         self.latest_end = self.latest_end.max(end_ns);
+        self.watermark = self.latest_end.saturating_sub(self.window_ns);
     }
 
     /// Takes the next place in the order, for an event queued later with
     /// [`push_at`](Self::push_at).
+    #[inline]
     pub fn next_seq(&mut self) -> Seq {
         self.seq.0 += 1;
         Seq(self.seq.0)
     }
 
     /// Queues `item` at `ts`; returns whether it came late (after a later time was written).
+    #[inline]
     pub fn push(&mut self, ts: u64, class: Class, dur: u64, item: I) -> bool {
         let seq = self.next_seq();
         self.push_at(seq, ts, class, dur, item)
@@ -106,6 +113,7 @@ impl<I: Held> EventQueue<I> {
 
     /// Queues `item` at `ts` in the place `seq` took, which orders it among equal times and
     /// classes; returns whether it came late.
+    #[inline]
     pub fn push_at(&mut self, seq: Seq, ts: u64, class: Class, dur: u64, item: I) -> bool {
         let slot = match self.free_slots.pop() {
             Some(s) => {
@@ -128,11 +136,11 @@ impl<I: Held> EventQueue<I> {
     }
 
     /// The next event the window lets go (every one when `all`), with its time.
+    #[inline]
     pub fn pop_due(&mut self, all: bool) -> Option<(u64, I)> {
-        let watermark = self.latest_end.saturating_sub(self.window_ns);
         loop {
             let top = self.queue.peek()?;
-            let due = all || top.ts < watermark || self.queue.len() > self.max_buffered;
+            let due = all || top.ts < self.watermark || self.queue.len() > self.max_buffered;
             if !due {
                 return None;
             }
@@ -149,6 +157,7 @@ impl<I: Held> EventQueue<I> {
 
     /// Asks for the memory of the events a few places behind the next one: their slab entries,
     /// then what those point to; each stage reads only what an earlier one asked for.
+    #[inline]
     fn prefetch_ahead(&self) {
         if let Some(k) = self.queue.ahead(SLOTS_AHEAD) {
             prefetch_value(&self.items[k.slot as usize]);

@@ -57,6 +57,7 @@ impl Tracks {
     }
 
     /// A tid of no thread: for a thread span that names none, or an overlap lane.
+    #[inline]
     pub fn synthetic_tid(&mut self) -> u64 {
         self.next_synthetic_tid += 1;
         self.next_synthetic_tid
@@ -67,6 +68,7 @@ impl Tracks {
         self.tracks.len()
     }
 
+    #[inline]
     pub fn is_named(&self, pid: u32, tid: u64) -> bool {
         self.tracks
             .get(&(pid, tid))
@@ -98,6 +100,7 @@ impl Tracks {
     }
 
     /// The lane of thread `pid`/`tid` where slice `span` (`start..end`) nests.
+    #[inline]
     pub fn lane_for(&mut self, pid: u32, tid: u64, span: u64, start: u64, end: u64) -> Laned {
         let next = &mut self.next_synthetic_tid;
         let track = Self::mint(
@@ -123,10 +126,12 @@ impl Tracks {
     }
 
     /// The lane slice `span` went to, if not its thread's own track.
+    #[inline]
     pub fn lane_of(&self, span: u64) -> Option<u64> {
         self.lane_of.get(&span).copied()
     }
 
+    #[inline]
     fn track(&mut self, pid: u32, tid: u64) -> &mut Track {
         Self::mint(
             &mut self.tracks,
@@ -142,6 +147,7 @@ impl Tracks {
     /// while the index of placed spans may still place a slice on it: each came with its
     /// thread span's entry there, which is gone once as many newer ones came. A slice already
     /// queued for a forgotten track makes it anew; its name was written when it was given.
+    #[inline]
     fn mint<'t>(
         tracks: &'t mut HashMap<(u32, u64), Track, MixHash>,
         minted: &mut VecDeque<(u32, u64)>,
