@@ -9,10 +9,10 @@
 //! (two requests' slices interleaved) goes to an overlap lane of that thread instead of
 //! breaking the nesting.
 //!
-//! [`TraceEventWriter`] composes the parts, each of which owns its state: [`processes`] gives
-//! pids, [`placement`] decides a slice's track, [`flows`] turns links into arrows, [`queue`]
-//! holds events for the reorder window, [`tracks`] and its [`lanes`] give each written slice
-//! its lane, and [`emit`] writes the lines.
+//! [`TraceEventWriter`] composes the parts, each of which owns its state: `processes` gives
+//! pids, `placement` decides a slice's track, `flows` turns links into arrows, `queue` holds
+//! events for the reorder window, `tracks` and its `lanes` give each written slice its lane,
+//! and `emit` writes the lines.
 
 mod decimal;
 mod emit;
@@ -423,7 +423,6 @@ impl<W: Write> TraceEventWriter<W> {
             start: span.start_ns,
             end: span.end_ns.max(span.start_ns),
         };
-        let children = self.placement.place_thread(span.span_id, at);
         if !self.tracks.is_named(pid, tid) {
             let label = span
                 .attr(schema::THREAD_LABEL)
@@ -437,7 +436,7 @@ impl<W: Write> TraceEventWriter<W> {
             );
             self.name_track(pid, tid, name)?;
         }
-        if let Some(mut children) = children {
+        if let Some(mut children) = self.placement.place_thread(span.span_id, at) {
             while let Some((_, child)) = self.placement.next_taken(&mut children) {
                 self.place(pid, tid, child);
             }
@@ -455,7 +454,7 @@ impl<W: Write> TraceEventWriter<W> {
         }
     }
 
-    /// Places slices given up on on their process's unplaced track.
+    /// Places the slices given up on, on their process's unplaced track.
     fn unplace(&mut self, mut given_up: Taken) {
         while let Some((pid, child)) = self.placement.next_taken(&mut given_up) {
             self.stats.spans_unplaced += 1;
