@@ -8,7 +8,7 @@
 //! ```
 //!
 //! `read` makes and parses the spans only; `write` also writes them (to `OUT` if given), so
-//! the writer's count is the difference. `REQUESTS` in the environment sets the trace's size
+//! the writer's count is the difference; `write` also prints the writer's own time. `REQUESTS` in the environment sets the trace's size
 //! (5 000 requests, 50 000 spans, by default).
 
 use slicetrace_cli::synthetic::write_otlp_json;
@@ -54,10 +54,18 @@ fn main() {
         Some(p) => Box::new(BufWriter::new(std::fs::File::create(p).unwrap())),
         None => Box::new(std::io::sink()),
     };
+    let began = std::time::Instant::now();
     let mut w = TraceEventWriter::new(out, Limits::default()).unwrap();
     for (p, mut spans) in runs {
         w.push_all(&p, &mut spans).unwrap();
     }
     let (_, stats) = w.finish().unwrap();
-    println!("{} spans, {} bytes", stats.spans, stats.bytes);
+    let took = began.elapsed();
+    println!(
+        "{} spans, {} bytes, {:.1} ms ({:.2} M spans/s)",
+        stats.spans,
+        stats.bytes,
+        took.as_secs_f64() * 1e3,
+        stats.spans as f64 / took.as_secs_f64() / 1e6
+    );
 }
