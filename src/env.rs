@@ -97,7 +97,7 @@ pub struct EnvSettings {
     pub destination: Destination,
     /// Size-based rotation of the local trace file (`SLICETRACE_FILE_MAX_MB`,
     /// `SLICETRACE_FILE_KEEP`); `None`: one file that grows as long as the process traces.
-    pub file_rotation: Option<crate::trace_event::exporter::Rotation>,
+    pub file_rotation: Option<crate::export::perfetto::Rotation>,
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: most spans per export.
     pub max_export_batch: Option<usize>,
     /// `OTEL_BSP_SCHEDULE_DELAY` (ms): how long a batch short of full waits.
@@ -397,7 +397,7 @@ impl EnvSettings {
         };
         let keep = number("SLICETRACE_FILE_KEEP")?;
         let file_rotation =
-            number("SLICETRACE_FILE_MAX_MB")?.map(|mb| crate::trace_event::exporter::Rotation {
+            number("SLICETRACE_FILE_MAX_MB")?.map(|mb| crate::export::perfetto::Rotation {
                 max_bytes: mb.saturating_mul(1 << 20),
                 keep: keep.unwrap_or(4) as usize,
             });
@@ -544,7 +544,7 @@ mod tests {
         let s = parse(&[("SLICETRACE_FILE_MAX_MB", "64")]).unwrap();
         assert_eq!(
             s.file_rotation,
-            Some(crate::trace_event::exporter::Rotation {
+            Some(crate::export::perfetto::Rotation {
                 max_bytes: 64 << 20,
                 keep: 4
             })

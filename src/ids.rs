@@ -47,24 +47,7 @@ impl From<&String> for Rid {
     }
 }
 
-/// The splitmix64 finaliser: a bijection on u64 with full avalanche.
-#[inline]
-pub const fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A xorshift64 sequence from `seed` (not 0): cheap, reproducible inputs for tests.
-#[cfg(test)]
-pub(crate) fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-}
+pub use slicetrace_spans::util::mix64;
 
 /// What a derived id names, so one record position can open more than one span.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

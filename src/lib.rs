@@ -30,13 +30,11 @@ pub mod error;
 pub mod export;
 mod ids;
 mod local;
-mod mix_hash;
 mod name;
 mod propagate;
 mod session;
 mod slice_chain;
 mod sync;
-pub mod trace_event;
 mod wire;
 
 pub use args::{Attr, End, Opts, UnixNanos, Value};

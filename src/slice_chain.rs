@@ -6,8 +6,7 @@
 
 use crate::ids::{derive_span_id, Salt};
 
-/// Deepest nesting of slices kept per request and thread; deeper slices are counted and dropped.
-pub const MAX_DEPTH: usize = 64;
+pub use slicetrace_spans::schema::MAX_DEPTH;
 
 #[derive(Clone, Debug)]
 pub struct SliceChain {

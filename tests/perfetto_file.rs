@@ -8,7 +8,7 @@ mod common;
 
 use common::trace_events::{ns, At, Slice, TraceFile};
 use common::*;
-use slicetrace::trace_event::exporter::PerfettoExporter;
+use slicetrace::export::PerfettoExporter;
 use slicetrace::{name, End, PropagateContext, Rid};
 use std::sync::mpsc;
 
@@ -291,10 +291,10 @@ fn a_killed_process_leaves_a_file_that_repair_makes_valid() {
         !cut.trim_end().ends_with(']'),
         "a killed writer never closed the array"
     );
-    let r = slicetrace::trace_event::repair::repair(&path).unwrap();
+    let r = slicetrace::export::perfetto::repair(&path).unwrap();
     assert!(matches!(
         r,
-        slicetrace::trace_event::repair::Repaired::Closed { .. }
+        slicetrace::export::perfetto::Repaired::Closed { .. }
     ));
     let text = std::fs::read_to_string(&path).unwrap();
     let _ = std::fs::remove_file(&path);
@@ -318,10 +318,10 @@ fn a_killed_process_leaves_a_file_that_repair_makes_valid() {
 
 #[test]
 fn the_file_rotates_by_size_and_every_file_is_a_whole_trace() {
-    use slicetrace::trace_event::exporter::Rotation;
+    use slicetrace::export::perfetto::Rotation;
     let path = temp_path("rotating");
     // A short reorder window, so that events reach the file (and rotation) while the test runs.
-    let limits = slicetrace::trace_event::writer::Limits {
+    let limits = slicetrace::export::perfetto::Limits {
         reorder_window_ns: 1_000_000,
         ..Default::default()
     };

@@ -8,9 +8,9 @@
 //! `cargo bench -p slicetrace-cli --bench convert`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use slicetrace::trace_event::model::{ProcessKey, Span};
-use slicetrace::trace_event::writer::{Limits, TraceEventWriter};
 use slicetrace_cli::synthetic::write_otlp_json;
+use slicetrace_spans::model::{ProcessKey, Span};
+use slicetrace_spans::writer::{Limits, TraceEventWriter};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 
 #[global_allocator]

@@ -9,8 +9,8 @@ pub mod synthetic;
 pub mod waterfall;
 
 use input::{read_spans_into, InputError, ReadReport, SpanSink};
-use slicetrace::trace_event::model::{ProcessKey, Span};
-use slicetrace::trace_event::writer::{Limits, TraceEventWriter, WriterStats};
+use slicetrace_spans::model::{ProcessKey, Span};
+use slicetrace_spans::writer::{Limits, TraceEventWriter, WriterStats};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -210,6 +210,7 @@ mod tests {
             events: Vec::new(),
             links: Vec::new(),
             error: None,
+            role: slicetrace_spans::model::Role::Slice,
         }
     }
 

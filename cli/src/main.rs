@@ -4,8 +4,8 @@
 //! holds everything else, and each skipped line is reported), 1 when the command failed.
 
 use clap::{Parser, Subcommand};
-use slicetrace::trace_event::writer::Limits;
 use slicetrace_cli::{summary, waterfall};
+use slicetrace_spans::writer::Limits;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -119,13 +119,13 @@ fn run(cli: Cli) -> Result<bool, String> {
             output,
         } => waterfall::run(&inputs, &rid, &output),
         Command::Repair { file } => {
-            match slicetrace::trace_event::repair::repair(&file)
+            match slicetrace_spans::repair::repair(&file)
                 .map_err(|e| format!("{}: {e}", file.display()))?
             {
-                slicetrace::trace_event::repair::Repaired::AlreadyValid => {
+                slicetrace_spans::repair::Repaired::AlreadyValid => {
                     eprintln!("{}: already complete", file.display())
                 }
-                slicetrace::trace_event::repair::Repaired::Closed { dropped_bytes } => eprintln!(
+                slicetrace_spans::repair::Repaired::Closed { dropped_bytes } => eprintln!(
                     "{}: closed; cut {dropped_bytes} bytes of a partial last event",
                     file.display()
                 ),

@@ -8,7 +8,8 @@
 
 use crate::stats::Dist;
 use serde::Serialize;
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Role, Span};
+use slicetrace_spans::model::{AttrValue, ProcessKey, Role, Span};
+use slicetrace_spans::schema;
 use std::collections::HashMap;
 use std::io::{self, Write};
 
@@ -84,9 +85,9 @@ impl Summary {
     pub fn add(&mut self, p: &ProcessKey, s: Span) {
         let next = self.processes.len() as u32;
         let process = *self.processes.entry(p.clone()).or_insert(next);
-        match s.role() {
+        match s.role {
             Role::Request => {
-                let rid = match s.attr("rid") {
+                let rid = match s.attr(schema::RID) {
                     Some(AttrValue::Str(r)) => r.clone(),
                     Some(other) => format!("{other:?}"),
                     None => String::new(),
@@ -101,7 +102,7 @@ impl Summary {
             Role::Thread => {
                 let tid = s.thread_id().unwrap_or(s.span_id);
                 self.thread_spans.insert(s.span_id, (process, tid));
-                if let Some(AttrValue::Str(l)) = s.attr("thread_label") {
+                if let Some(AttrValue::Str(l)) = s.attr(schema::THREAD_LABEL) {
                     self.labels
                         .entry((process, tid))
                         .or_insert_with(|| l.clone());
@@ -133,7 +134,7 @@ impl Summary {
     /// The thread of slice `i`, from its own attribute or its ancestors'.
     fn thread_of(&self, i: usize) -> Option<(u32, u64)> {
         let mut at = i;
-        for _ in 0..slicetrace::limits::MAX_DEPTH + 1 {
+        for _ in 0..schema::MAX_DEPTH + 1 {
             let s = &self.slices[at];
             if let Some(t) = s.tid {
                 return Some((s.process, t));

@@ -3,7 +3,8 @@
 //! start. Two passes over the inputs: find the request's traces, then keep only their spans.
 
 use crate::read_all;
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Role, Span};
+use slicetrace_spans::model::{AttrValue, ProcessKey, Role, Span};
+use slicetrace_spans::schema;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ const LEVEL: f64 = 20.0;
 const ROW_GAP: f64 = 12.0;
 
 fn rid_of(s: &Span) -> Option<String> {
-    match s.attr("rid")? {
+    match s.attr(schema::RID)? {
         AttrValue::Str(r) => Some(r.clone()),
         AttrValue::Int(i) => Some(i.to_string()),
         _ => None,
@@ -28,7 +29,7 @@ pub fn run(inputs: &[PathBuf], rid: &str, output: &Path) -> Result<bool, String>
     let mut rids: BTreeSet<String> = BTreeSet::new();
     let mut traces: BTreeSet<u128> = BTreeSet::new();
     let mut skipped = read_all(inputs, &mut |_, s| {
-        if s.role() != Role::Thread {
+        if s.role != Role::Thread {
             if let Some(r) = rid_of(&s).filter(|r| r.starts_with(rid)) {
                 rids.insert(r);
                 traces.insert(s.trace_id);
@@ -53,7 +54,7 @@ pub fn run(inputs: &[PathBuf], rid: &str, output: &Path) -> Result<bool, String>
     let mut spans: Vec<(ProcessKey, Span)> = Vec::new();
     let mut threads: HashMap<(ProcessKey, u64), String> = HashMap::new();
     skipped |= read_all(inputs, &mut |p, s| {
-        if s.role() == Role::Thread {
+        if s.role == Role::Thread {
             let tid = s.thread_id().unwrap_or(s.span_id);
             threads
                 .entry((p.clone(), tid))
@@ -142,14 +143,12 @@ struct Row {
 }
 
 fn thread_title(s: &Span, tid: u64) -> String {
-    let mut label = match s.attr("thread_label") {
+    let label = match s.attr(schema::THREAD_LABEL) {
         Some(AttrValue::Str(l)) => l.clone(),
-        _ => format!("thread {tid}"),
+        _ => schema::unlabelled_thread_title(tid),
     };
-    if let Some(tp) = s.attr("tp_rank").and_then(AttrValue::as_i64) {
-        let _ = write!(label, " [TP {tp}]");
-    }
-    label
+    let tp = s.attr(schema::TP_RANK).and_then(AttrValue::as_i64);
+    schema::thread_title(&label, tp, None)
 }
 
 pub fn render(
@@ -174,7 +173,7 @@ pub fn render(
     let mut row_of: HashMap<(ProcessKey, u64), usize> = HashMap::new();
     let mut placed: Vec<(usize, usize, usize)> = Vec::new(); // (span, row, depth)
     for (i, (p, s)) in spans.iter().enumerate() {
-        if s.role() != Role::Slice {
+        if s.role != Role::Slice {
             continue;
         }
         let mut depth = 0;
@@ -182,14 +181,14 @@ pub fn render(
         let mut at = s;
         while let Some(&j) = by_id.get(&at.parent) {
             let parent = &spans[j].1;
-            if parent.role() != Role::Slice {
+            if parent.role != Role::Slice {
                 tid = tid.or(parent.thread_id());
                 break;
             }
             depth += 1;
             tid = tid.or(parent.thread_id());
             at = parent;
-            if depth > slicetrace::limits::MAX_DEPTH {
+            if depth > schema::MAX_DEPTH {
                 break;
             }
         }
@@ -233,7 +232,7 @@ pub fn render(
     let mut y = TOP;
     let requests: Vec<&(ProcessKey, Span)> = spans
         .iter()
-        .filter(|(_, s)| s.role() == Role::Request)
+        .filter(|(_, s)| s.role == Role::Request)
         .collect();
     let req_top = y;
     y += requests.len() as f64 * LEVEL + ROW_GAP;

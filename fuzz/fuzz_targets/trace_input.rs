@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use slicetrace::trace_event::writer::{Limits, TraceEventWriter};
+use slicetrace_spans::writer::{Limits, TraceEventWriter};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {

@@ -6,6 +6,7 @@ use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
+use slicetrace_spans::util::json_str;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -44,61 +45,6 @@ fn unix_nanos(t: SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
-}
-
-pub(crate) fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    if !needs_escape(s.as_bytes()) {
-        out.push_str(s);
-        out.push('"');
-        return;
-    }
-    // Runs that need no escape are copied whole.
-    let mut from = 0;
-    for (i, b) in s.bytes().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
-            continue;
-        }
-        out.push_str(&s[from..i]);
-        from = i + 1;
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            _ => {
-                let _ = write!(out, "\\u{:04x}", b);
-            }
-        }
-    }
-    out.push_str(&s[from..]);
-    out.push('"');
-}
-
-/// Whether `b` holds a quote, a backslash or a control character, eight bytes at a time:
-/// names and ids seldom do, and are then copied whole.
-fn needs_escape(b: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Each test is exact as a whole (some byte is such), though not in which bytes it flags.
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut words = b.chunks_exact(8);
-    for w in &mut words {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(w);
-        let w = u64::from_le_bytes(bytes);
-        let hits = zero(w ^ (ONES * u64::from(b'"')))
-            | zero(w ^ (ONES * u64::from(b'\\')))
-            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
-        if hits != 0 {
-            return true;
-        }
-    }
-    words
-        .remainder()
-        .iter()
-        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 fn json_value(out: &mut String, v: &Value) {
@@ -228,53 +174,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strings_are_escaped() {
-        let mut s = String::new();
-        json_str(&mut s, "a\"b\\c\nd\u{1}é");
-        assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
+    fn a_nan_is_written_as_a_string() {
         let mut v = String::new();
         json_value(&mut v, &Value::F64(f64::NAN));
         assert_eq!(v, "\"NaN\"");
-    }
-
-    #[test]
-    fn every_escaped_string_reads_back_as_itself() {
-        let samples = [
-            "",
-            "plain",
-            "\"",
-            "\\",
-            "end\\",
-            "\u{7f}\u{0}\u{1f} ",
-            "é\"ü\n€𝄞",
-            "\t\r\n\"\\x",
-        ];
-        for text in samples {
-            let mut s = String::new();
-            json_str(&mut s, text);
-            let back: String = serde_json::from_str(&s).unwrap();
-            assert_eq!(back, text, "{s}");
-        }
-    }
-
-    /// The eight-at-a-time test agrees with a byte-by-byte one wherever the special byte falls.
-    #[test]
-    fn escapes_are_found_at_every_place() {
-        let special = |c: u8| c < 0x20 || c == b'"' || c == b'\\';
-        let mut next = crate::ids::xorshift(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..20_000 {
-            let x = next();
-            let len = (x % 30) as usize;
-            let mut bytes = vec![b'a'; len];
-            if len > 0 {
-                let alphabet = [b'"', b'\\', 0x00, 0x1f, 0x20, b'!', b'#', b'[', b']', 0x7f];
-                bytes[(x >> 8) as usize % len] = alphabet[(x >> 40) as usize % alphabet.len()];
-            }
-            assert_eq!(
-                needs_escape(&bytes),
-                bytes.iter().any(|&c| special(c)),
-                "{bytes:?}"
-            );
-        }
     }
 }

@@ -4,12 +4,13 @@
 
 pub(crate) mod jsonl;
 pub(crate) mod otlp;
+pub mod perfetto;
 pub(crate) mod tls;
 
 pub use crate::collector::sink::{Outcome, Sink};
-pub use crate::trace_event::exporter::{PerfettoExporter, Rotation};
 pub use jsonl::JsonLinesExporter;
 #[cfg(feature = "testing")]
 pub use opentelemetry_sdk::trace::InMemorySpanExporter;
 pub use otlp::{OtlpSink, Protocol, MAX_CONNECTIONS};
+pub use perfetto::{PerfettoExporter, Rotation};
 pub use tls::TlsConfig;

@@ -11,7 +11,7 @@ mod span_lines;
 mod trace_events;
 
 use lines::Lines;
-use slicetrace::trace_event::model::{ProcessKey, Span};
+use slicetrace_spans::model::{ProcessKey, Span};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};

@@ -6,7 +6,8 @@
 
 use super::scan::{decimal_u64, string_end};
 use super::{hex_link, hex_u128, hex_u64};
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use slicetrace_spans::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
+use slicetrace_spans::schema;
 
 /// Spans of one line, grouped by the process (resource) that recorded them.
 pub(crate) type Groups = Vec<(ProcessKey, Vec<Span>)>;
@@ -343,6 +344,7 @@ impl<'a> Parser<'a, '_> {
             events: Vec::new(),
             links: Vec::new(),
             error: None,
+            role: Role::Slice,
         };
         let (mut error, mut message) = (false, "");
         let known = [
@@ -378,6 +380,7 @@ impl<'a> Parser<'a, '_> {
         s.start_ns = start?;
         s.end_ns = end?;
         s.error = error.then(|| message.to_owned());
+        s.role = schema::role_of(&s.attrs);
         Some(s)
     }
 

@@ -4,7 +4,8 @@
 use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanSink};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use slicetrace_spans::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use slicetrace_spans::schema;
 use std::borrow::Cow;
 
 #[derive(Deserialize)]
@@ -199,6 +200,7 @@ fn span_of(s: OtlpSpan<'_>) -> Result<Span, LineError> {
         .into_iter()
         .map(|l| hex_link(&l.trace_id, &l.span_id))
         .collect::<Result<Vec<_>, LineError>>()?;
+    let own_attrs = attrs(s.attributes);
     Ok(Span {
         trace_id: hex_u128(&s.trace_id, "traceId")?,
         span_id: hex_u64(&s.span_id, "spanId")?,
@@ -206,7 +208,8 @@ fn span_of(s: OtlpSpan<'_>) -> Result<Span, LineError> {
         name: s.name,
         start_ns: s.start_time_unix_nano,
         end_ns: s.end_time_unix_nano,
-        attrs: attrs(s.attributes),
+        role: schema::role_of(&own_attrs),
+        attrs: own_attrs,
         events: s
             .events
             .into_iter()

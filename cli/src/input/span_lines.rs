@@ -3,7 +3,8 @@
 use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanSink};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use slicetrace_spans::model::{AttrValue, ProcessKey, Span, SpanEvent};
+use slicetrace_spans::schema;
 
 #[derive(Deserialize)]
 struct Line {
@@ -78,14 +79,16 @@ impl LineReader for Reader {
             .iter()
             .map(|k| hex_link(&k.trace_id, &k.span_id))
             .collect::<Result<Vec<_>, LineError>>()?;
+        let attrs = json_attrs(l.attributes);
         let span = Span {
+            role: schema::role_of(&attrs),
             trace_id: hex_u128(&l.trace_id, "trace_id")?,
             span_id: hex_u64(&l.span_id, "span_id")?,
             parent: hex_u64(&l.parent_span_id, "parent_span_id")?,
             name: l.name,
             start_ns: l.start_unix_nano,
             end_ns: l.end_unix_nano,
-            attrs: json_attrs(l.attributes),
+            attrs,
             events: l
                 .events
                 .into_iter()

@@ -5,8 +5,8 @@
 use super::span_lines::json_attrs;
 use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanSink};
 use serde_json::{Map, Value};
-use slicetrace::trace_event::model::{AttrValue, ProcessKey, Span, SpanEvent};
-use slicetrace::trace_event::writer::EPOCH_ARG;
+use slicetrace_spans::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
+use slicetrace_spans::schema::{self, EPOCH_ARG};
 use std::collections::HashMap;
 
 #[derive(Default)]
@@ -39,54 +39,49 @@ fn text(v: Option<&Value>) -> String {
     v.and_then(Value::as_str).unwrap_or_default().to_owned()
 }
 
-/// Parses "service (pid 12 on host)" as slicetrace names processes.
+/// The process a `process_name` event names.
 fn parse_process(name: &str) -> ProcessKey {
-    let mut p = ProcessKey {
-        service: name.to_owned(),
-        ..ProcessKey::default()
-    };
-    if let Some(i) = name.rfind(" (pid ") {
-        let inner = name[i + 6..].trim_end_matches(')');
-        let (pid, host) = inner.split_once(" on ").unwrap_or((inner, ""));
-        if let Ok(pid) = pid.parse() {
-            p.service = name[..i].to_owned();
-            p.pid = pid;
-            p.host = host.to_owned();
-        }
-    }
-    p
+    let (service, pid, host) = schema::parse_process_title(name);
+    ProcessKey { service, host, pid }
 }
 
-/// Parses "label [TP 1] [DP 0]" as slicetrace names thread tracks.
-fn parse_thread(name: &str) -> (String, Option<i64>, Option<i64>) {
-    let rank = |tag: &str| {
-        let i = name.find(tag)?;
-        name[i + tag.len()..].split(']').next()?.trim().parse().ok()
-    };
-    let label = name.split(" [").next().unwrap_or(name).to_owned();
-    (label, rank("[TP "), rank("[DP "))
-}
-
-/// A span from an event: its name, and from its `args` the ids, links and error; the other
-/// args are its attributes.
-fn span_from_args(e: &Map<String, Value>, start: u64, end: u64) -> Result<Span, LineError> {
+/// A span of `role` from an event: its name, and from its `args` the ids, links and error; the
+/// other args are its attributes.
+fn span_from_args(
+    e: &Map<String, Value>,
+    role: Role,
+    start: u64,
+    end: u64,
+) -> Result<Span, LineError> {
     let mut args = match e.get("args") {
         Some(Value::Object(m)) => m.clone(),
         _ => Map::new(),
     };
-    let trace_id = hex_u128(&text(args.get("trace_id")), "args.trace_id")?;
-    let span_id = hex_u64(&text(args.get("span_id")), "args.span_id")?;
-    let parent = hex_u64(&text(args.get("parent_span_id")), "args.parent_span_id")?;
+    let trace_id = hex_u128(&text(args.get(schema::ARG_TRACE_ID)), "args.trace_id")?;
+    let span_id = hex_u64(&text(args.get(schema::ARG_SPAN_ID)), "args.span_id")?;
+    let parent = hex_u64(
+        &text(args.get(schema::ARG_PARENT_SPAN_ID)),
+        "args.parent_span_id",
+    )?;
     let mut links = Vec::new();
-    if let Some(Value::Array(ls)) = args.get("links") {
+    if let Some(Value::Array(ls)) = args.get(schema::ARG_LINKS) {
         for l in ls {
             let l = l.as_str().unwrap_or_default();
             let (t, s) = l.split_once('-').unwrap_or((l, ""));
             links.push(hex_link(t, s)?);
         }
     }
-    let error = args.get("error").and_then(Value::as_str).map(str::to_owned);
-    for k in ["trace_id", "span_id", "parent_span_id", "links", "error"] {
+    let error = args
+        .get(schema::ARG_ERROR)
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    for k in [
+        schema::ARG_TRACE_ID,
+        schema::ARG_SPAN_ID,
+        schema::ARG_PARENT_SPAN_ID,
+        schema::ARG_LINKS,
+        schema::ARG_ERROR,
+    ] {
         args.remove(k);
     }
     Ok(Span {
@@ -100,6 +95,7 @@ fn span_from_args(e: &Map<String, Value>, start: u64, end: u64) -> Result<Span, 
         events: Vec::new(),
         links,
         error,
+        role,
     })
 }
 
@@ -147,11 +143,11 @@ impl Reader {
         let tid = field_u64(&e, "tid")?;
         let start = self.ns(pid, field_f64(&e, "ts")?);
         let end = start.saturating_add((field_f64(&e, "dur")? * 1000.0).round().max(0.0) as u64);
-        let mut span = span_from_args(&e, start, end)?;
+        let mut span = span_from_args(&e, Role::Slice, start, end)?;
         // The thread is the slice's `thread.id` (its track may be an overlap lane's).
-        if span.attr("thread.id").is_none() {
+        if span.attr(schema::THREAD_ID).is_none() {
             span.attrs
-                .push(("thread.id".into(), AttrValue::Int(tid as i64)));
+                .push((schema::THREAD_ID.into(), AttrValue::Int(tid as i64)));
         }
         let n = self.settle((pid, tid), start, each)?;
         self.open.entry((pid, tid)).or_default().push(span);
@@ -211,7 +207,7 @@ impl Reader {
         };
         match ph {
             "b" => {
-                let span = span_from_args(&e, ts, ts)?;
+                let span = span_from_args(&e, Role::Request, ts, ts)?;
                 self.requests.insert(format!("{pid}/{id}"), span);
                 Ok(0)
             }
@@ -258,20 +254,20 @@ impl Reader {
             }
             Some("thread_name") => {
                 let tid = field_u64(&e, "tid")?;
-                if name.contains(" · overlap ") || name.starts_with("unplaced") {
+                if schema::is_derived_track_title(&name) {
                     return Ok(0);
                 }
                 // A thread span standing for the track, so the output names it the same way.
-                let (label, tp, dp) = parse_thread(&name);
+                let (label, tp, dp) = schema::parse_thread_title(&name);
                 let mut attrs = vec![
-                    ("thread_label".to_owned(), AttrValue::Str(label)),
-                    ("thread.id".to_owned(), AttrValue::Int(tid as i64)),
+                    (schema::THREAD_LABEL.to_owned(), AttrValue::Str(label)),
+                    (schema::THREAD_ID.to_owned(), AttrValue::Int(tid as i64)),
                 ];
                 if let Some(tp) = tp {
-                    attrs.push(("tp_rank".into(), AttrValue::Int(tp)));
+                    attrs.push((schema::TP_RANK.into(), AttrValue::Int(tp)));
                 }
                 if let Some(dp) = dp {
-                    attrs.push(("dp_rank".into(), AttrValue::Int(dp)));
+                    attrs.push((schema::DP_RANK.into(), AttrValue::Int(dp)));
                 }
                 let span = Span {
                     trace_id: 0,
@@ -284,6 +280,7 @@ impl Reader {
                     events: Vec::new(),
                     links: Vec::new(),
                     error: None,
+                    role: Role::Thread,
                 };
                 each.span(&self.process(pid), span)?;
                 Ok(1)
@@ -355,11 +352,11 @@ mod tests {
         );
         assert_eq!(parse_process("plain").service, "plain");
         assert_eq!(
-            parse_thread("scheduler [TP 1] [DP 0]"),
+            schema::parse_thread_title("scheduler [TP 1] [DP 0]"),
             ("scheduler".to_owned(), Some(1), Some(0))
         );
         assert_eq!(
-            parse_thread("tokenizer"),
+            schema::parse_thread_title("tokenizer"),
             ("tokenizer".to_owned(), None, None)
         );
     }

@@ -50,7 +50,7 @@ mod tests {
 
     #[test]
     fn digits_are_the_formatters() {
-        let mut next = crate::ids::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = crate::util::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut values = vec![0, 1, 9, 10, 15, 16, u64::MAX, 0x0123_4567_89ab_cdef];
         // Miri runs the unchecked conversion on fewer.
         let rounds = if cfg!(miri) { 200 } else { 10_000 };

@@ -5,7 +5,7 @@
 //! for each parent, and freeing it on placement; here each waiting slice takes a slot of a
 //! slab that is reused, linked to the next slice of its parent.
 
-use crate::mix_hash::MixHash;
+use crate::util::MixHash;
 use std::collections::{HashMap, VecDeque};
 
 /// No slot: the end of a list.
@@ -146,7 +146,7 @@ mod tests {
         let mut model: HashMap<u64, Vec<u64>> = HashMap::new();
         // Parents by when their list was started, a parent again for each new list.
         let mut firsts: Vec<u64> = Vec::new();
-        let mut next = crate::ids::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = crate::util::xorshift(0x2545_f491_4f6c_dd1d);
         for step in 0..50_000u64 {
             let parent = next() % 300;
             match next() % 10 {

@@ -6,7 +6,7 @@
 //! order: an ordered map searched on every push cost more than the sorting.
 
 use super::prefetch::prefetch_value;
-use crate::mix_hash::MixHash;
+use crate::util::MixHash;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
@@ -155,7 +155,7 @@ mod tests {
         let mut q = ReorderQueue::new();
         // The structure the queue replaced, as the model.
         let mut model = BinaryHeap::new();
-        let mut next = crate::ids::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = crate::util::xorshift(0x9e37_79b9_7f4a_7c15);
         for step in 0..20_000u64 {
             // Timestamps around a moving present, some late, some far ahead, some equal.
             let base = step * 50_000;

@@ -7,7 +7,7 @@
 /// Starts loading the cache line at `p`. Never reads through `p` (any address is allowed) and
 /// does nothing on targets without the hint.
 #[inline(always)]
-pub(crate) fn prefetch<T>(p: *const T) {
+pub(super) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: SSE, which the instruction needs, is part of every x86_64 target; a prefetch
     // does not fault or read through the address, whatever it is.
@@ -20,7 +20,7 @@ pub(crate) fn prefetch<T>(p: *const T) {
 
 /// Starts loading every cache line of `*v` (not what it points to). Never reads `*v`.
 #[inline(always)]
-pub(crate) fn prefetch_value<T: ?Sized>(v: &T) {
+pub(super) fn prefetch_value<T: ?Sized>(v: &T) {
     let p: *const u8 = (v as *const T).cast();
     for line in 0..std::mem::size_of_val(v).div_ceil(64) {
         prefetch(p.wrapping_add(line * 64));

@@ -7,8 +7,8 @@
 //! allocations (the box, its name, its links); as a `HeldSlice` it is two cache lines in the
 //! writer's own slab, and its span's memory is freed while still warm.
 
-use super::model::{AttrValue, Span, SpanEvent};
-use crate::export::jsonl::json_str;
+use crate::model::{AttrValue, Span, SpanEvent};
+use crate::util::json_str;
 use std::collections::HashMap;
 
 /// Distinct names kept in the table; a slice with a name past these carries its own.
@@ -189,6 +189,7 @@ mod tests {
             events: Vec::new(),
             links,
             error: None,
+            role: crate::model::Role::Slice,
         }
     }
 

@@ -91,7 +91,7 @@ fn push_from(out: &mut String, line: &Scratch, start: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::xorshift;
+    use crate::util::xorshift;
 
     #[test]
     fn numbers_read_as_the_standard_formatter_writes_them() {

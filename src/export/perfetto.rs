@@ -1,18 +1,22 @@
 //! A span exporter that writes a Perfetto-ready trace-event file: the local destination when
 //! tracing is on and no OTLP endpoint is set.
 
-use super::model::{ProcessKey, Span};
-use super::writer::{Limits, TraceEventWriter, WriterStats};
-use opentelemetry::Key;
+use opentelemetry::trace::Status;
+use opentelemetry::{Key, KeyValue, Value};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
+use slicetrace_spans::model::{AttrValue, ProcessKey, Span, SpanEvent};
+pub use slicetrace_spans::repair::{repair, Repaired};
+use slicetrace_spans::schema;
+use slicetrace_spans::writer::TraceEventWriter;
+pub use slicetrace_spans::writer::{Limits, WriterStats};
 use std::fmt;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 type FileWriter = TraceEventWriter<BufWriter<File>>;
 
@@ -138,7 +142,7 @@ impl PerfettoExporter {
             .unwrap_or_default();
         if let Ok(w) = self.writer.lock() {
             if let Some(w) = w.as_ref() {
-                total.absorb(w.stats());
+                total.absorb(&w.stats());
             }
         }
         total
@@ -154,8 +158,7 @@ impl SpanExporter for PerfettoExporter {
         let mut guard = self.writer.lock().map_err(|_| failure("writer poisoned"))?;
         let w = guard.as_mut().ok_or(OTelSdkError::AlreadyShutdown)?;
         for s in &batch {
-            w.push(&self.process, Span::from_span_data(s))
-                .map_err(failure)?;
+            w.push(&self.process, span_of(s)).map_err(failure)?;
         }
         w.flush().map_err(failure)?;
         if let Some(r) = self.rotation {
@@ -191,4 +194,62 @@ impl SpanExporter for PerfettoExporter {
             self.process.pid = pid;
         }
     }
+}
+
+/// The model's view of an exported `SpanData`.
+fn span_of(s: &SpanData) -> Span {
+    let attrs = |kvs: &[KeyValue]| {
+        kvs.iter()
+            .map(|kv| (kv.key.as_str().to_owned(), attr_value(&kv.value)))
+            .collect::<Vec<_>>()
+    };
+    let own_attrs = attrs(&s.attributes);
+    Span {
+        role: schema::role_of(&own_attrs),
+        trace_id: u128::from_be_bytes(s.span_context.trace_id().to_bytes()),
+        span_id: u64::from_be_bytes(s.span_context.span_id().to_bytes()),
+        parent: u64::from_be_bytes(s.parent_span_id.to_bytes()),
+        name: s.name.to_string(),
+        start_ns: unix_nanos(s.start_time),
+        end_ns: unix_nanos(s.end_time),
+        attrs: own_attrs,
+        events: s
+            .events
+            .iter()
+            .map(|e| SpanEvent {
+                name: e.name.to_string(),
+                time_ns: unix_nanos(e.timestamp),
+                attrs: attrs(&e.attributes),
+            })
+            .collect(),
+        links: s
+            .links
+            .iter()
+            .map(|l| {
+                (
+                    u128::from_be_bytes(l.span_context.trace_id().to_bytes()),
+                    u64::from_be_bytes(l.span_context.span_id().to_bytes()),
+                )
+            })
+            .collect(),
+        error: match &s.status {
+            Status::Error { description } => Some(description.to_string()),
+            _ => None,
+        },
+    }
+}
+
+fn attr_value(v: &Value) -> AttrValue {
+    match v {
+        Value::Bool(b) => AttrValue::Bool(*b),
+        Value::I64(i) => AttrValue::Int(*i),
+        Value::F64(f) => AttrValue::F64(*f),
+        other => AttrValue::Str(other.as_str().into_owned()),
+    }
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
+        .unwrap_or(0)
 }

@@ -5,7 +5,7 @@
 //! time. Filed one by one, each went to a cold slot of a table sized for the whole window and
 //! stalled the writer on its miss; moved in a run, the misses of neighbouring inserts overlap.
 
-use crate::mix_hash::MixHash;
+use crate::util::MixHash;
 use std::collections::HashMap;
 use std::hash::Hash;
 

@@ -8,8 +8,8 @@
 //! still right.)
 
 use super::two_gen::TwoGen;
-use crate::export::jsonl::json_str;
-use crate::ids::mix64;
+use crate::util::json_str;
+use crate::util::mix64;
 use std::sync::Arc;
 
 /// Traces whose answer is kept at hand (a power of two).
@@ -68,7 +68,7 @@ mod tests {
     fn answers_are_those_of_a_plain_map() {
         let mut rids = Rids::new(1 << 20);
         let mut model = std::collections::HashMap::new();
-        let mut next = crate::ids::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = crate::util::xorshift(0x2545_f491_4f6c_dd1d);
         for step in 0..50_000u64 {
             // Few traces, so that slots are shared and rids change while cached.
             let trace = (next() % 300) as u128 * 0x1_0000_0001_0000_0001;
