@@ -61,6 +61,7 @@ fn needs_escape(b: &[u8]) -> bool {
 }
 
 /// `s` cut to at most `max` bytes, at a character boundary.
+#[inline]
 pub fn truncate_str(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;

@@ -6,12 +6,12 @@
 //! were freed on the export thread, and the two threads fought over the allocator's arena lock
 //! for every span (a third of the drainer's samples).
 
-use super::tree::schema;
 use opentelemetry::trace::{
     Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use slicetrace_spans::schema;
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -157,17 +157,7 @@ pub fn read_chunks(chunks: &[Record], len: usize, out: &mut Vec<u8>) {
     }
 }
 
-/// Cuts `s` to at most `max` bytes on a char boundary.
-pub fn truncate_str(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub use slicetrace_spans::util::truncate_str;
 
 #[cfg(test)]
 mod tests {

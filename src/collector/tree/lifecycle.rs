@@ -4,13 +4,14 @@
 use super::origin::{Arrival, Origin};
 use super::request::{EventAt, Request, ThreadSpan};
 use super::spans::{self, error_status};
-use super::{schema, ProcessInfo, Tenure, Tree};
+use super::{ProcessInfo, Tenure, Tree};
 use crate::collector::span_out::{RidAttr, SpanOut};
 use crate::collector::stats::Counters;
 use crate::ids::Rid;
 use crate::slice_chain::SliceChain;
 use crate::wire::decode::Decoded;
 use opentelemetry::trace::TraceState;
+use slicetrace_spans::schema;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -238,7 +239,7 @@ pub(super) fn close_unfinished(
     let tid = t.tenure.meta.tid;
     for s in t.slices.drain(..).rev() {
         Counters::add(&c.slices_unfinished, 1);
-        let name = s.name.unwrap_or(schema::ANONYMOUS_SLICE);
+        let name = s.name.unwrap_or(schema::ANONYMOUS);
         out.push(|| {
             let status = error_status(spans::UNFINISHED_SLICE);
             spans::slice(trace, state, s, name, ns, status, true, tid, rid)

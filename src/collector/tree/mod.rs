@@ -13,7 +13,6 @@
 mod lifecycle;
 mod origin;
 mod request;
-pub mod schema;
 mod slices;
 mod spans;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use super::lifecycle::finish_thread;
 use super::request::{EventAt, OpenSlice, Request, ThreadSpan};
 use super::spans::{self, decode_attr, end_status};
-use super::{schema, ProcessInfo, Rec, MAX_ATTRS_PER_SPAN, MAX_EVENTS_PER_SPAN};
+use super::{ProcessInfo, Rec, MAX_ATTRS_PER_SPAN, MAX_EVENTS_PER_SPAN};
 use crate::collector::finished::{ns_to_time, LinkTo};
 use crate::collector::span_out::SpanOut;
 use crate::collector::stats::Counters;
@@ -11,6 +11,7 @@ use crate::ids::Salt;
 use crate::slice_chain::Ended;
 use crate::wire::record::flag;
 use opentelemetry::trace::{Event, Status};
+use slicetrace_spans::schema;
 
 impl Request {
     /// `SliceStart`: a slice under the innermost open one, else under the thread span.
@@ -44,7 +45,7 @@ impl Request {
                 if matches!(status, Status::Error { .. }) {
                     Counters::add(&c.name_mismatches, 1);
                 }
-                let name = s.name.or(r.name).unwrap_or(schema::ANONYMOUS_SLICE);
+                let name = s.name.or(r.name).unwrap_or(schema::ANONYMOUS);
                 let rid = out.rid(&mut self.rid_attr);
                 let (state, tid) = (&self.trace_state, t.tenure.meta.tid);
                 out.push(|| spans::slice(trace, state, s, name, ns, status, false, tid, rid));
@@ -77,7 +78,7 @@ impl Request {
     /// `Event`: on the thread's innermost open slice, else its thread span, else the request.
     pub(super) fn event(&mut self, r: &Rec<'_>) {
         let ev = Event::new(
-            r.name.unwrap_or(schema::UNNAMED_EVENT),
+            r.name.unwrap_or(schema::EVENT),
             ns_to_time(r.ns),
             Vec::new(),
             0,

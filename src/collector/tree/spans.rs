@@ -2,13 +2,14 @@
 //! whole `SpanData`; their error statuses; attribute values as records carry them.
 
 use super::request::{OpenSlice, Request, ThreadSpan};
-use super::{schema, ProcessInfo};
+use super::ProcessInfo;
 use crate::collector::finished::{ns_to_time, own_ctx, Finished, SliceExtras, SliceSpan};
 use crate::wire::decode::Decoded;
 use crate::wire::record::flag;
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{KeyValue, Value as OtelValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use slicetrace_spans::schema;
 use std::borrow::Cow;
 
 /// The status of a slice closed because its thread span or request ended first.
@@ -144,7 +145,10 @@ pub fn request(
     end_ns: u64,
     why: Option<&'static str>,
 ) -> Finished {
-    let name = schema::request_span_name(req.rid_text.as_deref(), req.rid);
+    let name = match req.rid_text.as_deref() {
+        Some(text) => schema::request_span_name(text),
+        None => schema::request_span_name_numeric(req.rid.0),
+    };
     let mut attrs = Vec::with_capacity(req.attrs.len() + 3);
     attrs.push(KeyValue::new(
         schema::RID,
