@@ -37,6 +37,8 @@ static FORKED: AtomicBool = AtomicBool::new(false);
 static FORK_WARNED: AtomicBool = AtomicBool::new(false);
 static DROPPED_AFTER_FORK: AtomicU64 = AtomicU64::new(0);
 static GUARD: Mutex<Option<Guard>> = Mutex::new(None);
+/// `context::REFUSED` when the session started: the counters are the session's, as the core's.
+static REFUSED_BASE: AtomicU64 = AtomicU64::new(0);
 
 #[inline(always)]
 pub fn active() -> bool {
@@ -145,6 +147,7 @@ pub fn process_tracing_init(
         match slicetrace::init(cfg) {
             Ok(guard) => {
                 *g = Some(guard);
+                REFUSED_BASE.store(context::REFUSED.load(Ordering::Relaxed), Ordering::Relaxed);
                 ACTIVE.store(true, Ordering::Release);
                 Ok(true)
             }
@@ -255,7 +258,8 @@ fn stats_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
         "calls_dropped_after_fork",
         DROPPED_AFTER_FORK.load(Ordering::Relaxed),
     )?;
-    d.set_item("contexts_refused", context::REFUSED.load(Ordering::Relaxed))?;
+    let refused = context::REFUSED.load(Ordering::Relaxed) - REFUSED_BASE.load(Ordering::Relaxed);
+    d.set_item("contexts_refused", refused)?;
     Ok(d)
 }
 
