@@ -96,18 +96,20 @@ thread_local! {
     static CACHES: RefCell<Option<Box<Caches>>> = const { RefCell::new(None) };
 }
 
+fn new_caches() -> Box<Caches> {
+    Box::new(Caches {
+        names: StrCache::new(NAME_SETS, &PLACEHOLDER),
+        rids: StrCache::new(RID_SETS, Rid(0)),
+    })
+}
+
 fn with_caches<R>(f: impl FnOnce(&mut Caches) -> R) -> Option<R> {
     CACHES
         .try_with(|c| {
             // A failed borrow means a call re-entered from a string's destructor: it goes
             // uncached.
             let mut c = c.try_borrow_mut().ok()?;
-            let c = c.get_or_insert_with(|| {
-                Box::new(Caches {
-                    names: StrCache::new(NAME_SETS, &PLACEHOLDER),
-                    rids: StrCache::new(RID_SETS, Rid(0)),
-                })
-            });
+            let c = c.get_or_insert_with(new_caches);
             Some(f(c))
         })
         .ok()
@@ -138,6 +140,39 @@ pub fn rid(s: &Bound<'_, PyString>) -> PyResult<Rid> {
     let old = with_caches(|c| c.rids.put(s, r)).flatten();
     drop(old);
     Ok(r)
+}
+
+/// Runs `f` with one borrow of the calling thread's rid cache for a whole batch: `f` gets the
+/// lookup. Strings evicted meanwhile are dropped after the borrow ends. Python code that `f`
+/// runs (a `rid` property) and that calls back into this module finds the cache borrowed and
+/// goes uncached; so does `f` itself when the cache is borrowed already. During the thread's
+/// teardown, when the cache is gone, `f` does not run.
+pub fn with_rid_lookup<F>(f: F) -> PyResult<()>
+where
+    F: FnOnce(&mut dyn FnMut(&Bound<'_, PyString>) -> PyResult<Rid>) -> PyResult<()>,
+{
+    let mut evicted: Vec<Py<PyString>> = Vec::new();
+    let ran = CACHES.try_with(|c| match c.try_borrow_mut() {
+        Ok(mut c) => {
+            let caches = c.get_or_insert_with(new_caches);
+            let mut look = |s: &Bound<'_, PyString>| -> PyResult<Rid> {
+                if let Some(r) = caches.rids.get(s.as_ptr() as usize) {
+                    return Ok(r);
+                }
+                let r = Rid::from_str_id(s.to_str()?);
+                evicted.extend(caches.rids.put(s, r));
+                Ok(r)
+            };
+            Ok(f(&mut look))
+        }
+        Err(_) => Err(f),
+    });
+    drop(evicted);
+    match ran {
+        Ok(Ok(r)) => r,
+        Ok(Err(f)) => f(&mut |s| Ok(Rid::from_str_id(s.to_str()?))),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Entries held by the calling thread's caches: (names, rids).

@@ -2,12 +2,13 @@
 //! parameters and defaults, on the core's calls. Arguments are borrowed; names and rids are
 //! looked up in per-thread caches, so a call on known strings allocates nothing.
 
+use crate::cache;
 use crate::context::{self, Incoming};
 use crate::convert::{self, type_error, Attrs};
 use crate::session::{self, active};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyDict, PyList, PyString};
 use slicetrace::{End, Opts, PropagateContext, ReqStart, Rid};
 use std::cell::Cell;
 
@@ -85,11 +86,12 @@ pub fn trace_req_finish(
     attrs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<()> {
     const F: &str = "trace_req_finish";
-    let rid = convert::rid(F, rid)?;
+    convert::check_rid(F, rid)?;
     if !active() {
         session::off(py);
         return Ok(());
     }
+    let rid = convert::rid(F, rid)?;
     let attrs = Attrs::from_dict(F, "attrs", attrs)?;
     let ts = convert::ts(ts);
     if attrs.is_empty() && ts.is_none() {
@@ -107,9 +109,8 @@ pub fn trace_req_finish(
 }
 
 /// Opens a slice under this request's innermost open slice on this thread (else its thread
-/// span); `anonymous=True` leaves the name to the `trace_slice_end` that closes it.
-#[pyfunction]
-#[pyo3(signature = (name, rid, ts = None, anonymous = false))]
+/// span); `anonymous=True` leaves the name to the `trace_slice_end` that closes it. Called
+/// through `fast.rs`.
 pub fn trace_slice_start(
     py: Python<'_>,
     name: &Bound<'_, PyAny>,
@@ -118,14 +119,13 @@ pub fn trace_slice_start(
     anonymous: bool,
 ) -> PyResult<()> {
     const F: &str = "trace_slice_start";
-    if !name.is_instance_of::<PyString>() {
-        return Err(type_error(F, "name", "str", name));
-    }
-    let rid = convert::rid(F, rid)?;
+    convert::check_name(F, name)?;
+    convert::check_rid(F, rid)?;
     if !active() {
         session::off(py);
         return Ok(());
     }
+    let rid = convert::rid(F, rid)?;
     match (anonymous, convert::ts(ts)) {
         (true, None) => slicetrace::slice_start_anon(rid),
         (true, Some(t)) => slicetrace::slice_start_at(None, rid, t),
@@ -148,9 +148,7 @@ fn end_flags(auto_next_anon: bool, thread_finish_flag: bool) -> End {
 
 /// Ends this request's innermost open slice on this thread (an anonymous one takes `name`),
 /// then opens the next anonymous slice (`auto_next_anon`) or ends the thread span
-/// (`thread_finish_flag`). Also exported as `trace_slice`.
-#[pyfunction]
-#[pyo3(signature = (name, rid, ts = None, attrs = None, auto_next_anon = false, thread_finish_flag = false))]
+/// (`thread_finish_flag`). Also exported as `trace_slice`. Called through `fast.rs`.
 pub fn trace_slice_end(
     py: Python<'_>,
     name: &Bound<'_, PyAny>,
@@ -161,12 +159,14 @@ pub fn trace_slice_end(
     thread_finish_flag: bool,
 ) -> PyResult<()> {
     const F: &str = "trace_slice_end";
-    let name = convert::name(F, name)?;
-    let rid = convert::rid(F, rid)?;
+    convert::check_name(F, name)?;
+    convert::check_rid(F, rid)?;
     if !active() {
         session::off(py);
         return Ok(());
     }
+    let name = convert::name(F, name)?;
+    let rid = convert::rid(F, rid)?;
     let end = end_flags(auto_next_anon, thread_finish_flag);
     let ts = convert::ts(ts);
     match attrs {
@@ -187,9 +187,8 @@ pub fn trace_slice_end(
     Ok(())
 }
 
-/// A span event on this request's innermost open slice on this thread.
-#[pyfunction]
-#[pyo3(signature = (name, rid, ts = None, attrs = None))]
+/// A span event on this request's innermost open slice on this thread. Called through
+/// `fast.rs`.
 pub fn trace_event(
     py: Python<'_>,
     name: &Bound<'_, PyAny>,
@@ -198,12 +197,14 @@ pub fn trace_event(
     attrs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<()> {
     const F: &str = "trace_event";
-    let name = convert::name(F, name)?;
-    let rid = convert::rid(F, rid)?;
+    convert::check_name(F, name)?;
+    convert::check_rid(F, rid)?;
     if !active() {
         session::off(py);
         return Ok(());
     }
+    let name = convert::name(F, name)?;
+    let rid = convert::rid(F, rid)?;
     let ts = convert::ts(ts);
     match attrs {
         None if ts.is_none() => slicetrace::event(name, rid),
@@ -231,11 +232,12 @@ pub fn trace_slice_add_attr(
     attrs: &Bound<'_, PyDict>,
 ) -> PyResult<()> {
     const F: &str = "trace_slice_add_attr";
-    let rid = convert::rid(F, rid)?;
+    convert::check_rid(F, rid)?;
     if !active() {
         session::off(py);
         return Ok(());
     }
+    let rid = convert::rid(F, rid)?;
     let attrs = Attrs::from_dict(F, "attrs", Some(attrs))?;
     slicetrace::slice_add_attr(rid, &attrs.as_core());
     Ok(())
@@ -243,49 +245,59 @@ pub fn trace_slice_add_attr(
 
 thread_local! {
     // The batch's (rid, finished) pairs, kept between calls. Taken out while in use, so a
-    // call re-entered from a request's `finished()` gets a vector of its own.
+    // call re-entered from a rid's destructor gets a vector of its own.
     static BATCH: Cell<Vec<(Rid, bool)>> = const { Cell::new(Vec::new()) };
 }
 
-/// The decode-loop call: for each request of `reqs` (objects with `.rid` and `.finished()`),
-/// ends its current slice as `name`, then opens the next anonymous slice, or, when it has
-/// finished, ends its thread span. One clock read for the batch.
+/// The native half of `trace_slice_batch`: the requests and their `finished()` values, which
+/// the Python half reads with a list comprehension (at the interpreter's speed, with its
+/// call caches; a native call of `finished` costs a full method lookup per request).
 #[pyfunction]
-#[pyo3(signature = (name, reqs))]
-pub fn trace_slice_batch(
+pub fn _slice_batch(
     py: Python<'_>,
     name: &Bound<'_, PyAny>,
-    reqs: &Bound<'_, PyAny>,
+    reqs: &Bound<'_, PyList>,
+    finished: &Bound<'_, PyList>,
 ) -> PyResult<()> {
     const F: &str = "trace_slice_batch";
-    let name = convert::name(F, name)?;
+    convert::check_name(F, name)?;
     if !active() {
         session::off(py);
         return Ok(());
     }
-    let (rid_attr, finished) = (intern!(py, "rid"), intern!(py, "finished"));
+    let name = convert::name(F, name)?;
+    let n = reqs.len();
+    if finished.len() != n {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "trace_slice_batch: one finished() value per request is needed",
+        ));
+    }
+    let rid_attr = intern!(py, "rid");
     let mut items = BATCH.try_with(Cell::take).unwrap_or_default();
     items.clear();
-    let mut add = |req: &Bound<'_, PyAny>| -> PyResult<()> {
-        let rid = convert::rid(F, &req.getattr(rid_attr)?)?;
-        let done = req.call_method0(finished)?.is_truthy()?;
-        items.push((rid, done));
-        Ok(())
-    };
-    let walked = if let Ok(list) = reqs.cast::<PyList>() {
-        list.iter().try_for_each(|r| add(&r))
-    } else {
-        match reqs.try_iter() {
-            Ok(it) => it.into_iter().try_for_each(|r| add(&r?)),
-            Err(_) => Err(type_error(F, "reqs", "an iterable of requests", reqs)),
+    items.reserve(n);
+    let read = cache::with_rid_lookup(|rid_of| {
+        for i in 0..n {
+            let rid = reqs.get_item(i)?.getattr(rid_attr)?;
+            let rid = match rid.cast::<PyString>() {
+                Ok(s) => rid_of(s)?,
+                Err(_) => convert::rid(F, &rid)?,
+            };
+            let done = finished.get_item(i)?;
+            let done = match done.cast::<PyBool>() {
+                Ok(b) => b.is_true(),
+                Err(_) => done.is_truthy()?,
+            };
+            items.push((rid, done));
         }
-    };
-    // A batch cut short by an error records nothing, as no request of it had its call.
-    if walked.is_ok() && active() {
+        Ok(())
+    });
+    // A batch with a bad request records nothing: no request of it had its call.
+    if read.is_ok() && active() {
         slicetrace::slice_batch(name, &items);
     }
     let _ = BATCH.try_with(|b| b.set(items));
-    walked
+    read
 }
 
 /// The context to send with the request to another process (SGLang's dict, picklable);
@@ -299,12 +311,13 @@ pub fn trace_get_proc_propagate_context<'py>(
     remote_propagate: bool,
 ) -> PyResult<Option<Bound<'py, PyDict>>> {
     const F: &str = "trace_get_proc_propagate_context";
-    let rid = convert::rid(F, rid)?;
+    convert::check_rid(F, rid)?;
     let _ = remote_propagate;
     if !active() {
         session::off(py);
         return Ok(None);
     }
+    let rid = convert::rid(F, rid)?;
     let Some(ctx) = slicetrace::propagate_context(rid) else {
         return Ok(None);
     };

@@ -28,6 +28,28 @@ pub fn name(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<&'static Name> {
     }
 }
 
+/// Checks the type of a name without looking it up (for calls made while tracing is off).
+#[inline]
+pub fn check_name(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<()> {
+    if arg.is_instance_of::<PyString>() {
+        Ok(())
+    } else {
+        Err(type_error(func, "name", "str", arg))
+    }
+}
+
+/// Checks the type of a request id without hashing it.
+#[inline]
+pub fn check_rid(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<()> {
+    if arg.is_instance_of::<PyString>()
+        || (arg.is_instance_of::<PyInt>() && !arg.is_instance_of::<PyBool>())
+    {
+        Ok(())
+    } else {
+        Err(type_error(func, "rid", "str or int", arg))
+    }
+}
+
 /// A request id: a `str`, or an `int` taken as its decimal text (SGLang calls `str(rid)`;
 /// bootstrap rooms serve as rids in its router).
 #[inline]

@@ -8,6 +8,7 @@ mod cache;
 mod calls;
 mod context;
 mod convert;
+mod fast;
 mod session;
 
 use pyo3::prelude::*;
@@ -31,11 +32,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(calls::trace_set_thread_info, m)?)?;
     m.add_function(wrap_pyfunction!(calls::trace_req_start, m)?)?;
     m.add_function(wrap_pyfunction!(calls::trace_req_finish, m)?)?;
-    m.add_function(wrap_pyfunction!(calls::trace_slice_start, m)?)?;
-    m.add_function(wrap_pyfunction!(calls::trace_slice_end, m)?)?;
-    m.add_function(wrap_pyfunction!(calls::trace_event, m)?)?;
+    fast::add(m)?;
     m.add_function(wrap_pyfunction!(calls::trace_slice_add_attr, m)?)?;
-    m.add_function(wrap_pyfunction!(calls::trace_slice_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(calls::_slice_batch, m)?)?;
     m.add_function(wrap_pyfunction!(
         calls::trace_get_proc_propagate_context,
         m

@@ -24,11 +24,11 @@ from slicetrace._native import (
     trace_set_proc_propagate_context,
     trace_set_thread_info,
     trace_slice_add_attr,
-    trace_slice_batch,
     trace_slice_end,
     trace_slice_start,
 )
 from slicetrace import _native
+from slicetrace._native import _slice_batch
 
 #: The W3C headers a gateway may send; what :func:`extract_trace_headers` keeps.
 TRACE_HEADERS = ["traceparent", "tracestate"]
@@ -40,6 +40,24 @@ trace_slice = trace_slice_end
 def extract_trace_headers(headers: Mapping[str, str]) -> Optional[Dict]:
     """The W3C trace headers among ``headers``, for ``trace_req_start(external_trace_header=)``."""
     return {k: headers[k] for k in TRACE_HEADERS if k in headers}
+
+
+def trace_slice_batch(name: str, reqs: List[Any]) -> None:
+    """The decode-loop call: for each request of ``reqs`` (objects with ``.rid`` and
+    ``.finished()``), ends its current slice as ``name``, then opens the next anonymous slice,
+    or, for a finished request, ends its thread span. One clock read for the batch;
+    ``finished()`` is called once per request."""
+    if not is_tracing_enabled():
+        return
+    if not isinstance(reqs, list):
+        try:
+            reqs = list(reqs)
+        except TypeError:
+            raise TypeError(
+                "trace_slice_batch() argument 'reqs' must be an iterable of requests, "
+                f"not {type(reqs).__qualname__}"
+            ) from None
+    _slice_batch(name, reqs, [r.finished() for r in reqs])
 
 
 def trace_event_batch(
