@@ -196,3 +196,37 @@ def test_bad_endpoint_is_an_init_error(monkeypatch, tmp_path):
     monkeypatch.setenv("SGLANG_OTLP_EXPORTER_MAX_EXPORT_BATCH_SIZE", "many")
     with pytest.raises(slicetrace.InitError, match="SGLANG_OTLP_EXPORTER_MAX_EXPORT_BATCH_SIZE"):
         t.process_tracing_init(None, "svc")
+
+
+def test_keyword_binding_of_the_fast_calls(traced):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        t.trace_slice_end("s", RID, colour="red")
+    with pytest.raises(TypeError, match="multiple values for argument 'rid'"):
+        t.trace_slice_start("s", RID, rid=RID)
+    with pytest.raises(TypeError, match="missing required argument 'rid'"):
+        t.trace_event("e")
+    with pytest.raises(TypeError, match="missing required argument 'name'"):
+        t.trace_slice_start(rid=RID)
+    with pytest.raises(TypeError, match="at most 6 positional"):
+        t.trace_slice_end("s", RID, None, None, False, False, 7)
+    t.trace_set_thread_info("K")
+    t.trace_req_start(RID)
+    # Every argument by keyword, in any order.
+    t.trace_slice_start(anonymous=True, rid=RID, name="", ts=None)
+    t.trace_event(attrs={"k": 1}, rid=RID, name="e")
+    t.trace_slice_end(thread_finish_flag=False, auto_next_anon=False, attrs={"a": 2}, ts=0, rid=RID, name="kw")
+    t.trace_req_finish(RID)
+    tr = traced.finish()
+    kw = tr.named("kw")
+    assert kw["attributes"]["a"] == 2
+    assert [(e["name"], e["attributes"]) for e in kw["events"]] == [("e", {"k": 1})]
+
+
+def test_signatures_are_introspectable():
+    import inspect
+
+    assert str(inspect.signature(t.trace_slice_end)) == (
+        "(name, rid, ts=None, attrs=None, auto_next_anon=False, thread_finish_flag=False)"
+    )
+    assert str(inspect.signature(t.trace_slice_start)) == "(name, rid, ts=None, anonymous=False)"
+    assert str(inspect.signature(t.trace_event)) == "(name, rid, ts=None, attrs=None)"
