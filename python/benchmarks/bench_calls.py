@@ -6,7 +6,8 @@ Rows: an empty Python function called twice (the floor a call pair cannot beat),
 ``trace_slice_start`` + ``trace_slice_end`` pair, our ``trace_slice_batch`` per request at
 batch 256 beside a plain loop that only reads ``.rid`` and calls ``.finished()``, and the pair
 with tracing off. Each figure is the median over rounds of a short timed burst; between bursts
-the drainer gets time to empty the ring, so no call meets a full ring (checked at the end).
+the drainer gets time to empty the ring, so no call meets a full ring (checked at the end); each
+timed burst follows an untimed one, so that it measures the calls, not a cold cache.
 Time is the calling thread's CPU time (``time.thread_time_ns``): on a small shared machine the
 drainer, the exporter and other processes take turns on the cores, and wall time would count
 their turns as the caller's.
@@ -21,7 +22,7 @@ import time
 import slicetrace
 from slicetrace.sglang import tracing as t
 
-PAIRS_PER_ROUND = 2000
+PAIRS_PER_ROUND = 1000
 BATCH = 256
 
 
@@ -39,9 +40,10 @@ class Req:
         return False
 
 
-def median_ns(run, per_round, rounds, pause=0.002):
+def median_ns(run, per_round, rounds, pause=0.01):
     samples = []
     for _ in range(rounds):
+        run()  # warm: the timed run finds its code and data in cache, as a busy server does
         t0 = time.thread_time_ns()
         run()
         samples.append((time.thread_time_ns() - t0) / per_round)
@@ -93,9 +95,9 @@ def main():
                 r.rid
                 r.finished()
 
-    # A batch of 256 is 86 records and 256 spans for the drainer: it gets longer pauses.
-    batch = median_ns(batch_run, 4 * BATCH, batch_rounds, pause=0.02)
-    plain = median_ns(plain_run, 4 * BATCH, batch_rounds)
+    # A batch of 256 is 86 records and 256 spans for the drainer: longer pauses, for both rows.
+    batch = median_ns(batch_run, 4 * BATCH, batch_rounds, pause=0.04)
+    plain = median_ns(plain_run, 4 * BATCH, batch_rounds, pause=0.04)
     for r in reqs:
         t.trace_req_finish(r.rid)
     t.trace_req_finish(rid)

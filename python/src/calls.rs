@@ -6,9 +6,8 @@ use crate::cache;
 use crate::context::{self, Incoming};
 use crate::convert::{self, type_error, Attrs};
 use crate::session::{self, active};
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use slicetrace::{End, Opts, PropagateContext, ReqStart, Rid};
 use std::cell::Cell;
 
@@ -249,15 +248,15 @@ thread_local! {
     static BATCH: Cell<Vec<(Rid, bool)>> = const { Cell::new(Vec::new()) };
 }
 
-/// The native half of `trace_slice_batch`: the requests and their `finished()` values, which
-/// the Python half reads with a list comprehension (at the interpreter's speed, with its
-/// call caches; a native call of `finished` costs a full method lookup per request).
+/// The native half of `trace_slice_batch`: one item per request, its rid, or for a finished
+/// request the 1-tuple `(rid,)`. The Python half makes the list with one comprehension, at
+/// the interpreter's speed and with its attribute and call caches (a native loop pays a full
+/// lookup of `.rid` and of `finished` per request).
 #[pyfunction]
 pub fn _slice_batch(
     py: Python<'_>,
     name: &Bound<'_, PyAny>,
-    reqs: &Bound<'_, PyList>,
-    finished: &Bound<'_, PyList>,
+    items: &Bound<'_, PyList>,
 ) -> PyResult<()> {
     const F: &str = "trace_slice_batch";
     convert::check_name(F, name)?;
@@ -266,37 +265,31 @@ pub fn _slice_batch(
         return Ok(());
     }
     let name = convert::name(F, name)?;
-    let n = reqs.len();
-    if finished.len() != n {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "trace_slice_batch: one finished() value per request is needed",
-        ));
-    }
-    let rid_attr = intern!(py, "rid");
-    let mut items = BATCH.try_with(Cell::take).unwrap_or_default();
-    items.clear();
-    items.reserve(n);
+    let mut batch = BATCH.try_with(Cell::take).unwrap_or_default();
+    batch.clear();
+    batch.reserve(items.len());
     let read = cache::with_rid_lookup(|rid_of| {
-        for i in 0..n {
-            let rid = reqs.get_item(i)?.getattr(rid_attr)?;
-            let rid = match rid.cast::<PyString>() {
-                Ok(s) => rid_of(s)?,
-                Err(_) => convert::rid(F, &rid)?,
+        for item in items.iter() {
+            let entry = if let Ok(s) = item.cast::<PyString>() {
+                (rid_of(s)?, false)
+            } else if let Ok(t) = item.cast::<PyTuple>() {
+                let rid = t.get_item(0)?;
+                match rid.cast::<PyString>() {
+                    Ok(s) => (rid_of(s)?, true),
+                    Err(_) => (convert::rid(F, &rid)?, true),
+                }
+            } else {
+                (convert::rid(F, &item)?, false)
             };
-            let done = finished.get_item(i)?;
-            let done = match done.cast::<PyBool>() {
-                Ok(b) => b.is_true(),
-                Err(_) => done.is_truthy()?,
-            };
-            items.push((rid, done));
+            batch.push(entry);
         }
         Ok(())
     });
-    // A batch with a bad request records nothing: no request of it had its call.
+    // A batch with a bad rid records nothing: no request of it had its call.
     if read.is_ok() && active() {
-        slicetrace::slice_batch(name, &items);
+        slicetrace::slice_batch(name, &batch);
     }
-    let _ = BATCH.try_with(|b| b.set(items));
+    let _ = BATCH.try_with(|b| b.set(batch));
     read
 }
 

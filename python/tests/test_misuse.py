@@ -230,3 +230,29 @@ def test_signatures_are_introspectable():
     )
     assert str(inspect.signature(t.trace_slice_start)) == "(name, rid, ts=None, anonymous=False)"
     assert str(inspect.signature(t.trace_event)) == "(name, rid, ts=None, attrs=None)"
+
+
+class _Req:
+    def __init__(self, rid, done):
+        self.rid, self.done = rid, done
+
+    def finished(self):
+        return self.done
+
+
+def test_batch_with_int_rids_and_a_bad_rid(traced):
+    t.trace_set_thread_info("B")
+    for rid in (7, "8"):
+        t.trace_req_start(rid)
+        t.trace_slice_start("", rid, anonymous=True)
+    with pytest.raises(TypeError, match="'rid'"):
+        t.trace_slice_batch("step", [_Req(7, False), _Req(b"bytes", False)])
+    t.trace_slice_batch("step", (r for r in [_Req(7, False), _Req("8", True)]))
+    t.trace_slice_batch("step", [_Req(7, True)])
+    for rid in (7, "8"):
+        t.trace_req_finish(rid)
+    tr = traced.finish()
+    for rid, steps in (("7", 2), ("8", 1)):
+        ((_, kids),) = tr.tree(tr.named(f"Req {rid}"))[1]
+        assert kids == [("step", [])] * steps
+    assert traced.final_stats["slices_unfinished"] == 0

@@ -57,7 +57,8 @@ def trace_slice_batch(name: str, reqs: List[Any]) -> None:
                 "trace_slice_batch() argument 'reqs' must be an iterable of requests, "
                 f"not {type(reqs).__qualname__}"
             ) from None
-    _slice_batch(name, reqs, [r.finished() for r in reqs])
+    # One item per request: its rid, or (rid,) once it has finished.
+    _slice_batch(name, [(r.rid,) if r.finished() else r.rid for r in reqs])
 
 
 def trace_event_batch(
