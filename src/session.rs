@@ -113,6 +113,17 @@ impl Config {
         Config::from_settings(&env, service_name)
     }
 
+    /// [`Config::from_env`] with each variable read through `get` instead of the process
+    /// environment: for a program that takes a setting from elsewhere, such as a command-line
+    /// endpoint standing for `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+    pub fn from_vars(
+        service_name: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, InitError> {
+        let env = EnvSettings::parse(get).map_err(InitError::Env)?;
+        Config::from_settings(&env, service_name)
+    }
+
     /// [`Config::from_env`], with `file` as the local trace file when the environment names
     /// neither an OTLP endpoint nor `SLICETRACE_FILE`.
     pub fn from_env_or_file(service_name: &str, file: &str) -> Result<Config, InitError> {

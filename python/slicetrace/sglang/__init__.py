@@ -1,0 +1,1 @@
+"""Drop-in counterparts of SGLang's modules; see :mod:`slicetrace.sglang.tracing`."""

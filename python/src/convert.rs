@@ -1,0 +1,148 @@
+//! Python arguments to the core's types, with a `TypeError` naming the argument for a value of
+//! the wrong type.
+
+use crate::cache;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
+use slicetrace::{Attr, Name, Rid, UnixNanos, Value};
+use std::borrow::Cow;
+
+pub fn type_error(func: &str, arg: &str, expected: &str, got: &Bound<'_, PyAny>) -> PyErr {
+    let ty = got
+        .get_type()
+        .qualname()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into());
+    PyTypeError::new_err(format!(
+        "{func}() argument '{arg}' must be {expected}, not {ty}"
+    ))
+}
+
+/// A slice or event name: a `str` (or a subclass, such as SGLang's `RequestStage` enum).
+#[inline]
+pub fn name(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<&'static Name> {
+    match arg.cast::<PyString>() {
+        Ok(s) => cache::name(s),
+        Err(_) => Err(type_error(func, "name", "str", arg)),
+    }
+}
+
+/// Checks the type of a name without looking it up (for calls made while tracing is off).
+#[inline]
+pub fn check_name(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<()> {
+    if arg.is_instance_of::<PyString>() {
+        Ok(())
+    } else {
+        Err(type_error(func, "name", "str", arg))
+    }
+}
+
+/// Checks the type of a request id without hashing it.
+#[inline]
+pub fn check_rid(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<()> {
+    if arg.is_instance_of::<PyString>()
+        || (arg.is_instance_of::<PyInt>() && !arg.is_instance_of::<PyBool>())
+    {
+        Ok(())
+    } else {
+        Err(type_error(func, "rid", "str or int", arg))
+    }
+}
+
+/// A request id: a `str`, or an `int` taken as its decimal text (SGLang calls `str(rid)`;
+/// bootstrap rooms serve as rids in its router).
+#[inline]
+pub fn rid(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<Rid> {
+    if let Ok(s) = arg.cast::<PyString>() {
+        return cache::rid(s);
+    }
+    Ok(Rid::from_str_id(&rid_text(func, arg)?))
+}
+
+/// The text of a request id, for the calls that record it whole.
+pub fn rid_text<'a>(func: &str, arg: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, str>> {
+    if let Ok(s) = arg.cast::<PyString>() {
+        return s.to_cow();
+    }
+    if arg.is_instance_of::<PyInt>() && !arg.is_instance_of::<PyBool>() {
+        return Ok(Cow::Owned(arg.str()?.to_str()?.to_owned()));
+    }
+    Err(type_error(func, "rid", "str or int", arg))
+}
+
+/// SGLang's `ts`: nanoseconds since the Unix epoch; `None` or `0` mean now.
+#[inline]
+pub fn ts(t: Option<u64>) -> Option<UnixNanos> {
+    match t {
+        None | Some(0) => None,
+        Some(t) => Some(UnixNanos(t)),
+    }
+}
+
+/// An attribute value as the core takes it. `None` values are skipped (as OpenTelemetry drops
+/// them); integers beyond 64 bits and values of other types are recorded as their `str()`.
+pub enum OwnedValue {
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    Str(String),
+}
+
+pub struct Attrs {
+    items: Vec<(&'static Name, OwnedValue)>,
+}
+
+impl Attrs {
+    pub fn from_dict(func: &str, arg: &str, d: Option<&Bound<'_, PyDict>>) -> PyResult<Attrs> {
+        let mut items = Vec::new();
+        let Some(d) = d else {
+            return Ok(Attrs { items });
+        };
+        items.reserve(d.len());
+        for (k, v) in d.iter() {
+            let key = match k.cast::<PyString>() {
+                Ok(s) => cache::name(s)?,
+                Err(_) => return Err(type_error(func, &format!("{arg}' key '{k}"), "str", &k)),
+            };
+            let value = if v.is_none() {
+                continue;
+            } else if let Ok(b) = v.cast::<PyBool>() {
+                OwnedValue::Bool(b.is_true())
+            } else if v.is_instance_of::<PyInt>() {
+                match v.extract::<i64>() {
+                    Ok(i) => OwnedValue::I64(i),
+                    Err(_) => OwnedValue::Str(v.str()?.to_str()?.to_owned()),
+                }
+            } else if let Ok(f) = v.cast::<PyFloat>() {
+                OwnedValue::F64(f.value())
+            } else if let Ok(s) = v.cast::<PyString>() {
+                OwnedValue::Str(s.to_str()?.to_owned())
+            } else {
+                OwnedValue::Str(v.str()?.to_str()?.to_owned())
+            };
+            items.push((key, value));
+        }
+        Ok(Attrs { items })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The attributes as the core's calls borrow them.
+    pub fn as_core(&self) -> Vec<Attr<'_>> {
+        self.items
+            .iter()
+            .map(|(k, v)| Attr {
+                key: k,
+                value: match v {
+                    OwnedValue::I64(i) => Value::I64(*i),
+                    OwnedValue::F64(f) => Value::F64(*f),
+                    OwnedValue::Bool(b) => Value::Bool(*b),
+                    OwnedValue::Str(s) => Value::Str(s),
+                },
+            })
+            .collect()
+    }
+}

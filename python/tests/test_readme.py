@@ -1,0 +1,25 @@
+"""The README's Python example runs as written and makes the tree it promises."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import Trace, read_spans
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_example(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) == 1
+    env = {"SLICETRACE_FILE": str(tmp_path / "readme.jsonl"), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-c", blocks[0]], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "'records_written'" in r.stdout
+    t = Trace(read_spans(tmp_path / "readme.jsonl"))
+    [(req, [(thread, slices)])] = t.tree()
+    assert req == "Req 5d8f3a2b"
+    assert thread.startswith("Scheduler [TP 0] (host:")
+    assert slices == [("prefill", []), ("decode", [])]
+    assert t.links("decode") == ["prefill"]
