@@ -55,8 +55,8 @@ pub use session::{init, init_from_env, is_enabled, stats, Config, Guard};
 /// The bounds slicetrace keeps: past each, input is cut or refused and counted.
 pub mod limits {
     pub use crate::collector::tree::{MAX_ATTRS_PER_SPAN, MAX_EVENTS_PER_SPAN};
+    pub use crate::local::handle::DEFAULT_RING_CAPACITY;
     pub use crate::propagate::CONTEXT_LEN;
-    pub use crate::session::DEFAULT_RING_CAPACITY;
     pub use crate::slice_chain::MAX_DEPTH;
     pub use crate::wire::origin::MAX_TRACESTATE_BYTES;
     pub use crate::wire::record::MAX_STR_BYTES;

@@ -22,8 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Records per thread ring unless configured: 512 KiB of 32-byte records.
-pub const DEFAULT_RING_CAPACITY: usize = 16 * 1024;
+use crate::local::handle::DEFAULT_RING_CAPACITY;
 
 /// How a session runs. `Config::new(service).exporter(e)` is enough; the rest has defaults.
 pub struct Config {

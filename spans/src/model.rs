@@ -1,8 +1,6 @@
 //! The span model the trace-event writer reads: what an exported span says, independent of where
 //! it came from (this process's drainer, a collector's OTLP/JSON file, a trace-event file).
 
-use crate::schema;
-
 /// An attribute value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {
@@ -63,7 +61,7 @@ pub struct Span {
     /// The status message when the span ended in error.
     pub error: Option<String>,
     /// Where the span stands in the tree: decided once, where the span enters the model
-    /// (from its attributes by [`schema::role_of`], or by what the input says it is).
+    /// (from its attributes by [`crate::schema::role_of`], or by what the input says it is).
     pub role: Role,
 }
 
@@ -81,13 +79,5 @@ pub enum Role {
 impl Span {
     pub fn attr(&self, key: &str) -> Option<&AttrValue> {
         self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-
-    /// The OS thread id a thread span or slice names (`thread.id`, or the reference's `pid`).
-    pub fn thread_id(&self) -> Option<u64> {
-        self.attr(schema::THREAD_ID)
-            .or_else(|| self.attr(schema::PID))
-            .and_then(AttrValue::as_i64)
-            .map(|t| t as u64)
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! The drainer's tree writes these spans; the trace-event writer and the command read them.
 
-use crate::model::{AttrValue, Role};
+use crate::model::{AttrValue, Role, Span};
 use crate::util::truncate_str;
 use std::fmt::Write as _;
 
@@ -73,6 +73,16 @@ keys! {
 pub const ANONYMOUS: &str = "anonymous";
 /// The name of an event that was given none.
 pub const EVENT: &str = "event";
+
+impl Span {
+    /// The OS thread id a thread span or slice names (`thread.id`, or the reference's `pid`).
+    pub fn thread_id(&self) -> Option<u64> {
+        self.attr(THREAD_ID)
+            .or_else(|| self.attr(PID))
+            .and_then(AttrValue::as_i64)
+            .map(|t| t as u64)
+    }
+}
 
 /// The role of a span from its attributes: a thread span names its thread's label; a request
 /// span names its rid but no thread; everything else is a slice.

@@ -9,9 +9,11 @@ use std::sync::{Arc, OnceLock};
 /// The one switch the hot path reads.
 pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// Records per thread ring unless configured: 512 KiB of 32-byte records.
+pub const DEFAULT_RING_CAPACITY: usize = 16 * 1024;
+
 /// Records per ring for rings made from now on.
-pub(crate) static RING_CAPACITY: AtomicUsize =
-    AtomicUsize::new(crate::session::DEFAULT_RING_CAPACITY);
+pub(crate) static RING_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_RING_CAPACITY);
 
 /// Calls made while the thread's handle was already destroyed (during thread teardown).
 pub(crate) static LOST_NO_HANDLE: AtomicU64 = AtomicU64::new(0);

@@ -2,7 +2,12 @@
 //! into the ends it stands for. Total on arbitrary input, since the drainer trusts no ring.
 
 use super::batch;
-use super::record::{chunks_for, read_chunks, Kind, Record, MAX_CHUNKS};
+use super::origin::MAX_ORIGIN_PAYLOAD;
+use super::record::{chunks_for, read_chunks, Kind, Record};
+
+/// The most chunk records one call writes: an origin record's, the longest payload (an
+/// attribute's string is shorter).
+const MAX_CHUNKS: usize = chunks_for(MAX_ORIGIN_PAYLOAD);
 
 /// One head record with the payload of its chunks, as the drainer decodes it.
 #[derive(Clone, Debug, PartialEq)]

@@ -30,6 +30,9 @@ const _: () = assert!(MAX_TRACESTATE_BYTES <= u16::MAX as usize);
 pub const MAX_ORIGIN_PAYLOAD: usize =
     UPSTREAM_BYTES + TRACESTATE_LEN_BYTES + MAX_TRACESTATE_BYTES + MAX_STR_BYTES;
 
+// A record's `len` counts its payload bytes in a u16.
+const _: () = assert!(MAX_ORIGIN_PAYLOAD <= u16::MAX as usize);
+
 /// The fixed context an origin record carries from upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Upstream {

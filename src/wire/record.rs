@@ -45,15 +45,6 @@ const _: () = {
 /// Longest string payload a record may carry; longer strings are cut at a char boundary.
 pub const MAX_STR_BYTES: usize = 256;
 
-/// The largest payload one call carries: an origin record's (see `origin`), since an
-/// attribute's string is shorter.
-pub const MAX_PAYLOAD: usize = super::origin::MAX_ORIGIN_PAYLOAD;
-
-const _: () = assert!(MAX_PAYLOAD >= MAX_STR_BYTES && MAX_PAYLOAD <= u16::MAX as usize);
-
-/// The most chunk records one call writes.
-pub const MAX_CHUNKS: usize = chunks_for(MAX_PAYLOAD);
-
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -166,7 +157,7 @@ mod tests {
     #[test]
     fn chunks_round_trip_and_mark_themselves() {
         let text = "0123456789abcdef0123456789abcdef-tail";
-        let mut recs = [Record::default(); MAX_CHUNKS];
+        let mut recs = [Record::default(); 4];
         let end = write_chunks(text.as_bytes(), &mut recs, 0);
         assert_eq!(end, chunks_for(text.len()));
         assert_eq!(end, 2);

@@ -1,5 +1,4 @@
-//! Hex ids read eight digits at a time: every span carries two or three of them, and reading
-//! them digit by digit into a `u128` was a tenth of the reading thread's time.
+//! Hex ids read eight digits at a time: every span carries two or three of them.
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;

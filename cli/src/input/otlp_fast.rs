@@ -2,7 +2,7 @@
 //! values that are strings, integers, booleans or bytes. It declines (returns `None`) anything
 //! else — a line it would read differently, or one with an error to report — and the serde
 //! reader in `otlp_json` takes that line instead, so both give the same spans and the same
-//! messages. Half the reading time went into serde's field matching and intermediate structs.
+//! messages, without serde's field matching and intermediate structs.
 
 use super::scan::{decimal_u64, string_end};
 use super::{hex_link, hex_u128, hex_u64};

@@ -1,6 +1,5 @@
-//! Scanning the two things a line of OTLP/JSON is mostly made of: string bodies and decimal
-//! timestamps. Counted with cachegrind, these took over a quarter of the reader's instructions
-//! byte by byte.
+//! Scanning the two things a line of OTLP/JSON is mostly made of, string bodies and decimal
+//! timestamps, sixteen bytes at a time rather than byte by byte.
 
 /// Where the string body starting at `i` ends (its closing quote), or `None` at an escape, a
 /// control character or the end of the line.

@@ -3,9 +3,9 @@
 //! rarer parts (attributes, events, an error, more links) boxed apart.
 //!
 //! A slice waits about as long as the window (2 s of trace time, tens of thousands of spans),
-//! so everything it holds is cold when it is written. As a boxed `Span` it held three
-//! allocations (the box, its name, its links); as a `HeldSlice` it is two cache lines in the
-//! writer's own slab, and its span's memory is freed while still warm.
+//! so everything it holds is cold when it is written: as a `HeldSlice` it is two cache lines in
+//! the writer's own slab rather than three allocations (a box, its name, its links), and its
+//! span's memory is freed while still warm.
 
 use crate::model::{AttrValue, Span, SpanEvent};
 use crate::util::json_str;

@@ -1,6 +1,5 @@
 //! Lower-case hex of span and trace ids, as the trace-event file writes them: every slice has
-//! three or more ids, so they are converted eight digits at a time rather than one by one
-//! (a digit-by-digit loop over a `u128` was a twentieth of the writer's time).
+//! three or more ids, so they are converted eight digits at a time rather than one by one.
 
 /// The eight nibbles of `x`, one to a byte, the most significant in the first byte of the
 /// big-endian bytes, each turned into its ASCII digit.

@@ -1,9 +1,9 @@
 //! The writer's reorder queue: events wait until the watermark passes them and leave smallest
 //! first. Keys are grouped in buckets of 2^20 ns (about 1 ms) of their timestamp; a bucket is
-//! sorted once, when its turn comes. A binary heap over every waiting event (tens of thousands
-//! in a 2 s window) cost a cache miss per level on each push and pop; a bucket is a few dozen
-//! keys that sort in cache. Buckets are found by hash, and only their numbers are kept in
-//! order: an ordered map searched on every push cost more than the sorting.
+//! sorted once, when its turn comes: a bucket is a few dozen keys that sort in cache, where a
+//! heap over every waiting event (tens of thousands in a 2 s window) misses the cache at each
+//! level of each push and pop. Buckets are found by hash, and only their numbers are kept in
+//! order, so a push searches no ordered map.
 
 use super::prefetch::prefetch_value;
 use crate::util::MixHash;

@@ -1,9 +1,9 @@
 //! Each trace's request id, as the writer adds it to the args of the trace's slices.
 //!
 //! A request's span ends last, so its rid is looked up when its slices are written, the
-//! reorder window after it was filed: every lookup went to a cold slot of a table sized for
-//! the whole index window, and to a cold string. The slices of a request are written close
-//! together, so a few dozen traces looked up lately answer nearly all of them from cache. (A
+//! reorder window after it was filed, when its slot in a table sized for the whole index window
+//! and its string are both cold. The slices of a request are written close together, so a few
+//! dozen traces looked up lately answer nearly all of them from cache. (A
 //! trace answered from there may be one the index window has since forgotten: its rid is
 //! still right.)
 

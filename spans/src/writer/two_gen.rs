@@ -2,8 +2,8 @@
 //! newer fills. Bounded memory with a recency window, at one hash lookup or two per access.
 //!
 //! New entries wait in a small table first and move to the young generation a thousand at a
-//! time. Filed one by one, each went to a cold slot of a table sized for the whole window and
-//! stalled the writer on its miss; moved in a run, the misses of neighbouring inserts overlap.
+//! time: each lands in a cold slot of a table sized for the whole window, and moved in a run,
+//! the misses of neighbouring inserts overlap instead of stalling the writer one by one.
 
 use crate::util::MixHash;
 use std::collections::HashMap;

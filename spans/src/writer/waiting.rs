@@ -1,9 +1,8 @@
 //! Slices waiting for their parent to be placed, listed by parent in one slab.
 //!
 //! Nearly every slice waits: spans are exported as they end, so a slice comes before the
-//! thread span that places it. A vector per parent cost an allocation (and a regrowth or two)
-//! for each parent, and freeing it on placement; here each waiting slice takes a slot of a
-//! slab that is reused, linked to the next slice of its parent.
+//! thread span that places it. Each waiting slice takes a slot of a slab that is reused,
+//! linked to the next slice of its parent: no vector per parent to allocate, grow and free.
 
 use crate::util::MixHash;
 use std::collections::{HashMap, VecDeque};
