@@ -114,6 +114,7 @@ pub struct Opts<'a> {
 }
 
 impl<'a> Opts<'a> {
+    #[must_use]
     pub fn at(ts: UnixNanos) -> Opts<'a> {
         Opts {
             ts: Some(ts),
@@ -121,10 +122,12 @@ impl<'a> Opts<'a> {
         }
     }
 
+    #[must_use]
     pub fn attrs(attrs: &'a [Attr<'a>]) -> Opts<'a> {
         Opts { ts: None, attrs }
     }
 
+    #[must_use]
     pub fn with_attrs(mut self, attrs: &'a [Attr<'a>]) -> Opts<'a> {
         self.attrs = attrs;
         self

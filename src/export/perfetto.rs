@@ -79,6 +79,7 @@ impl PerfettoExporter {
     }
 
     /// Rotates the file by size (see [`Rotation`]).
+    #[must_use]
     pub fn with_rotation(mut self, rotation: Rotation) -> PerfettoExporter {
         self.rotation = Some(Rotation {
             max_bytes: rotation.max_bytes.max(1),
