@@ -9,7 +9,8 @@
 
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use slicetrace::{name, Attr, Config, End, Name, Opts, PropagateContext, Rid};
+use slicetrace::options::Opts;
+use slicetrace::{name, Attr, Config, End, Name, PropagateContext, Rid};
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -61,7 +62,7 @@ fn tokenizer(n: usize, to_sched: Vec<Sender<Msg>>, done: Receiver<Rid>) {
         let rid = slicetrace::req_start(text.as_str(), None);
         slicetrace::slice_start(name!("tokenize"), rid);
         work(40);
-        slicetrace::slice_end_with(
+        slicetrace::options::slice_end_with(
             name!("tokenize"),
             rid,
             End::PLAIN,
@@ -99,7 +100,7 @@ fn finish(open: &mut HashMap<Rid, (usize, usize)>, rid: Rid) {
     if *waiting == 0 {
         let tokens = *tokens;
         open.remove(&rid);
-        slicetrace::req_finish_with(
+        slicetrace::options::req_finish_with(
             rid,
             Opts::attrs(&[Attr::new(&OUTPUT_TOKENS, tokens as i64)]),
         );
@@ -159,7 +160,7 @@ fn scheduler(tp: u32, inbox: Receiver<Msg>, onward: Onward) {
         let batch: Vec<(Rid, bool)> = running.iter().map(|r| (r.rid, r.left == 0)).collect();
         slicetrace::slice_batch(name!("decode"), &batch);
         if tp == 0 {
-            slicetrace::event_with(
+            slicetrace::options::event_with(
                 name!("decode step"),
                 running[0].rid,
                 Opts::attrs(&[Attr::new(&BATCH_SIZE, running.len())]),

@@ -37,20 +37,28 @@ mod slice_chain;
 mod sync;
 mod wire;
 
-pub use args::{Attr, End, Opts, UnixNanos, Value};
+pub use args::{Attr, End, Value};
 pub use collector::clock::ClockSource;
 pub use collector::stats::Stats;
 pub use error::InitError;
 pub use ids::Rid;
 pub use local::api::{
-    event, event_with, propagate_context, propagate_tracestate, req_finish, req_finish_with,
-    req_start, req_start_with, set_propagate_context, set_propagate_context_with, set_thread_info,
-    slice_add_attr, slice_batch, slice_end, slice_end_with, slice_start, slice_start_anon,
-    slice_start_at, ReqStart, RequestKey,
+    event, propagate_context, req_finish, req_start, set_propagate_context, set_thread_info,
+    slice_add_attr, slice_batch, slice_end, slice_start, slice_start_anon, RequestKey,
 };
 pub use name::Name;
 pub use propagate::PropagateContext;
 pub use session::{init, init_from_env, is_enabled, stats, Config, Guard};
+
+/// The calls' forms that take more: a caller's timestamp, attributes, an upstream context or a
+/// W3C tracestate (each the root call of the same name without `_with`), and their options.
+pub mod options {
+    pub use crate::args::{Opts, UnixNanos};
+    pub use crate::local::api::{
+        event_with, propagate_tracestate, req_finish_with, req_start_with,
+        set_propagate_context_with, slice_end_with, slice_start_at, ReqStart,
+    };
+}
 
 /// The bounds slicetrace keeps: past each, input is cut or refused and counted.
 pub mod limits {

@@ -164,12 +164,12 @@ fn tracestate_child_side() {
     let ctx = PropagateContext::from_bytes(&bytes).unwrap();
     let mut s = session();
     let rid = slicetrace::Rid::from("state-rid");
-    slicetrace::set_propagate_context_with("state-rid", &ctx, Some(state.trim_end()));
+    slicetrace::options::set_propagate_context_with("state-rid", &ctx, Some(state.trim_end()));
     slicetrace::slice_start(name!("prefill"), rid);
     // What this process would pass on to the next one.
     println!(
         "ONWARD {}",
-        slicetrace::propagate_tracestate(rid).unwrap_or_default()
+        slicetrace::options::propagate_tracestate(rid).unwrap_or_default()
     );
     slicetrace::slice_end(name!("prefill"), rid, End::THREAD_FINISH);
     let (t, _) = s.finish();
@@ -191,9 +191,9 @@ fn the_gateways_tracestate_crosses_to_the_next_process() {
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
     )
     .unwrap();
-    let rid = slicetrace::req_start_with(
+    let rid = slicetrace::options::req_start_with(
         "state-rid",
-        slicetrace::ReqStart {
+        slicetrace::options::ReqStart {
             parent: Some(&gateway),
             tracestate: Some(GATEWAY_TRACESTATE),
             ..Default::default()
@@ -201,7 +201,7 @@ fn the_gateways_tracestate_crosses_to_the_next_process() {
     );
     slicetrace::slice_start(name!("tokenize"), rid);
     let ctx = slicetrace::propagate_context(rid).unwrap();
-    let state = slicetrace::propagate_tracestate(rid);
+    let state = slicetrace::options::propagate_tracestate(rid);
     assert_eq!(state.as_deref(), Some(GATEWAY_TRACESTATE));
     slicetrace::slice_end(name!("tokenize"), rid, End::PLAIN);
 

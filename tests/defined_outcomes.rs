@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use opentelemetry::Value;
-use slicetrace::{name, Attr, End, Opts, Rid, UnixNanos};
+use slicetrace::options::{Opts, UnixNanos};
+use slicetrace::{name, Attr, End, Rid};
 use std::time::Duration;
 
 #[test]
@@ -190,12 +191,12 @@ fn events_and_attributes_land_where_recorded() {
     let rid = slicetrace::req_start("r-attrs", None);
     slicetrace::slice_start(name!("prefill"), rid);
     slicetrace::slice_add_attr(rid, &[Attr::new(&TOKENS, 512i64)]);
-    slicetrace::event_with(
+    slicetrace::options::event_with(
         name!("cache hit"),
         rid,
         Opts::attrs(&[Attr::new(&CACHED, true), Attr::new(&MODEL, "llama-3-8b")]),
     );
-    slicetrace::slice_end_with(
+    slicetrace::options::slice_end_with(
         name!("prefill"),
         rid,
         End::PLAIN,
@@ -203,7 +204,7 @@ fn events_and_attributes_land_where_recorded() {
     );
     slicetrace::event(name!("outside"), rid);
     let long = "x".repeat(1000);
-    slicetrace::req_finish_with(rid, Opts::attrs(&[Attr::new(&STATUS, long.as_str())]));
+    slicetrace::options::req_finish_with(rid, Opts::attrs(&[Attr::new(&STATUS, long.as_str())]));
     let (t, _) = s.finish();
     let p = t.one("prefill");
     assert_eq!(attr(p, "tokens"), Some(Value::I64(512)));
@@ -242,21 +243,21 @@ fn events_and_attributes_land_where_recorded() {
 fn explicit_timestamps_are_kept_exactly() {
     let mut s = session();
     let base = UnixNanos::now().0 - 1_000_000_000;
-    let rid = slicetrace::req_start_with(
+    let rid = slicetrace::options::req_start_with(
         "r-ts",
-        slicetrace::ReqStart {
+        slicetrace::options::ReqStart {
             ts: Some(UnixNanos(base)),
             ..Default::default()
         },
     );
-    slicetrace::slice_start_at(Some(name!("timed")), rid, UnixNanos(base + 100));
-    slicetrace::slice_end_with(
+    slicetrace::options::slice_start_at(Some(name!("timed")), rid, UnixNanos(base + 100));
+    slicetrace::options::slice_end_with(
         name!("timed"),
         rid,
         End::PLAIN,
         Opts::at(UnixNanos(base + 350)),
     );
-    slicetrace::req_finish_with(rid, Opts::at(UnixNanos(base + 1000)));
+    slicetrace::options::req_finish_with(rid, Opts::at(UnixNanos(base + 1000)));
     let (t, _) = s.finish();
     let sl = t.one("timed");
     assert_eq!(nanos(sl.start_time), base as u128 + 100);

@@ -165,9 +165,9 @@ fn a_request_joins_the_trace_of_an_upstream_traceparent() {
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     )
     .unwrap();
-    let rid = slicetrace::req_start_with(
+    let rid = slicetrace::options::req_start_with(
         "p-gateway",
-        slicetrace::ReqStart {
+        slicetrace::options::ReqStart {
             parent: Some(&gateway),
             ..Default::default()
         },
@@ -199,9 +199,9 @@ fn an_upstream_tracestate_is_kept_on_the_requests_spans() {
     .unwrap();
     let good_state = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
     for (rid, state) in [("good-state", good_state), ("bad-state", "no spaces=x y")] {
-        let r = slicetrace::req_start_with(
+        let r = slicetrace::options::req_start_with(
             rid,
-            slicetrace::ReqStart {
+            slicetrace::options::ReqStart {
                 parent: Some(&gateway),
                 tracestate: Some(state),
                 ..Default::default()
@@ -246,10 +246,13 @@ fn a_tracestate_given_with_a_propagated_context_is_kept_or_counted() {
         ("joined-long", long.as_str()),
     ] {
         let r = slicetrace::Rid::from(rid);
-        slicetrace::set_propagate_context_with(rid, &sender, Some(state));
+        slicetrace::options::set_propagate_context_with(rid, &sender, Some(state));
         slicetrace::slice_start(name!("work"), r);
         if rid == "joined-good" {
-            assert_eq!(slicetrace::propagate_tracestate(r).as_deref(), Some(state));
+            assert_eq!(
+                slicetrace::options::propagate_tracestate(r).as_deref(),
+                Some(state)
+            );
         }
         slicetrace::slice_end(name!("work"), r, End::THREAD_FINISH);
     }

@@ -8,7 +8,8 @@ use crate::convert::{self, type_error, Attrs};
 use crate::session::{self, active};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use slicetrace::{End, Opts, PropagateContext, ReqStart, Rid};
+use slicetrace::options::{Opts, ReqStart};
+use slicetrace::{End, PropagateContext, Rid};
 use std::cell::Cell;
 
 /// Names the calling thread in traces. The core keeps it even before init (SGLang drops it),
@@ -63,7 +64,7 @@ pub fn trace_req_start(
         Some(r) => (Some(&r.ctx), r.tracestate.as_deref()),
         None => (header_ctx.as_ref(), header_state.as_deref()),
     };
-    slicetrace::req_start_with(
+    slicetrace::options::req_start_with(
         &*text,
         ReqStart {
             bootstrap_room,
@@ -96,7 +97,7 @@ pub fn trace_req_finish(
     if attrs.is_empty() && ts.is_none() {
         slicetrace::req_finish(rid);
     } else {
-        slicetrace::req_finish_with(
+        slicetrace::options::req_finish_with(
             rid,
             Opts {
                 ts,
@@ -127,9 +128,11 @@ pub fn trace_slice_start(
     let rid = convert::rid(F, rid)?;
     match (anonymous, convert::ts(ts)) {
         (true, None) => slicetrace::slice_start_anon(rid),
-        (true, Some(t)) => slicetrace::slice_start_at(None, rid, t),
+        (true, Some(t)) => slicetrace::options::slice_start_at(None, rid, t),
         (false, None) => slicetrace::slice_start(convert::name(F, name)?, rid),
-        (false, Some(t)) => slicetrace::slice_start_at(Some(convert::name(F, name)?), rid, t),
+        (false, Some(t)) => {
+            slicetrace::options::slice_start_at(Some(convert::name(F, name)?), rid, t)
+        }
     }
     Ok(())
 }
@@ -172,7 +175,7 @@ pub fn trace_slice_end(
         None if ts.is_none() => slicetrace::slice_end(name, rid, end),
         _ => {
             let attrs = Attrs::from_dict(F, "attrs", attrs)?;
-            slicetrace::slice_end_with(
+            slicetrace::options::slice_end_with(
                 name,
                 rid,
                 end,
@@ -209,7 +212,7 @@ pub fn trace_event(
         None if ts.is_none() => slicetrace::event(name, rid),
         _ => {
             let attrs = Attrs::from_dict(F, "attrs", attrs)?;
-            slicetrace::event_with(
+            slicetrace::options::event_with(
                 name,
                 rid,
                 Opts {
@@ -314,7 +317,7 @@ pub fn trace_get_proc_propagate_context<'py>(
     let Some(ctx) = slicetrace::propagate_context(rid) else {
         return Ok(None);
     };
-    let state = slicetrace::propagate_tracestate(rid);
+    let state = slicetrace::options::propagate_tracestate(rid);
     context::to_dict(py, &ctx, state.as_deref()).map(Some)
 }
 
@@ -345,7 +348,11 @@ pub fn trace_set_proc_propagate_context(
         return Ok(());
     }
     if let Some(inc) = context::from_dict(d)? {
-        slicetrace::set_propagate_context_with(&*text, &inc.ctx, inc.tracestate.as_deref());
+        slicetrace::options::set_propagate_context_with(
+            &*text,
+            &inc.ctx,
+            inc.tracestate.as_deref(),
+        );
     }
     Ok(())
 }

@@ -5,7 +5,8 @@ use crate::cache;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
-use slicetrace::{Attr, Name, Rid, UnixNanos, Value};
+use slicetrace::options::UnixNanos;
+use slicetrace::{Attr, Name, Rid, Value};
 use std::borrow::Cow;
 
 pub fn type_error(func: &str, arg: &str, expected: &str, got: &Bound<'_, PyAny>) -> PyErr {
