@@ -231,39 +231,9 @@ pub fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 
 fn stats_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    macro_rules! put {
-        ($($f:ident),* $(,)?) => { $(d.set_item(stringify!($f), s.$f)?;)* };
+    for (name, value) in s.fields() {
+        d.set_item(name, value)?;
     }
-    put!(
-        records_written,
-        records_dropped_ring_full,
-        calls_lost_in_teardown,
-        propagate_unknown,
-        rings,
-        records_read,
-        records_undecodable,
-        unknown_rid_records,
-        records_stale,
-        spans_exported,
-        spans_export_failed,
-        spans_dropped_export,
-        export_errors,
-        requests_started,
-        requests_joined,
-        requests_finished,
-        requests_evicted,
-        requests_restarted,
-        requests_rejected,
-        slices_unfinished,
-        slices_dropped_depth,
-        end_without_start,
-        name_mismatches,
-        propagations,
-        context_conflicts,
-        tracestate_refused,
-        requests_open,
-        records_waiting,
-    );
     d.set_item(
         "calls_dropped_after_fork",
         DROPPED_AFTER_FORK.load(Ordering::Relaxed),

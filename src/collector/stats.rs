@@ -27,6 +27,22 @@ macro_rules! counters {
             $($(#[$doc])* pub $field: u64,)*
         }
 
+        impl Stats {
+            /// Every counter with its field's name, in declaration order: for a program that
+            /// reports them all (as metrics, or as a Python dict) without listing them again.
+            pub fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
+                [
+                    ("records_written", self.records_written),
+                    ("records_dropped_ring_full", self.records_dropped_ring_full),
+                    ("calls_lost_in_teardown", self.calls_lost_in_teardown),
+                    ("propagate_unknown", self.propagate_unknown),
+                    ("rings", self.rings),
+                    $((stringify!($field), self.$field),)*
+                ]
+                .into_iter()
+            }
+        }
+
         impl Counters {
             pub fn snapshot(&self) -> Stats {
                 Stats {
@@ -89,5 +105,31 @@ impl Counters {
     #[inline]
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_name_every_counter_once_with_its_value() {
+        let c = Counters::default();
+        Counters::add(&c.spans_exported, 7);
+        Counters::add(&c.records_waiting, 2);
+        let mut s = c.snapshot();
+        s.rings = 3;
+        let fields: Vec<_> = s.fields().collect();
+        // Every u64 of the struct, and no name twice.
+        assert_eq!(fields.len(), std::mem::size_of::<Stats>() / 8);
+        let mut names: Vec<_> = fields.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), fields.len());
+        let get = |name| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        assert_eq!(get("spans_exported"), Some(7));
+        assert_eq!(get("records_waiting"), Some(2));
+        assert_eq!(get("rings"), Some(3));
+        assert_eq!(fields.iter().map(|(_, v)| v).sum::<u64>(), 12);
     }
 }
