@@ -4,6 +4,7 @@ use crate::name::Name;
 use std::ops::BitOr;
 
 /// A caller-given timestamp in nanoseconds since the Unix epoch (the reference's `ts=`).
+/// `UnixNanos(0)` means now, as the reference's `ts=0`: the call reads the clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UnixNanos(pub u64);
 

@@ -62,6 +62,8 @@ impl Salt {
     pub const REQUEST: Salt = Salt(2);
     /// A thread span, opened by the first record of a request on a thread.
     pub const THREAD: Salt = Salt(3);
+    /// The bootstrap room span above a request started by a `ReqStart` record.
+    pub const ROOM: Salt = Salt(7);
 
     /// The anonymous slice opened by item `k` (0, 1, 2) of a packed batch record.
     pub const fn batch_item(k: u8) -> Salt {
@@ -92,15 +94,6 @@ pub fn derive_trace_id(seed: u64, pos: u64) -> u128 {
     let lo = nonzero(mix64(x ^ seed.rotate_left(29) ^ 0x2545_f491_4f6c_dd1d));
     let hi = mix64(lo ^ seed.rotate_left(17) ^ 0x5bd1_e995_0000_0001);
     ((hi as u128) << 64) | lo as u128
-}
-
-/// The request span id of a request this process joined through a propagated context: the same
-/// on every thread of the process, so all of them attach to one request span.
-pub fn joined_request_span_id(rid: Rid, trace_id: u128) -> u64 {
-    let p = process_seed();
-    nonzero(mix64(
-        p[1] ^ mix64(rid.0 ^ mix64(trace_id as u64 ^ mix64((trace_id >> 64) as u64))),
-    ))
 }
 
 #[inline]
@@ -159,6 +152,7 @@ mod tests {
                 Salt::NEXT_ANON,
                 Salt::REQUEST,
                 Salt::THREAD,
+                Salt::ROOM,
                 Salt::batch_item(0),
                 Salt::batch_item(1),
                 Salt::batch_item(2),

@@ -55,8 +55,8 @@ pub use session::{init, init_from_env, is_enabled, stats, Config, Guard};
 pub mod options {
     pub use crate::args::{Opts, UnixNanos};
     pub use crate::local::api::{
-        event_with, propagate_tracestate, req_finish_with, req_start_with,
-        set_propagate_context_with, slice_end_with, slice_start_at, ReqStart,
+        event_with, propagate_context_for_room, propagate_tracestate, req_finish_with,
+        req_start_with, set_propagate_context_with, slice_end_with, slice_start_at, ReqStart,
     };
 }
 
@@ -66,7 +66,7 @@ pub mod limits {
     pub use crate::local::handle::DEFAULT_RING_CAPACITY;
     pub use crate::propagate::CONTEXT_LEN;
     pub use crate::slice_chain::MAX_DEPTH;
-    pub use crate::wire::origin::MAX_TRACESTATE_BYTES;
+    pub use crate::wire::origin::{MAX_ROLE_BYTES, MAX_TRACESTATE_BYTES};
     pub use crate::wire::record::MAX_STR_BYTES;
 }
 
@@ -86,7 +86,7 @@ pub mod __private {
             kind: Kind::ReqStart as u8,
             ..Record::default()
         };
-        let n = encode_origin(&mut head, None, Some(state), "", &mut payload);
+        let n = encode_origin(&mut head, None, Some(state), None, "", &mut payload);
         let parts = decode_origin(&head, &payload[..n]).ok()?;
         let c = crate::collector::stats::Counters::default();
         let st = crate::collector::tree::parse_trace_state(&c, parts.tracestate);

@@ -9,10 +9,14 @@ const MAGIC: [u8; 2] = *b"sT";
 const VERSION: u8 = 1;
 const FLAG_SAMPLED: u8 = 1;
 const FLAG_HAS_LINK: u8 = 2;
-const KNOWN_FLAGS: u8 = FLAG_SAMPLED | FLAG_HAS_LINK;
+const FLAG_ROOM: u8 = 4;
+const KNOWN_FLAGS: u8 = FLAG_SAMPLED | FLAG_HAS_LINK | FLAG_ROOM;
 
 /// Where a request's trace continues: the sender's request span (the receiver's parent) and the
-/// sender's current slice (what the receiver's first slice links to).
+/// sender's current slice (what the receiver's first slice links to). A context for another
+/// node names the sender's bootstrap room span instead of its request span
+/// ([`names_room`](Self::names_room)): the other node's `req_start` under it opens its request
+/// span there, with no room span of its own.
 ///
 /// Fixed-size and `Copy`; [`to_bytes`](Self::to_bytes) gives 48 bytes:
 ///
@@ -20,7 +24,7 @@ const KNOWN_FLAGS: u8 = FLAG_SAMPLED | FLAG_HAS_LINK;
 /// |---|---|
 /// | 0..2 | magic `sT` |
 /// | 2 | version (1) |
-/// | 3 | flags: 1 sampled, 2 has link |
+/// | 3 | flags: 1 sampled, 2 has link, 4 names a bootstrap room span |
 /// | 4..8 | FNV-1a 32 of bytes 0..4 and 8..48, little-endian |
 /// | 8..24 | trace id, big-endian (W3C order) |
 /// | 24..32 | parent span id, big-endian |
@@ -33,6 +37,7 @@ pub struct PropagateContext {
     pub(crate) link_span_id: u64,
     pub(crate) process: u64,
     pub(crate) sampled: bool,
+    pub(crate) room: bool,
 }
 
 /// Why bytes are not a [`PropagateContext`].
@@ -101,7 +106,30 @@ impl PropagateContext {
             link_span_id,
             process,
             sampled,
+            room: false,
         }
+    }
+
+    /// This context with `link` as the span the receiver's first top-level slice links to
+    /// (`None` or 0: no link). For a context read from elsewhere: SGLang's `prev_span`, say.
+    #[must_use]
+    pub fn with_link(mut self, link: Option<u64>) -> Self {
+        self.link_span_id = link.unwrap_or(0);
+        self
+    }
+
+    /// This context as naming a bootstrap room span of another node (what a cross-node
+    /// header carries): a `req_start` under it hangs its request span there and opens no room
+    /// span of its own.
+    #[must_use]
+    pub fn for_room(mut self) -> Self {
+        self.room = true;
+        self
+    }
+
+    /// The parent names a bootstrap room span, not a request span.
+    pub fn names_room(&self) -> bool {
+        self.room
     }
 
     /// The 128-bit W3C trace id.
@@ -127,8 +155,9 @@ impl PropagateContext {
         let mut b = [0u8; CONTEXT_LEN];
         b[0..2].copy_from_slice(&MAGIC);
         b[2] = VERSION;
-        b[3] =
-            (self.sampled as u8 * FLAG_SAMPLED) | ((self.link_span_id != 0) as u8 * FLAG_HAS_LINK);
+        b[3] = (self.sampled as u8 * FLAG_SAMPLED)
+            | ((self.link_span_id != 0) as u8 * FLAG_HAS_LINK)
+            | (self.room as u8 * FLAG_ROOM);
         b[8..24].copy_from_slice(&self.trace_id.to_be_bytes());
         b[24..32].copy_from_slice(&self.parent_span_id.to_be_bytes());
         b[32..40].copy_from_slice(&self.link_span_id.to_be_bytes());
@@ -173,6 +202,7 @@ impl PropagateContext {
             link_span_id: link,
             process,
             sampled: flags & FLAG_SAMPLED != 0,
+            room: flags & FLAG_ROOM != 0,
         })
     }
 }
@@ -257,6 +287,7 @@ impl PropagateContext {
             link_span_id: 0,
             process: 0,
             sampled: flags & 1 != 0,
+            room: false,
         })
     }
 }
@@ -265,8 +296,9 @@ impl fmt::Debug for PropagateContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "PropagateContext {{ trace: {:032x}, parent: {:016x}, link: {:016x}, sampled: {} }}",
-            self.trace_id, self.parent_span_id, self.link_span_id, self.sampled
+            "PropagateContext {{ trace: {:032x}, parent: {:016x}, link: {:016x}, sampled: {}, \
+             room: {} }}",
+            self.trace_id, self.parent_span_id, self.link_span_id, self.sampled, self.room
         )
     }
 }
@@ -288,6 +320,12 @@ mod tests {
             PropagateContext::from_bytes(&no_link.to_bytes()),
             Ok(no_link)
         );
+        let room = no_link.with_link(Some(9)).for_room();
+        assert!(room.names_room() && !no_link.names_room());
+        assert_eq!(room.link_span_id(), Some(9));
+        assert_eq!(PropagateContext::from_bytes(&room.to_bytes()), Ok(room));
+        assert_eq!(room.with_link(None).link_span_id(), None);
+        assert_eq!(room.with_link(Some(0)).link_span_id(), None);
     }
 
     #[test]

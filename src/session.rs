@@ -24,6 +24,9 @@ use std::time::Duration;
 
 use crate::local::handle::DEFAULT_RING_CAPACITY;
 
+/// The instrumentation scope's name unless [`Config::scope_name`] says otherwise.
+const DEFAULT_SCOPE: &str = "slicetrace";
+
 /// How a session runs. `Config::new(service).exporter(e)` is enough; the rest has defaults.
 pub struct Config {
     /// `service.name` of the resource.
@@ -58,6 +61,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Print the one start-up line (clock source) on stderr.
     pub announce: bool,
+    /// The instrumentation scope every span carries: `slicetrace` (with this crate's version)
+    /// unless changed; SGLang's module names its own `sglang server`, which a drop-in
+    /// replacement keeps so that queries on the scope still match.
+    pub scope_name: String,
     sink: Option<Box<dyn Sink>>,
     /// Where the environment sent spans, when the configuration came from it.
     destination: Option<String>,
@@ -83,6 +90,7 @@ impl Config {
             export_queue_batches: 2048,
             shutdown_timeout: Duration::from_secs(5),
             announce: true,
+            scope_name: DEFAULT_SCOPE.to_owned(),
             sink: None,
             destination: None,
         }
@@ -324,9 +332,14 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         .build();
     sink.set_resource(&resource);
 
-    let scope = InstrumentationScope::builder("slicetrace")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build();
+    // A scope named otherwise names someone else's instrumentation, whose version is not ours.
+    let scope = if cfg.scope_name == DEFAULT_SCOPE {
+        InstrumentationScope::builder(DEFAULT_SCOPE)
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build()
+    } else {
+        InstrumentationScope::builder(cfg.scope_name.clone()).build()
+    };
     let tree = Tree::new(
         TreeLimits {
             max_open_requests: cfg.max_open_requests,

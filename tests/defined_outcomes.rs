@@ -19,7 +19,7 @@ fn end_with_nothing_open_is_counted_and_thread_finish_still_applies() {
     let (t, stats) = s.finish();
     assert_eq!(stats.end_without_start, 1);
     assert!(t.named("ghost").is_empty());
-    let req = t.one("Req r-end");
+    let req = t.one(" Req r-end");
     let th = &t.children(req)[0];
     assert!(
         th.end_time < req.end_time,
@@ -93,7 +93,7 @@ fn records_that_arrive_before_their_request_wait_for_it() {
     assert_eq!(stats.unknown_rid_records, 0);
     let early = t.one("early");
     let th = t.find(parent(early)).unwrap();
-    assert_eq!(parent(th), sid(t.one("Req r-early")));
+    assert_eq!(parent(th), sid(t.one(" Req r-early")));
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn req_start_twice_closes_the_first_as_unfinished() {
     slicetrace::req_finish(rid);
     let (t, stats) = s.finish();
     assert_eq!(stats.requests_restarted, 1);
-    let reqs = t.named("Req r-twice");
+    let reqs = t.named(" Req r-twice");
     assert_eq!(reqs.len(), 2);
     assert!(is_error(reqs[0]) && unfinished(reqs[0]));
     assert!(!is_error(reqs[1]));
@@ -127,7 +127,7 @@ fn req_finish_closes_open_slices_as_unfinished() {
     slicetrace::req_finish(rid);
     let (t, stats) = s.finish();
     assert_eq!(stats.slices_unfinished, 2);
-    let req = t.one("Req r-open");
+    let req = t.one(" Req r-open");
     for n in ["outer", "inner"] {
         let sl = t.one(n);
         assert!(unfinished(sl) && is_error(sl), "{n}");
@@ -147,7 +147,7 @@ fn idle_requests_are_evicted_as_unfinished() {
     slicetrace::slice_start(name!("stuck"), rid);
     std::thread::sleep(Duration::from_millis(200));
     let t = s.trace();
-    let req = t.one("Req r-idle");
+    let req = t.one(" Req r-idle");
     assert!(is_error(req) && unfinished(req));
     assert!(unfinished(t.one("stuck")));
     let stats = slicetrace::stats();
@@ -167,7 +167,7 @@ fn open_request_cap_refuses_and_counts() {
     }
     let (t, stats) = s.finish();
     assert_eq!(stats.requests_rejected, 2);
-    assert_eq!(t.starting_with("Req ").len(), 2);
+    assert_eq!(t.starting_with(" Req ").len(), 2);
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn shutdown_exports_open_requests_as_unfinished() {
     let rid = slicetrace::req_start("r-shut", None);
     slicetrace::slice_start(name!("running"), rid);
     let (t, _) = s.finish();
-    assert!(unfinished(t.one("Req r-shut")));
+    assert!(unfinished(t.one(" Req r-shut")));
     assert!(unfinished(t.one("running")));
 }
 
@@ -225,7 +225,7 @@ fn events_and_attributes_land_where_recorded() {
             ("model".to_owned(), Value::from("llama-3-8b"))
         ]
     );
-    let req = t.one("Req r-attrs");
+    let req = t.one(" Req r-attrs");
     let th = t.children(req)[0];
     assert_eq!(
         th.events.len(),
@@ -262,7 +262,7 @@ fn explicit_timestamps_are_kept_exactly() {
     let sl = t.one("timed");
     assert_eq!(nanos(sl.start_time), base as u128 + 100);
     assert_eq!(nanos(sl.end_time), base as u128 + 350);
-    let req = t.one("Req r-ts");
+    let req = t.one(" Req r-ts");
     assert_eq!(nanos(req.start_time), base as u128);
     assert_eq!(nanos(req.end_time), base as u128 + 1000);
 }
@@ -285,7 +285,7 @@ fn unregistered_threads_are_traced_under_their_thread_name() {
     slicetrace::req_finish(rid);
     let (t, _) = s.finish();
     let th = t.find(parent(t.one("work"))).unwrap();
-    assert!(th.name.starts_with("worker-7 (host:"), "{}", th.name);
+    assert!(th.name.starts_with("worker-7(host:"), "{}", th.name);
     assert_eq!(attr(th, "thread.name"), Some(Value::from("worker-7")));
 }
 
@@ -482,7 +482,7 @@ fn late_sink(handed: &std::sync::Arc<std::sync::Mutex<Handed>>, polled: bool) ->
     }
 }
 
-/// Ten requests of five slices each: 70 spans.
+/// Ten requests of five slices each: 80 spans (with a thread, a request and a room span each).
 fn ten_requests(first: u64) {
     for r in 0..10 {
         let rid = slicetrace::req_start(Rid(first + r), None);
@@ -506,15 +506,15 @@ fn batches_answered_late_are_counted_exactly_by_each_flush() {
     let stats = s.guard.as_ref().unwrap().stats();
     {
         let h = handed.lock().unwrap();
-        // Five slices, a thread span and a request span per request.
-        assert_eq!(h.spans, 70);
+        // Five slices, a thread span, a request span and a room span per request.
+        assert_eq!(h.spans, 80);
         assert!(h.failed_batches > 0);
         assert_eq!(stats.spans_exported, h.spans - h.failed_spans);
         assert_eq!(stats.spans_export_failed, h.failed_spans);
         assert_eq!(stats.export_errors, h.failed_batches);
     }
     let (_, stats) = s.finish();
-    assert_eq!(stats.spans_exported + stats.spans_export_failed, 70);
+    assert_eq!(stats.spans_exported + stats.spans_export_failed, 80);
     assert_eq!(handed.lock().unwrap().held_at_flush, 0);
 }
 
@@ -530,7 +530,7 @@ fn batches_answered_while_idle_are_counted_without_a_flush() {
     let t = std::time::Instant::now();
     let stats = loop {
         let stats = s.guard.as_ref().unwrap().stats();
-        if stats.spans_exported + stats.spans_export_failed == 70
+        if stats.spans_exported + stats.spans_export_failed == 80
             || t.elapsed() > Duration::from_secs(10)
         {
             break stats;
@@ -539,11 +539,11 @@ fn batches_answered_while_idle_are_counted_without_a_flush() {
     };
     {
         let h = handed.lock().unwrap();
-        assert_eq!(h.spans, 70);
+        assert_eq!(h.spans, 80);
         assert_eq!(stats.spans_exported, h.spans - h.failed_spans);
         assert_eq!(stats.spans_export_failed, h.failed_spans);
         assert_eq!(stats.export_errors, h.failed_batches);
     }
     let (_, stats) = s.finish();
-    assert_eq!(stats.spans_exported + stats.spans_export_failed, 70);
+    assert_eq!(stats.spans_exported + stats.spans_export_failed, 80);
 }

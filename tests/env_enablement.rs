@@ -101,10 +101,10 @@ fn with_no_endpoint_spans_go_to_a_local_file() {
         ("SLICETRACE", "1"),
         ("SLICETRACE_FILE", path.to_str().unwrap()),
     ]);
-    assert_eq!(r, "on exported=3 failed=0");
+    assert_eq!(r, "on exported=4 failed=0");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(text.lines().count(), 3);
+    assert_eq!(text.lines().count(), 4);
     assert!(text.contains("\"name\":\"work\""));
     assert!(text.contains("\"service\":\"env-default-name\""));
 }
@@ -124,9 +124,9 @@ fn bare_host_port_over_http_reaches_the_collector() {
             "deployment.environment=ci,team=inference",
         ),
     ]);
-    assert_eq!(r, "on exported=3 failed=0");
-    let spans = rotel.spans(3);
-    assert_eq!(spans.len(), 3);
+    assert_eq!(r, "on exported=4 failed=0");
+    let spans = rotel.spans(4);
+    assert_eq!(spans.len(), 4);
     for s in &spans {
         assert_eq!(s.resource_attr("service.name"), Some("Str(from-env)"));
         assert_eq!(s.resource_attr("deployment.environment"), Some("Str(ci)"));
@@ -142,8 +142,8 @@ fn grpc_is_the_default_protocol() {
         ("SLICETRACE", "1"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.grpc),
     ]);
-    assert_eq!(r, "on exported=3 failed=0");
-    assert_eq!(rotel.spans(3).len(), 3);
+    assert_eq!(r, "on exported=4 failed=0");
+    assert_eq!(rotel.spans(4).len(), 4);
 }
 
 /// A bare `host:port` with `OTEL_EXPORTER_OTLP_INSECURE=false` goes over TLS (gRPC), verified
@@ -165,8 +165,8 @@ fn tls_from_the_standard_variables() {
         ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert),
         ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &key),
     ]);
-    assert_eq!(r, "on exported=3 failed=0");
-    assert!(rotel.spans(3).iter().any(|s| s.name == "work"));
+    assert_eq!(r, "on exported=4 failed=0");
+    assert!(rotel.spans(4).iter().any(|s| s.name == "work"));
     assert!(front.handshakes() >= 1);
 
     // A file that is missing, or holds the wrong thing, is an error naming its variable.

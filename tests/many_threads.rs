@@ -44,23 +44,25 @@ fn every_slice_is_exported_exactly_once() {
     assert_eq!(stats.records_written, 4 * total as u64 + THREADS);
     assert_eq!(stats.records_read, stats.records_written);
     assert_eq!(stats.requests_finished, total as u64);
-    assert_eq!(stats.spans_exported, 3 * total as u64);
+    assert_eq!(stats.spans_exported, 4 * total as u64);
 
-    let mut per_request: HashMap<u128, [u32; 3]> = HashMap::new();
+    let mut per_request: HashMap<u128, [u32; 4]> = HashMap::new();
     for sp in &t.spans {
         let slot = if sp.name == "work" {
             0
-        } else if sp.name.starts_with("Req ") {
+        } else if sp.name.starts_with(" Req ") {
             1
-        } else {
+        } else if sp.name == "Bootstrap Room 0x0" {
             2
+        } else {
+            3
         };
         per_request.entry(tid(sp)).or_default()[slot] += 1;
     }
     assert_eq!(per_request.len(), total, "one trace per request");
-    assert!(per_request.values().all(|c| *c == [1, 1, 1]));
+    assert!(per_request.values().all(|c| *c == [1, 1, 1, 1]));
     // Each request span is named and attributed by its integer rid, every rid once.
-    let requests = t.starting_with("Req ");
+    let requests = t.starting_with(" Req ");
     assert_eq!(requests.len(), total);
     let mut rids: Vec<u64> = requests
         .iter()
@@ -68,7 +70,8 @@ fn every_slice_is_exported_exactly_once() {
             let Some(Value::String(v)) = attr(s, "rid") else {
                 panic!("{} has no rid attribute", s.name)
             };
-            assert_eq!(s.name, format!("Req {}", v.as_str()));
+            let short: String = v.as_str().chars().take(8).collect();
+            assert_eq!(s.name, format!(" Req {short}"));
             v.as_str().parse().unwrap()
         })
         .collect();
@@ -105,7 +108,7 @@ fn short_lived_threads_reuse_rings_without_mixing_records() {
     }
     slicetrace::req_finish(rid);
     let (t, stats) = s.finish();
-    let req = t.one("Req churn");
+    let req = t.one(" Req churn");
     let threads = t.children(req);
     assert_eq!(
         threads.len(),

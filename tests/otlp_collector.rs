@@ -22,9 +22,9 @@ fn export_over(protocol: Protocol) {
     let mut s = session_using(cfg.sink(Box::new(sink)));
     trace_one_request();
     let stats = s.guard.take().unwrap().shutdown();
-    assert_eq!(stats.spans_exported, 7);
+    assert_eq!(stats.spans_exported, 8);
     assert_eq!(stats.spans_export_failed + stats.spans_dropped_export, 0);
-    check(&rotel.spans(7));
+    check(&rotel.spans(8));
 }
 
 #[test]
@@ -55,8 +55,8 @@ fn export_over_connections(protocol: Protocol) {
         .unwrap();
     let mut cfg = config();
     cfg.service_name = "otlp-lanes".into();
-    // The drainer wakes only at shutdown: all 120 spans reach the export thread at once, as
-    // 30 batches sent three at a time, one on each connection.
+    // The drainer wakes only at shutdown: all 160 spans reach the export thread at once, as
+    // 40 batches sent three at a time, one on each connection.
     cfg.sweep_interval = Duration::from_secs(3600);
     cfg.max_export_batch = 4;
     let mut s = session_using(cfg.sink(Box::new(sink)));
@@ -64,17 +64,17 @@ fn export_over_connections(protocol: Protocol) {
         one_request(&format!("lane-{i:02}"));
     }
     let stats = s.guard.take().unwrap().shutdown();
-    assert_eq!(stats.spans_exported, 120, "{stats:?}");
+    assert_eq!(stats.spans_exported, 160, "{stats:?}");
     assert_eq!(stats.spans_export_failed + stats.spans_dropped_export, 0);
-    let spans = rotel.spans(120);
-    assert_eq!(spans.len(), 120);
+    let spans = rotel.spans(160);
+    assert_eq!(spans.len(), 160);
     let mut ids: Vec<&str> = spans.iter().map(|s| s.id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), 120, "a span arrived twice");
+    assert_eq!(ids.len(), 160, "a span arrived twice");
     let mut reqs: Vec<&str> = spans
         .iter()
-        .filter_map(|s| s.name.strip_prefix("Req "))
+        .filter_map(|s| s.name.strip_prefix(" Req "))
         .collect();
     reqs.sort_unstable();
     let want: Vec<String> = (0..40).map(|i| format!("lane-{i:02}")).collect();
@@ -120,15 +120,15 @@ fn counters_follow_the_collectors_answers_without_a_flush() {
     let t = std::time::Instant::now();
     let stats = loop {
         let stats = s.guard.as_ref().unwrap().stats();
-        if stats.spans_exported >= 30 || t.elapsed() > Duration::from_secs(20) {
+        if stats.spans_exported >= 40 || t.elapsed() > Duration::from_secs(20) {
             break stats;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(stats.spans_exported, 30, "{stats:?}");
-    assert_eq!(rotel.spans(30).len(), 30);
+    assert_eq!(stats.spans_exported, 40, "{stats:?}");
+    assert_eq!(rotel.spans(40).len(), 40);
     let stats = s.guard.take().unwrap().shutdown();
-    assert_eq!(stats.spans_exported, 30, "{stats:?}");
+    assert_eq!(stats.spans_exported, 40, "{stats:?}");
 }
 
 /// A program that is itself running on a Tokio runtime sets up, traces and shuts down from
@@ -155,10 +155,10 @@ fn works_from_inside_a_tokio_runtime() {
             one_request(&format!("in-runtime-{protocol:?}"));
             s.guard.take().unwrap().shutdown()
         });
-        assert_eq!(stats.spans_exported, 3, "{stats:?}");
+        assert_eq!(stats.spans_exported, 4, "{stats:?}");
     }
-    let spans = rotel.spans(6);
-    assert_eq!(spans.len(), 6);
+    let spans = rotel.spans(8);
+    assert_eq!(spans.len(), 8);
 }
 
 /// A sink that never reaches a session (here: tracing already runs) is dropped on the
@@ -243,7 +243,7 @@ fn collector_down_losses_are_counted_and_shutdown_is_bounded() {
     assert_eq!(stats.spans_exported, 0);
     assert_eq!(
         stats.spans_export_failed + stats.spans_dropped_export,
-        150,
+        200,
         "{stats:?}"
     );
     assert!(stats.export_errors >= 1);
@@ -260,16 +260,16 @@ fn export_resumes_when_the_collector_comes_up() {
     assert!(s.guard.as_ref().unwrap().flush(Duration::from_secs(30)));
     let lost = slicetrace::stats();
     assert_eq!(lost.spans_exported, 0);
-    assert_eq!(lost.spans_export_failed + lost.spans_dropped_export, 3);
+    assert_eq!(lost.spans_export_failed + lost.spans_dropped_export, 4);
 
     let rotel = Rotel::start_on(g, h);
     one_request("after-collector");
     let stats = s.guard.take().unwrap().shutdown();
-    assert_eq!(stats.spans_exported, 3, "{stats:?}");
-    let spans = rotel.spans(3);
-    assert_eq!(spans.len(), 3);
-    assert!(spans.iter().any(|s| s.name == "Req after-co"));
-    assert!(!spans.iter().any(|s| s.name.starts_with("Req before")));
+    assert_eq!(stats.spans_exported, 4, "{stats:?}");
+    let spans = rotel.spans(4);
+    assert_eq!(spans.len(), 4);
+    assert!(spans.iter().any(|s| s.name == " Req after-co"));
+    assert!(!spans.iter().any(|s| s.name.starts_with(" Req before")));
 }
 
 /// The collector is killed mid-run and restarted on the same ports: while it is gone the losses
@@ -300,7 +300,7 @@ fn killed_and_restarted(connections: usize, batch: usize) {
         one_request(&format!("first-{i}"));
     }
     flush(&s);
-    assert_eq!(first.spans(30).len(), 30);
+    assert_eq!(first.spans(40).len(), 40);
     drop(first); // killed
 
     for i in 0..10 {
@@ -308,10 +308,10 @@ fn killed_and_restarted(connections: usize, batch: usize) {
     }
     flush(&s);
     let mid = slicetrace::stats();
-    assert_eq!(mid.spans_exported, 30);
+    assert_eq!(mid.spans_exported, 40);
     assert_eq!(
         mid.spans_export_failed + mid.spans_dropped_export,
-        30,
+        40,
         "{mid:?}"
     );
 
@@ -320,13 +320,13 @@ fn killed_and_restarted(connections: usize, batch: usize) {
         one_request(&format!("again-{i}"));
     }
     let stats = s.guard.take().unwrap().shutdown();
-    let spans = second.spans(30);
-    assert_eq!(spans.len(), 30);
-    assert!(spans.iter().all(|s| !s.name.starts_with("Req gone")));
-    assert_eq!(stats.spans_exported, 60, "{stats:?}");
+    let spans = second.spans(40);
+    assert_eq!(spans.len(), 40);
+    assert!(spans.iter().all(|s| !s.name.starts_with(" Req gone")));
+    assert_eq!(stats.spans_exported, 80, "{stats:?}");
     assert_eq!(
         stats.spans_exported + stats.spans_export_failed + stats.spans_dropped_export,
-        90
+        120
     );
 }
 
@@ -344,7 +344,7 @@ fn collector_stopped_then_resumed_every_span_accounted_for() {
         one_request(&format!("running-{i}"));
     }
     assert!(flush(&s));
-    assert_eq!(rotel.spans(30).len(), 30);
+    assert_eq!(rotel.spans(40).len(), 40);
 
     rotel.signal(libc::SIGSTOP);
     for i in 0..10 {
@@ -352,10 +352,10 @@ fn collector_stopped_then_resumed_every_span_accounted_for() {
     }
     flush(&s);
     let mid = slicetrace::stats();
-    assert_eq!(mid.spans_exported, 30, "{mid:?}");
+    assert_eq!(mid.spans_exported, 40, "{mid:?}");
     assert_eq!(
         mid.spans_export_failed + mid.spans_dropped_export,
-        30,
+        40,
         "exports to a hung collector time out and are counted: {mid:?}"
     );
     assert!(mid.export_errors >= 1);
@@ -365,20 +365,20 @@ fn collector_stopped_then_resumed_every_span_accounted_for() {
         one_request(&format!("resumed-{i}"));
     }
     let stats = s.guard.take().unwrap().shutdown();
-    assert_eq!(stats.spans_exported, 60, "{stats:?}");
+    assert_eq!(stats.spans_exported, 80, "{stats:?}");
     assert_eq!(
         stats.spans_exported + stats.spans_export_failed + stats.spans_dropped_export,
-        90
+        120
     );
     // A request that timed out on our side may still have been read by the collector once it
     // resumed: it is counted as failed here, since the exporter cannot know.
-    let spans = rotel.spans(60);
+    let spans = rotel.spans(80);
     let resumed = spans
         .iter()
-        .filter(|s| s.name.starts_with("Req resumed"))
+        .filter(|s| s.name.starts_with(" Req resumed"))
         .count();
     assert_eq!(resumed, 10);
-    assert!(spans.len() >= 60 && spans.len() <= 90, "{}", spans.len());
+    assert!(spans.len() >= 80 && spans.len() <= 120, "{}", spans.len());
 }
 
 fn resident_bytes() -> u64 {
@@ -434,12 +434,13 @@ fn memory_stays_bounded_while_the_collector_is_down() {
         "resident memory grew by {} MiB under a down collector",
         (hi - lo) >> 20
     );
-    // Every slice, plus the request and thread spans, failed or was dropped, and is counted.
+    // Every slice, plus the room, request and thread spans, failed or was dropped, and is
+    // counted.
     assert_eq!(stats.records_dropped_ring_full, 0);
     assert_eq!(stats.spans_exported, 0);
     assert_eq!(
         stats.spans_export_failed + stats.spans_dropped_export,
-        ROUNDS * PAIRS + 2,
+        ROUNDS * PAIRS + 3,
         "{stats:?}"
     );
     assert!(

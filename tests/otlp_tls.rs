@@ -50,10 +50,10 @@ fn arrives_through_tls(protocol: Protocol, client_auth: bool, tls: impl Fn(&Pki)
     let sink =
         OtlpSink::with_tls(&endpoint, protocol, &[], Duration::from_secs(5), &tls(&pki)).unwrap();
     let stats = export(sink);
-    assert_eq!(stats.spans_exported, 7);
+    assert_eq!(stats.spans_exported, 8);
     assert_eq!(stats.spans_export_failed + stats.spans_dropped_export, 0);
     assert!(front.handshakes() >= 1);
-    check(&rotel.spans(7));
+    check(&rotel.spans(8));
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn failed_handshakes_are_counted_losses() {
         assert_eq!(stats.spans_exported, 0, "{endpoint}");
         assert_eq!(
             stats.spans_export_failed + stats.spans_dropped_export,
-            7,
+            8,
             "{endpoint}: every span counted as lost"
         );
         assert!(stats.export_errors >= 1, "{endpoint}");

@@ -77,11 +77,19 @@ fn tokenizer_and_scheduler_make_a_valid_nested_linked_trace_file() {
     let _ = std::fs::remove_file(&path);
     let f = TraceFile::check(&text);
 
-    // Per request: tokenize, encode, prefill, 3 decode slices; plus a request and two thread
-    // spans each that are not drawn as slices.
+    // Per request: tokenize, encode, prefill, 3 decode slices; plus a room, a request and two
+    // thread spans each that are not drawn as slices. Room and request spans are async slices.
     assert_eq!(f.slices.len(), 2 * 6);
-    assert_eq!(stats.spans_exported as usize, 2 * 6 + 2 * 3);
-    assert_eq!(f.requests.len(), 2);
+    assert_eq!(stats.spans_exported as usize, 2 * 6 + 2 * 4);
+    assert_eq!(f.requests.len(), 2 * 2);
+    let rooms = f
+        .requests
+        .values()
+        .filter(|(name, args)| {
+            name == "Bootstrap Room 0x0" && args["bootstrap_room"].as_str() == Some("0x0")
+        })
+        .count();
+    assert_eq!(rooms, 2, "a room span above each request");
     for (text, _) in &rids {
         assert!(
             f.requests

@@ -19,8 +19,8 @@ fn link_targets_the_outermost_open_slice() {
     slicetrace::req_finish(rid);
     let (t, stats) = s.finish();
     assert_eq!(ctx.link_span_id(), Some(sid(t.one("outer"))));
-    assert_eq!(ctx.parent_span_id(), sid(t.one("Req p-open")));
-    assert_eq!(ctx.trace_id(), tid(t.one("Req p-open")));
+    assert_eq!(ctx.parent_span_id(), sid(t.one(" Req p-open")));
+    assert_eq!(ctx.trace_id(), tid(t.one(" Req p-open")));
     assert_eq!(stats.propagations, 1);
 }
 
@@ -109,7 +109,7 @@ fn a_thread_that_joined_propagates_onward_under_the_same_request_span() {
     .unwrap();
     slicetrace::req_finish(rid);
     let (t, _) = s.finish();
-    let req = t.one("Req p-chain");
+    let req = t.one(" Req p-chain");
     assert_eq!(second.parent_span_id(), sid(req));
     assert_eq!(second.link_span_id(), Some(sid(t.one("schedule"))));
     assert_eq!(links(t.one("detokenize")), [sid(t.one("schedule"))]);
@@ -143,7 +143,7 @@ fn a_thread_that_only_sliced_the_request_finds_it_in_the_process_directory() {
         .unwrap();
     assert_eq!(after, None, "finished requests leave the directory");
     let (t, stats) = s.finish();
-    let req = t.one("Req p-else");
+    let req = t.one(" Req p-else");
     assert_eq!(bare.parent_span_id(), sid(req));
     assert_eq!(bare.trace_id(), tid(req));
     assert_eq!(
@@ -177,10 +177,14 @@ fn a_request_joins_the_trace_of_an_upstream_traceparent() {
     let onward = slicetrace::propagate_context(rid).unwrap().to_traceparent();
     slicetrace::req_finish(rid);
     let (t, _) = s.finish();
-    let req = t.one("Req p-gatewa");
+    // The gateway's span is the room span's parent; the request span hangs under the room.
+    let req = t.one(" Req p-gatewa");
+    let room = t.one("Bootstrap Room 0x0");
     assert_eq!(tid(req), 0x0af7651916cd43dd8448eb211c80319c);
-    assert_eq!(parent(req), 0xb7ad6b7169203331);
-    assert!(req.parent_span_is_remote);
+    assert_eq!(parent(room), 0xb7ad6b7169203331);
+    assert!(room.parent_span_is_remote);
+    assert_eq!(parent(req), sid(room));
+    assert!(!req.parent_span_is_remote);
     assert_eq!(
         onward,
         format!("00-0af7651916cd43dd8448eb211c80319c-{:016x}-01", sid(req))
@@ -213,17 +217,21 @@ fn an_upstream_tracestate_is_kept_on_the_requests_spans() {
     }
     let (t, stats) = s.finish();
     assert_eq!(stats.tracestate_refused, 1);
-    assert_eq!(t.spans.len(), 6);
+    assert_eq!(t.spans.len(), 8);
     for sp in &t.spans {
-        // Walk up to this process's request span (its parent is the gateway's, not exported).
+        // The request span the span belongs to: up from a slice or thread span, down from the
+        // room span above it (whose parent is the gateway's, not exported).
         let mut req = sp;
-        while let Some(p) = t.find(parent(req)) {
-            req = p;
+        while !req.name.starts_with(" Req ") {
+            req = match t.find(parent(req)) {
+                Some(p) => p,
+                None => t.children(req)[0],
+            };
         }
         let header = sp.span_context.trace_state().header();
         match req.name.as_ref() {
-            "Req good-sta" => assert_eq!(header, good_state, "{}", sp.name),
-            "Req bad-stat" => assert_eq!(header, "", "{}", sp.name),
+            " Req good-sta" => assert_eq!(header, good_state, "{}", sp.name),
+            " Req bad-stat" => assert_eq!(header, "", "{}", sp.name),
             other => panic!("{other}"),
         }
     }
@@ -258,18 +266,21 @@ fn a_tracestate_given_with_a_propagated_context_is_kept_or_counted() {
     }
     let (t, stats) = s.finish();
     assert_eq!(stats.tracestate_refused, 2);
-    assert_eq!(t.spans.len(), 9, "{}", t.names());
+    // Joined: a thread span under the sender's request span, and its slice; no request span.
+    assert_eq!(t.spans.len(), 6, "{}", t.names());
     for sp in &t.spans {
         let header = sp.span_context.trace_state().header();
-        let mut req = sp;
-        while let Some(p) = t.find(parent(req)) {
-            req = p;
+        let mut top = sp;
+        while let Some(p) = t.find(parent(top)) {
+            top = p;
         }
-        let want = if req.name.as_ref() == "Req joined-g" {
+        assert_eq!(parent(top), 0xb7ad6b7169203331, "{}", top.name);
+        let slice = t.children(top)[0];
+        let want = if attr(slice, "rid").map(|v| v.to_string()).as_deref() == Some("joined-good") {
             "rojo=00f067aa0ba902b7"
         } else {
             ""
         };
-        assert_eq!(header, want, "{} under {}", sp.name, req.name);
+        assert_eq!(header, want, "{} under {}", sp.name, top.name);
     }
 }

@@ -20,11 +20,19 @@ fn init_thread_info_and_request_span() {
     assert_eq!(rid, Rid(0x3233_cd87_d37d_906d));
     slicetrace::req_finish(rid);
     let (t, stats) = s.finish();
-    assert_eq!(t.spans.len(), 2, "{}", t.names());
-    let req = t.one("Req 5d8f3a2b");
-    assert_eq!(parent(req), 0, "the request span is a root");
+    assert_eq!(t.spans.len(), 3, "{}", t.names());
+    // The room span is the root, with the room in hex; the request span hangs under it.
+    let room = t.one("Bootstrap Room 0xabc");
+    assert_eq!(parent(room), 0, "the room span is a root");
+    assert_eq!(attr(room, "bootstrap_room"), Some(Value::from("0xabc")));
+    let req = t.one(" Req 5d8f3a2b");
+    assert_eq!(parent(req), sid(room));
+    assert_eq!(
+        (req.start_time, req.end_time),
+        (room.start_time, room.end_time)
+    );
     assert_eq!(attr(req, "rid"), Some(Value::from(RID)));
-    assert_eq!(attr(req, "bootstrap_room"), Some(Value::I64(0xabc)));
+    assert_eq!(attr(req, "bootstrap_room"), None);
     assert!(!is_error(req));
 
     let threads = t.starting_with("tokenizer [TP 1] (host:");
@@ -67,7 +75,7 @@ fn named_slice() {
     slicetrace::req_finish(rid);
     let (t, _) = s.finish();
 
-    let req = t.one("Req 5d8f3a2b");
+    let req = t.one(" Req 5d8f3a2b");
     let th = t.children(req);
     assert_eq!(th.len(), 1);
     assert_eq!(t.child_names(th[0]), ["slice A"]);
@@ -90,7 +98,7 @@ fn anonymous_slice_is_named_at_its_end() {
     let a = t.one("slice A");
     assert!(!is_error(a));
     let th = t.find(parent(a)).unwrap();
-    assert_eq!(parent(th), sid(t.one("Req 5d8f3a2b")));
+    assert_eq!(parent(th), sid(t.one(" Req 5d8f3a2b")));
 }
 
 /// The auto_next_anon chain: start anonymous, then end A, B, C with auto_next_anon, then D.
@@ -146,12 +154,12 @@ fn thread_finish_ends_the_thread_span_at_the_slice_end() {
     let d = t.one("slice D");
     let th = t.find(parent(d)).unwrap();
     assert_eq!(th.end_time, d.end_time);
-    let req = t.one("Req 5d8f3a2b");
+    let req = t.one(" Req 5d8f3a2b");
     assert!(
         req.end_time > th.end_time,
         "the request lives on after the thread finished"
     );
-    assert_eq!(t.spans.len(), 3);
+    assert_eq!(t.spans.len(), 4);
 }
 
 /// Sender: ctx = trace_get_proc_propagate_context(rid); receiver (another thread here):
@@ -179,7 +187,7 @@ fn propagation_to_another_thread() {
     slicetrace::req_finish(rid);
     let (t, _) = s.finish();
 
-    let req = t.one("Req 5d8f3a2b");
+    let req = t.one(" Req 5d8f3a2b");
     let tok = t.one("tokenize");
     let prefill = t.one("prefill");
     assert_eq!(ctx.trace_id(), tid(req));
@@ -219,7 +227,7 @@ fn three_level_context_tree() {
     slicetrace::req_finish(rid);
     let (t, _) = s.finish();
 
-    let req = t.one("Req req-123");
+    let req = t.one(" Req req-123");
     let names = t.child_names(req);
     assert_eq!(names.len(), 3, "{names:?}");
     for tp in 0..2 {

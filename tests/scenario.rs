@@ -65,9 +65,9 @@ fn tokenizer_and_two_tp_schedulers_serve_two_requests() {
     }
     let (t, stats) = s.finish();
 
-    // Per request: 1 request + 3 thread spans + tokenize, encode + per TP (queue wait, prefill,
-    // decode × steps).
-    let expected: usize = REQS.iter().map(|(_, steps)| 6 + 2 * (2 + steps)).sum();
+    // Per request: its room span, request span, 3 thread spans, tokenize, encode, and per TP
+    // queue wait, prefill, decode × steps.
+    let expected: usize = REQS.iter().map(|(_, steps)| 7 + 2 * (2 + steps)).sum();
     assert_eq!(t.spans.len(), expected, "{}", t.names());
     assert_eq!(stats.slices_unfinished, 0);
     assert_eq!(stats.end_without_start + stats.name_mismatches, 0);
@@ -76,13 +76,15 @@ fn tokenizer_and_two_tp_schedulers_serve_two_requests() {
 
     let mut traces = std::collections::HashSet::new();
     for (rid_text, steps) in REQS {
-        let req = t.one(&format!("Req {}", &rid_text[..8]));
-        assert_eq!(parent(req), 0);
+        let req = t.one(&format!(" Req {}", &rid_text[..8]));
+        let room = t.find(parent(req)).expect("the request's room span");
+        assert_eq!(room.name, "Bootstrap Room 0x7");
+        assert_eq!(parent(room), 0);
         assert!(traces.insert(tid(req)), "each request is its own trace");
         let threads = t.children(req);
         let names: Vec<_> = threads.iter().map(|s| s.name.to_string()).collect();
         assert_eq!(threads.len(), 3, "{names:?}");
-        assert!(names[0].starts_with("tokenizer (host:"), "{names:?}");
+        assert!(names[0].starts_with("tokenizer(host:"), "{names:?}");
 
         let tok = threads[0];
         assert_eq!(t.child_names(tok), ["tokenize"]);

@@ -87,15 +87,20 @@ impl Summary {
         let process = *self.processes.entry(p.clone()).or_insert(next);
         match s.role {
             Role::Request => {
+                // A bootstrap room span names no rid: it widens the request's time only.
                 let rid = match s.attr(schema::RID) {
                     Some(AttrValue::Str(r)) => r.clone(),
                     Some(other) => format!("{other:?}"),
                     None => String::new(),
                 };
-                let e = self
-                    .requests
-                    .entry(s.trace_id)
-                    .or_insert((rid, s.start_ns, s.end_ns));
+                let e = self.requests.entry(s.trace_id).or_insert((
+                    String::new(),
+                    s.start_ns,
+                    s.end_ns,
+                ));
+                if e.0.is_empty() {
+                    e.0 = rid;
+                }
                 e.1 = e.1.min(s.start_ns);
                 e.2 = e.2.max(s.end_ns);
             }

@@ -300,10 +300,11 @@ fn spans_through_our_own_otlp_json_path_convert_with_links_and_nesting() {
     let o = convert(&input, &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let f = TraceFile::check(&std::fs::read_to_string(&out).unwrap());
-    // Per request: tokenize, prefill, forward, decode × 2 (one request span, two threads).
+    // Per request: tokenize, prefill, forward, decode × 2 (a room span, a request span, two
+    // threads); room and request spans are both async slices.
     assert_eq!(f.slices.len(), 3 * 5);
-    assert_eq!(stats.spans_exported, 3 * 8);
-    assert_eq!(f.requests.len(), 3);
+    assert_eq!(stats.spans_exported, 3 * 9);
+    assert_eq!(f.requests.len(), 3 * 2);
     assert_eq!(f.instants.len(), 3);
     // tokenize → prefill (across threads), prefill → decode → decode: three links a request.
     assert_eq!(f.flows.len(), 3 * 3);

@@ -222,7 +222,10 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     assert_eq!(ids.len(), spans.len(), "span ids are unique");
     let nanos = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let is_slice = |s: &SpanData| !s.name.starts_with("Req ") && !s.name.starts_with("worker");
+    let is_request = |s: &SpanData| s.name.starts_with(" Req ");
+    let is_slice = |s: &SpanData| {
+        !is_request(s) && !s.name.starts_with("Bootstrap Room ") && !s.name.starts_with("worker")
+    };
     let mut slices_by_rid: HashMap<u8, u64> = HashMap::new();
     for s in &spans {
         let parent = u64::from_be_bytes(s.parent_span_id.to_bytes());
@@ -257,8 +260,11 @@ fuzz_target!(|data: &[u8]| {
         if is_slice(s) {
             // The slice's request: walk up to the request span, whose rid attribute names it.
             let mut at: &SpanData = s;
-            while let Some(p) = ids.get(&u64::from_be_bytes(at.parent_span_id.to_bytes())) {
-                at = p;
+            while !is_request(at) {
+                match ids.get(&u64::from_be_bytes(at.parent_span_id.to_bytes())) {
+                    Some(p) => at = p,
+                    None => break,
+                }
             }
             let r = at
                 .attributes

@@ -20,10 +20,11 @@ pub fn trace_set_thread_info(thread_label: &str, tp_rank: Option<u32>, dp_rank: 
     slicetrace::set_thread_info(thread_label, tp_rank, dp_rank);
 }
 
-/// Opens the request (and this thread's span of it). `role` is accepted and not used: the
-/// core names the request span `Req {rid[:8]}`. With a `bootstrap_room` whose context came in
-/// by `trace_set_remote_propagate_context`, the request joins that trace; else a W3C
-/// `traceparent` in `external_trace_header` becomes its parent.
+/// Opens the request: its `Bootstrap Room 0x…` span, the request span `"{role} Req
+/// {rid[:8]}"` under it, and this thread's span. With a `bootstrap_room` whose context came in
+/// by `trace_set_remote_propagate_context`, the request span hangs under that node's room span
+/// instead (no room span here); else a W3C `traceparent` in `external_trace_header` becomes the
+/// room span's parent.
 #[pyfunction]
 #[pyo3(signature = (rid, bootstrap_room = None, ts = None, role = "null", external_trace_header = None))]
 pub fn trace_req_start(
@@ -36,7 +37,8 @@ pub fn trace_req_start(
 ) -> PyResult<()> {
     const F: &str = "trace_req_start";
     let text = convert::rid_text(F, rid)?;
-    let _ = role;
+    // SGLang's default role, "null", stands for none.
+    let role = role.filter(|r| !r.is_empty() && *r != "null");
     if !active() {
         session::off(py);
         return Ok(());
@@ -71,6 +73,7 @@ pub fn trace_req_start(
             ts: convert::ts(ts),
             parent,
             tracestate,
+            role,
         },
     );
     Ok(())
@@ -297,8 +300,9 @@ pub fn _slice_batch(
 }
 
 /// The context to send with the request to another process (SGLang's dict, picklable);
-/// `None` when tracing is off or this thread neither started nor joined `rid`.
-/// `remote_propagate` is accepted for SGLang's signature; the context is the same.
+/// `None` when tracing is off or this thread neither started nor joined `rid`. With
+/// `remote_propagate` (for another node, as `trace_get_remote_propagate_context` asks), the
+/// context names the request's bootstrap room span rather than its request span.
 #[pyfunction]
 #[pyo3(signature = (rid, remote_propagate = false))]
 pub fn trace_get_proc_propagate_context<'py>(
@@ -308,13 +312,17 @@ pub fn trace_get_proc_propagate_context<'py>(
 ) -> PyResult<Option<Bound<'py, PyDict>>> {
     const F: &str = "trace_get_proc_propagate_context";
     convert::check_rid(F, rid)?;
-    let _ = remote_propagate;
     if !active() {
         session::off(py);
         return Ok(None);
     }
     let rid = convert::rid(F, rid)?;
-    let Some(ctx) = slicetrace::propagate_context(rid) else {
+    let ctx = if remote_propagate {
+        slicetrace::options::propagate_context_for_room(rid)
+    } else {
+        slicetrace::propagate_context(rid)
+    };
+    let Some(ctx) = ctx else {
         return Ok(None);
     };
     let state = slicetrace::options::propagate_tracestate(rid);

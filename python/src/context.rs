@@ -32,27 +32,6 @@ fn refuse() -> Option<Incoming> {
     None
 }
 
-/// FNV-1a 32 over the context bytes but its own four (the core's documented checksum).
-fn checksum(b: &[u8; CONTEXT_LEN]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for x in b[..4].iter().chain(&b[8..]) {
-        h ^= *x as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
-/// `ctx` with `link` as the span the receiver's first slice links to. The core makes such a
-/// context only from its own bytes, so they are written here by its documented layout.
-fn with_link(ctx: &PropagateContext, link: u64) -> Option<PropagateContext> {
-    let mut b = ctx.to_bytes();
-    b[32..40].copy_from_slice(&link.to_be_bytes());
-    b[3] |= 2;
-    let sum = checksum(&b);
-    b[4..8].copy_from_slice(&sum.to_le_bytes());
-    PropagateContext::from_bytes(&b).ok()
-}
-
 fn to_hex(b: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(b.len() * 2);
@@ -159,15 +138,10 @@ pub fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Option<Incoming>> {
     } else {
         return Ok(refuse());
     };
-    let ctx = if link == 0 {
-        Some(from_header)
-    } else {
-        with_link(&from_header, link)
-    };
-    Ok(match ctx {
-        Some(ctx) => Some(Incoming { ctx, tracestate }),
-        None => refuse(),
-    })
+    Ok(Some(Incoming {
+        ctx: from_header.with_link(Some(link)),
+        tracestate,
+    }))
 }
 
 /// Contexts a cross-node header brought, by bootstrap room, until `trace_req_start` with that
@@ -182,8 +156,11 @@ struct Rooms {
     next: u64,
 }
 
-/// Keeps `ctx` for `room` unless one is kept already (as SGLang, the first header wins).
-pub fn keep_room(room: String, ctx: Incoming) {
+/// Keeps `ctx` for `room` unless one is kept already (as SGLang, the first header wins). A
+/// cross-node context names the sender's room span, whatever made it: the `trace_req_start`
+/// that takes it hangs its request span there and opens no room span of its own, as SGLang's.
+pub fn keep_room(room: String, mut ctx: Incoming) {
+    ctx.ctx = ctx.ctx.for_room();
     let mut g = ROOMS.lock().unwrap_or_else(|e| e.into_inner());
     let rooms = g.get_or_insert_with(Rooms::default);
     if rooms.by_room.contains_key(&room) {
@@ -227,19 +204,6 @@ pub fn bad_header(why: impl std::fmt::Display) -> PyErr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_link_written_by_the_layout_reads_back() {
-        let base = PropagateContext::from_traceparent(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .unwrap();
-        let ctx = with_link(&base, 0x1234_5678_9abc_def0).expect("valid bytes");
-        assert_eq!(ctx.link_span_id(), Some(0x1234_5678_9abc_def0));
-        assert_eq!(ctx.trace_id(), base.trace_id());
-        assert_eq!(ctx.parent_span_id(), base.parent_span_id());
-        assert!(ctx.is_sampled());
-    }
 
     #[test]
     fn hex_round_trip_and_refusals() {

@@ -108,6 +108,9 @@ fn error_text(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The instrumentation scope of SGLang's tracer (`trace.get_tracer("sglang server")`).
+const SGLANG_SCOPE: &str = "sglang server";
+
 /// The configuration `process_tracing_init` starts: the endpoint argument as if it were
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else the `OTEL_*` variables, else the local file.
 fn config(endpoint: Option<&str>, server_name: &str) -> Result<Config, String> {
@@ -119,6 +122,9 @@ fn config(endpoint: Option<&str>, server_name: &str) -> Result<Config, String> {
         _ => std::env::var(k).ok(),
     })
     .map_err(|e| error_text(&e))?;
+    // The scope SGLang's tracer is made with: queries and dashboards built on SGLang's spans
+    // keep matching these.
+    cfg.scope_name = SGLANG_SCOPE.to_owned();
     // SGLang's own batch settings, read as its module reads them.
     if let Some(ms) = env_millis("SGLANG_OTLP_EXPORTER_SCHEDULE_DELAY_MILLIS")? {
         cfg.export_interval = Duration::from_millis(ms);

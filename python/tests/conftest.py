@@ -24,8 +24,14 @@ def host_prefix() -> str:
 
 def thread_span_name(label: str, tp_rank=None, tid=None) -> str:
     tid = threading.get_native_id() if tid is None else tid
-    tp = f" [TP {tp_rank}]" if tp_rank is not None else ""
-    return f"{label}{tp} (host:{host_prefix()} | pid:{tid})"
+    # SGLang 0.5.9 spaces the TP part on both sides, and puts no space before "(host:" without it.
+    tp = f" [TP {tp_rank}] " if tp_rank is not None else ""
+    return f"{label}{tp}(host:{host_prefix()} | pid:{tid})"
+
+
+def in_room(*requests, room=0):
+    """`requests` (trees) each under its own bootstrap room span, as `Trace.tree()` gives them."""
+    return [(f"Bootstrap Room {hex(room)}", [r]) for r in requests]
 
 
 def read_spans(path: Path) -> list:
@@ -57,6 +63,10 @@ class Trace:
             roots.sort(key=lambda s: s["start_unix_nano"])
             return [self.tree(r) for r in roots]
         return (span["name"], [self.tree(c) for c in self.children(span)])
+
+    def rooms(self):
+        """The room spans (roots here, with the request under each), by their request's name."""
+        return {self.children(s)[0]["name"]: s for s in self.spans if s["name"].startswith("Bootstrap Room ")}
 
     def links(self, name):
         """Names of the spans `name` links to (None for a span not in this file)."""

@@ -1,15 +1,17 @@
-"""Runs SGLang 0.5.9's own tracing module, unmodified, in a process of its own, with the
-OpenTelemetry Python SDK and an in-memory exporter. Only `sglang.srt.utils` is stubbed (it
-imports torch); the module comes from the release's wheel, unpacked at SLICETRACE_SGLANG_DIR.
+"""Runs SGLang 0.5.9's own tracing module, unmodified, in a process of its own, on the
+OpenTelemetry Python SDK with its own OTLP exporter (gRPC, to the collector the test started).
+Only `sglang.srt.utils` is stubbed (it imports torch); the module comes from the release's
+wheel, unpacked at SLICETRACE_SGLANG_DIR.
 
-    python sglang_side.py send|recv <context.pkl> <spans.json>
+    python sglang_side.py MODE <collector host:port> <context file>
 
-send: starts a request, opens a slice, pickles its propagated context, ends everything.
-recv: joins the request from the pickled context and runs one slice on a scheduler thread.
-Both write the finished spans as JSON.
+send:        starts a request, opens a slice, pickles its in-node context, ends everything.
+recv:        joins the request from the pickled context and runs one slice on a scheduler thread.
+send-remote: a router: starts the request of a bootstrap room, opens a slice, writes the
+             cross-node header for the room, ends everything.
+recv-remote: a decode node: reads the header, then starts its request with that room.
 """
 
-import json
 import os
 import pickle
 import sys
@@ -26,19 +28,16 @@ utils.get_int_env_var = lambda name, default: int(os.environ.get(name, default))
 sys.modules["sglang.srt.utils"] = utils
 
 from opentelemetry import trace as ot  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
 from sglang.srt.tracing import trace as sg  # noqa: E402
 
 RID = "feedface-0000-interop"
+ROOM = 0x5EED
+DECODE_RID = "dddd0000-decode"
 
 
-def main(mode, ctx_path, out_path):
-    # Its OTLP exporter points nowhere; the spans are read from memory.
-    sg.process_tracing_init("127.0.0.1:9", "sglang-side")
-    mem = InMemorySpanExporter()
-    ot.get_tracer_provider().add_span_processor(SimpleSpanProcessor(mem))
+def main(mode, endpoint, ctx_path):
+    sg.process_tracing_init(endpoint, "sglang-side")
     if mode == "send":
         sg.trace_set_thread_info("Tokenizer")
         sg.trace_req_start(RID)
@@ -47,26 +46,34 @@ def main(mode, ctx_path, out_path):
             pickle.dump(sg.trace_get_proc_propagate_context(RID), f)
         sg.trace_slice_end("tokenize", RID)
         sg.trace_req_finish(RID)
-    else:
+    elif mode == "recv":
         with open(ctx_path, "rb") as f:
             ctx = pickle.load(f)
         sg.trace_set_thread_info("Scheduler", 0, 0)
         sg.trace_set_proc_propagate_context(RID, ctx)
         sg.trace_slice_start("prefill", RID)
         sg.trace_slice_end("prefill", RID, thread_finish_flag=True)
-    spans = [
-        {
-            "name": s.name,
-            "span_id": f"{s.context.span_id:016x}",
-            "trace_id": f"{s.context.trace_id:032x}",
-            "parent_span_id": f"{s.parent.span_id:016x}" if s.parent else None,
-            "links": [f"{link.context.span_id:016x}" for link in s.links],
-        }
-        for s in mem.get_finished_spans()
-    ]
-    with open(out_path, "w") as f:
-        json.dump(spans, f)
-    os._exit(0)  # its batch processor would retry the unreachable endpoint at exit
+    elif mode == "send-remote":
+        sg.trace_set_thread_info("Router")
+        sg.trace_req_start(str(ROOM), bootstrap_room=ROOM)
+        sg.trace_slice_start("route", str(ROOM))
+        with open(ctx_path, "w") as f:
+            f.write(sg.trace_get_remote_propagate_context([ROOM]))
+        sg.trace_slice_end("route", str(ROOM))
+        sg.trace_req_finish(str(ROOM))
+    elif mode == "recv-remote":
+        with open(ctx_path) as f:
+            sg.trace_set_remote_propagate_context(f.read())
+        sg.trace_set_thread_info("Tokenizer")
+        sg.trace_req_start(DECODE_RID, bootstrap_room=ROOM)
+        sg.trace_slice_start("decode", DECODE_RID)
+        sg.trace_slice_end("decode", DECODE_RID)
+        sg.trace_req_finish(DECODE_RID)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    # Its batch processor sends what it holds; then the spans are the collector's.
+    assert ot.get_tracer_provider().force_flush(10_000)
+    ot.get_tracer_provider().shutdown()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def test_dict_has_sglang_shape_and_survives_pickle(traced):
     trace_slice_end("tokenize", RID)
     trace_req_finish(RID)
     t = traced.finish()
-    assert t.named("Req c0ffee00")["span_id"] == parent
+    assert t.named(" Req c0ffee00")["span_id"] == parent
     assert t.named("tokenize")["span_id"] == f"{ctx['prev_span']['span_id']:016x}"
     assert t.named("tokenize")["trace_id"] == trace_id
 
@@ -174,24 +174,21 @@ def test_tokenizer_and_two_schedulers_in_spawned_processes(traced, tmp_path):
 
     for rid, steps in zip(rids, (2, 3)):
         short = rid[:8]
-        req = tok.named(f"Req {short}")
+        req = tok.named(f" Req {short}")
         assert tok.tree(req) == (
-            f"Req {short}",
+            f" Req {short}",
             [(thread_span_name("Tokenizer"), [("tokenize", []), ("dispatch", [])])],
         )
         for i, t in enumerate(tp):
             spans = [s for s in t.spans if s["attributes"].get("rid") == rid or s["trace_id"] == req["trace_id"]]
             assert {s["trace_id"] for s in spans} == {req["trace_id"]}
             sub = Trace(spans)
-            # Today's core: the joined process has a request span of its own under the sender's.
+            # The joined process opens no request span: its thread span hangs under the sender's.
             [root] = [s for s in spans if s["parent_span_id"] not in sub.by_id]
             assert root["parent_span_id"] == req["span_id"]
             decode = [("decode_loop", [])] * steps
             assert sub.tree() == [
-                (
-                    root["name"],
-                    [(thread_span_name("Scheduler", i, tids[i]), [("prefill", [("forward", [])]), *decode])],
-                )
+                (thread_span_name("Scheduler", i, tids[i]), [("prefill", [("forward", [])]), *decode])
             ]
             prefill = sub.named("prefill")
             linked = prefill["links"][0]["span_id"]
@@ -217,10 +214,15 @@ def test_cross_node_header_joins_a_spawned_decode_node(traced, tmp_path):
     trace_req_finish(str(room))
     router = traced.finish()
     dec = Trace(read_spans(tmp_path / "decode.jsonl"))
-    req = router.named(f"Req {room}")
+    req = router.named(f" Req {room}")
+    router_room = router.named("Bootstrap Room 0x5eed")
+    assert router_room["attributes"]["bootstrap_room"] == "0x5eed"
+    assert req["parent_span_id"] == router_room["span_id"]
     assert {s["trace_id"] for s in dec.spans} == {req["trace_id"]}
-    dreq = dec.named("Req dddd0000")
-    assert dreq["parent_span_id"] == req["span_id"]
-    assert dreq["attributes"]["bootstrap_room"] == room
-    assert dec.tree(dreq) == ("Req dddd0000", [(thread_span_name("Tokenizer", None, tid), [("decode", [])])])
+    # The decode node's request span sits beside the router's, under the router's room span;
+    # the decode node opens no room span of its own.
+    dreq = dec.named(" Req dddd0000")
+    assert dreq["parent_span_id"] == router_room["span_id"]
+    assert "bootstrap_room" not in dreq["attributes"]
+    assert dec.tree() == [(" Req dddd0000", [(thread_span_name("Tokenizer", None, tid), [("decode", [])])])]
     assert [router.by_id[l["span_id"]]["name"] for l in dec.named("decode")["links"]] == ["route"]

@@ -31,11 +31,12 @@ def test_no_endpoint_writes_the_perfetto_file(tmp_path, monkeypatch):
     t.process_tracing_init(None, "perfetto-server")
     one_request()
     final = slicetrace.shutdown()
-    assert final["spans_exported"] == 3
+    # The slice, the thread, request and room spans.
+    assert final["spans_exported"] == 4
     doc = json.loads(path.read_text())
     events = doc["traceEvents"] if isinstance(doc, dict) else doc
     names = {e.get("name") for e in events}
-    assert {"s", "Req d0d0d0d0"} <= names
+    assert {"s", " Req d0d0d0d0", "Bootstrap Room 0x0"} <= names
 
 
 def collector_down_run(monkeypatch, tmp_path, endpoint_arg, env):
@@ -56,7 +57,7 @@ def test_endpoint_argument_chooses_otlp_and_a_down_collector_is_counted(tmp_path
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
     final = collector_down_run(monkeypatch, tmp_path, f"http://127.0.0.1:{free_port()}/v1/traces", {})
     assert final["spans_exported"] == 0
-    assert final["spans_export_failed"] + final["spans_dropped_export"] == 3
+    assert final["spans_export_failed"] + final["spans_dropped_export"] == 4
 
 
 def test_otel_variables_choose_otlp_without_an_argument(tmp_path, monkeypatch):
@@ -67,4 +68,4 @@ def test_otel_variables_choose_otlp_without_an_argument(tmp_path, monkeypatch):
         {"OTEL_EXPORTER_OTLP_ENDPOINT": f"127.0.0.1:{free_port()}"},
     )
     assert final["spans_exported"] == 0
-    assert final["spans_export_failed"] + final["spans_dropped_export"] == 3
+    assert final["spans_export_failed"] + final["spans_dropped_export"] == 4

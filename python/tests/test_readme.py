@@ -18,8 +18,9 @@ def test_readme_example(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "'records_written'" in r.stdout
     t = Trace(read_spans(tmp_path / "readme.jsonl"))
-    [(req, [(thread, slices)])] = t.tree()
-    assert req == "Req 5d8f3a2b"
+    [(room, [(req, [(thread, slices)])])] = t.tree()
+    assert room == "Bootstrap Room 0x0"
+    assert req == " Req 5d8f3a2b"
     assert thread.startswith("Scheduler [TP 0] (host:")
     assert slices == [("prefill", []), ("decode", [])]
     assert t.links("decode") == ["prefill"]

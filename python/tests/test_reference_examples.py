@@ -3,7 +3,7 @@
 import queue
 import threading
 
-from conftest import thread_span_name
+from conftest import in_room, thread_span_name
 
 import slicetrace
 from slicetrace.sglang.tracing import (
@@ -43,11 +43,17 @@ def test_request_and_a_slice(traced):
     trace_slice_end("slice A", rid)
     trace_req_finish(rid)
     t = traced.finish()
-    assert t.tree() == [
-        ("Req 5e1f0a2b", [(thread_span_name("thread label", 0), [("slice A", [])])])
-    ]
-    req = t.named("Req 5e1f0a2b")
-    assert req["attributes"]["rid"] == RID
+    # SGLang 0.5.9's tree: the room span (0x0 without a room) above the request span.
+    assert t.tree() == in_room(
+        (" Req 5e1f0a2b", [(thread_span_name("thread label", 0), [("slice A", [])])])
+    )
+    req = t.named(" Req 5e1f0a2b")
+    assert req["attributes"] == {"rid": RID}
+    room = t.named("Bootstrap Room 0x0")
+    assert room["attributes"] == {"bootstrap_room": "0x0"}
+    assert (room["start_unix_nano"], room["end_unix_nano"]) == (req["start_unix_nano"], req["end_unix_nano"])
+    assert req["kind"] == room["kind"] == "internal"
+    assert req["scope"] == "sglang server"
     thread = t.named(thread_span_name("thread label", 0))
     assert thread["attributes"]["thread_label"] == "thread label"
     assert thread["attributes"]["tp_rank"] == 0
@@ -63,7 +69,7 @@ def test_anonymous_slice_named_by_its_end(traced):
     trace_slice_end("slice A", rid)
     trace_req_finish(rid)
     t = traced.finish()
-    assert t.tree() == [("Req 5e1f0a2b", [(thread_span_name("thread label"), [("slice A", [])])])]
+    assert t.tree() == in_room((" Req 5e1f0a2b", [(thread_span_name("thread label"), [("slice A", [])])]))
     assert t.named("slice A")["status"] == "unset"
 
 
@@ -79,7 +85,7 @@ def test_auto_next_anon_chains_slices(traced):
     trace_req_finish(rid)
     t = traced.finish()
     slices = [(f"slice {c}", []) for c in "ABCD"]
-    assert t.tree() == [("Req 5e1f0a2b", [(thread_span_name("thread label"), slices)])]
+    assert t.tree() == in_room((" Req 5e1f0a2b", [(thread_span_name("thread label"), slices)]))
     assert t.links("slice A") == []
     assert t.links("slice B") == ["slice A"]
     assert t.links("slice C") == ["slice B"]
@@ -146,14 +152,14 @@ def test_propagation_to_another_thread(traced):
     trace_req_finish(rid)
     tr = traced.finish()
     # One request span in the process: the scheduler thread's span hangs under it too.
-    assert tr.tree() == [
+    assert tr.tree() == in_room(
         (
-            "Req 5e1f0a2b",
+            " Req 5e1f0a2b",
             [
                 (thread_span_name("Tokenizer"), [("tokenize", [])]),
                 (thread_span_name("Scheduler", 0, tid[0]), [("prefill", [])]),
             ],
         )
-    ]
+    )
     assert tr.links("prefill") == ["tokenize"]
     assert tr.named(thread_span_name("Scheduler", 0, tid[0]))["attributes"]["dp_rank"] == 0

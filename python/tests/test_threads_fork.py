@@ -39,11 +39,12 @@ def test_threads_trace_their_own_requests(traced):
     st = traced.final_stats
     assert st["records_dropped_ring_full"] == 0 and st["unknown_rid_records"] == 0
     assert st["requests_finished"] == n_threads * per_thread
-    assert len(tr.spans) == n_threads * per_thread * (slices + 2)
+    # The slices, a thread span, a request span and a room span per request.
+    assert len(tr.spans) == n_threads * per_thread * (slices + 3)
     for k in range(n_threads):
         for i in range(per_thread):
             rid = f"{k:02d}{i:06d}-thread-req"
-            req = [s for s in tr.spans if s["name"] == f"Req {rid[:8]}"]
+            req = [s for s in tr.spans if s["name"] == f" Req {rid[:8]}"]
             assert len(req) == 1
             ((thread_name, kids),) = tr.tree(req[0])[1]
             assert thread_name == thread_span_name(f"worker-{k}", k, tids[k])
@@ -129,7 +130,7 @@ def test_forked_child_drops_and_counts_its_calls_and_the_parent_goes_on(tmp_path
     from conftest import read_spans
 
     names = sorted(s["name"] for s in read_spans(tmp_path / "spans.jsonl"))
-    assert "after-fork" in names and "Req parent-r" in names
+    assert "after-fork" in names and " Req parent-r" in names
     assert not any("child" in s["attributes"].get("rid", "") for s in read_spans(tmp_path / "spans.jsonl"))
 
 
@@ -149,5 +150,5 @@ def test_interpreter_exit_flushes(tmp_path):
     from conftest import read_spans
 
     spans = read_spans(tmp_path / "spans.jsonl")
-    assert {s["name"] for s in spans} >= {"Req exit-req", "last"}
-    assert len(spans) == 3
+    assert {s["name"] for s in spans} >= {" Req exit-req", "last", "Bootstrap Room 0x0"}
+    assert len(spans) == 4

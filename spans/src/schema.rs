@@ -47,7 +47,8 @@ keys! {
     PID = "pid";
     /// The host the thread ran on, on thread spans.
     HOST_ID = "host_id";
-    /// The disaggregation bootstrap room of a request, on its request span.
+    /// The disaggregation bootstrap room of a request, in hex (`0x1f`), on its bootstrap room
+    /// span.
     BOOTSTRAP_ROOM = "bootstrap_room";
     /// `true` on a span that was still open when it had to be closed.
     UNFINISHED = "slicetrace.unfinished";
@@ -85,40 +86,52 @@ impl Span {
 }
 
 /// The role of a span from its attributes: a thread span names its thread's label; a request
-/// span names its rid but no thread; everything else is a slice.
+/// span names its rid, and a bootstrap room span its room, but neither a thread; everything
+/// else is a slice.
 pub fn role_of(attrs: &[(String, AttrValue)]) -> Role {
     let has = |key: &str| attrs.iter().any(|(k, _)| k == key);
     if has(THREAD_LABEL) {
         Role::Thread
-    } else if has(RID) && !has(THREAD_ID) {
+    } else if (has(RID) || has(BOOTSTRAP_ROOM)) && !has(THREAD_ID) {
         Role::Request
     } else {
         Role::Slice
     }
 }
 
-/// The shortened rid a request span's name shows: after its last `_`, at most 8 bytes.
+/// The shortened rid a request span's name shows: after its last `_` (a worker prefix), at
+/// most 8 characters.
 pub fn short_rid(text: &str) -> &str {
     let tail = text.rsplit('_').next().unwrap_or(text);
-    truncate_str(tail, 8)
+    match tail.char_indices().nth(8) {
+        Some((i, _)) => &tail[..i],
+        None => tail,
+    }
 }
 
-/// A request span's name: `Req <short rid>`.
-pub fn request_span_name(rid_text: &str) -> String {
-    format!("Req {}", short_rid(rid_text))
+/// A request span's name: `{role} Req {short rid}`, the role empty when none was given (the
+/// name then starts with a space, as the reference writes it).
+pub fn request_span_name(role: Option<&str>, rid_text: &str) -> String {
+    format!("{} Req {}", role.unwrap_or(""), short_rid(rid_text))
 }
 
-/// A request span's name when its rid was given as a number.
-pub fn request_span_name_numeric(rid: u64) -> String {
-    format!("Req {rid}")
+/// A bootstrap room span's name: `Bootstrap Room 0x{room in hex}`.
+pub fn room_span_name(room: u64) -> String {
+    format!("Bootstrap Room {room:#x}")
 }
 
-/// A thread span's name: `label [TP n] (host:<first 8 bytes> | pid:<tid>)`.
+/// The `bootstrap_room` attribute's value: the room in hex, `0x0` for none.
+pub fn room_text(room: u64) -> String {
+    format!("{room:#x}")
+}
+
+/// A thread span's name: `label(host:<first 8 bytes> | pid:<tid>)`, or with a TP rank
+/// `label [TP n] (host:… | pid:…)`, spaced as the reference writes them.
 pub fn thread_span_name(label: &str, tp_rank: Option<u32>, host_id: &str, tid: u64) -> String {
     let host8 = truncate_str(host_id, 8);
     match tp_rank {
         Some(tp) => format!("{label} [TP {tp}] (host:{host8} | pid:{tid})"),
-        None => format!("{label} (host:{host8} | pid:{tid})"),
+        None => format!("{label}(host:{host8} | pid:{tid})"),
     }
 }
 
@@ -223,7 +236,8 @@ mod tests {
         for (keys, role) in [
             (&[THREAD_LABEL, THREAD_ID, PID][..], Role::Thread),
             (&[RID, THREAD_LABEL][..], Role::Thread),
-            (&[RID, BOOTSTRAP_ROOM][..], Role::Request),
+            (&[RID][..], Role::Request),
+            (&[BOOTSTRAP_ROOM][..], Role::Request),
             (&[RID, THREAD_ID][..], Role::Slice),
             (&[THREAD_ID][..], Role::Slice),
             (&[][..], Role::Slice),
@@ -250,16 +264,22 @@ mod tests {
 
     #[test]
     fn names_are_formatted_as_the_tree_gives_them() {
-        assert_eq!(request_span_name("chat_3f2a9c0e77"), "Req 3f2a9c0e");
-        assert_eq!(request_span_name("é_ééééé"), "Req éééé");
-        assert_eq!(request_span_name_numeric(42), "Req 42");
+        assert_eq!(request_span_name(None, "chat_3f2a9c0e77"), " Req 3f2a9c0e");
+        assert_eq!(
+            request_span_name(Some("decode"), "é_éééééééééé"),
+            "decode Req éééééééé"
+        );
+        assert_eq!(request_span_name(None, "42"), " Req 42");
+        assert_eq!(room_span_name(0), "Bootstrap Room 0x0");
+        assert_eq!(room_span_name(0xbeef), "Bootstrap Room 0xbeef");
+        assert_eq!(room_text(31), "0x1f");
         assert_eq!(
             thread_span_name("scheduler", Some(1), "host-0123456", 77),
             "scheduler [TP 1] (host:host-012 | pid:77)"
         );
         assert_eq!(
             thread_span_name("tokenizer", None, "h", 5),
-            "tokenizer (host:h | pid:5)"
+            "tokenizer(host:h | pid:5)"
         );
         assert_eq!(
             overlap_lane_title("scheduler [TP 1]", 2),

@@ -89,6 +89,15 @@ counters! {
     end_without_start,
     /// `slice_end` whose name differs from its named start (the span gets status error).
     name_mismatches,
+    /// `event` with no slice of its request open on the thread: kept on the thread span (or the
+    /// request span, when the thread's has ended).
+    events_without_slice,
+    /// `slice_add_attr` with no slice of its request open on the thread: kept on the thread
+    /// span (or the request span, when the thread's has ended).
+    attrs_without_slice,
+    /// Events and attributes of a request this process joined that had no span here to go
+    /// on (no slice or thread span open, and no request span in a joined process): dropped.
+    annotations_dropped,
     /// `propagate_context` calls seen by the drainer.
     propagations,
     /// `set_propagate_context` with a trace id other than the request's in this process.

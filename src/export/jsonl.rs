@@ -1,7 +1,7 @@
 //! A span exporter that appends one JSON object per span to a local file: a trace to look at
 //! with no collector running.
 
-use opentelemetry::trace::Status;
+use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// {"trace_id":"…32 hex…","span_id":"…16 hex…","parent_span_id":"…","name":"prefill",
 ///  "start_unix_nano":…,"end_unix_nano":…,"status":"unset"|"error","status_message":"…",
 ///  "attributes":{"rid":"…"},"events":[{"name":"…","time_unix_nano":…,"attributes":{}}],
-///  "links":[{"trace_id":"…","span_id":"…"}],"service":"…"}
+///  "links":[{"trace_id":"…","span_id":"…"}],"kind":"internal","scope":"…","service":"…"}
 /// ```
 ///
 /// Each batch is written and flushed as it comes, so memory does not grow with the file and the
@@ -127,7 +127,17 @@ pub fn span_json(out: &mut String, s: &SpanData, service: &str) {
             l.span_context.span_id()
         );
     }
-    out.push_str("],\"service\":");
+    out.push_str("],\"kind\":");
+    out.push_str(match s.span_kind {
+        SpanKind::Internal => "\"internal\"",
+        SpanKind::Server => "\"server\"",
+        SpanKind::Client => "\"client\"",
+        SpanKind::Producer => "\"producer\"",
+        SpanKind::Consumer => "\"consumer\"",
+    });
+    out.push_str(",\"scope\":");
+    json_str(out, s.instrumentation_scope.name());
+    out.push_str(",\"service\":");
     json_str(out, service);
     out.push('}');
 }

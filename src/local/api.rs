@@ -3,7 +3,7 @@
 
 use super::directory::{directory, Entry};
 use super::handle::{enabled, with_local, Local};
-use super::history::{self, Lookup};
+use super::history::{self, Lookup, Target};
 use crate::args::{Attr, End, Opts, UnixNanos, Value};
 use crate::ids::{process_tag, Rid};
 use crate::name::Name;
@@ -60,8 +60,9 @@ pub(crate) static PROPAGATE_UNKNOWN: AtomicU64 = AtomicU64::new(0);
 #[inline(always)]
 fn stamp(l: &Local, ts: Option<UnixNanos>) -> (u64, u8) {
     match ts {
-        None => (l.clock.raw(), 0),
-        Some(t) => (t.0, flag::TS_UNIX),
+        // 0 means now, as the reference's `ts=0`.
+        Some(t) if t.0 != 0 => (t.0, flag::TS_UNIX),
+        _ => (l.clock.raw(), 0),
     }
 }
 
@@ -163,16 +164,23 @@ pub fn set_thread_info(label: &str, tp_rank: Option<u32>, dp_rank: Option<u32>) 
 pub struct ReqStart<'a> {
     pub bootstrap_room: Option<u64>,
     pub ts: Option<UnixNanos>,
-    /// Join an upstream trace: the request span becomes a child of its parent span, and the first
-    /// slice links to its link span.
+    /// Join an upstream trace: the first slice links to its link span, and the bootstrap room
+    /// span becomes a child of its parent span (an HTTP gateway's `traceparent`, say); or, for
+    /// a context that [names a room](PropagateContext::names_room) (another node's, from
+    /// [`propagate_context_for_room`]), the request span hangs under that room span and this
+    /// process opens no room span.
     pub parent: Option<&'a PropagateContext>,
     /// The upstream W3C `tracestate` header value, kept on every span of the request in this
     /// process. Values over 512 bytes, or not valid W3C tracestate, are not kept (counted in
     /// `Stats::tracestate_refused`).
     pub tracestate: Option<&'a str>,
+    /// The server's part in the request (`prefill`, `decode`, …): the request span is named
+    /// `"{role} Req {rid}"`. Cut to `limits::MAX_ROLE_BYTES`.
+    pub role: Option<&'a str>,
 }
 
-/// Opens the request's span in this process (and this thread's span of it).
+/// Opens the request in this process: its bootstrap room span (`Bootstrap Room 0x{room:x}`,
+/// `0x0` without a room), the request span under it, and this thread's span of it.
 pub fn req_start(rid: impl RequestKey, bootstrap_room: Option<u64>) -> Rid {
     req_start_with(
         rid,
@@ -198,6 +206,9 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
             if p.is_sampled() {
                 flags |= flag::SAMPLED;
             }
+            if p.names_room() {
+                flags |= flag::JOINS_ROOM;
+            }
             Upstream {
                 trace_id: p.trace_id,
                 link: p.link_span_id,
@@ -212,7 +223,7 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
             flags,
             ..Record::default()
         };
-        start_origin(l, id, head, up, opts.tracestate, rid.text());
+        start_origin(l, id, head, up, opts.tracestate, opts.role, rid.text());
     });
     id
 }
@@ -225,6 +236,7 @@ fn start_origin(
     mut head: Record,
     up: Option<Upstream>,
     tracestate: Option<&str>,
+    role: Option<&str>,
     text: Option<&str>,
 ) {
     let mut payload = [0u8; MAX_ORIGIN_PAYLOAD];
@@ -232,6 +244,7 @@ fn start_origin(
         &mut head,
         up.as_ref(),
         tracestate,
+        role,
         text.unwrap_or(""),
         &mut payload,
     );
@@ -245,12 +258,13 @@ fn start_origin(
 
 /// Makes the request findable by `propagate_context` on this process's other threads.
 fn publish(l: &Local, rid: Rid, pos: u64, head: &Record, up: Option<&Upstream>) {
-    if let Some(ids) = origin_ids(l.seed, pos, head, up, process_tag()) {
+    if let Some(ids) = origin_ids(l.seed, pos, head, up) {
         directory().insert(
             rid.0,
             Entry {
                 trace_id: ids.trace_id,
                 request_span: ids.request_span,
+                room_span: ids.room_span,
             },
         );
     }
@@ -417,12 +431,25 @@ pub fn slice_add_attr(rid: Rid, attrs: &[Attr<'_>]) {
 /// The context to send with the request to another thread or process. `None` when tracing is
 /// off, or this thread neither started nor joined `rid` (counted), or finished it here.
 pub fn propagate_context(rid: Rid) -> Option<PropagateContext> {
+    propagate(rid, Target::Request)
+}
+
+/// The context to send with the request to another node (prefill to decode, say): as
+/// [`propagate_context`], but naming the request's bootstrap room span, so that the other
+/// node's `req_start` under it hangs its request span beside this one. A process that did not
+/// start the request knows no room span: its context names the request span, as
+/// `propagate_context`'s.
+pub fn propagate_context_for_room(rid: Rid) -> Option<PropagateContext> {
+    propagate(rid, Target::Room)
+}
+
+fn propagate(rid: Rid, target: Target) -> Option<PropagateContext> {
     if !enabled() {
         return None;
     }
     with_local(|l| {
         let tag = process_tag();
-        match history::lookup(&l.producer, l.seed, rid.0, tag) {
+        match history::lookup(&l.producer, l.seed, rid.0, tag, target) {
             Lookup::Found(ctx) => {
                 let (ts, tf) = stamp(l, None);
                 l.producer.push(Record {
@@ -477,7 +504,7 @@ pub fn set_propagate_context_with(
             flags: tf | if ctx.sampled { flag::SAMPLED } else { 0 },
             ..Record::default()
         };
-        start_origin(l, id, head, Some(up), tracestate, rid.text());
+        start_origin(l, id, head, Some(up), tracestate, None, rid.text());
     });
 }
 

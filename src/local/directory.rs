@@ -24,6 +24,7 @@ struct Slot {
     trace_hi: AtomicU64,
     trace_lo: AtomicU64,
     span: AtomicU64,
+    room: AtomicU64,
 }
 
 impl Slot {
@@ -34,15 +35,18 @@ impl Slot {
             trace_hi: AtomicU64::new(0),
             trace_lo: AtomicU64::new(0),
             span: AtomicU64::new(0),
+            room: AtomicU64::new(0),
         }
     }
 }
 
-/// A request's identity in this process: its trace and its request span here.
+/// A request's identity in this process: its trace, its request span and (for a request
+/// started here) the bootstrap room span above it, 0 when not known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub trace_id: u128,
     pub request_span: u64,
+    pub room_span: u64,
 }
 
 pub(crate) struct Directory {
@@ -88,6 +92,7 @@ impl Directory {
                 .store((e.trace_id >> 64) as u64, Ordering::Relaxed);
             slot.trace_lo.store(e.trace_id as u64, Ordering::Relaxed);
             slot.span.store(e.request_span, Ordering::Relaxed);
+            slot.room.store(e.room_span, Ordering::Relaxed);
         });
     }
 
@@ -109,6 +114,7 @@ impl Directory {
         let hi = slot.trace_hi.load(Ordering::Relaxed);
         let lo = slot.trace_lo.load(Ordering::Relaxed);
         let span = slot.span.load(Ordering::Relaxed);
+        let room = slot.room.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
         let s2 = slot.seq.load(Ordering::Relaxed);
         if s1 != s2 || r != rid || span == 0 {
@@ -117,6 +123,7 @@ impl Directory {
         Some(Entry {
             trace_id: ((hi as u128) << 64) | lo as u128,
             request_span: span,
+            room_span: room,
         })
     }
 }
@@ -136,6 +143,7 @@ mod tests {
         let e = |n: u64| Entry {
             trace_id: (n as u128) << 64 | 1,
             request_span: n,
+            room_span: n ^ 1,
         };
         d.insert(10, e(10));
         assert_eq!(d.get(10), Some(e(10)));
@@ -183,6 +191,7 @@ mod loom_tests {
             let e = |n: u64| Entry {
                 trace_id: ((n as u128) << 64) | n as u128,
                 request_span: n,
+                room_span: n + 7,
             };
             let writers: Vec<_> = [1u64, 2]
                 .into_iter()

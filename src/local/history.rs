@@ -86,10 +86,41 @@ pub(crate) fn origin_tracestate(p: &Producer, rid: u64) -> Option<String> {
         .map(str::to_owned)
 }
 
-pub(crate) fn lookup(p: &Producer, seed: u64, rid: u64, process_tag: u64) -> Lookup {
+/// What `propagate_context` sends: the request span as the parent, or with `for_room`, the
+/// bootstrap room span above it when this process knows it (a request it started).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    Request,
+    Room,
+}
+
+fn context(
+    trace_id: u128,
+    request_span: u64,
+    room_span: u64,
+    link: u64,
+    process_tag: u64,
+    sampled: bool,
+    target: Target,
+) -> PropagateContext {
+    match target {
+        Target::Room if room_span != 0 => {
+            PropagateContext::new(trace_id, room_span, link, process_tag, sampled).for_room()
+        }
+        _ => PropagateContext::new(trace_id, request_span, link, process_tag, sampled),
+    }
+}
+
+pub(crate) fn lookup(
+    p: &Producer,
+    seed: u64,
+    rid: u64,
+    process_tag: u64,
+    target: Target,
+) -> Lookup {
     let origin = match find_origin(p, rid) {
         Err(finished) => return finished,
-        Ok(None) => return lookup_elsewhere(p, seed, rid, process_tag),
+        Ok(None) => return lookup_elsewhere(p, seed, rid, process_tag, target),
         Ok(Some(o)) => o,
     };
     let (opos, head) = origin;
@@ -103,24 +134,35 @@ pub(crate) fn lookup(p: &Producer, seed: u64, rid: u64, process_tag: u64) -> Loo
     let Ok(origin) = decode_origin(&head, &payload) else {
         return Lookup::Unknown;
     };
-    let Some(ids) = origin_ids(seed, opos, &head, origin.upstream.as_ref(), process_tag) else {
+    let Some(ids) = origin_ids(seed, opos, &head, origin.upstream.as_ref()) else {
         return Lookup::Unknown;
     };
     let chain = replay(p, seed, rid, opos + 1);
     let sampled = head.kind == Kind::ReqStart as u8 && head.flags & flag::UPSTREAM == 0
         || head.flags & flag::SAMPLED != 0;
-    Lookup::Found(PropagateContext::new(
+    // A thread that joined the request knows no room span; another thread of this process
+    // that started it may have published one.
+    let room_span = match ids.room_span {
+        0 => super::directory::directory()
+            .get(rid)
+            .filter(|e| e.trace_id == ids.trace_id)
+            .map_or(0, |e| e.room_span),
+        r => r,
+    };
+    Lookup::Found(context(
         ids.trace_id,
         ids.request_span,
+        room_span,
         chain.handoff_target().unwrap_or(0),
         process_tag,
         sampled,
+        target,
     ))
 }
 
 /// A request this thread only sliced: its identity comes from the process directory, and its
 /// slices from this thread's history, when that history is whole (else no link).
-fn lookup_elsewhere(p: &Producer, seed: u64, rid: u64, process_tag: u64) -> Lookup {
+fn lookup_elsewhere(p: &Producer, seed: u64, rid: u64, process_tag: u64, target: Target) -> Lookup {
     let Some(e) = super::directory::directory().get(rid) else {
         return Lookup::Unknown;
     };
@@ -131,12 +173,14 @@ fn lookup_elsewhere(p: &Producer, seed: u64, rid: u64, process_tag: u64) -> Look
     } else {
         0
     };
-    Lookup::Found(PropagateContext::new(
+    Lookup::Found(context(
         e.trace_id,
         e.request_span,
+        e.room_span,
         link,
         process_tag,
         true,
+        target,
     ))
 }
 

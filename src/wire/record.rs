@@ -100,6 +100,11 @@ pub mod flag {
     /// ReqStart / SetPropagate: a W3C tracestate (length, then the text) follows the upstream
     /// context.
     pub const TRACESTATE: u8 = 1 << 3;
+    /// ReqStart: the upstream context names a bootstrap room span of another node, which the
+    /// request span hangs under; this process opens no room span of its own.
+    pub const JOINS_ROOM: u8 = 1 << 4;
+    /// ReqStart: a role (its length, then the text) follows the tracestate.
+    pub const ROLE: u8 = 1 << 5;
     /// Attr: the value type, in the low two bits.
     pub const VALUE_MASK: u8 = 0b11;
     pub const VALUE_I64: u8 = 0;

@@ -26,7 +26,7 @@ pub fn trace_one_request() {
 
 pub fn check(spans: &[Span]) {
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(spans.len(), 7, "{names:?}");
+    assert_eq!(spans.len(), 8, "{names:?}");
     let one = |prefix: &str| {
         let v: Vec<&Span> = spans
             .iter()
@@ -35,8 +35,9 @@ pub fn check(spans: &[Span]) {
         assert_eq!(v.len(), 1, "{prefix} in {names:?}");
         v[0]
     };
-    let req = one("Req 0fa1c9e2");
-    let tok_thread = one("tokenizer (host:");
+    let req = one(" Req 0fa1c9e2");
+    let room = one("Bootstrap Room 0x2a");
+    let tok_thread = one("tokenizer(host:");
     let sched_thread = one("scheduler [TP 1] (host:");
     let exact = |name: &str| {
         let v: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
@@ -53,10 +54,13 @@ pub fn check(spans: &[Span]) {
         "one trace"
     );
     assert_eq!(req.trace_id.len(), 32);
-    assert_eq!(req.parent_id, "", "the request span is a root");
-    assert_eq!(req.kind, "SPAN_KIND_SERVER");
+    assert_eq!(room.parent_id, "", "the room span is the root");
+    assert_eq!(room.kind, "SPAN_KIND_INTERNAL");
+    assert_eq!(room.attr("bootstrap_room"), Some("Str(0x2a)"));
+    assert_eq!(req.parent_id, room.id);
+    assert_eq!(req.kind, "SPAN_KIND_INTERNAL");
     assert_eq!(req.attr("rid"), Some("Str(0fa1c9e2d3b4-otlp)"));
-    assert_eq!(req.attr("bootstrap_room"), Some("Int(42)"));
+    assert_eq!(req.attr("bootstrap_room"), None);
     assert_eq!(req.resource_attr("service.name"), Some("Str(otlp-test)"));
     assert!(req.resource_attr("process.pid").is_some());
     assert!(req.resource_attr("host.name").is_some());

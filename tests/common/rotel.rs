@@ -221,6 +221,18 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     Some(rest.trim_start().strip_prefix(':')?.trim())
 }
 
+/// A field whose value may itself begin with a space (a span name does, with no role): only
+/// the one space the format puts after the colon is taken off.
+fn field_exact<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let rest = line.trim_start().strip_prefix(name)?;
+    let v = rest.trim_start().strip_prefix(':')?;
+    Some(
+        v.strip_prefix(' ')
+            .unwrap_or(v)
+            .trim_end_matches(['\r', '\n']),
+    )
+}
+
 /// Reads the OpenTelemetry Collector debug format ("detailed") that rotel prints.
 pub fn parse(text: &str) -> Vec<Span> {
     let mut spans: Vec<Span> = Vec::new();
@@ -252,7 +264,7 @@ pub fn parse(text: &str) -> Vec<Span> {
                 s.parent_id = v.to_owned();
             } else if let Some(v) = field(line, "ID").filter(|_| mode == Mode::None) {
                 s.id = v.to_owned();
-            } else if let Some(v) = field(line, "Name").filter(|_| mode == Mode::None) {
+            } else if let Some(v) = field_exact(line, "Name").filter(|_| mode == Mode::None) {
                 s.name = v.to_owned();
             } else if let Some(v) = field(line, "Kind") {
                 s.kind = v.to_owned();

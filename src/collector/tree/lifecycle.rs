@@ -3,7 +3,7 @@
 
 use super::origin::{Arrival, Origin};
 use super::request::{EventAt, Request, ThreadSpan};
-use super::spans::{self, error_status};
+use super::spans::{self, error_status, Parent};
 use super::{ProcessInfo, Tenure, Tree};
 use crate::collector::span_out::{RidAttr, SpanOut};
 use crate::collector::stats::Counters;
@@ -191,18 +191,36 @@ impl Tree {
             Some((ns, _)) => ns,
             None => req.last_ns,
         };
-        let trace = req.trace_id;
+        let (trace, parent) = (req.trace_id, req.thread_parent());
         for t in &mut req.threads {
             if t.is_open() {
                 let ns = end_ns.max(t.last_ns);
-                let (state, rid, span) = (&req.trace_state, &mut req.rid_attr, req.span_id);
-                finish_thread(c, &self.info, trace, state, rid, span, t, ns, &mut self.out);
+                let (state, rid) = (&req.trace_state, &mut req.rid_attr);
+                finish_thread(
+                    c,
+                    &self.info,
+                    trace,
+                    state,
+                    rid,
+                    parent,
+                    t,
+                    ns,
+                    &mut self.out,
+                );
             }
         }
         if req.finishing.is_some() {
             Counters::add(&c.requests_finished, 1);
         }
+        if !req.local {
+            // A joined request's thread spans hang under the sender's request span: nothing
+            // more of it is this process's to export.
+            return;
+        }
         let info = &self.info;
+        if let Some(room) = req.room_span {
+            self.out.push(|| spans::room(info, &req, room, end_ns, why));
+        }
         self.out.push(|| spans::request(info, req, end_ns, why));
     }
 }
@@ -255,7 +273,7 @@ pub(super) fn finish_thread(
     trace: u128,
     state: &TraceState,
     rid: &mut RidAttr,
-    req_span: u64,
+    parent: Parent,
     t: &mut ThreadSpan,
     ns: u64,
     out: &mut SpanOut,
@@ -267,10 +285,12 @@ pub(super) fn finish_thread(
     let rid = if t.slices.is_empty() { 0 } else { out.rid(rid) };
     close_unfinished(c, trace, state, rid, t, ns, out);
     // Built only when the export queue has room for it (see `SpanOut`).
-    out.push(|| spans::thread(info, trace, state, req_span, t, ns));
+    out.push(|| spans::thread(info, trace, state, parent, t, ns));
     // Left here when the span was not built: a thread span opened later must not inherit them.
     t.own_attrs.clear();
     t.own_events.clear();
+    t.dropped_attrs = 0;
+    t.dropped_events = 0;
     t.id = 0;
     t.last_event = EventAt::None;
 }
@@ -279,7 +299,7 @@ pub(super) fn finish_thread(
 mod tests {
     use super::super::testing::{attr, limits, sorted, Harness, Upstream, TAG};
     use crate::ids::{derive_span_id, derive_trace_id, Salt};
-    use crate::wire::record::flag::THREAD_FINISH;
+    use crate::wire::record::flag::{self, TARGET_REQUEST, TARGET_SLICE, THREAD_FINISH};
     use opentelemetry::trace::{SpanId, TraceId};
 
     /// A request's life, and the housekeeping after it: `(ms the clock moves on, requests open
@@ -302,7 +322,11 @@ mod tests {
                 h.finish(0, 1);
             },
             steps: &[(19, 1), (1, 0)],
-            shape: &["Req 1 <-", "t0 <Req 1"],
+            shape: &[
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "t0 < Req 1",
+            ],
             counted: &[("requests_started", 1), ("requests_finished", 1)],
         },
         Case {
@@ -314,7 +338,13 @@ mod tests {
                 h.end(1, 1, "late", 0);
             },
             steps: &[(20, 0)],
-            shape: &["Req 1 <-", "late <t1", "t0 <Req 1", "t1 <Req 1"],
+            shape: &[
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "late <t1",
+                "t0 < Req 1",
+                "t1 < Req 1",
+            ],
             counted: &[("requests_started", 1), ("requests_finished", 1)],
         },
         Case {
@@ -325,7 +355,12 @@ mod tests {
             },
             // Idleness is looked for once a second.
             steps: &[(9_999, 1), (999, 1), (1, 0)],
-            shape: &["Req 1 <- ! unfinished", "a <t0 ! unfinished", "t0 <Req 1"],
+            shape: &[
+                " Req 1 <Bootstrap Room 0x0 ! unfinished",
+                "Bootstrap Room 0x0 <- ! unfinished",
+                "a <t0 ! unfinished",
+                "t0 < Req 1",
+            ],
             counted: &[
                 ("requests_started", 1),
                 ("requests_evicted", 1),
@@ -342,11 +377,13 @@ mod tests {
             },
             steps: &[(20, 0)],
             shape: &[
-                "Req 1 <-",
-                "Req 1 <- ! unfinished",
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                " Req 1 <Bootstrap Room 0x0 ! unfinished",
+                "Bootstrap Room 0x0 <- ! unfinished",
                 "a <t0 ! unfinished",
-                "t0 <Req 1",
-                "t0 <Req 1",
+                "t0 < Req 1",
+                "t0 < Req 1",
             ],
             counted: &[
                 ("requests_started", 2),
@@ -364,7 +401,13 @@ mod tests {
                 h.finish(0, 3);
             },
             steps: &[(20, 0)],
-            shape: &["Req 3 <-", "early <t1", "t0 <Req 3", "t1 <Req 3"],
+            shape: &[
+                " Req 3 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "early <t1",
+                "t0 < Req 3",
+                "t1 < Req 3",
+            ],
             counted: &[("requests_started", 1), ("requests_finished", 1)],
         },
         Case {
@@ -390,8 +433,67 @@ mod tests {
                 h.end(0, 7, "a", THREAD_FINISH);
             },
             steps: &[(499, 1), (1, 0)],
-            shape: &["Req 7 <?55", "a <t0 ~?abc", "t0 <Req 7"],
+            shape: &["a <t0 ~?abc", "t0 <?55"],
             counted: &[("requests_joined", 1)],
+        },
+        Case {
+            what: "what a joined request's thread writes with no span of its own open is dropped",
+            script: |h| {
+                let ctx = Upstream {
+                    trace_id: TRACE,
+                    link: 0,
+                    extra: TAG + 1,
+                };
+                h.join(0, 7, 0x55, ctx, "");
+                h.attr(0, 7, TARGET_REQUEST, "r", 1);
+                h.event(0, 7, "on_thread");
+                h.end(0, 7, "", THREAD_FINISH);
+                h.event(0, 7, "late");
+                h.attr(0, 7, TARGET_REQUEST, "r", 2);
+                h.attr(0, 7, TARGET_SLICE, "s", 3);
+            },
+            steps: &[(500, 0)],
+            shape: &["t0 <?55 {r=1} [on_thread]"],
+            counted: &[
+                ("requests_joined", 1),
+                ("end_without_start", 1),
+                ("events_without_slice", 1),
+                ("annotations_dropped", 3),
+            ],
+        },
+        Case {
+            what: "a start under another node's room opens no room span; a role names the request",
+            script: |h| {
+                let ctx = Upstream {
+                    trace_id: TRACE,
+                    link: 0xabc,
+                    extra: 0x66,
+                };
+                h.start_with(
+                    0,
+                    1,
+                    flag::HAS_ROOM | flag::JOINS_ROOM,
+                    9,
+                    Some(ctx),
+                    None,
+                    "",
+                );
+                h.slice(0, 1, "a");
+                h.end(0, 1, "a", 0);
+                h.finish(0, 1);
+                h.start_as(0, 2, "decode");
+                h.finish(0, 2);
+            },
+            steps: &[(20, 0)],
+            shape: &[
+                " Req 1 <?66",
+                "a <t0 ~?abc",
+                "t0 < Req 1",
+                "decode Req 2 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "t0 <decode Req 2",
+            ],
+            counted: &[("requests_started", 2), ("requests_finished", 2)],
         },
         Case {
             what: "a thread joining the request stops its linger",
@@ -407,7 +509,7 @@ mod tests {
                 h.join(1, 7, 0x55, ctx, "");
             },
             steps: &[(499, 1), (10_000, 0)],
-            shape: &["Req 7 <?55 ! unfinished", "t0 <Req 7", "t1 <Req 7"],
+            shape: &["t0 <?55", "t1 <?55"],
             counted: &[
                 ("requests_joined", 1),
                 ("end_without_start", 1),
@@ -429,7 +531,13 @@ mod tests {
                 h.finish(0, 8);
             },
             steps: &[(20, 0)],
-            shape: &["Req 8 <-", "b <t1", "t0 <Req 8", "t1 <Req 8"],
+            shape: &[
+                " Req 8 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "b <t1",
+                "t0 < Req 8",
+                "t1 < Req 8",
+            ],
             counted: &[("requests_started", 1), ("requests_finished", 1)],
         },
     ];
@@ -456,7 +564,8 @@ mod tests {
 
     #[test]
     fn a_remote_join_and_a_same_process_hand_over_hang_differently() {
-        // Another process: a request span of this process's own, under the sender's.
+        // Another process: its thread spans hang under the sender's request span, and it
+        // exports no request span of its own.
         let mut h = Harness::new();
         let ctx = Upstream {
             trace_id: TRACE,
@@ -468,9 +577,10 @@ mod tests {
         h.end(0, 7, "a", 0);
         h.housekeeping(true);
         h.tree.close_all(&h.c, "shut down");
-        let req = h.span("Req 7");
-        assert_eq!(req.parent_span_id, SpanId::from(0x55u64));
-        assert!(req.parent_span_is_remote);
+        assert_eq!(h.shape(), sorted(&["a <t0 ~?abc", "t0 <?55"]));
+        let t0 = h.span("t0(host:host-012 | pid:100)");
+        assert_eq!(t0.parent_span_id, SpanId::from(0x55u64));
+        assert!(t0.parent_span_is_remote);
         let a = h.span("a");
         assert!(a.links.links[0].span_context.is_remote());
         assert!(h
@@ -498,7 +608,14 @@ mod tests {
         h.housekeeping(false);
         assert_eq!(
             h.shape(),
-            sorted(&["Req 7 <-", "a <t0", "b <t1 ~a", "t0 <Req 7", "t1 <Req 7"])
+            sorted(&[
+                " Req 7 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "a <t0",
+                "b <t1 ~a",
+                "t0 < Req 7",
+                "t1 < Req 7"
+            ])
         );
         let b = h.span("b");
         assert!(!b.links.links[0].span_context.is_remote());
@@ -529,7 +646,13 @@ mod tests {
         h.housekeeping(true);
         assert_eq!(
             h.shape(),
-            sorted(&["Req 1 <-", "a <t0 ! unfinished", "b <t0", "t0 <Req 1"])
+            sorted(&[
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "a <t0 ! unfinished",
+                "b <t0",
+                "t0 < Req 1"
+            ])
         );
         assert_eq!(h.c.snapshot().slices_unfinished, 1);
     }
@@ -564,7 +687,9 @@ mod tests {
         assert_eq!((s.requests_rejected, s.unknown_rid_records), (1, 1));
         h.tree.close_all(&h.c, "shut down");
         assert_eq!(h.c.snapshot().unknown_rid_records, 2);
-        let req = h.span("Req 1");
+        let req = h.span(" Req 1");
         assert_eq!(attr(&req, "slicetrace.unfinished"), Some(&true.into()));
+        let room = h.span("Bootstrap Room 0x0");
+        assert_eq!(attr(&room, "slicetrace.unfinished"), Some(&true.into()));
     }
 }

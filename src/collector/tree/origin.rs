@@ -13,8 +13,8 @@ use opentelemetry::trace::TraceState;
 pub enum Arrival {
     /// `req_start`: the request begins here (under an upstream parent, if it has one).
     Started,
-    /// `set_propagate_context` with another process's context: this process's request span is
-    /// a child of the sender's.
+    /// `set_propagate_context` with another process's context: this process's thread spans
+    /// hang under the sender's request span; it opens no request span of its own.
     Joined,
     /// `set_propagate_context` with this process's context: the sender's request span is ours.
     HandedOver,
@@ -27,8 +27,15 @@ pub struct Origin<'a> {
     pub trace_id: u128,
     /// The request span this record's thread hangs under.
     pub request_span: u64,
-    /// The request span's remote parent, for a request started under an upstream context or
-    /// joined from another process.
+    /// A start's bootstrap room span: this process's own (`room_parent` above it), or another
+    /// node's that the request span hangs under (`joins_room`). 0 for a join.
+    pub room_span: u64,
+    /// A start whose upstream names another node's room span: the request span hangs there,
+    /// and this process opens no room span.
+    pub joins_room: bool,
+    /// The remote parent of this process's own room span (a gateway's `traceparent`).
+    pub room_parent: Option<u64>,
+    /// For a join: the sender's request span, which this thread continues.
     pub parent: Option<u64>,
     /// Where the thread's first slice links to (the upstream's or the sender's slice).
     pub link: Option<LinkTo>,
@@ -39,6 +46,7 @@ pub struct Origin<'a> {
     /// `req_start`'s bootstrap room.
     pub room: Option<u64>,
     tracestate: Option<&'a [u8]>,
+    role: Option<&'a [u8]>,
     rid_text: &'a [u8],
 }
 
@@ -49,23 +57,27 @@ impl Origin<'_> {
         let head = &rec.head;
         let parts = decode_origin(head, &rec.payload).ok()?;
         let upstream = parts.upstream;
-        let ids = origin_ids(seed, rec.pos, head, upstream.as_ref(), process_tag)?;
+        let ids = origin_ids(seed, rec.pos, head, upstream.as_ref())?;
         let sampled = upstream.is_none() || head.flags & flag::SAMPLED != 0;
-        let (arrival, parent, link) = match (rec.kind, &upstream) {
+        let joins_room =
+            rec.kind == Kind::ReqStart && upstream.is_some() && head.flags & flag::JOINS_ROOM != 0;
+        let (arrival, parent, room_parent, link) = match (rec.kind, &upstream) {
             (Kind::SetPropagate, Some(u)) => {
                 let same_process = u.extra == process_tag;
                 let link = (u.link != 0).then(|| LinkTo::new(u.trace_id, u.link, !same_process));
-                if same_process {
-                    (Arrival::HandedOver, Some(head.value), link)
+                let arrival = if same_process {
+                    Arrival::HandedOver
                 } else {
-                    (Arrival::Joined, Some(head.value), link)
-                }
+                    Arrival::Joined
+                };
+                (arrival, Some(head.value), None, link)
             }
             (_, Some(u)) => {
                 let link = (u.link != 0).then(|| LinkTo::new(u.trace_id, u.link, true));
-                (Arrival::Started, Some(u.extra), link)
+                let room_parent = (!joins_room).then_some(u.extra);
+                (Arrival::Started, None, room_parent, link)
             }
-            (_, None) => (Arrival::Started, None, None),
+            (_, None) => (Arrival::Started, None, None, None),
         };
         let room =
             (rec.kind == Kind::ReqStart && head.flags & flag::HAS_ROOM != 0).then_some(head.value);
@@ -73,13 +85,24 @@ impl Origin<'_> {
             arrival,
             trace_id: ids.trace_id,
             request_span: ids.request_span,
+            room_span: ids.room_span,
+            joins_room,
+            room_parent,
             parent,
             link,
             sampled,
             room,
             tracestate: parts.tracestate,
+            role: parts.role,
             rid_text: parts.text,
         })
+    }
+
+    /// The role `req_start` gave, when it gave one that is not empty.
+    pub fn role(&self) -> Option<String> {
+        self.role
+            .filter(|r| !r.is_empty())
+            .map(|r| String::from_utf8_lossy(r).into_owned())
     }
 
     /// The rid as the caller spelled it, when it gave a text.
@@ -112,7 +135,7 @@ pub(crate) fn parse_trace_state(c: &Counters, text: Option<&[u8]>) -> TraceState
 mod tests {
     use super::super::testing::{origin_record, Upstream as Up};
     use super::*;
-    use crate::ids::{derive_span_id, derive_trace_id, joined_request_span_id, Rid, Salt};
+    use crate::ids::{derive_span_id, derive_trace_id, Salt};
     use std::sync::atomic::Ordering::Relaxed;
 
     const SEED: u64 = 0x5eed;
@@ -129,6 +152,9 @@ mod tests {
             arrival: Arrival,
             trace_id: u128,
             request_span: u64,
+            room_span: u64,
+            joins_room: bool,
+            room_parent: Option<u64>,
             parent: Option<u64>,
             link: Option<LinkTo>,
             sampled: bool,
@@ -151,6 +177,9 @@ mod tests {
                 arrival: Arrival::Started,
                 trace_id: derive_trace_id(SEED, pos),
                 request_span: derive_span_id(SEED, pos, Salt::REQUEST),
+                room_span: derive_span_id(SEED, pos, Salt::ROOM),
+                joins_room: false,
+                room_parent: None,
                 parent: None,
                 link: None,
                 sampled: true,
@@ -165,10 +194,30 @@ mod tests {
                 arrival: Arrival::Started,
                 trace_id: up_trace,
                 request_span: derive_span_id(SEED, pos, Salt::REQUEST),
-                parent: Some(6),
+                room_span: derive_span_id(SEED, pos, Salt::ROOM),
+                joins_room: false,
+                room_parent: Some(6),
+                parent: None,
                 link: Some(LinkTo::new(up_trace, 5, true)),
                 sampled: false,
                 room: None,
+            },
+            Case {
+                what: "start joining another node's room",
+                kind: Kind::ReqStart,
+                flags: flag::UPSTREAM | flag::JOINS_ROOM | flag::SAMPLED | flag::HAS_ROOM,
+                value: 77,
+                upstream: Some(up(5, 6)),
+                arrival: Arrival::Started,
+                trace_id: up_trace,
+                request_span: derive_span_id(SEED, pos, Salt::REQUEST),
+                room_span: 6,
+                joins_room: true,
+                room_parent: None,
+                parent: None,
+                link: Some(LinkTo::new(up_trace, 5, true)),
+                sampled: true,
+                room: Some(77),
             },
             Case {
                 what: "joined from another process",
@@ -178,7 +227,10 @@ mod tests {
                 upstream: Some(up(5, TAG + 1)),
                 arrival: Arrival::Joined,
                 trace_id: up_trace,
-                request_span: joined_request_span_id(Rid(rid), up_trace),
+                request_span: 33,
+                room_span: 0,
+                joins_room: false,
+                room_parent: None,
                 parent: Some(33),
                 link: Some(LinkTo::new(up_trace, 5, true)),
                 sampled: true,
@@ -193,6 +245,9 @@ mod tests {
                 arrival: Arrival::HandedOver,
                 trace_id: up_trace,
                 request_span: 33,
+                room_span: 0,
+                joins_room: false,
+                room_parent: None,
                 parent: Some(33),
                 link: None,
                 sampled: false,
@@ -205,6 +260,9 @@ mod tests {
             assert_eq!(o.arrival, k.arrival, "{}", k.what);
             assert_eq!(o.trace_id, k.trace_id, "{}", k.what);
             assert_eq!(o.request_span, k.request_span, "{}", k.what);
+            assert_eq!(o.room_span, k.room_span, "{}", k.what);
+            assert_eq!(o.joins_room, k.joins_room, "{}", k.what);
+            assert_eq!(o.room_parent, k.room_parent, "{}", k.what);
             assert_eq!(o.parent, k.parent, "{}", k.what);
             assert_eq!(o.link, k.link, "{}", k.what);
             assert_eq!(o.sampled, k.sampled, "{}", k.what);

@@ -2,6 +2,7 @@
 //! it, the slices open there; and the records that wait for a request not yet open.
 
 use super::origin::{Arrival, Origin};
+use super::spans::Parent;
 use super::Tenure;
 use crate::collector::finished::{LinkTo, SliceExtras};
 use crate::collector::span_out::RidAttr;
@@ -49,6 +50,8 @@ pub struct ThreadSpan {
     pub last_event: EventAt,
     pub own_events: Vec<Event>,
     pub own_attrs: Vec<KeyValue>,
+    pub dropped_events: u32,
+    pub dropped_attrs: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,8 @@ impl ThreadSpan {
             last_event: EventAt::None,
             own_events: Vec::new(),
             own_attrs: Vec::new(),
+            dropped_events: 0,
+            dropped_attrs: 0,
         }
     }
 
@@ -103,11 +108,17 @@ pub struct Request {
     pub trace_id: u128,
     /// W3C tracestate from an upstream gateway, carried by every span of the request here.
     pub trace_state: TraceState,
+    /// The request span: this process's own, or for a joined request the sender's, which its
+    /// thread spans hang under.
     pub span_id: u64,
-    /// Remote parent (upstream or sender in another process).
+    /// The request span's parent: this process's room span, or another node's it joined.
     pub parent: u64,
     pub parent_remote: bool,
+    /// The bootstrap room span this process opened above the request span, if it did.
+    pub room_span: Option<RoomSpan>,
     pub bootstrap_room: Option<u64>,
+    /// `req_start`'s role, naming the request span.
+    pub role: Option<String>,
     pub start_ns: u64,
     pub last_ns: u64,
     pub attrs: Vec<KeyValue>,
@@ -119,8 +130,16 @@ pub struct Request {
     pub finishing: Option<(u64, Instant)>,
     /// Joined requests close once no thread span is open and this moment has passed.
     pub linger_until: Option<Instant>,
-    /// Started here (`req_start`), not joined.
+    /// Started here (`req_start`), not joined: only then does this process export a request
+    /// span (and a room span) for it.
     pub local: bool,
+}
+
+/// A bootstrap room span this process opened: its id, and its remote parent (a gateway's span).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoomSpan {
+    pub id: u64,
+    pub parent: Option<u64>,
 }
 
 fn shared_str(s: String) -> OtelValue {
@@ -130,6 +149,16 @@ fn shared_str(s: String) -> OtelValue {
 impl Request {
     /// The request `origin` opens at `ns`; its tracestate counted if refused.
     pub fn open(c: &Counters, rid: Rid, origin: &Origin<'_>, ns: u64, now: Instant) -> Request {
+        let local = origin.arrival == Arrival::Started;
+        let room_span = (local && !origin.joins_room).then_some(RoomSpan {
+            id: origin.room_span,
+            parent: origin.room_parent,
+        });
+        let (parent, parent_remote) = if local {
+            (origin.room_span, origin.joins_room)
+        } else {
+            (origin.parent.unwrap_or(0), true)
+        };
         let mut req = Request {
             rid,
             rid_text: None,
@@ -137,9 +166,11 @@ impl Request {
             trace_id: origin.trace_id,
             trace_state: origin.trace_state(c),
             span_id: origin.request_span,
-            parent: origin.parent.unwrap_or(0),
-            parent_remote: origin.parent.is_some(),
+            parent,
+            parent_remote,
+            room_span,
             bootstrap_room: origin.room,
+            role: origin.role(),
             start_ns: ns,
             last_ns: ns,
             attrs: Vec::new(),
@@ -149,7 +180,7 @@ impl Request {
             last_activity: now,
             finishing: None,
             linger_until: None,
-            local: origin.arrival == Arrival::Started,
+            local,
         };
         req.set_rid_text(origin.rid_text());
         req
@@ -160,6 +191,14 @@ impl Request {
             self.rid_attr = RidAttr::new(shared_str(t.clone()));
         }
         self.rid_text = text;
+    }
+
+    /// Where this request's thread spans hang.
+    pub fn thread_parent(&self) -> Parent {
+        Parent {
+            span: self.span_id,
+            remote: !self.local,
+        }
     }
 
     /// A record of this request arrived at `ns`, applied at `now`.

@@ -55,7 +55,8 @@ impl Request {
         }
         let flags = r.rec.head.flags;
         if flags & flag::THREAD_FINISH != 0 {
-            let (state, rid, span) = (&self.trace_state, &mut self.rid_attr, self.span_id);
+            let parent = self.thread_parent();
+            let (state, rid, span) = (&self.trace_state, &mut self.rid_attr, parent);
             finish_thread(
                 c,
                 info,
@@ -75,7 +76,8 @@ impl Request {
         true
     }
 
-    /// `Event`: on the thread's innermost open slice, else its thread span, else the request.
+    /// `Event`: on the thread's innermost open slice, else (counted) its thread span, else the
+    /// request span; in a joined request, which has no request span here, dropped (counted).
     pub(super) fn event(&mut self, r: &Rec<'_>) {
         let ev = Event::new(
             r.name.unwrap_or(schema::EVENT),
@@ -97,12 +99,23 @@ impl Request {
                 EventAt::Slice(i)
             }
             Some(t) if t.is_open() => {
-                t.own_events.push(ev);
+                Counters::add(&r.c.events_without_slice, 1);
+                push_capped(
+                    &mut t.own_events,
+                    &mut t.dropped_events,
+                    ev,
+                    MAX_EVENTS_PER_SPAN,
+                );
                 EventAt::Thread
             }
-            _ => {
+            _ if self.local => {
+                Counters::add(&r.c.events_without_slice, 1);
                 self.events.push(ev);
                 EventAt::Request
+            }
+            _ => {
+                Counters::add(&r.c.annotations_dropped, 1);
+                EventAt::None
             }
         };
         if let Some(i) = ti {
@@ -120,6 +133,19 @@ impl Request {
         };
         let target = r.rec.head.flags & flag::TARGET_MASK;
         let ti = self.thread_of(r.tenure);
+        if !self.local && (target == flag::TARGET_REQUEST || ti.is_none()) {
+            // No request span here: the writing thread's span takes what was meant for it.
+            match ti.map(|i| &mut self.threads[i]).filter(|t| t.is_open()) {
+                Some(t) => push_capped(
+                    &mut t.own_attrs,
+                    &mut t.dropped_attrs,
+                    kv,
+                    MAX_ATTRS_PER_SPAN,
+                ),
+                None => Counters::add(&c.annotations_dropped, 1),
+            }
+            return;
+        }
         let (attrs, dropped) = (&mut self.attrs, &mut self.dropped_attrs);
         match (target, ti) {
             (flag::TARGET_REQUEST, _) | (_, None) => {
@@ -149,8 +175,20 @@ impl Request {
                         let x = s.extras();
                         push_capped(&mut x.attrs, &mut x.dropped_attrs, kv, MAX_ATTRS_PER_SPAN)
                     }
-                    None if t.id != 0 => t.own_attrs.push(kv),
-                    None => push_capped(attrs, dropped, kv, MAX_ATTRS_PER_SPAN),
+                    None if t.id != 0 => {
+                        Counters::add(&c.attrs_without_slice, 1);
+                        push_capped(
+                            &mut t.own_attrs,
+                            &mut t.dropped_attrs,
+                            kv,
+                            MAX_ATTRS_PER_SPAN,
+                        )
+                    }
+                    None if self.local => {
+                        Counters::add(&c.attrs_without_slice, 1);
+                        push_capped(attrs, dropped, kv, MAX_ATTRS_PER_SPAN)
+                    }
+                    None => Counters::add(&c.annotations_dropped, 1),
                 }
             }
         }
@@ -224,7 +262,12 @@ mod tests {
                 h.slice(0, 1, "prefill");
                 h.end(0, 1, "prefill", 0);
             },
-            shape: &["Req 1 <-", "prefill <t0", "t0 <Req 1"],
+            shape: &[
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "prefill <t0",
+                "t0 < Req 1",
+            ],
             counted: &[],
         },
         Case {
@@ -238,7 +281,14 @@ mod tests {
                 h.slice(0, 1, "c");
                 h.end(0, 1, "c", 0);
             },
-            shape: &["Req 1 <-", "a <t0", "b <a", "c <t0 ~a", "t0 <Req 1"],
+            shape: &[
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "a <t0",
+                "b <a",
+                "c <t0 ~a",
+                "t0 < Req 1",
+            ],
             counted: &[],
         },
         Case {
@@ -253,11 +303,12 @@ mod tests {
                 h.end(0, 1, "", 0);
             },
             shape: &[
-                "Req 1 <-",
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
                 "anonymous <t0 ~outer",
                 "inner <outer",
                 "outer <t0",
-                "t0 <Req 1",
+                "t0 < Req 1",
             ],
             counted: &[],
         },
@@ -271,11 +322,12 @@ mod tests {
                 h.end(0, 1, "decode", 0);
             },
             shape: &[
-                "Req 1 <-",
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
                 "decode <t0 ~decode",
                 "decode <t0 ~prefill",
                 "prefill <t0",
-                "t0 <Req 1",
+                "t0 < Req 1",
             ],
             counted: &[],
         },
@@ -289,13 +341,15 @@ mod tests {
                 h.end(0, 1, "next", 0);
             },
             shape: &[
-                "Req 1 <-",
-                "Req 2 <-",
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                " Req 2 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
                 "next <t0 ~step",
                 "step <t0",
                 "step <t0",
-                "t0 <Req 1",
-                "t0 <Req 2",
+                "t0 < Req 1",
+                "t0 < Req 2",
             ],
             counted: &[],
         },
@@ -310,12 +364,13 @@ mod tests {
                 h.end(0, 1, "c", 0);
             },
             shape: &[
-                "Req 1 <-",
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
                 "a <t0 ! unfinished",
                 "b <a",
                 "c <t0 ~a",
-                "t0 <Req 1",
-                "t0 <Req 1",
+                "t0 < Req 1",
+                "t0 < Req 1",
             ],
             counted: &[("slices_unfinished", 1)],
         },
@@ -337,11 +392,12 @@ mod tests {
                 h.attr_str(1, 1, TARGET_EVENT, "q", "x");
             },
             shape: &[
-                "Req 1 <- {r=4,q=x} [e2]",
+                " Req 1 <Bootstrap Room 0x0 {r=4,q=x} [e2]",
+                "Bootstrap Room 0x0 <-",
                 "a <t0 {s=3} [e1{k=2}]",
-                "t0 <Req 1 {t=5} [e0{k=1}]",
+                "t0 < Req 1 {t=5} [e0{k=1}]",
             ],
-            counted: &[],
+            counted: &[("events_without_slice", 2), ("attrs_without_slice", 1)],
         },
         Case {
             what: "an end named otherwise than its start keeps the start's name, with an error",
@@ -350,7 +406,12 @@ mod tests {
                 h.slice(0, 1, "prefill");
                 h.end(0, 1, "decode", 0);
             },
-            shape: &["Req 1 <-", "prefill <t0 !", "t0 <Req 1"],
+            shape: &[
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "prefill <t0 !",
+                "t0 < Req 1",
+            ],
             counted: &[("name_mismatches", 1)],
         },
         Case {
@@ -360,8 +421,12 @@ mod tests {
                 h.end(0, 1, "ghost", THREAD_FINISH);
                 h.event(0, 1, "after");
             },
-            shape: &["Req 1 <- [after]", "t0 <Req 1"],
-            counted: &[("end_without_start", 1)],
+            shape: &[
+                " Req 1 <Bootstrap Room 0x0 [after]",
+                "Bootstrap Room 0x0 <-",
+                "t0 < Req 1",
+            ],
+            counted: &[("end_without_start", 1), ("events_without_slice", 1)],
         },
         Case {
             what: "a slice left open when the request ends",
@@ -370,7 +435,12 @@ mod tests {
                 h.slice(0, 1, "a");
                 h.propagate(0, 1);
             },
-            shape: &["Req 1 <-", "a <t0 ! unfinished", "t0 <Req 1"],
+            shape: &[
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "a <t0 ! unfinished",
+                "t0 < Req 1",
+            ],
             counted: &[("slices_unfinished", 1), ("propagations", 1)],
         },
     ];

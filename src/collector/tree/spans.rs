@@ -1,7 +1,7 @@
 //! Turning closed state into finished spans: slices as `SliceSpan`, thread and request spans as
 //! whole `SpanData`; their error statuses; attribute values as records carry them.
 
-use super::request::{OpenSlice, Request, ThreadSpan};
+use super::request::{OpenSlice, Request, RoomSpan, ThreadSpan};
 use super::ProcessInfo;
 use crate::collector::finished::{ns_to_time, own_ctx, Finished, SliceExtras, SliceSpan};
 use crate::wire::decode::Decoded;
@@ -88,13 +88,21 @@ pub fn slice(
     })
 }
 
-/// `t`'s thread span, under the request span `req_span`, ended at `end_ns`; takes the span's
-/// own attributes and events.
+/// The span a thread span hangs under: its request span, which is another process's for a
+/// request this process joined.
+#[derive(Clone, Copy, Debug)]
+pub struct Parent {
+    pub span: u64,
+    pub remote: bool,
+}
+
+/// `t`'s thread span, under `parent`, ended at `end_ns`; takes the span's own attributes and
+/// events.
 pub fn thread(
     info: &ProcessInfo,
     trace: u128,
     state: &TraceState,
-    req_span: u64,
+    parent: Parent,
     t: &mut ThreadSpan,
     end_ns: u64,
 ) -> Finished {
@@ -116,10 +124,11 @@ pub fn thread(
     attrs.append(&mut t.own_attrs);
     let mut events = SpanEvents::default();
     events.events = std::mem::take(&mut t.own_events);
+    events.dropped_count = std::mem::take(&mut t.dropped_events);
     Finished::Span(Box::new(SpanData {
         span_context: own_ctx(trace, t.id, state.clone()),
-        parent_span_id: SpanId::from_bytes(req_span.to_be_bytes()),
-        parent_span_is_remote: false,
+        parent_span_id: SpanId::from_bytes(parent.span.to_be_bytes()),
+        parent_span_is_remote: parent.remote,
         span_kind: SpanKind::Internal,
         name: Cow::Owned(schema::thread_span_name(
             label,
@@ -130,7 +139,7 @@ pub fn thread(
         start_time: ns_to_time(t.start_ns),
         end_time: ns_to_time(end_ns.max(t.start_ns)),
         attributes: attrs,
-        dropped_attributes_count: 0,
+        dropped_attributes_count: std::mem::take(&mut t.dropped_attrs),
         events,
         links: SpanLinks::default(),
         status: Status::Unset,
@@ -138,32 +147,19 @@ pub fn thread(
     }))
 }
 
-/// The request span, ended at `end_ns`; `why` marks it unfinished with that reason.
+/// The request span, ended at `end_ns`; `why` marks it unfinished with that reason. Its name
+/// and attributes are the reference's: `"{role} Req {rid[:8]}"`, and the whole rid.
 pub fn request(
     info: &ProcessInfo,
     req: Request,
     end_ns: u64,
     why: Option<&'static str>,
 ) -> Finished {
-    let name = match req.rid_text.as_deref() {
-        Some(text) => schema::request_span_name(text),
-        None => schema::request_span_name_numeric(req.rid.0),
-    };
-    let mut attrs = Vec::with_capacity(req.attrs.len() + 3);
-    attrs.push(KeyValue::new(
-        schema::RID,
-        req.rid_text.unwrap_or_else(|| req.rid.0.to_string()),
-    ));
-    if let Some(room) = req.bootstrap_room {
-        attrs.push(KeyValue::new(schema::BOOTSTRAP_ROOM, room as i64));
-    }
-    let status = match why {
-        Some(w) => {
-            attrs.push(KeyValue::new(schema::UNFINISHED, true));
-            error_status(w)
-        }
-        None => Status::Unset,
-    };
+    let rid = req.rid_text.unwrap_or_else(|| req.rid.0.to_string());
+    let name = schema::request_span_name(req.role.as_deref(), &rid);
+    let mut attrs = Vec::with_capacity(req.attrs.len() + 2);
+    attrs.push(KeyValue::new(schema::RID, rid));
+    let status = unfinished(&mut attrs, why);
     attrs.extend(req.attrs);
     let mut events = SpanEvents::default();
     events.events = req.events;
@@ -171,7 +167,7 @@ pub fn request(
         span_context: own_ctx(req.trace_id, req.span_id, req.trace_state),
         parent_span_id: SpanId::from_bytes(req.parent.to_be_bytes()),
         parent_span_is_remote: req.parent_remote,
-        span_kind: SpanKind::Server,
+        span_kind: SpanKind::Internal,
         name: Cow::Owned(name),
         start_time: ns_to_time(req.start_ns),
         end_time: ns_to_time(end_ns.max(req.start_ns)),
@@ -182,6 +178,49 @@ pub fn request(
         status,
         instrumentation_scope: info.scope.clone(),
     }))
+}
+
+/// The bootstrap room span `room` of `req`, above its request span, over the same time; `why`
+/// marks it unfinished with the request.
+pub fn room(
+    info: &ProcessInfo,
+    req: &Request,
+    room: RoomSpan,
+    end_ns: u64,
+    why: Option<&'static str>,
+) -> Finished {
+    let number = req.bootstrap_room.unwrap_or(0);
+    let mut attrs = vec![KeyValue::new(
+        schema::BOOTSTRAP_ROOM,
+        schema::room_text(number),
+    )];
+    let status = unfinished(&mut attrs, why);
+    Finished::Span(Box::new(SpanData {
+        span_context: own_ctx(req.trace_id, room.id, req.trace_state.clone()),
+        parent_span_id: SpanId::from_bytes(room.parent.unwrap_or(0).to_be_bytes()),
+        parent_span_is_remote: room.parent.is_some(),
+        span_kind: SpanKind::Internal,
+        name: Cow::Owned(schema::room_span_name(number)),
+        start_time: ns_to_time(req.start_ns),
+        end_time: ns_to_time(end_ns.max(req.start_ns)),
+        attributes: attrs,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: info.scope.clone(),
+    }))
+}
+
+/// The status of a request-level span closed for `why`, marking it unfinished in `attrs`.
+fn unfinished(attrs: &mut Vec<KeyValue>, why: Option<&'static str>) -> Status {
+    match why {
+        Some(w) => {
+            attrs.push(KeyValue::new(schema::UNFINISHED, true));
+            error_status(w)
+        }
+        None => Status::Unset,
+    }
 }
 
 #[cfg(test)]
@@ -207,18 +246,35 @@ mod tests {
         h.finish(0, 5);
         h.housekeeping(true);
 
-        let req = h.span("Req 01234567");
-        assert_eq!(req.span_kind, SpanKind::Server);
+        // The room span under the gateway's span, the request span under the room span.
+        let room = h.span("Bootstrap Room 0x9");
+        assert_eq!(room.span_kind, SpanKind::Internal);
+        assert_eq!(room.span_context.trace_id(), TraceId::from(0xfeedu128));
+        assert_eq!(room.parent_span_id, SpanId::from(0x66u64));
+        assert!(room.parent_span_is_remote);
+        let keys: Vec<_> = room.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, [schema::BOOTSTRAP_ROOM]);
+        assert_eq!(
+            attr(&room, schema::BOOTSTRAP_ROOM),
+            Some(&OtelValue::from("0x9"))
+        );
+
+        let req = h.span(" Req 01234567");
+        assert_eq!(req.span_kind, SpanKind::Internal);
         assert_eq!(req.span_context.trace_id(), TraceId::from(0xfeedu128));
-        assert_eq!(req.parent_span_id, SpanId::from(0x66u64));
-        assert!(req.parent_span_is_remote);
+        assert_eq!(req.parent_span_id, room.span_context.span_id());
+        assert!(!req.parent_span_is_remote);
         let keys: Vec<_> = req.attributes.iter().map(|kv| kv.key.as_str()).collect();
-        assert_eq!(keys, [schema::RID, schema::BOOTSTRAP_ROOM]);
+        assert_eq!(keys, [schema::RID]);
         assert_eq!(attr(&req, schema::RID), Some(&OtelValue::from(text)));
-        assert_eq!(attr(&req, schema::BOOTSTRAP_ROOM), Some(&OtelValue::I64(9)));
         assert_eq!(req.status, Status::Unset);
+        assert_eq!(
+            (req.start_time, req.end_time),
+            (room.start_time, room.end_time)
+        );
 
         let thread = h.span("t0 [TP 2] (host:host-012 | pid:100)");
+        assert!(!thread.parent_span_is_remote);
         assert_eq!(thread.span_kind, SpanKind::Internal);
         assert_eq!(thread.parent_span_id, req.span_context.span_id());
         let want = [
@@ -239,7 +295,7 @@ mod tests {
 
         // The upstream's tracestate goes with every span of the request.
         let a = h.span("a");
-        for s in [&req, &thread, &a] {
+        for s in [&room, &req, &thread, &a] {
             assert_eq!(s.span_context.trace_state().header(), "k=v", "{}", s.name);
         }
         assert_eq!(attr(&a, schema::RID), Some(&OtelValue::from(text)));

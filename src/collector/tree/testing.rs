@@ -72,6 +72,7 @@ pub fn origin_records(
     value: u64,
     upstream: Option<Upstream>,
     tracestate: Option<&str>,
+    role: Option<&str>,
     text: &str,
 ) -> Vec<Record> {
     let mut head = Record {
@@ -82,7 +83,14 @@ pub fn origin_records(
         ..Record::default()
     };
     let mut payload = [0u8; MAX_ORIGIN_PAYLOAD];
-    let n = encode_origin(&mut head, upstream.as_ref(), tracestate, text, &mut payload);
+    let n = encode_origin(
+        &mut head,
+        upstream.as_ref(),
+        tracestate,
+        role,
+        text,
+        &mut payload,
+    );
     let payload = &payload[..n];
     with_payload(head, payload)
 }
@@ -99,7 +107,7 @@ pub fn origin_record(
     tracestate: Option<&str>,
     text: &str,
 ) -> Decoded {
-    let recs = origin_records(kind, rid, flags, value, upstream, tracestate, text);
+    let recs = origin_records(kind, rid, flags, value, upstream, tracestate, None, text);
     decoded(&recs, pos).remove(0)
 }
 
@@ -234,13 +242,37 @@ impl Harness {
         tracestate: Option<&str>,
         text: &str,
     ) {
-        let recs = origin_records(Kind::ReqStart, rid, flags, room, upstream, tracestate, text);
+        let recs = origin_records(
+            Kind::ReqStart,
+            rid,
+            flags,
+            room,
+            upstream,
+            tracestate,
+            None,
+            text,
+        );
+        self.write(th, &recs);
+    }
+
+    /// `req_start` with a role, naming the request span.
+    pub fn start_as(&mut self, th: usize, rid: u64, role: &str) {
+        let recs = origin_records(Kind::ReqStart, rid, 0, 0, None, None, Some(role), "");
         self.write(th, &recs);
     }
 
     /// `set_propagate_context` with a context naming `parent` (the sender's request span).
     pub fn join(&mut self, th: usize, rid: u64, parent: u64, ctx: Upstream, text: &str) {
-        let recs = origin_records(Kind::SetPropagate, rid, 0, parent, Some(ctx), None, text);
+        let recs = origin_records(
+            Kind::SetPropagate,
+            rid,
+            0,
+            parent,
+            Some(ctx),
+            None,
+            None,
+            text,
+        );
         self.write(th, &recs);
     }
 
@@ -341,7 +373,7 @@ impl Harness {
     }
 }
 
-fn outcomes(s: &Stats) -> [(&'static str, u64); 15] {
+fn outcomes(s: &Stats) -> [(&'static str, u64); 18] {
     [
         ("records_undecodable", s.records_undecodable),
         ("unknown_rid_records", s.unknown_rid_records),
@@ -355,6 +387,9 @@ fn outcomes(s: &Stats) -> [(&'static str, u64); 15] {
         ("slices_dropped_depth", s.slices_dropped_depth),
         ("end_without_start", s.end_without_start),
         ("name_mismatches", s.name_mismatches),
+        ("events_without_slice", s.events_without_slice),
+        ("attrs_without_slice", s.attrs_without_slice),
+        ("annotations_dropped", s.annotations_dropped),
         ("propagations", s.propagations),
         ("context_conflicts", s.context_conflicts),
         ("tracestate_refused", s.tracestate_refused),
@@ -378,8 +413,9 @@ fn short(s: &SpanData) -> String {
 }
 
 /// The keys every span of a kind carries, left out of the lines.
-const ALWAYS: [&str; 9] = [
+const ALWAYS: [&str; 10] = [
     "rid",
+    "bootstrap_room",
     "thread.id",
     "thread_label",
     "host_id",
