@@ -547,3 +547,30 @@ fn batches_answered_while_idle_are_counted_without_a_flush() {
     let (_, stats) = s.finish();
     assert_eq!(stats.spans_exported + stats.spans_export_failed, 80);
 }
+
+/// `UnixNanos(0)`, the reference's `ts=0`, means now: the call reads the clock.
+#[test]
+fn a_zero_timestamp_means_now() {
+    let mut s = session();
+    let before = UnixNanos::now().0 as u128;
+    let rid = slicetrace::options::req_start_with(
+        "r-ts-zero",
+        slicetrace::options::ReqStart {
+            ts: Some(UnixNanos(0)),
+            ..Default::default()
+        },
+    );
+    slicetrace::options::slice_start_at(Some(name!("zero")), rid, UnixNanos(0));
+    slicetrace::options::slice_end_with(name!("zero"), rid, End::PLAIN, Opts::at(UnixNanos(0)));
+    slicetrace::options::req_finish_with(rid, Opts::at(UnixNanos(0)));
+    let after = UnixNanos::now().0 as u128;
+    let (t, _) = s.finish();
+    for name in [" Req r-ts-zer", "zero"] {
+        let sp = t.one(name);
+        let (start, end) = (nanos(sp.start_time), nanos(sp.end_time));
+        // Clock ticks become wall time by a calibration that may be off by a few microseconds.
+        let slack = 1_000_000;
+        assert!(start + slack >= before && end <= after + slack, "{name}");
+        assert!(start <= end, "{name}");
+    }
+}

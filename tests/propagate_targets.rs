@@ -284,3 +284,43 @@ fn a_tracestate_given_with_a_propagated_context_is_kept_or_counted() {
         assert_eq!(header, want, "{} under {}", sp.name, top.name);
     }
 }
+
+/// The context for another node names the request's bootstrap room span; a `req_start` under it
+/// (the decode node's) hangs its request span there, beside the first, with no room span of its
+/// own, and its first slice links to the sender's slice.
+#[test]
+fn a_context_for_another_node_names_the_room_span() {
+    let mut s = session();
+    let prefill = slicetrace::req_start("p-room-prefill", Some(0x77));
+    slicetrace::slice_start(name!("route"), prefill);
+    let ctx = slicetrace::options::propagate_context_for_room(prefill).unwrap();
+    let in_node = slicetrace::propagate_context(prefill).unwrap();
+    slicetrace::slice_end(name!("route"), prefill, End::PLAIN);
+    assert!(ctx.names_room() && !in_node.names_room());
+    // Through bytes, as it travels.
+    let ctx = slicetrace::PropagateContext::from_bytes(&ctx.to_bytes()).unwrap();
+    assert!(ctx.names_room());
+    let decode = slicetrace::options::req_start_with(
+        "p-room-decode",
+        slicetrace::options::ReqStart {
+            bootstrap_room: Some(0x77),
+            parent: Some(&ctx),
+            ..Default::default()
+        },
+    );
+    slicetrace::slice_start(name!("decode"), decode);
+    slicetrace::slice_end(name!("decode"), decode, End::PLAIN);
+    slicetrace::req_finish(decode);
+    slicetrace::req_finish(prefill);
+    let (t, _) = s.finish();
+    let room = t.one("Bootstrap Room 0x77");
+    assert_eq!(ctx.parent_span_id(), sid(room));
+    assert_eq!(in_node.parent_span_id(), sid(t.one(" Req p-room-p")));
+    let decode_req = t.one(" Req p-room-d");
+    assert_eq!(parent(decode_req), sid(room));
+    assert!(decode_req.parent_span_is_remote);
+    assert_eq!(tid(decode_req), tid(room));
+    assert_eq!(links(t.one("decode")), [sid(t.one("route"))]);
+    // One room span for both: the decode request opened none.
+    assert_eq!(t.starting_with("Bootstrap Room").len(), 1);
+}
