@@ -1001,9 +1001,7 @@ mod tests {
         let ours = ev.iter().find(|e| e["ph"] == "X").unwrap();
         assert_ne!(ours["pid"], 222);
         assert_eq!(
-            ev.iter()
-                .find(|e| e["name"] == "process_name")
-                .unwrap()["args"][schema::EPOCH_ARG],
+            ev.iter().find(|e| e["name"] == "process_name").unwrap()["args"][schema::EPOCH_ARG],
             cap
         );
         assert_eq!(ev.iter().filter(|e| e["pid"] == 222).count(), 1);
