@@ -35,8 +35,19 @@ pub(super) fn skip_ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// The end (exclusive) of the string whose opening quote is at `b[i]`.
+#[inline]
 fn string_end(b: &[u8], i: usize) -> Result<usize, Scan> {
     let mut j = i + 1;
+    // Most strings of a trace are short (member names, phases): looked at byte by byte before
+    // the vector search, which costs more than it saves on a few bytes.
+    let short = b.len().min(j + 24);
+    while j < short {
+        match b[j] {
+            b'"' => return Ok(j + 1),
+            b'\\' => break,
+            _ => j += 1,
+        }
+    }
     loop {
         let rest = b.get(j..).ok_or(Scan::Incomplete)?;
         let k = memchr::memchr2(b'"', b'\\', rest).ok_or(Scan::Incomplete)?;
@@ -94,24 +105,31 @@ pub(super) struct Member {
     pub value: Range<usize>,
 }
 
-/// The members of the object `o` (its whole text, `{` to `}`), in order, into `out`.
-pub(super) fn members(o: &[u8], out: &mut Vec<Member>) -> Result<(), Scan> {
+/// The members of the object at the start of `o`, in order, into `out`; returns the object's
+/// length (`o` may go on past it). One scan finds both, so an event is read once for them.
+pub(super) fn members(o: &[u8], out: &mut Vec<Member>) -> Result<usize, Scan> {
     out.clear();
     if o.first() != Some(&b'{') {
         return Err(Scan::Bad("expected an object"));
     }
     let mut j = skip_ws(o, 1);
-    if o.get(j) == Some(&b'}') {
-        return Ok(());
+    match o.get(j) {
+        Some(b'}') => return Ok(j + 1),
+        None => return Err(Scan::Incomplete),
+        Some(_) => {}
     }
     loop {
-        if o.get(j) != Some(&b'"') {
-            return Err(Scan::Bad("expected a member's name"));
+        match o.get(j) {
+            Some(b'"') => {}
+            Some(_) => return Err(Scan::Bad("expected a member's name")),
+            None => return Err(Scan::Incomplete),
         }
         let key_end = string_end(o, j)?;
         let colon = skip_ws(o, key_end);
-        if o.get(colon) != Some(&b':') {
-            return Err(Scan::Bad("expected ':' after a member's name"));
+        match o.get(colon) {
+            Some(b':') => {}
+            Some(_) => return Err(Scan::Bad("expected ':' after a member's name")),
+            None => return Err(Scan::Incomplete),
         }
         let v = skip_ws(o, colon + 1);
         let v_end = value_end(o, v)?;
@@ -122,7 +140,7 @@ pub(super) fn members(o: &[u8], out: &mut Vec<Member>) -> Result<(), Scan> {
         j = skip_ws(o, v_end);
         match o.get(j) {
             Some(b',') => j = skip_ws(o, j + 1),
-            Some(b'}') => return Ok(()),
+            Some(b'}') => return Ok(j + 1),
             Some(_) => return Err(Scan::Bad("expected ',' or '}' after a member")),
             None => return Err(Scan::Incomplete),
         }
@@ -157,14 +175,6 @@ pub(super) fn string_value(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
         return Some(inner.into());
     }
     serde_json::from_str::<String>(raw).ok().map(Into::into)
-}
-
-/// Whether the member name `raw` (with its quotes) is `name`.
-pub(super) fn key_is(raw: &str, name: &str) -> bool {
-    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => inner == name,
-        _ => string_value(raw).is_some_and(|k| k == name),
-    }
 }
 
 /// A plain non-negative JSON integer (no sign, fraction or exponent).
@@ -246,9 +256,10 @@ pub(super) fn push_us(out: &mut String, ns: i128) {
 /// one buffer. The buffer holds the largest value taken so far and a chunk more.
 pub(super) struct Source<R> {
     r: R,
+    /// `buf[start..end]` is read and not yet taken; the rest is room for reads.
     buf: Vec<u8>,
-    /// The next byte not yet taken.
     start: usize,
+    end: usize,
     eof: bool,
     /// Line breaks in the bytes dropped from the buffer's front.
     dropped_lines: u64,
@@ -258,8 +269,9 @@ impl<R: Read> Source<R> {
     pub fn new(r: R) -> Source<R> {
         Source {
             r,
-            buf: Vec::with_capacity(2 * CHUNK),
+            buf: Vec::new(),
             start: 0,
+            end: 0,
             eof: false,
             dropped_lines: 0,
         }
@@ -269,34 +281,34 @@ impl<R: Read> Source<R> {
     fn more(&mut self, want: usize) -> io::Result<()> {
         if self.start > 0 {
             self.dropped_lines += line_breaks(&self.buf[..self.start]);
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        while !self.eof && self.buf.len() < want {
-            let have = self.buf.len();
-            let ask = (want - have).max(CHUNK);
-            self.buf.resize(have + ask, 0);
-            let n = loop {
-                match self.r.read(&mut self.buf[have..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.buf.truncate(have);
-                        return Err(e);
-                    }
-                }
-            };
-            self.buf.truncate(have + n);
-            self.eof = n == 0;
+        let room = want.max(self.end + CHUNK);
+        if self.buf.len() < room {
+            self.buf.resize(room, 0);
+        }
+        while !self.eof && self.end < want {
+            match self.r.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
+    }
+
+    fn held(&self) -> &[u8] {
+        &self.buf[..self.end]
     }
 
     /// The next byte that is not whitespace, not taken; `None` at the end of the input.
     pub fn peek(&mut self) -> io::Result<Option<u8>> {
         loop {
-            self.start = skip_ws(&self.buf, self.start);
-            if let Some(&c) = self.buf.get(self.start) {
+            self.start = skip_ws(self.held(), self.start);
+            if let Some(&c) = self.held().get(self.start) {
                 return Ok(Some(c));
             }
             if self.eof {
@@ -308,33 +320,49 @@ impl<R: Read> Source<R> {
 
     /// Takes one byte (after [`peek`](Self::peek) showed it).
     pub fn bump(&mut self) {
-        self.start = (self.start + 1).min(self.buf.len());
+        self.start = (self.start + 1).min(self.end);
     }
 
     /// Takes the value that starts at the next byte that is not whitespace, and lends it.
     pub fn value(&mut self) -> Result<&[u8], String> {
+        self.take(|b, i| value_end(b, i).map(|end| end - i), true)
+    }
+
+    /// Takes the object that starts at the next byte that is not whitespace, its members into
+    /// `members` (relative to its start), and lends it.
+    pub fn object(&mut self, members: &mut Vec<Member>) -> Result<&[u8], String> {
+        self.take(|b, i| self::members(&b[i..], members), false)
+    }
+
+    /// Takes what `len` finds the length of at the next byte that is not whitespace, reading
+    /// more while it needs more; a `scalar` may end with the input.
+    fn take(
+        &mut self,
+        mut len: impl FnMut(&[u8], usize) -> Result<usize, Scan>,
+        scalar: bool,
+    ) -> Result<&[u8], String> {
         if self.peek().map_err(|e| e.to_string())?.is_none() {
             return Err("the file ends where a value should be".into());
         }
         loop {
-            match value_end(&self.buf, self.start) {
-                Ok(end) => {
-                    let v = self.start..end;
-                    self.start = end;
+            match len(self.held(), self.start) {
+                Ok(n) => {
+                    let v = self.start..self.start + n;
+                    self.start = v.end;
                     return Ok(&self.buf[v]);
                 }
                 Err(Scan::Bad(why)) => return Err(why.into()),
                 Err(Scan::Incomplete) if self.eof => {
-                    let v = self.start..self.buf.len();
-                    let scalar = self.buf.get(v.start).is_some_and(|c| !b"\"[{".contains(c));
-                    if !scalar {
+                    let v = self.start..self.end;
+                    let open = self.buf.get(v.start).is_some_and(|c| b"\"[{".contains(c));
+                    if !scalar || open {
                         return Err("the file is cut short inside a value".into());
                     }
                     self.start = v.end;
                     return Ok(&self.buf[v]);
                 }
                 Err(Scan::Incomplete) => {
-                    let have = self.buf.len() - self.start;
+                    let have = self.end - self.start;
                     if have > MAX_VALUE {
                         return Err(format!(
                             "a single value is larger than {} MiB",
@@ -352,8 +380,7 @@ impl<R: Read> Source<R> {
 
     /// The line (from 1) the next byte not taken is on.
     pub fn line(&self) -> u64 {
-        let here = self.start.min(self.buf.len());
-        self.dropped_lines + line_breaks(&self.buf[..here]) + 1
+        self.dropped_lines + line_breaks(&self.buf[..self.start]) + 1
     }
 
     /// The line the value just taken, `len` bytes long, started on.
@@ -364,8 +391,11 @@ impl<R: Read> Source<R> {
 }
 
 fn line_breaks(b: &[u8]) -> u64 {
-    // A plain count, which the compiler turns into wide compares.
-    b.iter().filter(|&&c| c == b'\n').count() as u64
+    // Counted in bytes over runs short enough not to overflow one: the compiler then compares
+    // and adds a whole vector of bytes a step, where a count in words took four.
+    b.chunks(255)
+        .map(|run| u64::from(run.iter().fold(0u8, |n, &c| n + u8::from(c == b'\n'))))
+        .sum()
 }
 
 #[cfg(test)]
@@ -390,7 +420,7 @@ mod tests {
     fn members_are_found_in_order_and_bad_objects_refused() {
         let o = br#"{ "ph" : "X", "p\"d": 1 ,"args":{"x":[1,2]} }"#;
         let mut m = Vec::new();
-        members(o, &mut m).unwrap();
+        assert_eq!(members(o, &mut m), Ok(o.len()));
         let text = |r: &Range<usize>| std::str::from_utf8(&o[r.clone()]).unwrap();
         let got: Vec<(&str, &str)> = m.iter().map(|m| (text(&m.key), text(&m.value))).collect();
         assert_eq!(
@@ -401,8 +431,9 @@ mod tests {
                 ("\"args\"", "{\"x\":[1,2]}")
             ]
         );
-        members(b"{ }", &mut m).unwrap();
+        assert_eq!(members(b"{ } tail", &mut m), Ok(3));
         assert!(m.is_empty());
+        assert_eq!(members(b"{\"a\": 1", &mut m), Err(Scan::Incomplete));
         for bad in [&b"{\"a\" 1}"[..], b"{1: 2}", b"{\"a\": 1 \"b\": 2}", b"[1]"] {
             assert!(
                 members(bad, &mut m).is_err(),
@@ -461,9 +492,6 @@ mod tests {
 
     #[test]
     fn names_and_strings_read_with_or_without_escapes() {
-        assert!(key_is("\"pid\"", "pid"));
-        assert!(key_is("\"p\\u0069d\"", "pid"));
-        assert!(!key_is("\"tid\"", "pid"));
         assert_eq!(string_value("\"a\\nb\"").as_deref(), Some("a\nb"));
         assert_eq!(string_value("12"), None);
         assert_eq!(plain_uint("42"), Some(42));
@@ -512,5 +540,16 @@ mod tests {
         assert!(cut.value().unwrap_err().contains("cut short"));
         let mut number_at_end = Source::new(Trickle(b" 17"));
         assert_eq!(number_at_end.value().unwrap(), b"17");
+
+        // An object with its members, whichever byte a read ends on.
+        let text = b"{ \"ph\" : \"X\" ,\n \"args\": {\"a\": [1, \"]\"]} }, {}";
+        let mut s = Source::new(Trickle(text));
+        let mut m = Vec::new();
+        let o = s.object(&mut m).unwrap().to_vec();
+        assert_eq!(o, &text[..text.len() - 4]);
+        assert_eq!(m.len(), 2);
+        assert_eq!(&o[m[1].value.clone()], b"{\"a\": [1, \"]\"]}");
+        let mut cut = Source::new(Trickle(b"{ \"ph\" : \"X\" , "));
+        assert!(cut.object(&mut m).unwrap_err().contains("cut short"));
     }
 }

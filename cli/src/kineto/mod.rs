@@ -178,21 +178,52 @@ fn text<'a>(ev: &'a str, r: &std::ops::Range<usize>) -> Result<&'a str, String> 
         .ok_or_else(|| "an event's text is not split at characters".to_owned())
 }
 
+/// Which of the fields the merge reads a member name (with its quotes) is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Ph,
+    Name,
+    Pid,
+    Tid,
+    Ts,
+    Other,
+}
+
+fn field(key: &str) -> Field {
+    match key {
+        "\"ph\"" => Field::Ph,
+        "\"name\"" => Field::Name,
+        "\"pid\"" => Field::Pid,
+        "\"tid\"" => Field::Tid,
+        "\"ts\"" => Field::Ts,
+        k if k.contains('\\') => match json::string_value(k).as_deref() {
+            Some("ph") => Field::Ph,
+            Some("name") => Field::Name,
+            Some("pid") => Field::Pid,
+            Some("tid") => Field::Tid,
+            Some("ts") => Field::Ts,
+            _ => Field::Other,
+        },
+        _ => Field::Other,
+    }
+}
+
 fn fields<'a>(ev: &'a str, members: &[Member]) -> Result<Fields<'a>, String> {
     let mut f = Fields::default();
     for m in members {
         let key = text(ev, &m.key)?;
+        let which = field(key);
+        if which == Field::Other {
+            continue;
+        }
         let value = text(ev, &m.value)?;
-        if json::key_is(key, "ph") {
-            f.ph = json::string_value(value);
-        } else if json::key_is(key, "name") {
-            f.name = json::string_value(value);
-        } else if json::key_is(key, "pid") {
-            f.pid = Some(value);
-        } else if json::key_is(key, "tid") {
-            f.tid = Some(value);
-        } else if json::key_is(key, "ts") {
-            f.ts = Some(value);
+        match which {
+            Field::Ph => f.ph = json::string_value(value),
+            Field::Name => f.name = json::string_value(value),
+            Field::Pid => f.pid = Some(value),
+            Field::Tid => f.tid = Some(value),
+            Field::Ts => f.ts = Some(value),
+            Field::Other => {}
         }
     }
     Ok(f)
@@ -217,6 +248,13 @@ pub struct Profile {
     raw_pids: HashMap<Box<str>, usize>,
     /// (position among the events, text) of the `process_name` events written first.
     moved: Vec<(u64, String)>,
+    /// The file's length and modification time when first read.
+    stamp: (u64, Option<std::time::SystemTime>),
+}
+
+fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>), String> {
+    let m = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((m.len(), m.modified().ok()))
 }
 
 /// Where a walk over a trace stopped.
@@ -236,8 +274,8 @@ impl From<String> for Stop {
 trait Visit {
     /// A top-level member other than the events, its value checked to be JSON.
     fn top(&mut self, key: &str, value: &str) -> Result<(), Stop>;
-    /// Event `n` (from 0), checked to be a JSON object.
-    fn event(&mut self, n: u64, ev: &str) -> Result<(), Stop>;
+    /// Event `n` (from 0), a JSON object, with its members.
+    fn event(&mut self, n: u64, ev: &str, members: &[Member]) -> Result<(), Stop>;
 }
 
 fn open(path: &Path) -> Result<Box<dyn Read>, String> {
@@ -257,7 +295,9 @@ fn open(path: &Path) -> Result<Box<dyn Read>, String> {
 
 /// Reads the trace at `path` from its top: each member other than the events to `v.top`,
 /// each event to `v.event`, in order. Accepts Kineto's object form and the bare array form.
-fn walk(path: &Path, v: &mut dyn Visit) -> Result<(), Stop> {
+/// Each event is checked to be JSON when `check` is set; a second reading of a file that was
+/// checked and has not changed since need not.
+fn walk(path: &Path, v: &mut dyn Visit, check: bool) -> Result<(), Stop> {
     let mut src = json::Source::new(open(path)?);
     let here = |src: &json::Source<_>, why: String| {
         Stop::Input(format!("{}: line {}: {why}", path.display(), src.line()))
@@ -270,7 +310,7 @@ fn walk(path: &Path, v: &mut dyn Visit) -> Result<(), Stop> {
         ))),
         Some(b'[') => {
             src.bump();
-            events(path, &mut src, v, true)
+            events(path, &mut src, v, true, check)
         }
         Some(b'{') => {
             src.bump();
@@ -305,7 +345,7 @@ fn walk(path: &Path, v: &mut dyn Visit) -> Result<(), Stop> {
                     }
                     src.bump();
                     found = true;
-                    events(path, &mut src, v, false)?;
+                    events(path, &mut src, v, false, check)?;
                 } else {
                     let checked = match src.value() {
                         Err(e) => Err(Stop::Input(e)),
@@ -361,11 +401,13 @@ fn events(
     src: &mut json::Source<Box<dyn Read>>,
     v: &mut dyn Visit,
     bare: bool,
+    check: bool,
 ) -> Result<(), Stop> {
     let at_line =
         |line: u64, why: String| Stop::Input(format!("{}: line {line}: {why}", path.display()));
     let io = |src: &json::Source<_>, e: io::Error| at_line(src.line(), e.to_string());
     let mut n = 0u64;
+    let mut members = Vec::new();
     loop {
         match src.peek().map_err(|e| io(src, e))? {
             Some(b']') => {
@@ -383,19 +425,25 @@ fn events(
             }
         }
         let (len, done) = {
-            let raw = match src.value() {
+            let raw = match src.object(&mut members) {
                 Ok(raw) => raw,
-                Err(e) => return Err(at_line(src.line(), e)),
+                Err(e) => {
+                    let (line, why) = not_json(src, e);
+                    return Err(at_line(line, why));
+                }
             };
             let len = raw.len();
             let done = match std::str::from_utf8(raw) {
                 Err(_) => Err((0, Stop::Input("the event is not UTF-8".into()))),
-                Ok(ev) => match serde_json::from_str::<serde::de::IgnoredAny>(ev) {
+                Ok(ev) => match check
+                    .then(|| serde_json::from_str::<serde::de::IgnoredAny>(ev))
+                    .transpose()
+                {
                     Err(e) => Err((
                         e.line().saturating_sub(1) as u64,
                         Stop::Input(format!("the event is not JSON ({e})")),
                     )),
-                    Ok(_) => v.event(n, ev).map_err(|s| (0, s)),
+                    Ok(_) => v.event(n, ev, &members).map_err(|s| (0, s)),
                 },
             };
             (len, done)
@@ -423,10 +471,26 @@ fn events(
     }
 }
 
+/// Why the event at the next byte is not an object: serde_json's words, with its line, where
+/// the event's extent can still be found; else the scanner's.
+fn not_json(src: &mut json::Source<Box<dyn Read>>, scanned: String) -> (u64, String) {
+    let start = src.line();
+    let why = match src.value() {
+        Ok(raw) => match serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
+            Err(e) => Some((e.line().saturating_sub(1) as u64, e.to_string())),
+            Ok(_) => None,
+        },
+        Err(_) => None,
+    };
+    match why {
+        Some((lines_in, e)) => (start + lines_in, format!("the event is not JSON ({e})")),
+        None => (start, format!("the event is not JSON: {scanned}")),
+    }
+}
+
 /// The first pass: records the clock, the tracks, the phases and the time range.
 struct Scan<'a> {
     p: &'a mut Profile,
-    members: Vec<Member>,
 }
 
 impl Visit for Scan<'_> {
@@ -440,10 +504,8 @@ impl Visit for Scan<'_> {
         Ok(())
     }
 
-    fn event(&mut self, n: u64, ev: &str) -> Result<(), Stop> {
-        json::members(ev.as_bytes(), &mut self.members)
-            .map_err(|_| "the event is not an object".to_owned())?;
-        let f = fields(ev, &self.members)?;
+    fn event(&mut self, n: u64, ev: &str, members: &[Member]) -> Result<(), Stop> {
+        let f = fields(ev, members)?;
         let p = &mut *self.p;
         p.events += 1;
         let ph = f.ph.as_deref().unwrap_or("");
@@ -504,27 +566,36 @@ impl<W: Write> Visit for Copy<'_, W> {
         Ok(())
     }
 
-    fn event(&mut self, n: u64, ev: &str) -> Result<(), Stop> {
+    fn event(&mut self, n: u64, ev: &str, members: &[Member]) -> Result<(), Stop> {
         if self.p.moved.get(self.moved).is_some_and(|(at, _)| *at == n) {
             self.moved += 1;
             return Ok(());
         }
-        self.write(ev)
+        self.write(ev, members)
     }
 }
 
 impl<W: Write> Copy<'_, W> {
-    fn write(&mut self, ev: &str) -> Result<(), Stop> {
-        json::members(ev.as_bytes(), &mut self.members)
-            .map_err(|_| "the event is not an object".to_owned())?;
+    fn write(&mut self, ev: &str, members: &[Member]) -> Result<(), Stop> {
         self.p.rewrite(
             ev,
-            &self.members,
+            members,
             self.shift_ns,
             &mut self.line,
             &mut self.clamped,
         )?;
         self.w.raw_event(&self.line).map_err(Stop::Output)
+    }
+
+    /// Writes an event kept from the first reading.
+    fn write_kept(&mut self, ev: &str) -> Result<(), Stop> {
+        let mut members = std::mem::take(&mut self.members);
+        let done = match json::members(ev.as_bytes(), &mut members) {
+            Ok(_) => self.write(ev, &members),
+            Err(_) => Err(Stop::Input("a kept event is not an object".into())),
+        };
+        self.members = members;
+        done
     }
 }
 
@@ -542,17 +613,16 @@ impl Profile {
             num_pids: HashMap::new(),
             raw_pids: HashMap::new(),
             moved: Vec::new(),
+            stamp: (0, None),
         }
     }
 
     /// Reads the trace at `path` once; `given_base` is its base (Unix ns) if it records none.
     fn scan(path: &Path, given_base: Option<u64>) -> Result<Profile, String> {
         let mut p = Profile::new(path);
-        let mut scan = Scan {
-            p: &mut p,
-            members: Vec::new(),
-        };
-        match walk(path, &mut scan) {
+        p.stamp = stamp(path)?;
+        let mut scan = Scan { p: &mut p };
+        match walk(path, &mut scan, true) {
             Ok(()) => {}
             Err(Stop::Input(why)) => return Err(why),
             Err(Stop::Output(e)) => return Err(e.to_string()),
@@ -651,18 +721,19 @@ impl Profile {
             let value = text(ev, &m.value)?;
             out.push_str(key);
             out.push(':');
+            let which = field(key);
             match (pid_out, tid_out) {
-                (Some(pid), _) if json::key_is(key, "pid") => {
+                (Some(pid), _) if which == Field::Pid => {
                     let _ = write!(out, "{pid}");
                     continue;
                 }
-                (_, Some(tid)) if json::key_is(key, "tid") => {
+                (_, Some(tid)) if which == Field::Tid => {
                     let _ = write!(out, "{tid}");
                     continue;
                 }
                 _ => {}
             }
-            if shift && json::key_is(key, "ts") {
+            if shift && which == Field::Ts {
                 let mut ns = ts_ns(value)? + shift_ns;
                 if ns < 0 {
                     *clamped += 1;
@@ -681,7 +752,7 @@ impl Profile {
     /// `process_name` events, or from how the file writes its id.
     fn write_names<W: Write>(&self, c: &mut Copy<'_, W>) -> Result<(), Stop> {
         for (_, ev) in &self.moved {
-            c.write(ev)?;
+            c.write_kept(ev)?;
         }
         let mut line = String::new();
         for p in &self.processes {
@@ -736,9 +807,16 @@ impl Profile {
             clamped: 0,
             moved: 0,
         };
+        // Read again unchecked only if it is the file the first reading checked.
+        if stamp(&self.path)? != self.stamp {
+            return Err(format!(
+                "{}: the file changed while it was being merged",
+                self.path.display()
+            ));
+        }
         let walked = self
             .write_names(&mut c)
-            .and_then(|()| walk(&self.path, &mut c));
+            .and_then(|()| walk(&self.path, &mut c, false));
         match walked {
             Ok(()) => {}
             Err(Stop::Input(why)) => return Err(why),

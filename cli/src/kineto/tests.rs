@@ -424,3 +424,12 @@ fn malformed_traces_are_refused_naming_the_file_the_line_and_the_fault() {
         std::fs::remove_file(path).unwrap();
     }
 }
+
+#[test]
+fn member_names_are_read_with_or_without_escapes() {
+    assert!(field("\"pid\"") == Field::Pid);
+    assert!(field("\"p\\u0069d\"") == Field::Pid);
+    assert!(field("\"tid\"") == Field::Tid);
+    assert!(field("\"args\"") == Field::Other);
+    assert!(field("\"a\\\"\"") == Field::Other);
+}
