@@ -55,7 +55,8 @@ enum Command {
         )]
         merge_torch: Vec<PathBuf>,
         /// For a profiler trace that records no baseTimeNanoseconds and whose ts are not Unix
-        /// times (Kineto of spring 2024): the Unix time, in ns, that its ts 0 stands for.
+        /// times (Kineto of late April to early May 2024): the Unix time, in ns, that its ts 0
+        /// stands for.
         #[arg(long, value_name = "NS", requires = "merge_torch")]
         torch_base_ns: Option<u64>,
     },

@@ -15,10 +15,10 @@
 //! its first use, rounded down to a multiple of about three months since the epoch: recent
 //! enough that a double still holds a nanosecond, and the same for every process profiled in
 //! that quarter. The file records it as the top-level `"baseTimeNanoseconds"`: after
-//! `"traceEvents"` in the versions that first wrote it (spring 2024), before it since early
-//! 2025. Kineto before spring 2024 wrote `ts` as absolute Unix microseconds and recorded no
-//! base; for a few weeks in between it wrote relative times with no base recorded, which
-//! nothing in the file can place.
+//! `"traceEvents"` in the versions that first wrote it (May 2024), before it since March 2025.
+//! Kineto before late April 2024 wrote `ts` as absolute Unix microseconds and recorded no base;
+//! for the two weeks in between it wrote relative times with no base recorded, which nothing in
+//! the file can place.
 //!
 //! So a profiler event at `ts` T µs happened at Unix time `base + T·1000` ns, on the same clock
 //! (the system clock, `CLOCK_REALTIME`) that slicetrace's span times are converted to. That
