@@ -8,8 +8,10 @@
 //! a cheap counter (the TSC where there is one) and turned into system-clock time by a fitted
 //! line (`ApproximateClockToUnixTimeConverter` in Kineto's `ApproximateClock.cpp`, and
 //! PyTorch's copy in `c10/util/ApproximateClock`); CUPTI is handed the same counter as its
-//! clock and its records go through the same line (`CuptiTimestamp.cpp`), or keep CUPTI's own
-//! Unix times where that is off. The JSON writer (`ChromeTraceLogger` in `output_json.cpp`)
+//! clock and its records go through the same line (`CuptiTimestamp.cpp`), or, where that is
+//! switched off, keep CUPTI's own timestamps, which Kineto takes as Unix time on Linux (and
+//! moved onto it on Windows, `CuptiActivityPlatform.cpp` in older versions). The JSON writer
+//! (`ChromeTraceLogger` in `output_json.cpp`)
 //! then subtracts a base time from each (`transToRelativeTime`) and writes microseconds with
 //! three decimals. The base (`ChromeTraceBaseTime` in `output_json.h`) is the system clock at
 //! its first use, rounded down to a multiple of about three months since the epoch: recent
@@ -92,10 +94,10 @@ impl std::fmt::Display for Clock {
     }
 }
 
-/// A pid or tid as the file writes it.
+/// A pid as the file writes it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
-    /// A plain integer that fits the id (32 bits for a pid, 64 for a tid).
+    /// A plain integer of 32 bits.
     Num(u64),
     /// Anything else, by its JSON text (a string with its quotes, `-1`, …).
     Raw(Box<str>),
