@@ -90,6 +90,19 @@ fn convert(
     torch: &[PathBuf],
     torch_base_ns: Option<u64>,
 ) -> Result<bool, String> {
+    // The profiler trace is read again after the output is created: writing over it would
+    // lose it.
+    if let Ok(out) = output.canonicalize() {
+        if let Some(t) = torch
+            .iter()
+            .find(|t| t.canonicalize().is_ok_and(|t| t == out))
+        {
+            return Err(format!(
+                "{}: is both a profiler trace to merge and the output",
+                t.display()
+            ));
+        }
+    }
     // Read before the output is created: a trace that cannot be placed leaves no file behind.
     let profiles = slicetrace_cli::kineto::Profiles::read(torch, torch_base_ns)?;
     let file = File::create(output).map_err(|e| format!("{}: {e}", output.display()))?;

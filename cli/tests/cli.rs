@@ -772,6 +772,17 @@ fn a_profiler_trace_without_clock_metadata_is_refused_unless_its_base_is_given()
         "{}",
         stderr(&o)
     );
+    // Nor is the trace written over by the output.
+    let o = merge_torch(&data("collector.jsonl"), &broken, &broken, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is both a profiler trace to merge and the output"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(std::fs::read_to_string(&broken)
+        .unwrap()
+        .contains("\"ph\": \"X\",,"));
     for p in [no_clock, out, reference, broken] {
         let _ = std::fs::remove_file(p);
     }

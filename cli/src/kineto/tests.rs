@@ -433,3 +433,53 @@ fn member_names_are_read_with_or_without_escapes() {
     assert!(field("\"args\"") == Field::Other);
     assert!(field("\"a\\\"\"") == Field::Other);
 }
+
+/// Bytes of a real-looking trace changed one at a time, and cut: every reading either refuses
+/// the file with a message or merges it into lines that are each valid JSON. Nothing panics.
+#[test]
+fn a_damaged_trace_is_refused_or_merged_whole_never_half() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kineto.trace.json");
+    let good = std::fs::read(fixture).unwrap();
+    let mut variants: Vec<Vec<u8>> = Vec::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..400 {
+        // A small deterministic generator: the same damage on every run.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let at = (state % good.len() as u64) as usize;
+        let with = b"\"{}[],:\\0-e. \xff"[(state >> 32) as usize % 14];
+        let mut v = good.clone();
+        v[at] = with;
+        variants.push(v);
+        if state % 5 == 0 {
+            variants.push(good[..at].to_vec());
+        }
+    }
+    let (mut refused, mut merged) = (0, 0);
+    for (i, v) in variants.iter().enumerate() {
+        let path = temp(&format!("damaged-{i}.json"), v);
+        match Profiles::read(std::slice::from_ref(&path), None) {
+            Err(e) => {
+                assert!(e.starts_with(&path.display().to_string()), "{e}");
+                refused += 1;
+            }
+            Ok(profiles) => {
+                let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+                profiles.prepare(&mut w);
+                if profiles.write(&mut w).is_ok() {
+                    let (out, _) = w.finish().unwrap();
+                    let text = String::from_utf8(out).unwrap();
+                    serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{i}: {e}"));
+                    merged += 1;
+                }
+            }
+        }
+        std::fs::remove_file(path).unwrap();
+    }
+    // Both outcomes happen: the damage is not all in whitespace, nor all fatal.
+    assert!(
+        refused > 50 && merged > 50,
+        "{refused} refused, {merged} merged"
+    );
+}
