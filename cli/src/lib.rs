@@ -2,6 +2,7 @@
 
 pub mod allocator;
 pub mod input;
+pub mod kineto;
 pub mod stats;
 pub mod summary;
 #[doc(hidden)]
@@ -102,7 +103,35 @@ pub fn convert<W: Write>(
     out: W,
     limits: Limits,
 ) -> Result<(bool, WriterStats), String> {
+    let c = convert_merging(inputs, out, limits, &kineto::Profiles::none())?;
+    Ok((c.skipped, c.stats))
+}
+
+/// What [`convert_merging`] did.
+pub struct Converted {
+    /// Whether any input line was skipped.
+    pub skipped: bool,
+    pub stats: WriterStats,
+    /// Each profiler trace merged, in order.
+    pub merged: Vec<kineto::Merged>,
+    /// The earliest start and latest end of the spans (Unix ns), when there were any.
+    pub span_range_ns: Option<(u64, u64)>,
+}
+
+/// [`convert`], with the events of `profiles` merged into the same file on the same clock:
+/// their pids are kept from the spans' processes, and the file's time origin is early enough
+/// for both. The profilers' events are written after the spans', each on its own line.
+pub fn convert_merging<W: Write>(
+    inputs: &[PathBuf],
+    out: W,
+    limits: Limits,
+    profiles: &kineto::Profiles,
+) -> Result<Converted, String> {
     let mut w = TraceEventWriter::new(out, limits).map_err(|e| e.to_string())?;
+    profiles.prepare(&mut w);
+    // Only when merging: the range is there to tell two clocks that disagree.
+    let ranged = !profiles.is_empty();
+    let mut range: Option<(u64, u64)> = None;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
     // Emptied span vectors go back to the reading thread to be filled again: fresh memory
     // for each batch cost page faults on both threads.
@@ -131,6 +160,13 @@ pub fn convert<W: Write>(
         let mut written = Ok(());
         'batches: for batch in rx {
             for (p, mut spans) in batch {
+                if ranged {
+                    for s in spans.iter().filter(|s| s.start_ns > 0) {
+                        let (a, b) = range.get_or_insert((s.start_ns, s.end_ns));
+                        *a = (*a).min(s.start_ns);
+                        *b = (*b).max(s.end_ns.max(s.start_ns));
+                    }
+                }
                 written = w.push_all(&p, &mut spans);
                 if written.is_err() {
                     break 'batches;
@@ -148,9 +184,15 @@ pub fn convert<W: Write>(
     let skipped = read?
         .map_err(|_| "the reading thread panicked".to_owned())?
         .map_err(|e| e.to_string())?;
+    let merged = profiles.write(&mut w)?;
     let (mut out, stats) = w.finish().map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;
-    Ok((skipped, stats))
+    Ok(Converted {
+        skipped,
+        stats,
+        merged,
+        span_range_ns: range,
+    })
 }
 
 /// Reads every input, handing spans to `each`; reports skipped lines on stderr.

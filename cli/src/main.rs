@@ -31,6 +31,10 @@ enum Command {
     /// Reads OTLP/JSON lines (the OpenTelemetry Collector file exporter's output), slicetrace
     /// JSON-lines span dumps, or slicetrace trace-event files; several inputs (one per process)
     /// are merged into one file, with links across them drawn as flow arrows.
+    ///
+    /// With -f, PyTorch profiler traces (torch.profiler's export_chrome_trace, .json or
+    /// .json.gz) are merged in too: their CPU ops, GPU kernels, counters and flows beside the
+    /// request tracks, on the same clock.
     Convert {
         /// Input files.
         #[arg(required = true)]
@@ -41,6 +45,20 @@ enum Command {
         /// How long (trace time, ms) events wait for late spans, to write each track in order.
         #[arg(long, default_value_t = 2000)]
         window_ms: u64,
+        /// A PyTorch profiler (Kineto) trace to merge into the output, its times aligned to the
+        /// spans' through its baseTimeNanoseconds (repeat for one trace per rank).
+        #[arg(
+            short = 'f',
+            long = "merge-torch",
+            visible_alias = "torch-file",
+            value_name = "FILE"
+        )]
+        merge_torch: Vec<PathBuf>,
+        /// For a profiler trace that records no baseTimeNanoseconds and whose ts are not Unix
+        /// times (Kineto of late April to early May 2024): the Unix time, in ns, that its ts 0
+        /// stands for.
+        #[arg(long, value_name = "NS", requires = "merge_torch")]
+        torch_base_ns: Option<u64>,
     },
     /// Prints per slice name: count, mean, p50, p90, p99, max; per request: time in each phase.
     Summary {
@@ -65,14 +83,42 @@ enum Command {
     Repair { file: PathBuf },
 }
 
-fn convert(inputs: &[PathBuf], output: &Path, window_ms: u64) -> Result<bool, String> {
+fn convert(
+    inputs: &[PathBuf],
+    output: &Path,
+    window_ms: u64,
+    torch: &[PathBuf],
+    torch_base_ns: Option<u64>,
+) -> Result<bool, String> {
+    // The profiler trace is read again after the output is created: writing over it would
+    // lose it.
+    if let Ok(out) = output.canonicalize() {
+        if let Some(t) = torch
+            .iter()
+            .find(|t| t.canonicalize().is_ok_and(|t| t == out))
+        {
+            return Err(format!(
+                "{}: is both a profiler trace to merge and the output",
+                t.display()
+            ));
+        }
+    }
+    // Read before the output is created: a trace that cannot be placed leaves no file behind.
+    let profiles = slicetrace_cli::kineto::Profiles::read(torch, torch_base_ns)?;
     let file = File::create(output).map_err(|e| format!("{}: {e}", output.display()))?;
     let limits = Limits {
         reorder_window_ns: window_ms.saturating_mul(1_000_000),
         ..Limits::default()
     };
     // The writer gathers whole lines and writes them a chunk at a time: no buffer here.
-    let (skipped, stats) = slicetrace_cli::convert(inputs, file, limits)?;
+    let converted = slicetrace_cli::convert_merging(inputs, file, limits, &profiles)?;
+    let (skipped, stats) = (converted.skipped, converted.stats);
+    for m in &converted.merged {
+        eprintln!("{}", m.describe());
+        if let Some(warning) = converted.span_range_ns.and_then(|r| m.disjoint_from(r)) {
+            eprintln!("{warning}");
+        }
+    }
     eprintln!(
         "wrote {}: {} slices, {} requests, {} instants, {} flows; {} links unresolved, {} slices \
          with no thread found, {} overlap lanes",
@@ -94,7 +140,9 @@ fn run(cli: Cli) -> Result<bool, String> {
             inputs,
             output,
             window_ms,
-        } => convert(&inputs, &output, window_ms),
+            merge_torch,
+            torch_base_ns,
+        } => convert(&inputs, &output, window_ms, &merge_torch, torch_base_ns),
         Command::Summary { inputs, json } => {
             let mut s = summary::Summary::default();
             let skipped = slicetrace_cli::read_all(&inputs, &mut |p, span| {

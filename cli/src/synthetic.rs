@@ -146,3 +146,139 @@ pub fn write_otlp_json(out: &mut impl Write, requests: u64, per_line: u64) -> io
     }
     Ok(spans)
 }
+
+/// Kineto's `baseTimeNanoseconds` for a profile taken when [`write_otlp_json`]'s requests run:
+/// their start rounded down to Kineto's interval of 7 889 238 s since the epoch.
+pub const KINETO_BASE_NS: u64 = 1_764_300_000 / 7_889_238 * 7_889_238 * 1_000_000_000;
+
+/// A PyTorch profiler trace in Kineto's layout (pretty-printed, its clock before the events,
+/// process and thread names after them) over the first `steps` requests of
+/// [`write_otlp_json`]: per request a profiler step, and inside its forward `ops` CPU ops on
+/// the scheduler's process (4242) and thread (200), each launching a kernel on GPU 0's stream 7
+/// with the flow between them, and a memory event and a counter. Returns the events written.
+pub fn write_kineto(out: &mut impl Write, steps: u64, ops: u64) -> io::Result<u64> {
+    const BASE: u64 = 1_764_300_000_000_000_000;
+    let ts = |ns: u64| {
+        let rel = ns - KINETO_BASE_NS;
+        format!("{}.{:03}", rel / 1000, rel % 1000)
+    };
+    let mut s = String::with_capacity(1 << 20);
+    let _ = write!(
+        s,
+        "{{\n  \"schemaVersion\": 1,\n  \"deviceProperties\": [\n    {{\n      \"id\": 0, \"name\": \
+         \"NVIDIA H100 80GB HBM3\", \"totalGlobalMem\": 85045231616,\n      \"computeMajor\": 9, \
+         \"computeMinor\": 0, \"numSms\": 132\n    }}\n  ],\n  \"record_shapes\": 1,\n  \
+         \"displayTimeUnit\": \"ms\",\n  \"baseTimeNanoseconds\": {KINETO_BASE_NS},\n  \
+         \"traceEvents\": [\n"
+    );
+    let mut events = 0u64;
+    let mut corr = 0u64;
+    for i in 0..steps {
+        let t0 = BASE + i * 1_000_000;
+        let _ = write!(
+            s,
+            "  {{\n    \"ph\": \"X\", \"cat\": \"user_annotation\", \"name\": \"ProfilerStep#{i}\", \
+             \"pid\": 4242, \"tid\": 200,\n    \"ts\": {}, \"dur\": 700.000,\n    \"args\": {{\n      \
+             \"External id\": {}, \"Record function id\": 0, \"Ev Idx\": {events}\n    }}\n  }},\n",
+            ts(t0 + 100_000),
+            corr
+        );
+        let _ = write!(
+            s,
+            "  {{\n    \"ph\": \"i\", \"cat\": \"cpu_instant_event\", \"s\": \"t\", \"name\": \
+             \"[memory]\",\n    \"pid\": 4242, \"tid\": 200,\n    \"ts\": {},\n    \"args\": {{\n      \
+             \"Total Reserved\": 2097152, \"Total Allocated\": 4096, \"Bytes\": 4096, \"Addr\": \
+             139872012206080, \"Device Id\": 0, \"Device Type\": 1\n    }}\n  }},\n",
+            ts(t0 + 105_000)
+        );
+        let _ = write!(
+            s,
+            "  {{\n    \"ph\": \"C\", \"cat\": \"hardware_counters\", \"name\": \"sm__throughput\", \
+             \"pid\": \"GPU 0 Counters\", \"tid\": 0,\n    \"ts\": {},\n    \"args\": {{\n      \"\": \
+             {}.5\n    }}\n  }},\n",
+            ts(t0 + 106_000),
+            i % 100
+        );
+        events += 3;
+        let gap = 80_000 / ops.max(1);
+        for k in 0..ops {
+            corr += 1;
+            let at = t0 + 110_000 + k * gap;
+            let _ = write!(
+                s,
+                "  {{\n    \"ph\": \"X\", \"cat\": \"cpu_op\", \"name\": \"aten::mm\", \"pid\": 4242, \
+                 \"tid\": 200,\n    \"ts\": {}, \"dur\": {}.250,\n    \"args\": {{\n      \"External \
+                 id\": {corr},\n      \"Record function id\": 0, \"Concrete Inputs\": [\"\", \"\"], \
+                 \"Input type\": [\"c10::BFloat16\", \"c10::BFloat16\"], \"Input Strides\": [[4096, \
+                 1], [1, 4096]], \"Input Dims\": [[8, 4096], [4096, 4096]], \"Ev Idx\": {events}\n    \
+                 }}\n  }},\n",
+                ts(at),
+                gap / 2000
+            );
+            let _ = write!(
+                s,
+                "  {{\n    \"ph\": \"X\", \"cat\": \"cuda_runtime\", \"name\": \"cudaLaunchKernel\", \
+                 \"pid\": 4242, \"tid\": 200,\n    \"ts\": {}, \"dur\": 4.100,\n    \"args\": {{\n      \
+                 \"cbid\": 211, \"correlation\": {corr},\n      \"External id\": {corr}\n    }}\n  }},\n  \
+                 {{\n    \"ph\": \"s\", \"id\": {corr}, \"pid\": 4242, \"tid\": 200, \"ts\": {},\n    \
+                 \"cat\": \"ac2g\", \"name\": \"ac2g\"\n  }},\n",
+                ts(at + 1_000),
+                ts(at + 1_000)
+            );
+            let _ = write!(
+                s,
+                "  {{\n    \"ph\": \"X\", \"cat\": \"kernel\", \"name\": \
+                 \"ampere_bf16_s16816gemm_bf16_128x64_ldg8_f2f_tn\", \"pid\": 0, \"tid\": 7,\n    \"ts\": \
+                 {}, \"dur\": 30.000,\n    \"args\": {{\n      \"queued\": 0, \"device\": 0, \"context\": \
+                 1,\n      \"stream\": 7, \"correlation\": {corr},\n      \"registers per thread\": 232,\n      \
+                 \"shared memory\": 49152,\n      \"blocks per SM\": 0.606061,\n      \"warps per SM\": \
+                 2.424242,\n      \"grid\": [80, 1, 1],\n      \"block\": [128, 1, 1],\n      \"est. \
+                 achieved occupancy %\": 6\n    }}\n  }},\n  {{\n    \"ph\": \"f\", \"id\": {corr}, \
+                 \"pid\": 0, \"tid\": 7, \"ts\": {},\n    \"cat\": \"ac2g\", \"name\": \"ac2g\", \"bp\": \
+                 \"e\"\n  }},\n",
+                ts(at + 5_000),
+                ts(at + 5_000)
+            );
+            events += 5;
+        }
+        if s.len() > 1 << 20 {
+            out.write_all(s.as_bytes())?;
+            s.clear();
+        }
+    }
+    let at = ts(BASE);
+    for (pid, tid, what, key, value) in [
+        ("4242", "0", "process_name", "name", "\"python3\""),
+        ("4242", "0", "process_labels", "labels", "\"CPU\""),
+        ("0", "0", "process_name", "name", "\"GPU 0\""),
+        ("0", "0", "process_sort_index", "sort_index", "5000000"),
+        (
+            "4242",
+            "200",
+            "thread_name",
+            "name",
+            "\"thread 200 (python3)\"",
+        ),
+        ("0", "7", "thread_name", "name", "\"stream 7 \""),
+    ] {
+        let _ = write!(
+            s,
+            "  {{\n    \"name\": \"{what}\", \"ph\": \"M\", \"ts\": {at}, \"pid\": {pid}, \"tid\": \
+             {tid},\n    \"args\": {{\n      \"{key}\": {value}\n    }}\n  }},\n"
+        );
+        events += 1;
+    }
+    let end = ts(BASE + steps * 1_000_000);
+    let _ = write!(
+        s,
+        "  {{\n    \"ph\": \"X\", \"cat\": \"Trace\", \"name\": \"PyTorch Profiler (0)\", \"pid\": \
+         \"Spans\", \"tid\": \"PyTorch Profiler\",\n    \"ts\": {at}, \"dur\": {},\n    \"args\": {{\n      \
+         \"Op count\": 0\n    }}\n  }},\n  {{\n    \"name\": \"Record Window End\", \"ph\": \"i\", \"s\": \
+         \"g\",\n    \"pid\": \"\", \"tid\": \"\", \"ts\": {end}\n  }}\n  ],\n  \"traceName\": \
+         \"synthetic.pt.trace.json\"\n}}\n",
+        steps * 1000
+    );
+    events += 2;
+    out.write_all(s.as_bytes())?;
+    Ok(events)
+}

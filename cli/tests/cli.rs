@@ -5,6 +5,7 @@
 #[path = "../../tests/common/trace_events.rs"]
 mod trace_events;
 
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -416,6 +417,374 @@ fn trace_files_of_two_processes_merge_with_arrows_across_them() {
     assert_eq!(cross, 2, "tokenize → prefill, across the processes");
     assert_eq!(f.thread_names[&(222, 2001)], "scheduler [TP 0]");
     for p in files.into_iter().chain([merged]) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// The Unix time (ns) the committed profiler trace `kineto.trace.json` counts from: its
+/// `baseTimeNanoseconds`, what Kineto writes for a profile started at 2025-11-28 03:20 UTC.
+const KINETO_BASE_NS: i128 = 1_759_300_074_000_000_000;
+
+/// A `ts` or `dur` as written, in whole nanoseconds, read from the text (not through a double).
+fn exact_ns(line: &str, key: &str) -> i128 {
+    let at = line.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
+    let rest = &line[at..];
+    let number = &rest[..rest.find([',', '}']).unwrap()];
+    let (us, frac) = number.split_once('.').unwrap_or((number, ""));
+    let frac = format!("{frac:0<3}");
+    us.parse::<i128>().unwrap() * 1000 + frac[..3].parse::<i128>().unwrap()
+}
+
+/// Each event of a merged file with its line, and the pids of slicetrace's processes (those
+/// named with a time origin).
+fn merged_lines(text: &str) -> (Vec<(serde_json::Value, String)>, HashSet<u64>) {
+    let mut events = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches(',');
+        if line == "[" || line == "]" {
+            continue;
+        }
+        events.push((
+            serde_json::from_str::<serde_json::Value>(line).unwrap(),
+            line.to_owned(),
+        ));
+    }
+    let ours = events
+        .iter()
+        .filter(|(e, _)| {
+            e["name"] == "process_name" && e["args"].get("slicetrace_epoch_unix_ns").is_some()
+        })
+        .map(|(e, _)| e["pid"].as_u64().unwrap())
+        .collect();
+    (events, ours)
+}
+
+fn merge_torch(spans: &Path, torch: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "convert",
+        spans.to_str().unwrap(),
+        "-f",
+        torch.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    slicetrace(&args)
+}
+
+/// (ph, name) → count, of a list of events.
+fn census<'a>(
+    events: impl Iterator<Item = &'a serde_json::Value>,
+) -> BTreeMap<(String, String), usize> {
+    let mut c = BTreeMap::new();
+    for e in events {
+        let key = (
+            e["ph"].as_str().unwrap_or_default().to_owned(),
+            e["name"].as_str().unwrap_or_default().to_owned(),
+        );
+        *c.entry(key).or_default() += 1;
+    }
+    c
+}
+
+#[test]
+fn a_torch_profiler_trace_merges_on_the_spans_clock_with_every_event_and_track() {
+    let out = temp("merged-torch.trace.json");
+    let o = merge_torch(
+        &data("collector.jsonl"),
+        &data("kineto.trace.json"),
+        &out,
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("24 profiler events (C 1, M 11, X 7, f 1, i 3, s 1) on 6 processes"),
+        "{err}"
+    );
+    assert!(
+        err.contains("baseTimeNanoseconds 1759300074000000000"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let (events, ours) = merged_lines(&text);
+
+    // Alignment: the file counts from the profiler's base, so its ts are as written, and the
+    // kernel launched at 10.123 µs into the forward slice lands there to the nanosecond.
+    let line = |name: &str| {
+        &events
+            .iter()
+            .find(|(e, _)| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .1
+    };
+    let origin = events
+        .iter()
+        .find_map(|(e, _)| e["args"]["slicetrace_epoch_unix_ns"].as_u64())
+        .unwrap();
+    assert_eq!(i128::from(origin), KINETO_BASE_NS);
+    let kernel = line("ampere_bf16_s16816gemm_bf16_128x64_ldg8_f2f_tn");
+    let forward = line("forward");
+    assert_eq!(exact_ns(kernel, "ts") - exact_ns(forward, "ts"), 10_123);
+    assert_eq!(
+        KINETO_BASE_NS + exact_ns(kernel, "ts"),
+        1_764_300_000_000_100_123,
+        "the kernel's Unix time"
+    );
+    assert_eq!(
+        i128::from(origin) + exact_ns(forward, "ts"),
+        1_764_300_000_000_090_000,
+        "the forward slice's Unix time, as the collector wrote it"
+    );
+    // The profiler's CPU op runs inside the forward slice of the same thread.
+    let mm = line("aten::mm");
+    let (mm_start, fw_start) = (exact_ns(mm, "ts"), exact_ns(forward, "ts"));
+    assert!(
+        fw_start <= mm_start
+            && mm_start + exact_ns(mm, "dur") <= fw_start + exact_ns(forward, "dur")
+    );
+
+    // Every event of both sides is there: the profiler's, counted by phase and name against
+    // the input (plus the names made up for its four string pids and three string tids) …
+    let input: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data("kineto.trace.json")).unwrap()).unwrap();
+    let mut want = census(input["traceEvents"].as_array().unwrap().iter());
+    *want.get_mut(&("M".into(), "process_name".into())).unwrap() += 4;
+    *want.get_mut(&("M".into(), "thread_name".into())).unwrap() += 3;
+    let theirs: Vec<&serde_json::Value> = events
+        .iter()
+        .map(|(e, _)| e)
+        .filter(|e| !ours.contains(&e["pid"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(census(theirs.iter().copied()), want);
+    // … and ours, as converting the spans alone writes them.
+    let alone = temp("alone.trace.json");
+    assert!(convert(&data("collector.jsonl"), &alone).status.success());
+    let alone_text = std::fs::read_to_string(&alone).unwrap();
+    let (alone_events, _) = merged_lines(&alone_text);
+    let ours_text = format!(
+        "[\n{}\n]\n",
+        events
+            .iter()
+            .filter(|(e, _)| ours.contains(&e["pid"].as_u64().unwrap()))
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join(",\n")
+    );
+    let f = TraceFile::check(&ours_text);
+    assert_eq!(
+        (
+            f.slices.len(),
+            f.requests.len(),
+            f.flows.len(),
+            f.instants.len()
+        ),
+        (9, 2, 5, 1)
+    );
+    assert_eq!(
+        census(alone_events.iter().map(|(e, _)| e)),
+        census(f.events.iter()),
+    );
+
+    // Tracks: no pid of ours is one of the profiler's; both sides keep their names. The
+    // scheduler's own pid 222 is the profiler's CPU process, so ours is written under another
+    // and keeps its title.
+    let their_pids: HashSet<u64> = theirs.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
+    assert!(ours.is_disjoint(&their_pids), "{ours:?} {their_pids:?}");
+    assert_eq!(their_pids.len(), 6);
+    assert!(their_pids.contains(&222) && their_pids.contains(&0));
+    let sched = f
+        .process_names
+        .iter()
+        .find(|(_, n)| n.starts_with("sglang-scheduler"))
+        .unwrap();
+    assert_ne!(*sched.0, 222);
+    assert_eq!(sched.1, "sglang-scheduler (pid 222 on node-1)");
+    assert_eq!(f.thread_names[&(*sched.0, 2001)], "scheduler [TP 0]");
+    let named = |what: &str, pid: u64, tid: Option<u64>| {
+        theirs
+            .iter()
+            .find(|e| e["name"] == what && e["pid"] == pid && tid.is_none_or(|t| e["tid"] == t))
+            .map(|e| e["args"]["name"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(named("process_name", 222, None).as_deref(), Some("python3"));
+    assert_eq!(named("process_name", 0, None).as_deref(), Some("GPU 0"));
+    assert_eq!(
+        named("thread_name", 0, Some(7)).as_deref(),
+        Some("stream 7 ")
+    );
+    assert_eq!(
+        named("thread_name", 222, Some(2001)).as_deref(),
+        Some("thread 2001 (python3)")
+    );
+    // The pids Kineto writes as strings are numbers here, named by those strings; so are the
+    // string tids.
+    for s in ["Spans", "Traces", "GPU 0 Counters", ""] {
+        let pid = theirs
+            .iter()
+            .find(|e| e["name"] == "process_name" && e["args"]["name"] == s)
+            .unwrap_or_else(|| panic!("{s:?} named"))["pid"]
+            .as_u64()
+            .unwrap();
+        assert!(pid >= 1 << 31, "{s}: {pid}");
+    }
+    let span = theirs
+        .iter()
+        .find(|e| e["name"] == "PyTorch Profiler (0)")
+        .unwrap();
+    assert_eq!(
+        named(
+            "thread_name",
+            span["pid"].as_u64().unwrap(),
+            span["tid"].as_u64()
+        )
+        .as_deref(),
+        Some("PyTorch Profiler")
+    );
+    // Flows keep their ids and category, kept apart from ours by it.
+    assert_eq!(theirs.iter().filter(|e| e["cat"] == "ac2g").count(), 2);
+
+    // Read back, the merged file is its spans: the profiler's events are passed over.
+    let summary = |p: &Path| {
+        let o = slicetrace(&["summary", "--json", p.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    assert_eq!(summary(&out), summary(&alone));
+    for p in [out, alone] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn a_profiler_trace_in_older_layouts_or_gzipped_merges_the_same() {
+    let text = std::fs::read_to_string(data("kineto.trace.json")).unwrap();
+    let reference = temp("layout-ref.trace.json");
+    let o = merge_torch(
+        &data("collector.jsonl"),
+        &data("kineto.trace.json"),
+        &reference,
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = std::fs::read_to_string(&reference).unwrap();
+
+    // The first Kineto versions to record the base wrote it after the events.
+    let base_line = "  \"baseTimeNanoseconds\": 1759300074000000000,\n";
+    assert!(text.contains(base_line));
+    let after = text.replace(base_line, "").replace(
+        "  \"traceName\"",
+        "  \"baseTimeNanoseconds\": 1759300074000000000,\n  \"traceName\"",
+    );
+    let after_path = temp("base-after.json");
+    std::fs::write(&after_path, after).unwrap();
+    // torch.profiler writes `.json.gz` when asked; the content decides, not the name.
+    let gz_path = temp("gzipped.json.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text.as_bytes()).unwrap();
+    std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
+    for input in [&after_path, &gz_path] {
+        let out = temp("layout.trace.json");
+        let o = merge_torch(&data("collector.jsonl"), input, &out, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            want,
+            "{}",
+            input.display()
+        );
+        let _ = std::fs::remove_file(out);
+    }
+    for p in [reference, after_path, gz_path] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn a_profiler_trace_without_clock_metadata_is_refused_unless_its_base_is_given() {
+    let text = std::fs::read_to_string(data("kineto.trace.json")).unwrap();
+    let no_clock = temp("no-clock.json");
+    std::fs::write(
+        &no_clock,
+        text.replace("  \"baseTimeNanoseconds\": 1759300074000000000,\n", ""),
+    )
+    .unwrap();
+    let out = temp("no-clock.trace.json");
+    let _ = std::fs::remove_file(&out);
+    let o = merge_torch(&data("collector.jsonl"), &no_clock, &out, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "{}: the profiler trace records no clock",
+            no_clock.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("baseTimeNanoseconds") && err.contains("--torch-base-ns"),
+        "{err}"
+    );
+    assert!(
+        !out.exists(),
+        "no output is written when the trace cannot be placed"
+    );
+
+    // Given the base, the merge is the one the recorded base gives.
+    let o = merge_torch(
+        &data("collector.jsonl"),
+        &no_clock,
+        &out,
+        &["--torch-base-ns", "1759300074000000000"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reference = temp("given-ref.trace.json");
+    let o = merge_torch(
+        &data("collector.jsonl"),
+        &data("kineto.trace.json"),
+        &reference,
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&reference).unwrap()
+    );
+
+    // A file that is not a profiler trace, or is broken, is named with its line.
+    let broken = temp("broken.json");
+    std::fs::write(
+        &broken,
+        text.replacen("\"ph\": \"X\",", "\"ph\": \"X\",,", 1),
+    )
+    .unwrap();
+    let o = merge_torch(
+        &data("collector.jsonl"),
+        &broken,
+        &temp("broken.trace.json"),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!(
+            "{}: line 18: the event is not JSON",
+            broken.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    // Nor is the trace written over by the output.
+    let o = merge_torch(&data("collector.jsonl"), &broken, &broken, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is both a profiler trace to merge and the output"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(std::fs::read_to_string(&broken)
+        .unwrap()
+        .contains("\"ph\": \"X\",,"));
+    for p in [no_clock, out, reference, broken] {
         let _ = std::fs::remove_file(p);
     }
 }

@@ -95,3 +95,98 @@ fn a_million_spans_convert_in_bounded_memory() {
     let _ = std::fs::remove_file(&input);
     let _ = std::fs::remove_file(&output);
 }
+
+/// Runs the command with its stderr to a file and returns (whether it succeeded, its stderr,
+/// its own peak resident set in bytes), waited for by pid so that no other child's peak
+/// counts.
+// Waited for by wait4, which the lint does not see.
+#[allow(clippy::zombie_processes)]
+fn run_measured(args: &[&str], stderr_to: &std::path::Path) -> (bool, String, u64) {
+    let child = Command::new(env!("CARGO_BIN_EXE_slicetrace"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(stderr_to).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: as in children_max_rss_bytes.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 writes the status and usage of this child, which is not waited for
+    // elsewhere (the Child handle is dropped unwaited).
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let err = std::fs::read_to_string(stderr_to).unwrap();
+    (ok, err, ru.ru_maxrss as u64 * 1024)
+}
+
+#[test]
+fn a_large_profiler_trace_merges_in_bounded_memory() {
+    use slicetrace_cli::synthetic::write_kineto;
+    let dir = std::env::temp_dir();
+    let id = std::process::id();
+    let spans = dir.join(format!("slicetrace-merge-{id}.jsonl"));
+    let torch = dir.join(format!("slicetrace-merge-{id}.torch.json"));
+    let output = dir.join(format!("slicetrace-merge-{id}.trace.json"));
+    let log = dir.join(format!("slicetrace-merge-{id}.stderr"));
+    let requests = 2_500;
+    {
+        let mut w = BufWriter::new(std::fs::File::create(&spans).unwrap());
+        write_otlp_json(&mut w, requests, 50).unwrap();
+        w.flush().unwrap();
+    }
+    let events = {
+        let mut w = BufWriter::new(std::fs::File::create(&torch).unwrap());
+        let n = write_kineto(&mut w, requests, 30).unwrap();
+        w.flush().unwrap();
+        n
+    };
+    let torch_bytes = std::fs::metadata(&torch).unwrap().len();
+    assert!(torch_bytes > 100_000_000, "{torch_bytes}");
+    let (ok, err, peak) = run_measured(
+        &[
+            "convert",
+            spans.to_str().unwrap(),
+            "-f",
+            torch.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ],
+        &log,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains(&format!("{events} profiler events")), "{err}");
+    assert!(err.contains("timestamps kept as written"), "{err}");
+    eprintln!(
+        "profiler trace {:.0} MB, {events} events; merge peak RSS {:.0} MB",
+        torch_bytes as f64 / 1e6,
+        peak as f64 / 1e6
+    );
+    // Neither pass holds the file: the peak is the span writer's windows and one event.
+    assert!(
+        peak < 64_000_000,
+        "peak RSS {peak} bytes for a {torch_bytes}-byte profiler trace"
+    );
+    // Every event is on a line of its own: the spans' (as converting them alone writes), the
+    // profiler's, and the names made up for its three string-named pids and two string tids.
+    let alone = dir.join(format!("slicetrace-merge-{id}.alone.json"));
+    let (ok, err, _) = run_measured(
+        &[
+            "convert",
+            spans.to_str().unwrap(),
+            "-o",
+            alone.to_str().unwrap(),
+        ],
+        &log,
+    );
+    assert!(ok, "{err}");
+    let lines = |p: &std::path::Path| {
+        let f = std::io::BufReader::new(std::fs::File::open(p).unwrap());
+        std::io::BufRead::lines(f).count() as u64 - 2
+    };
+    assert_eq!(lines(&output), lines(&alone) + events + 5);
+    let _ = std::fs::remove_file(alone);
+    for p in [spans, torch, output, log] {
+        let _ = std::fs::remove_file(p);
+    }
+}

@@ -1,17 +1,21 @@
 //! slicetrace's own trace-event files, read back into spans (to merge several processes' files,
 //! or to summarise one). Slices carry their ids, links and attributes in `args`; instants are
-//! put back into the slice around them; flow events are redrawn from the links.
+//! put back into the slice around them; flow events are redrawn from the links. A process
+//! named without the time-origin argument is another tool's (a profiler trace merged in): its
+//! events are passed over.
 
 use super::span_lines::json_attrs;
 use super::{hex_link, hex_u128, hex_u64, LineError, LineReader, SpanSink};
 use serde_json::{Map, Value};
 use slicetrace_spans::model::{AttrValue, ProcessKey, Role, Span, SpanEvent};
 use slicetrace_spans::schema::{self, EPOCH_ARG};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Default)]
 pub(crate) struct Reader {
     processes: HashMap<u64, (ProcessKey, u64)>,
+    /// Pids whose `process_name` has no time origin: not slicetrace's.
+    foreign: HashSet<u64>,
     requests: HashMap<String, Span>,
     /// Per track, slices that may still get instants: those not yet ended at the track's
     /// latest event.
@@ -245,10 +249,11 @@ impl Reader {
         let name = text(args.and_then(|a| a.get("name")));
         match e.get("name").and_then(Value::as_str) {
             Some("process_name") => {
-                let epoch = args
-                    .and_then(|a| a.get(EPOCH_ARG))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
+                let Some(epoch) = args.and_then(|a| a.get(EPOCH_ARG)).and_then(Value::as_u64)
+                else {
+                    self.foreign.insert(pid);
+                    return Ok(0);
+                };
                 self.processes.insert(pid, (parse_process(&name), epoch));
                 Ok(0)
             }
@@ -305,6 +310,11 @@ impl LineReader for Reader {
                 format!("not a trace event ({e})")
             })
         })?;
+        if let Some(pid) = e.get("pid").and_then(Value::as_u64) {
+            if self.foreign.contains(&pid) {
+                return Ok(0);
+            }
+        }
         let ph = text(e.get("ph"));
         match ph.as_str() {
             "X" => self.slice(e, each),

@@ -233,6 +233,13 @@ impl<W: Write> Emitter<W> {
         self.emit_line()
     }
 
+    /// An event formatted elsewhere, written as one line.
+    pub fn raw(&mut self, event: &str) -> io::Result<()> {
+        self.start_line();
+        self.buf.push_str(event);
+        self.emit_line()
+    }
+
     /// Hands every line gathered to the output and flushes it.
     pub fn flush(&mut self) -> io::Result<()> {
         self.write_buf()?;

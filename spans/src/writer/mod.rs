@@ -180,6 +180,9 @@ pub struct TraceEventWriter<W: Write> {
     emit: Emitter<W>,
     /// The Unix time timestamps count from; `u64::MAX` until the first span with a start.
     epoch_ns: u64,
+    /// The latest time origin another source's events allow ([`cap_epoch`](Self::cap_epoch));
+    /// `u64::MAX` when none was given.
+    epoch_cap: u64,
 }
 
 const DAY_NS: u64 = 86_400_000_000_000;
@@ -200,6 +203,7 @@ impl<W: Write> TraceEventWriter<W> {
             names: Names::default(),
             emit: Emitter::new(out)?,
             epoch_ns: u64::MAX,
+            epoch_cap: u64::MAX,
             limits,
         })
     }
@@ -277,11 +281,46 @@ impl<W: Write> TraceEventWriter<W> {
         Ok(())
     }
 
+    /// Keeps `pids` from this writer's processes: another source's events in the same file use
+    /// them. A process whose own pid is among them gets a made-up one (its title still names
+    /// its own). Call before the first span.
+    pub fn reserve_pids(&mut self, pids: impl IntoIterator<Item = u32>) {
+        self.processes.reserve(pids);
+    }
+
+    /// Makes the time origin no later than `at_most_ns` (Unix time), so that another source's
+    /// events from then on can be written relative to it ([`time_origin`](Self::time_origin))
+    /// with no negative timestamp. Call before the first span; the origin is otherwise chosen
+    /// as usual, from the first span, when that is earlier.
+    pub fn cap_epoch(&mut self, at_most_ns: u64) {
+        self.epoch_cap = self.epoch_cap.min(at_most_ns);
+    }
+
+    /// The Unix time (ns) this file's timestamps count from. When no span has set it yet it is
+    /// set now: to the cap if one was given, else to 0.
+    pub fn time_origin(&mut self) -> io::Result<u64> {
+        if self.epoch_ns == u64::MAX {
+            let origin = if self.epoch_cap == u64::MAX {
+                0
+            } else {
+                self.epoch_cap
+            };
+            self.set_epoch(origin)?;
+        }
+        Ok(self.epoch_ns)
+    }
+
+    /// Writes another source's event as it is: `event` is one whole trace-event JSON object with
+    /// no line break, its `ts` counted from [`time_origin`](Self::time_origin) and its `pid`
+    /// one of those [reserved](Self::reserve_pids). The caller answers for all three; the
+    /// writer only keeps the file one event per line.
+    pub fn raw_event(&mut self, event: &str) -> io::Result<()> {
+        self.emit.raw(event)
+    }
+
     /// Writes everything held and closes the JSON array.
     pub fn finish(mut self) -> io::Result<(W, WriterStats)> {
-        if self.epoch_ns == u64::MAX {
-            self.set_epoch(0)?;
-        }
+        self.time_origin()?;
         while let Some(given_up) = self.placement.give_up() {
             self.unplace(given_up);
         }
@@ -311,7 +350,8 @@ impl<W: Write> TraceEventWriter<W> {
     fn take_epoch(&mut self, span: &Span) -> io::Result<()> {
         if self.epoch_ns == u64::MAX && span.start_ns > 0 {
             // A day's margin before the first span's day: earlier spans would be clamped.
-            self.set_epoch((span.start_ns / DAY_NS).saturating_sub(1) * DAY_NS)?;
+            let day = (span.start_ns / DAY_NS).saturating_sub(1) * DAY_NS;
+            self.set_epoch(day.min(self.epoch_cap))?;
         }
         Ok(())
     }
@@ -937,6 +977,43 @@ mod tests {
         let (out, stats) = w.finish().unwrap();
         assert_eq!(xs(&events(out)).len(), 3);
         assert_eq!(stats.late, 1);
+    }
+
+    /// Another source's events go in as they are, one a line; its pids are kept from this
+    /// writer's processes, and the time origin is no later than the cap it asked for.
+    #[test]
+    fn merged_events_share_the_file_its_pids_and_its_time_origin() {
+        let p = ProcessKey {
+            pid: 222,
+            ..ProcessKey::default()
+        };
+        let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+        w.reserve_pids([222]);
+        let cap = T0 - 40 * DAY_NS + 123;
+        w.cap_epoch(cap);
+        w.push(&p, slice(1, 0, T0 + 10, T0 + 20, Some(5))).unwrap();
+        assert_eq!(w.time_origin().unwrap(), cap);
+        w.raw_event("{\"ph\":\"i\",\"s\":\"g\",\"pid\":222,\"tid\":1,\"ts\":1.000,\"name\":\"k\"}")
+            .unwrap();
+        let (out, stats) = w.finish().unwrap();
+        assert_eq!(stats.bytes as usize, out.len());
+        let ev = events(out);
+        let ours = ev.iter().find(|e| e["ph"] == "X").unwrap();
+        assert_ne!(ours["pid"], 222);
+        assert_eq!(
+            ev.iter().find(|e| e["name"] == "process_name").unwrap()["args"][schema::EPOCH_ARG],
+            cap
+        );
+        assert_eq!(ev.iter().filter(|e| e["pid"] == 222).count(), 1);
+
+        // A cap later than the usual origin changes nothing; with no span, the cap is it.
+        let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+        w.cap_epoch(T0 + 1);
+        w.push(&p, slice(1, 0, T0 + 10, T0 + 20, Some(5))).unwrap();
+        assert_eq!(w.time_origin().unwrap(), (T0 / DAY_NS - 1) * DAY_NS);
+        let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+        w.cap_epoch(T0);
+        assert_eq!(w.time_origin().unwrap(), T0);
     }
 
     /// Records where each write to it ended.

@@ -41,6 +41,13 @@ impl Processes {
         p
     }
 
+    /// Keeps `pids` from every process: neither given as their own nor made up.
+    pub fn reserve(&mut self, pids: impl IntoIterator<Item = u32>) {
+        for pid in pids {
+            self.used.insert(pid, ());
+        }
+    }
+
     /// The pid of process `p`, and whether it is new (to be named).
     #[inline]
     pub fn pid_for(&mut self, p: &ProcessKey) -> (u32, bool) {
@@ -61,10 +68,13 @@ impl Processes {
         let wanted = u32::try_from(p.pid).ok().filter(|pid| *pid != 0);
         let pid = match wanted {
             Some(pid) if !self.used.contains_key(&pid) => pid,
-            _ => {
-                self.next_synthetic += 1;
-                self.next_synthetic
-            }
+            _ => loop {
+                // Past u32::MAX it wraps to 0 and on: a pid never repeats while one is free.
+                self.next_synthetic = self.next_synthetic.wrapping_add(1);
+                if self.next_synthetic != 0 && !self.used.contains_key(&self.next_synthetic) {
+                    break self.next_synthetic;
+                }
+            },
         };
         self.used.insert(pid, ());
         self.pids.insert(p.clone(), pid);
@@ -121,6 +131,16 @@ mod tests {
         all.sort_by_key(|(_, pid)| *pid);
         assert_eq!(all.len(), 4);
         assert_eq!(all[0], (key("a", 42), 42));
+    }
+
+    /// Reserved pids are neither given as a process's own nor made up.
+    #[test]
+    fn reserved_pids_are_never_given() {
+        let mut p = Processes::new();
+        p.reserve([42, FIRST_SYNTHETIC_PID + 1, FIRST_SYNTHETIC_PID + 2]);
+        assert_eq!(p.pid_for(&key("a", 42)), (FIRST_SYNTHETIC_PID + 3, true));
+        assert_eq!(p.pid_for(&key("b", 0)), (FIRST_SYNTHETIC_PID + 4, true));
+        assert_eq!(p.pid_for(&key("c", 43)), (43, true));
     }
 
     /// A resumed table answers with the pids it was given, names them all, and makes up pids
