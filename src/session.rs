@@ -223,6 +223,7 @@ struct Live {
     dropped_base: u64,
     lost_base: u64,
     unknown_base: u64,
+    names_refused_base: u64,
 }
 
 static SESSION: Mutex<Option<Live>> = Mutex::new(None);
@@ -379,6 +380,7 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         dropped_base,
         lost_base: LOST_NO_HANDLE.load(Ordering::Relaxed),
         unknown_base: crate::local::api::PROPAGATE_UNKNOWN.load(Ordering::Relaxed),
+        names_refused_base: crate::name::refused(),
     });
     ENABLED.store(true, Ordering::Release);
     Ok(Guard {
@@ -408,6 +410,8 @@ fn stats_of(live: &Live) -> Stats {
     s.propagate_unknown =
         crate::local::api::PROPAGATE_UNKNOWN.load(Ordering::Relaxed) - live.unknown_base;
     s.rings = ownership::global().ring_count() as u64;
+    s.names_refused = crate::name::refused() - live.names_refused_base;
+    s.names_interned = crate::name::interned() as u64;
     s
 }
 
