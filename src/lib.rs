@@ -64,6 +64,7 @@ pub mod options {
 pub mod limits {
     pub use crate::collector::tree::{MAX_ATTRS_PER_SPAN, MAX_EVENTS_PER_SPAN};
     pub use crate::local::handle::DEFAULT_RING_CAPACITY;
+    pub use crate::name::{MAX_INTERNED_BYTES, MAX_INTERNED_NAMES, OVERFLOW_NAME};
     pub use crate::propagate::CONTEXT_LEN;
     pub use crate::slice_chain::MAX_DEPTH;
     pub use crate::wire::origin::{MAX_ROLE_BYTES, MAX_TRACESTATE_BYTES};

@@ -231,6 +231,7 @@ struct Live {
     dropped_base: u64,
     lost_base: u64,
     unknown_base: u64,
+    names_refused_base: u64,
 }
 
 static SESSION: Mutex<Option<Live>> = Mutex::new(None);
@@ -392,6 +393,7 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         dropped_base,
         lost_base: LOST_NO_HANDLE.load(Ordering::Relaxed),
         unknown_base: crate::local::api::PROPAGATE_UNKNOWN.load(Ordering::Relaxed),
+        names_refused_base: crate::name::refused(),
     });
     ENABLED.store(true, Ordering::Release);
     Ok(Guard {
@@ -421,6 +423,8 @@ fn stats_of(live: &Live) -> Stats {
     s.propagate_unknown =
         crate::local::api::PROPAGATE_UNKNOWN.load(Ordering::Relaxed) - live.unknown_base;
     s.rings = ownership::global().ring_count() as u64;
+    s.names_refused = crate::name::refused() - live.names_refused_base;
+    s.names_interned = crate::name::interned() as u64;
     s
 }
 

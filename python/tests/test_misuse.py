@@ -1,8 +1,14 @@
 """Wrong argument types, unknown requests, and calls outside a session: each a defined outcome,
 never a crash."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
-from conftest import in_room, thread_span_name
+from conftest import in_room, read_spans, thread_span_name
 
 import slicetrace
 from slicetrace.sglang import tracing as t
@@ -256,3 +262,59 @@ def test_batch_with_int_rids_and_a_bad_rid(traced):
         ((_, kids),) = tr.tree(tr.named(f" Req {rid}"))[1]
         assert kids == [("step", [])] * steps
     assert traced.final_stats["slices_unfinished"] == 0
+
+
+def test_names_made_from_data_stay_bounded_and_are_counted(tmp_path):
+    # In a process of its own: it fills the process's name table, which other tests need.
+    path = tmp_path / "spans.jsonl"
+    code = textwrap.dedent(
+        """
+        import json, os, sys
+        import slicetrace
+        from slicetrace.sglang import tracing as t
+
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+        t.process_tracing_init(None, "names")
+        before = slicetrace.stats()["names_interned"]
+        t.trace_req_start("feed0000-names")
+        t.trace_slice_start("kept-stage", "feed0000-names")
+        # A name per request, as a caller that formats request data into its stage names.
+        for i in range(70_000):
+            t.trace_event(f"event-for-request-{i:08d}", "feed0000-names")
+        full = slicetrace.stats()
+        # Measured with the drainer caught up: what it holds while it catches up comes and goes.
+        slicetrace.flush()
+        grown = rss()
+        for i in range(200_000):
+            t.trace_event(f"later-event-for-request-{i:08d}", "feed0000-names")
+        slicetrace.flush()
+        grown = rss() - grown
+        t.trace_slice_end("kept-stage", "feed0000-names")
+        t.trace_slice_start("stage-after-the-bound", "feed0000-names")
+        t.trace_slice_end("stage-after-the-bound", "feed0000-names")
+        t.trace_req_finish("feed0000-names")
+        out = {"before": before, "full": full, "final": slicetrace.shutdown(), "grown": grown}
+        print(json.dumps(out))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["SLICETRACE_FILE"] = str(path)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    limit = 65_536
+    assert out["full"]["names_interned"] == limit
+    # "kept-stage" and the first event names filled the table; every name after them was refused.
+    refused = 1 + 70_000 - (limit - out["before"])
+    assert out["full"]["names_refused"] == refused
+    assert out["final"]["names_interned"] == limit
+    assert out["final"]["names_refused"] == refused + 200_000 + 1
+    # Kept, 200 000 more names would take about 36 MiB (190 bytes each); refused, what is left is
+    # the allocator's noise, which measured up to 3.4 MiB for names already known.
+    assert out["grown"] < 10 << 20, out["grown"]
+    names = {s["name"] for s in read_spans(path)}
+    assert {"kept-stage", "slicetrace.name_overflow"} <= names
+    assert "stage-after-the-bound" not in names

@@ -24,6 +24,11 @@ macro_rules! counters {
             pub propagate_unknown: u64,
             /// Rings in the process (one per thread alive at once, reused after threads exit).
             pub rings: u64,
+            /// Strings `Name::intern` refused, past `limits::MAX_INTERNED_NAMES` or
+            /// `limits::MAX_INTERNED_BYTES`: each was recorded as `limits::OVERFLOW_NAME`.
+            pub names_refused: u64,
+            /// Gauge: strings `Name::intern` holds in the process (names made at run time).
+            pub names_interned: u64,
             $($(#[$doc])* pub $field: u64,)*
         }
 
@@ -37,6 +42,8 @@ macro_rules! counters {
                     ("calls_lost_in_teardown", self.calls_lost_in_teardown),
                     ("propagate_unknown", self.propagate_unknown),
                     ("rings", self.rings),
+                    ("names_refused", self.names_refused),
+                    ("names_interned", self.names_interned),
                     $((stringify!($field), self.$field),)*
                 ]
                 .into_iter()
