@@ -8,7 +8,8 @@
 //! random ids. The traced thread can therefore name a span it opened (for a propagated context)
 //! without asking the drainer, and the drainer rebuilds the same id from the same position.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 
 /// A request id: a small `Copy` value to keep and pass on the hot path.
 ///
@@ -112,26 +113,59 @@ fn nonzero(v: u64) -> u64 {
     }
 }
 
-/// 128 random bits drawn once per process.
+/// 128 random bits per process: drawn at first use, and drawn again by a forked child before it
+/// traces (see [`reseed`]).
 pub fn process_seed() -> [u64; 2] {
-    static SEED: OnceLock<[u64; 2]> = OnceLock::new();
-    *SEED.get_or_init(|| {
-        let mut b = [0u8; 16];
-        if getrandom::fill(&mut b).is_err() {
-            // No OS randomness: fall back to what differs between processes and runs.
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            let addr = &b as *const _ as u64;
-            b[..8].copy_from_slice(&mix64(t ^ std::process::id() as u64).to_le_bytes());
-            b[8..].copy_from_slice(&mix64(addr ^ t.rotate_left(32)).to_le_bytes());
-        }
-        [
-            u64::from_le_bytes(b[..8].try_into().unwrap()),
-            u64::from_le_bytes(b[8..].try_into().unwrap()),
-        ]
-    })
+    FIRST_DRAW.call_once(|| store_seed(draw_seed()));
+    [
+        SEED[0].load(Ordering::Relaxed),
+        SEED[1].load(Ordering::Relaxed),
+    ]
+}
+
+/// Atomics rather than a `OnceLock`, so that a forked child can replace them: it inherits the
+/// parent's seed, and with it would derive the very ids the parent derives for the same ring
+/// positions.
+static SEED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static FIRST_DRAW: Once = Once::new();
+
+fn store_seed(s: [u64; 2]) {
+    SEED[0].store(s[0], Ordering::Relaxed);
+    SEED[1].store(s[1], Ordering::Relaxed);
+}
+
+/// A new process seed, for a forked child before it starts its own session. Called while no
+/// ring is claimed and no drainer runs in the child, so nothing derives ids meanwhile.
+pub(crate) fn reseed() {
+    let old = process_seed();
+    let mut s = draw_seed();
+    // Should the OS give no randomness, the fallback mixes in the pid and time, which differ
+    // from the parent's; never keep the parent's value.
+    if s == old {
+        s[0] = mix64(s[0] ^ std::process::id() as u64 ^ 0x6368_696c_6400_0001);
+    }
+    store_seed(s);
+}
+
+fn draw_seed() -> [u64; 2] {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: fall back to what differs between processes and runs.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let addr = &b as *const _ as u64;
+        b[..8].copy_from_slice(&mix64(t ^ std::process::id() as u64).to_le_bytes());
+        b[8..].copy_from_slice(&mix64(addr ^ t.rotate_left(32)).to_le_bytes());
+    }
+    let mut halves = [0u64; 2];
+    for (h, bytes) in halves.iter_mut().zip(b.chunks_exact(8)) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(bytes);
+        *h = u64::from_le_bytes(a);
+    }
+    halves
 }
 
 /// Tells this process's contexts from other processes' (carried in `PropagateContext`).

@@ -27,7 +27,11 @@ impl Name {
     /// A name for a string known only at run time. Each distinct string is leaked once and kept
     /// for the life of the process, so use it for a bounded set of names.
     pub fn intern(text: &str) -> &'static Name {
-        let mut t = table().lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut t) = lock_table() else {
+            // Not registered: it registers itself at its first traced use.
+            let text: &'static str = Box::leak(text.to_owned().into_boxed_str());
+            return Box::leak(Box::new(Name::new(text)));
+        };
         if let Some(&id) = t.by_text.get(text) {
             return t.names[id as usize - 1];
         }
@@ -54,7 +58,10 @@ impl Name {
 
     #[cold]
     fn register(&'static self) -> u32 {
-        let mut t = table().lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut t) = lock_table() else {
+            // No text has this id: a record carrying it is counted as undecodable.
+            return u32::MAX;
+        };
         let id = match t.by_text.get(self.text) {
             // Two statics with the same text share an id, so a start and an end written with
             // different statics still match by name.
@@ -113,6 +120,36 @@ fn table() -> &'static Mutex<Table> {
             by_text: HashMap::new(),
         })
     })
+}
+
+/// The table, locked; `None` in a forked child that has not started tracing again when the
+/// lock is taken: the thread that held it at the fork may not exist there, and would never let
+/// go (see `process`).
+fn lock_table() -> Option<std::sync::MutexGuard<'static, Table>> {
+    if !crate::process::forked() {
+        return Some(table().lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    match table().try_lock() {
+        Ok(t) => Some(t),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Whether the table's lock is free now (for a forked child deciding whether it may trace).
+pub(crate) fn table_lock_free() -> bool {
+    !matches!(table().try_lock(), Err(std::sync::TryLockError::WouldBlock))
+}
+
+/// Runs `f` with the table's lock held (a test of a fork while another thread holds it).
+pub(crate) fn while_table_locked(f: impl FnOnce()) {
+    let _t = table().lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
+/// Makes the table, so that a fork never finds it half-made.
+pub(crate) fn prepare_table() {
+    let _ = table();
 }
 
 /// The drainer's lock-free view of the table: refreshed only when it meets an id it lacks.

@@ -24,6 +24,12 @@ macro_rules! counters {
             pub propagate_unknown: u64,
             /// Rings in the process (one per thread alive at once, reused after threads exit).
             pub rings: u64,
+            /// Calls made in this process after it was forked from a traced one and before it
+            /// started tracing again (dropped: see `slicetrace::process`).
+            pub calls_dropped_after_fork: u64,
+            /// 1 when this process is a forked child that started a session of its own (by
+            /// `process::reinit_after_fork` or `init`), else 0.
+            pub forks_reinitialised: u64,
             $($(#[$doc])* pub $field: u64,)*
         }
 
@@ -37,6 +43,8 @@ macro_rules! counters {
                     ("calls_lost_in_teardown", self.calls_lost_in_teardown),
                     ("propagate_unknown", self.propagate_unknown),
                     ("rings", self.rings),
+                    ("calls_dropped_after_fork", self.calls_dropped_after_fork),
+                    ("forks_reinitialised", self.forks_reinitialised),
                     $((stringify!($field), self.$field),)*
                 ]
                 .into_iter()

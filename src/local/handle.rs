@@ -1,13 +1,21 @@
 //! The calling thread's handle: its ring's producer, its id seed and the clock.
 
-use crate::wire::ownership::{self, RingSlot};
+use crate::wire::ownership::{self, Registry, RingSlot};
 use crate::wire::ring::Producer;
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// The one switch the hot path reads.
-pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The one switch the hot path reads: [`OFF`], [`ON`] or [`ORPHANED`]. One byte, so that the
+/// forked child's case costs the hot path nothing over a plain on/off switch.
+pub(crate) static STATE: AtomicU8 = AtomicU8::new(OFF);
+/// No session: calls do nothing.
+pub(crate) const OFF: u8 = 0;
+/// A session records.
+pub(crate) const ON: u8 = 1;
+/// Forked from a process whose session was running, and not started again since: calls do
+/// nothing but are counted (`Stats::calls_dropped_after_fork`).
+pub(crate) const ORPHANED: u8 = 2;
 
 /// Records per thread ring unless configured: 512 KiB of 32-byte records.
 pub const DEFAULT_RING_CAPACITY: usize = 16 * 1024;
@@ -20,7 +28,21 @@ pub(crate) static LOST_NO_HANDLE: AtomicU64 = AtomicU64::new(0);
 
 #[inline(always)]
 pub(crate) fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    STATE.load(Ordering::Relaxed) == ON
+}
+
+/// [`enabled`] for a call that records: off, it also counts the call in a forked child that has
+/// not started tracing again.
+#[inline(always)]
+pub(crate) fn gate() -> bool {
+    let s = STATE.load(Ordering::Relaxed);
+    if s == ON {
+        return true;
+    }
+    if s == ORPHANED {
+        crate::process::dropped_call();
+    }
+    false
 }
 
 pub(crate) fn clock() -> &'static quanta::Clock {
@@ -31,6 +53,9 @@ pub(crate) fn clock() -> &'static quanta::Clock {
 pub(crate) struct Local {
     pub producer: Producer,
     pub slot: Arc<RingSlot>,
+    /// The registry the ring came from, to give it back to (the process's registry is
+    /// replaced in a forked child).
+    registry: &'static Registry,
     /// Seed of the span ids this tenure derives (see `ids`).
     pub seed: u64,
     pub clock: quanta::Clock,
@@ -39,11 +64,14 @@ pub(crate) struct Local {
 impl Local {
     #[cold]
     fn claim() -> Local {
-        let c = ownership::global().claim(RING_CAPACITY.load(Ordering::Relaxed));
+        let registry = ownership::global();
+        let c = registry.claim(RING_CAPACITY.load(Ordering::Relaxed));
+        let _ = HAS_LOCAL.try_with(|h| h.set(true));
         Local {
             seed: crate::ids::owner_seed(c.slot.index, c.owner),
             producer: c.producer,
             slot: c.slot,
+            registry,
             clock: clock().clone(),
         }
     }
@@ -53,14 +81,36 @@ struct Handle(UnsafeCell<Option<Local>>);
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        let _ = HAS_LOCAL.try_with(|h| h.set(false));
         if let Some(local) = self.0.get_mut().take() {
-            ownership::global().detach(&local.slot, local.producer);
+            local.registry.detach(&local.slot, local.producer);
         }
     }
 }
 
 thread_local! {
     static HANDLE: Handle = const { Handle(UnsafeCell::new(None)) };
+    /// Whether this thread's `HANDLE` holds a ring. Constant-initialised with nothing to drop,
+    /// so reading it is a plain thread-local load with no lazy registration: the fork handler,
+    /// where nothing may allocate, reads it to know that `HANDLE` is live and safe to touch.
+    static HAS_LOCAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// In a forked child, on the thread that forked (from the fork handler): lets go of the ring
+/// this thread had in the parent, so that its next call claims one of the child's own. The old
+/// `Local` is forgotten, not dropped: giving its ring back would touch the parent's registry.
+/// No allocation and no lock: `HANDLE` is touched only when `HAS_LOCAL` says it is already
+/// initialised, and forgetting is a move.
+pub(crate) fn forget_parent_ring() {
+    let had = HAS_LOCAL.try_with(|h| h.replace(false)).unwrap_or(false);
+    if had {
+        let _ = HANDLE.try_with(|h| {
+            // SAFETY: the handle is reachable only from its own thread, which is here in the
+            // fork handler and so inside no `with_local` call.
+            let old = unsafe { (*h.0.get()).take() };
+            std::mem::forget(old);
+        });
+    }
 }
 
 /// Runs `f` with this thread's handle, claiming a ring on first use. `None` (and a counted loss)
