@@ -28,6 +28,7 @@ mod collector;
 mod env;
 pub mod error;
 pub mod export;
+mod fork;
 mod ids;
 mod local;
 mod name;

@@ -124,9 +124,9 @@ fn table() -> &'static Mutex<Table> {
 
 /// The table, locked; `None` in a forked child that has not started tracing again when the
 /// lock is taken: the thread that held it at the fork may not exist there, and would never let
-/// go (see `process`).
+/// go (see `slicetrace::process`).
 fn lock_table() -> Option<std::sync::MutexGuard<'static, Table>> {
-    if !crate::process::forked() {
+    if !crate::fork::forked() {
         return Some(table().lock().unwrap_or_else(|e| e.into_inner()));
     }
     match table().try_lock() {

@@ -1,5 +1,5 @@
 //! Process set-up: `init` starts a tracing session, the `Guard` it returns ends it. A forked
-//! child starts its own from the parent's configuration (see `process`).
+//! child starts its own from the parent's configuration (see `slicetrace::process`).
 
 use crate::collector::clock::{self, ClockSource, TickClock};
 use crate::collector::control::Control;
@@ -13,8 +13,8 @@ use crate::error::{ConfigError, ExporterError, ForkError, InitError};
 use crate::export::jsonl::JsonLinesExporter;
 use crate::export::otlp::OtlpSink;
 use crate::export::perfetto::PerfettoExporter;
+use crate::fork;
 use crate::local::handle::{self, LOST_NO_HANDLE, OFF, ON, RING_CAPACITY, STATE};
-use crate::process;
 use crate::wire::ownership;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SpanExporter;
@@ -373,17 +373,35 @@ fn ring_totals() -> (u64, u64) {
 /// session with `cfg` as [`crate::process::reinit_after_fork`] does with the parent's
 /// configuration, and is refused the same way (`InitError::Forked`).
 pub fn init(cfg: Config) -> Result<Guard, InitError> {
-    process::prepare();
-    if process::forked() {
+    prepare();
+    if fork::forked() {
         return start_in_child(Some(cfg));
     }
     let mut session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
     start(&mut session, cfg, false)
 }
 
+/// Makes what is otherwise made lazily behind a `OnceLock` (a child must never inherit one of
+/// those half-made: it would wait on it forever), then installs the fork handlers.
+fn prepare() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = handle::clock();
+        let _ = crate::ids::process_seed();
+        crate::name::prepare_table();
+        let _ = crate::local::directory::directory();
+        let _ = ownership::global();
+        handle::install_fork_handler();
+    });
+}
+
+fn fork_counts(s: &mut Stats) {
+    (s.calls_dropped_after_fork, s.forks_reinitialised) = fork::counts();
+}
+
 /// A session for a forked child: from `cfg`, or from the configuration of the parent's session
 /// (`None`). Every lock the new session takes is tried first, never waited for: one held at the
-/// fork is held forever here (see `process`).
+/// fork is held forever here (see `slicetrace::process`).
 pub(crate) fn start_in_child(cfg: Option<Config>) -> Result<Guard, InitError> {
     let held = |what| Err(InitError::Forked(ForkError::LockHeld(what)));
     let mut session = match SESSION.try_lock() {
@@ -410,9 +428,9 @@ pub(crate) fn start_in_child(cfg: Option<Config>) -> Result<Guard, InitError> {
     match start(&mut session, cfg, true) {
         Ok(guard) => {
             // The parent's session is let go of, never dropped: its parts belong to threads
-            // that do not exist here (see `process`).
+            // that do not exist here (see `slicetrace::process`).
             std::mem::forget(inherited);
-            process::started_in_child();
+            fork::started_in_child();
             Ok(guard)
         }
         Err(e) => {
@@ -465,7 +483,7 @@ fn start(session: &mut Option<Live>, mut cfg: Config, in_child: bool) -> Result<
         } else {
             String::new()
         };
-        process::stderr_line(&format!(
+        fork::stderr_line(&format!(
             "slicetrace: tracing on for {:?}{child}; clock: {source}",
             cfg.service_name
         ));
@@ -585,7 +603,7 @@ fn stats_of(live: &Live) -> Stats {
     s.propagate_unknown =
         crate::local::api::PROPAGATE_UNKNOWN.load(Ordering::Relaxed) - live.unknown_base;
     s.rings = ownership::global().ring_count() as u64;
-    process::fork_counts(&mut s);
+    fork_counts(&mut s);
     s
 }
 
@@ -593,9 +611,9 @@ fn stats_of(live: &Live) -> Stats {
 /// not started tracing again, only its dropped calls: the session it holds is the parent's, and
 /// its lock is never waited for there.
 pub fn stats() -> Stats {
-    if process::forked() {
+    if fork::forked() {
         let mut s = Stats::default();
-        process::fork_counts(&mut s);
+        fork_counts(&mut s);
         return s;
     }
     let session = SESSION.lock().unwrap_or_else(|e| e.into_inner());

@@ -254,7 +254,7 @@ impl Drainer {
         let now = self.losses();
         let was = std::mem::replace(&mut self.reported, now);
         if now != was {
-            crate::process::stderr_line(&format!(
+            crate::fork::stderr_line(&format!(
                 "slicetrace: lost in the last {every:?}: {} records (ring full), {} records (unknown request), {} spans (export failed), {} spans (export queue full)",
                 now.ring_full - was.ring_full,
                 now.unknown_rid - was.unknown_rid,

@@ -150,12 +150,17 @@ fn make_directory() -> &'static Directory {
             theirs
         }
     };
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    HANDLER.call_once(|| {
+        crate::fork::install();
+        crate::fork::at_fork_in_child(forget_in_child);
+    });
     // SAFETY: `d` is the pointer `DIRECTORY` holds, from `Box::into_raw`, never freed.
     unsafe { &*d }
 }
 
-/// In a forked child (from the fork handler; an atomic store): the next use makes a new one.
-pub(crate) fn forget_directory() {
+/// In a forked child, right after the fork (an atomic store): its first use makes a new one.
+extern "C" fn forget_in_child() {
     DIRECTORY.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
 }
 

@@ -40,7 +40,7 @@ pub(crate) fn gate() -> bool {
         return true;
     }
     if s == ORPHANED {
-        crate::process::dropped_call();
+        crate::fork::dropped_call();
     }
     false
 }
@@ -64,6 +64,7 @@ pub(crate) struct Local {
 impl Local {
     #[cold]
     fn claim() -> Local {
+        install_fork_handler();
         let registry = ownership::global();
         let c = registry.claim(RING_CAPACITY.load(Ordering::Relaxed));
         let _ = HAS_LOCAL.try_with(|h| h.set(true));
@@ -96,12 +97,24 @@ thread_local! {
     static HAS_LOCAL: Cell<bool> = const { Cell::new(false) };
 }
 
-/// In a forked child, on the thread that forked (from the fork handler): lets go of the ring
-/// this thread had in the parent, so that its next call claims one of the child's own. The old
-/// `Local` is forgotten, not dropped: giving its ring back would touch the parent's registry.
-/// No allocation and no lock: `HANDLE` is touched only when `HAS_LOCAL` says it is already
+/// Installs this room's fork handler (once per process; a child inherits it).
+pub(crate) fn install_fork_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        crate::fork::install();
+        crate::fork::at_fork_in_child(in_child);
+    });
+}
+
+/// In a forked child, right after the fork, on the thread that forked (the only one there):
+/// the calls stop (counted, if a session was running), and this thread lets go of the ring it
+/// had in the parent, so that its next call claims one of the child's own. The old `Local` is
+/// forgotten, not dropped: giving its ring back would touch the parent's registry. No
+/// allocation and no lock: `HANDLE` is touched only when `HAS_LOCAL` says it is already
 /// initialised, and forgetting is a move.
-pub(crate) fn forget_parent_ring() {
+extern "C" fn in_child() {
+    let was = STATE.load(Ordering::Relaxed);
+    STATE.store(if was == OFF { OFF } else { ORPHANED }, Ordering::Release);
     let had = HAS_LOCAL.try_with(|h| h.replace(false)).unwrap_or(false);
     if had {
         let _ = HANDLE.try_with(|h| {

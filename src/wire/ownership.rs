@@ -238,16 +238,20 @@ fn make_global() -> &'static Registry {
             theirs
         }
     };
-    crate::process::prepare();
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    HANDLER.call_once(|| {
+        crate::fork::install();
+        crate::fork::at_fork_in_child(forget_in_child);
+    });
     // SAFETY: `r` is the pointer `GLOBAL` holds, from `Box::into_raw`, never freed.
     unsafe { &*r }
 }
 
-/// In a forked child (from the fork handler; an atomic store): the parent's registry is left
-/// as it is, rings, locks and all, and the child's first use makes a registry of its own. The
-/// parent's threads do not exist here; whatever they held in it stays held, so nothing in the
+/// In a forked child, right after the fork (an atomic store): the parent's registry is left as
+/// it is, rings, locks and all, and the child's first use makes a registry of its own. The
+/// parent's threads do not exist there; whatever they held in it stays held, so nothing in the
 /// child may touch it.
-pub(crate) fn forget_global() {
+extern "C" fn forget_in_child() {
     GLOBAL.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
 }
 
