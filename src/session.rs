@@ -14,7 +14,7 @@ use crate::export::jsonl::JsonLinesExporter;
 use crate::export::otlp::OtlpSink;
 use crate::export::perfetto::PerfettoExporter;
 use crate::fork;
-use crate::local::handle::{self, LOST_NO_HANDLE, OFF, ON, RING_CAPACITY, STATE};
+use crate::local::handle::{self, ENABLED, LOST_NO_HANDLE, ORPHANED, RING_CAPACITY};
 use crate::wire::ownership;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SpanExporter;
@@ -430,6 +430,7 @@ pub(crate) fn start_in_child(cfg: Option<Config>) -> Result<Guard, InitError> {
             // The parent's session is let go of, never dropped: its parts belong to threads
             // that do not exist here (see `slicetrace::process`).
             std::mem::forget(inherited);
+            ORPHANED.store(false, Ordering::Release);
             fork::started_in_child();
             Ok(guard)
         }
@@ -574,7 +575,7 @@ fn start(session: &mut Option<Live>, mut cfg: Config, in_child: bool) -> Result<
         unknown_base: crate::local::api::PROPAGATE_UNKNOWN.load(Ordering::Relaxed),
         config: cfg.clone(),
     });
-    STATE.store(ON, Ordering::Release);
+    ENABLED.store(true, Ordering::Release);
     Ok(Guard {
         join: Some(join),
         clock: source,
@@ -626,9 +627,9 @@ pub(crate) fn while_session_locked(f: impl FnOnce()) {
     f()
 }
 
-/// True while a session records.
+/// True while a session records (not in a forked child until it starts its own).
 pub fn is_enabled() -> bool {
-    handle::enabled()
+    handle::enabled() && !ORPHANED.load(Ordering::Relaxed)
 }
 
 impl Guard {
@@ -674,7 +675,7 @@ impl Guard {
             std::mem::forget(join);
             return Stats::default();
         }
-        STATE.store(OFF, Ordering::Release);
+        ENABLED.store(false, Ordering::Release);
         let live = SESSION.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(live) = live else {
             return Stats::default();

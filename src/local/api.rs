@@ -2,7 +2,7 @@
 //! tracing is off each is one relaxed load and a branch.
 
 use super::directory::{directory, Entry};
-use super::handle::{enabled, gate, with_local, Local};
+use super::handle::{enabled, with_local, Local};
 use super::history::{self, Lookup};
 use crate::args::{Attr, End, Opts, UnixNanos, Value};
 use crate::ids::{process_tag, Rid};
@@ -185,7 +185,7 @@ pub fn req_start(rid: impl RequestKey, bootstrap_room: Option<u64>) -> Rid {
 
 pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
     let id = rid.rid();
-    if !gate() {
+    if !enabled() {
         return id;
     }
     with_local(|l| {
@@ -260,7 +260,7 @@ fn publish(l: &Local, rid: Rid, pos: u64, head: &Record, up: Option<&Upstream>) 
 /// then its request span.
 #[inline]
 pub fn req_finish(rid: Rid) {
-    if gate() {
+    if enabled() {
         record_one(Kind::ReqFinish, 0, rid, 0, 0, None);
         directory().remove(rid.0);
     }
@@ -268,7 +268,7 @@ pub fn req_finish(rid: Rid) {
 
 /// [`req_finish`] with a timestamp and attributes for the request span.
 pub fn req_finish_with(rid: Rid, opts: Opts<'_>) {
-    if !gate() {
+    if !enabled() {
         return;
     }
     with_local(|l| {
@@ -292,7 +292,7 @@ pub fn req_finish_with(rid: Rid, opts: Opts<'_>) {
 /// thread span (then linked to the previous top-level slice).
 #[inline]
 pub fn slice_start(name: &'static Name, rid: Rid) {
-    if gate() {
+    if enabled() {
         record_one(Kind::SliceStart, 0, rid, name.id(), 0, None);
     }
 }
@@ -300,14 +300,14 @@ pub fn slice_start(name: &'static Name, rid: Rid) {
 /// Opens an anonymous slice, named by the `slice_end` that closes it.
 #[inline]
 pub fn slice_start_anon(rid: Rid) {
-    if gate() {
+    if enabled() {
         record_one(Kind::SliceStart, flag::ANON, rid, 0, 0, None);
     }
 }
 
 /// [`slice_start`] (or, with `name: None`, [`slice_start_anon`]) at a given time.
 pub fn slice_start_at(name: Option<&'static Name>, rid: Rid, ts: UnixNanos) {
-    if gate() {
+    if enabled() {
         let (id, f) = match name {
             Some(n) => (n.id(), 0),
             None => (0, flag::ANON),
@@ -319,14 +319,14 @@ pub fn slice_start_at(name: Option<&'static Name>, rid: Rid, ts: UnixNanos) {
 /// Ends the innermost open slice of this request on this thread.
 #[inline]
 pub fn slice_end(name: &'static Name, rid: Rid, end: End) {
-    if gate() {
+    if enabled() {
         record_one(Kind::SliceEnd, end.0, rid, name.id(), 0, None);
     }
 }
 
 /// [`slice_end`] with a timestamp and attributes for the ending slice.
 pub fn slice_end_with(name: &'static Name, rid: Rid, end: End, opts: Opts<'_>) {
-    if !gate() {
+    if !enabled() {
         return;
     }
     with_local(|l| {
@@ -350,7 +350,7 @@ pub fn slice_end_with(name: &'static Name, rid: Rid, end: End, opts: Opts<'_>) {
 /// opens the next anonymous slice, or, for a finished request, ends its thread span. One clock
 /// read for the whole batch.
 pub fn slice_batch(name: &'static Name, reqs: &[(Rid, bool)]) {
-    if !gate() || reqs.is_empty() {
+    if !enabled() || reqs.is_empty() {
         return;
     }
     let id = name.id();
@@ -375,14 +375,14 @@ pub fn slice_batch(name: &'static Name, reqs: &[(Rid, bool)]) {
 /// A span event on the innermost open slice of this request on this thread.
 #[inline]
 pub fn event(name: &'static Name, rid: Rid) {
-    if gate() {
+    if enabled() {
         record_one(Kind::Event, 0, rid, name.id(), 0, None);
     }
 }
 
 /// [`event`] with a timestamp and event attributes.
 pub fn event_with(name: &'static Name, rid: Rid, opts: Opts<'_>) {
-    if !gate() {
+    if !enabled() {
         return;
     }
     with_local(|l| {
@@ -404,7 +404,7 @@ pub fn event_with(name: &'static Name, rid: Rid, opts: Opts<'_>) {
 
 /// Attributes on the innermost open slice of this request on this thread.
 pub fn slice_add_attr(rid: Rid, attrs: &[Attr<'_>]) {
-    if !gate() || attrs.is_empty() {
+    if !enabled() || attrs.is_empty() {
         return;
     }
     with_local(|l| {
@@ -417,7 +417,7 @@ pub fn slice_add_attr(rid: Rid, attrs: &[Attr<'_>]) {
 /// The context to send with the request to another thread or process. `None` when tracing is
 /// off, or this thread neither started nor joined `rid` (counted), or finished it here.
 pub fn propagate_context(rid: Rid) -> Option<PropagateContext> {
-    if !gate() {
+    if !enabled() {
         return None;
     }
     with_local(|l| {
@@ -458,7 +458,7 @@ pub fn set_propagate_context_with(
     ctx: &PropagateContext,
     tracestate: Option<&str>,
 ) {
-    if !gate() {
+    if !enabled() {
         return;
     }
     let id = rid.rid();
@@ -487,7 +487,7 @@ pub fn set_propagate_context_with(
 /// none, or its origin is no longer in this thread's history. Allocates: for hand-offs, not for
 /// the hot path.
 pub fn propagate_tracestate(rid: Rid) -> Option<String> {
-    if !gate() {
+    if !enabled() {
         return None;
     }
     with_local(|l| history::origin_tracestate(&l.producer, rid.0)).flatten()

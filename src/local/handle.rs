@@ -3,19 +3,17 @@
 use crate::wire::ownership::{self, Registry, RingSlot};
 use crate::wire::ring::Producer;
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// The one switch the hot path reads: [`OFF`], [`ON`] or [`ORPHANED`]. One byte, so that the
-/// forked child's case costs the hot path nothing over a plain on/off switch.
-pub(crate) static STATE: AtomicU8 = AtomicU8::new(OFF);
-/// No session: calls do nothing.
-pub(crate) const OFF: u8 = 0;
-/// A session records.
-pub(crate) const ON: u8 = 1;
-/// Forked from a process whose session was running, and not started again since: calls do
-/// nothing but are counted (`Stats::calls_dropped_after_fork`).
-pub(crate) const ORPHANED: u8 = 2;
+/// The one switch the hot path reads.
+pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Set in a child forked while a session ran, until it starts its own. The switch stays on
+/// there, so that a call with tracing off still costs one load and a branch: every thread of
+/// the child is without a ring (the forking thread's is let go of at the fork), and the claim
+/// a call then makes refuses, counting the call as dropped. Only that cold path reads this.
+pub(crate) static ORPHANED: AtomicBool = AtomicBool::new(false);
 
 /// Records per thread ring unless configured: 512 KiB of 32-byte records.
 pub const DEFAULT_RING_CAPACITY: usize = 16 * 1024;
@@ -28,21 +26,7 @@ pub(crate) static LOST_NO_HANDLE: AtomicU64 = AtomicU64::new(0);
 
 #[inline(always)]
 pub(crate) fn enabled() -> bool {
-    STATE.load(Ordering::Relaxed) == ON
-}
-
-/// [`enabled`] for a call that records: off, it also counts the call in a forked child that has
-/// not started tracing again.
-#[inline(always)]
-pub(crate) fn gate() -> bool {
-    let s = STATE.load(Ordering::Relaxed);
-    if s == ON {
-        return true;
-    }
-    if s == ORPHANED {
-        crate::fork::dropped_call();
-    }
-    false
+    ENABLED.load(Ordering::Relaxed)
 }
 
 pub(crate) fn clock() -> &'static quanta::Clock {
@@ -62,19 +46,24 @@ pub(crate) struct Local {
 }
 
 impl Local {
+    /// `None` (and the call counted as dropped) in a forked child that has not started again.
     #[cold]
-    fn claim() -> Local {
+    fn claim() -> Option<Local> {
+        if ORPHANED.load(Ordering::Acquire) {
+            crate::fork::dropped_call();
+            return None;
+        }
         install_fork_handler();
         let registry = ownership::global();
         let c = registry.claim(RING_CAPACITY.load(Ordering::Relaxed));
         let _ = HAS_LOCAL.try_with(|h| h.set(true));
-        Local {
+        Some(Local {
             seed: crate::ids::owner_seed(c.slot.index, c.owner),
             producer: c.producer,
             slot: c.slot,
             registry,
             clock: clock().clone(),
-        }
+        })
     }
 }
 
@@ -107,14 +96,15 @@ pub(crate) fn install_fork_handler() {
 }
 
 /// In a forked child, right after the fork, on the thread that forked (the only one there):
-/// the calls stop (counted, if a session was running), and this thread lets go of the ring it
-/// had in the parent, so that its next call claims one of the child's own. The old `Local` is
-/// forgotten, not dropped: giving its ring back would touch the parent's registry. No
-/// allocation and no lock: `HANDLE` is touched only when `HAS_LOCAL` says it is already
-/// initialised, and forgetting is a move.
+/// the calls stop (counted, if a session was running: see `ORPHANED`), and this thread lets go
+/// of the ring it had in the parent, so that its next call claims one of the child's own. The
+/// old `Local` is forgotten, not dropped: giving its ring back would touch the parent's
+/// registry. No allocation and no lock: `HANDLE` is touched only when `HAS_LOCAL` says it is
+/// already initialised, and forgetting is a move.
 extern "C" fn in_child() {
-    let was = STATE.load(Ordering::Relaxed);
-    STATE.store(if was == OFF { OFF } else { ORPHANED }, Ordering::Release);
+    if ENABLED.load(Ordering::Relaxed) {
+        ORPHANED.store(true, Ordering::Release);
+    }
     let had = HAS_LOCAL.try_with(|h| h.replace(false)).unwrap_or(false);
     if had {
         let _ = HANDLE.try_with(|h| {
@@ -127,7 +117,8 @@ extern "C" fn in_child() {
 }
 
 /// Runs `f` with this thread's handle, claiming a ring on first use. `None` (and a counted loss)
-/// when the thread is being torn down and its handle is gone.
+/// when the thread is being torn down and its handle is gone, or in a forked child that has
+/// not started tracing again (counted as dropped).
 #[inline(always)]
 pub(crate) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
     let r = HANDLE.try_with(|h| {
@@ -136,12 +127,12 @@ pub(crate) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
         let slot = unsafe { &mut *h.0.get() };
         let local = match slot {
             Some(l) => l,
-            None => slot.insert(Local::claim()),
+            None => slot.insert(Local::claim()?),
         };
-        f(local)
+        Some(f(local))
     });
     match r {
-        Ok(v) => Some(v),
+        Ok(v) => v,
         Err(_) => {
             LOST_NO_HANDLE.fetch_add(1, Ordering::Relaxed);
             None
