@@ -38,8 +38,10 @@ pub(crate) fn at_fork_in_child(handler: unsafe extern "C" fn()) {
 }
 
 extern "C" fn in_child() {
-    // The child right after fork: only atomic stores, no allocation, no lock.
+    // The child right after fork: only atomic stores (and the seed's two system calls), no
+    // allocation, no lock.
     FORKED.store(true, Ordering::Release);
+    crate::ids::reseed_in_child();
     DROPPED.store(0, Ordering::Relaxed);
     WARNED.store(false, Ordering::Relaxed);
     STARTED_IN_CHILD.store(0, Ordering::Relaxed);

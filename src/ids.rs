@@ -8,8 +8,7 @@
 //! random ids. The traced thread can therefore name a span it opened (for a propagated context)
 //! without asking the drainer, and the drainer rebuilds the same id from the same position.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 /// A request id: a small `Copy` value to keep and pass on the hot path.
 ///
@@ -113,38 +112,77 @@ fn nonzero(v: u64) -> u64 {
     }
 }
 
-/// 128 random bits per process: drawn at first use, and drawn again by a forked child before it
-/// traces (see [`reseed`]).
+/// 128 random bits per process: drawn at first use, and changed in a forked child at the fork
+/// (see [`reseed_in_child`]).
 pub fn process_seed() -> [u64; 2] {
-    FIRST_DRAW.call_once(|| store_seed(draw_seed()));
+    let b = base_seed();
     [
-        SEED[0].load(Ordering::Relaxed),
-        SEED[1].load(Ordering::Relaxed),
+        b[0] ^ FORK_SALT[0].load(Ordering::Relaxed),
+        b[1] ^ FORK_SALT[1].load(Ordering::Relaxed),
     ]
 }
 
-/// Atomics rather than a `OnceLock`, so that a forked child can replace them: it inherits the
-/// parent's seed, and with it would derive the very ids the parent derives for the same ring
-/// positions.
-static SEED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
-static FIRST_DRAW: Once = Once::new();
+/// The random part, made once, lock-free: a `OnceLock` being drawn by another thread at a fork
+/// would stay "being initialised" in the child, which would wait on it forever. Two threads
+/// racing here each draw one; the loser's is dropped unused.
+static BASE: AtomicPtr<[u64; 2]> = AtomicPtr::new(std::ptr::null_mut());
+/// What a forked child mixes in, so that its seed is not the parent's: it would otherwise
+/// derive the very ids the parent derives for the same ring positions.
+static FORK_SALT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
-fn store_seed(s: [u64; 2]) {
-    SEED[0].store(s[0], Ordering::Relaxed);
-    SEED[1].store(s[1], Ordering::Relaxed);
+fn base_seed() -> &'static [u64; 2] {
+    let b = BASE.load(Ordering::Acquire);
+    if !b.is_null() {
+        // SAFETY: a non-null pointer in `BASE` came from `Box::into_raw` below, never freed.
+        return unsafe { &*b };
+    }
+    let mine = Box::into_raw(Box::new(draw_seed()));
+    let b = match BASE.compare_exchange(
+        std::ptr::null_mut(),
+        mine,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => mine,
+        Err(theirs) => {
+            // SAFETY: `mine` came from `Box::into_raw` just above and was never shared.
+            drop(unsafe { Box::from_raw(mine) });
+            theirs
+        }
+    };
+    // SAFETY: `b` is the pointer `BASE` holds, from `Box::into_raw`, never freed.
+    unsafe { &*b }
 }
 
-/// A new process seed, for a forked child before it starts its own session. Called while no
-/// ring is claimed and no drainer runs in the child, so nothing derives ids meanwhile.
-pub(crate) fn reseed() {
-    let old = process_seed();
-    let mut s = draw_seed();
-    // Should the OS give no randomness, the fallback mixes in the pid and time, which differ
-    // from the parent's; never keep the parent's value.
-    if s == old {
-        s[0] = mix64(s[0] ^ std::process::id() as u64 ^ 0x6368_696c_6400_0001);
-    }
-    store_seed(s);
+/// In a forked child, right after the fork (from its fork handler: atomic stores and two
+/// system calls that are safe there). Done at the fork, before any thread of the child claims
+/// a ring, so that the child's threads and its drainer derive ids from one seed. The salt
+/// mixes the child's pid and the time into the parent's salt: siblings differ by pid, a later
+/// child with a reused pid by time, and a grandchild from its parent.
+pub(crate) fn reseed_in_child() {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    let pid = unsafe { libc::getpid() } as u64;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let t = (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64);
+    let s = [
+        FORK_SALT[0].load(Ordering::Relaxed),
+        FORK_SALT[1].load(Ordering::Relaxed),
+    ];
+    FORK_SALT[0].store(
+        mix64(s[0] ^ mix64(pid ^ 0x6368_696c_6400_0001) ^ mix64(t)),
+        Ordering::Relaxed,
+    );
+    FORK_SALT[1].store(
+        mix64(s[1] ^ mix64(pid.rotate_left(32) ^ 0x6368_696c_6400_0002) ^ mix64(!t)),
+        Ordering::Relaxed,
+    );
 }
 
 fn draw_seed() -> [u64; 2] {

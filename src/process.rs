@@ -38,8 +38,10 @@
 //!   own; a fixed name gets the child's pid inserted before its extension, since two writers
 //!   on one file would corrupt it.
 //! - Span and trace ids derive from a per-process seed and ring positions (`ids`); the child's
-//!   rings start again at the first positions, so it draws a new seed before it claims any.
-//!   Its process tag changes with it: a context the parent made is a remote one to the child.
+//!   rings start again at the first positions, so its seed changes at the fork, before any of
+//!   its threads claims a ring (the random part stays; the child's pid and the time are mixed
+//!   in, which a fork handler may read). Its process tag changes with it: a context the parent
+//!   made is a remote one to the child.
 //! - The child's counters start from zero; `forks_reinitialised` says the session is a child's.
 //! - A thread's label (`set_thread_info`) lives with its ring, and the forking thread's ring
 //!   stays the parent's: in the child that thread is traced under its thread name until it

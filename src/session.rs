@@ -422,9 +422,6 @@ pub(crate) fn start_in_child(cfg: Option<Config>) -> Result<Guard, InitError> {
         }
         (None, None) => return Err(InitError::Forked(ForkError::NoParentSession)),
     };
-    // The parent's ids must not repeat here: the rings the child claims from now on derive
-    // theirs from a new seed.
-    crate::ids::reseed();
     match start(&mut session, cfg, true) {
         Ok(guard) => {
             // The parent's session is let go of, never dropped: its parts belong to threads
