@@ -214,7 +214,8 @@ pub struct Registry {
 pub fn global() -> &'static Registry {
     let r = GLOBAL.load(std::sync::atomic::Ordering::Acquire);
     if !r.is_null() {
-        // SAFETY: a non-null pointer in `GLOBAL` came from `Box::leak` below and is never freed.
+        // SAFETY: a non-null pointer in `GLOBAL` came from `Box::into_raw` in `make_global`, and
+        // is never freed.
         return unsafe { &*r };
     }
     make_global()
