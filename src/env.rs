@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `SLICETRACE` | `1`/`true`/`on` switches tracing on; unset, `0`/`false`/`off` leaves it off |
 //! | `SLICETRACE_FILE_MAX_MB`, `SLICETRACE_FILE_KEEP` | rotate the local trace file past this many MiB, keeping this many earlier files (default 4) |
-//! | `SLICETRACE_FILE` | with no OTLP endpoint set: the local trace file (default `slicetrace-{pid}.trace.json`, a Perfetto / `chrome://tracing` file; a name ending `.jsonl` gets one JSON object per span instead) |
+//! | `SLICETRACE_FILE` | with no OTLP endpoint set: the local trace file (default `slicetrace-{pid}.trace.json`, a Perfetto / `chrome://tracing` file; a name ending `.jsonl` gets one JSON object per span instead); `{pid}` stands for the process id, and a process forked from the one that set it up writes its own file (without `{pid}`: its pid before the extension) |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | OTLP endpoint for traces, used as given (`host:port` gets `http://`) |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP base endpoint; over HTTP `/v1/traces` is appended |
 //! | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` | `grpc` (default, as the reference), `http/protobuf` or `http/json` |
@@ -383,7 +383,7 @@ impl EnvSettings {
             None => Destination::File(
                 get("SLICETRACE_FILE")
                     .filter(|v| !v.trim().is_empty())
-                    .unwrap_or_else(|| format!("slicetrace-{}.trace.json", std::process::id())),
+                    .unwrap_or_else(|| "slicetrace-{pid}.trace.json".to_owned()),
             ),
         };
         let number = |name: &'static str| -> Result<Option<u64>, EnvError> {
@@ -535,10 +535,9 @@ mod tests {
             ("http://collector:4318/v1/traces", Protocol::HttpJson)
         );
         let s = parse(&[]).unwrap();
-        let pid = std::process::id();
         assert_eq!(
             s.destination,
-            Destination::File(format!("slicetrace-{pid}.trace.json"))
+            Destination::File("slicetrace-{pid}.trace.json".to_owned())
         );
         assert_eq!(s.file_rotation, None);
         let s = parse(&[("SLICETRACE_FILE_MAX_MB", "64")]).unwrap();

@@ -21,6 +21,9 @@ pub enum InitError {
     Env(EnvError),
     /// The exporter the configuration names could not be made.
     Exporter(ExporterError),
+    /// This process was forked from a traced one and cannot start a session of its own; its
+    /// calls stay dropped and counted (`Stats::calls_dropped_after_fork`).
+    Forked(ForkError),
 }
 
 impl fmt::Display for InitError {
@@ -33,6 +36,7 @@ impl fmt::Display for InitError {
             InitError::Spawn(_) => "slicetrace could not start its background threads",
             InitError::Env(_) => "slicetrace cannot use the tracing environment variables",
             InitError::Exporter(_) => "slicetrace could not make its exporter",
+            InitError::Forked(_) => "slicetrace cannot trace in this forked process",
         })
     }
 }
@@ -45,9 +49,44 @@ impl Error for InitError {
             InitError::Spawn(e) => Some(e),
             InitError::Env(e) => Some(e),
             InitError::Exporter(e) => Some(e),
+            InitError::Forked(e) => Some(e),
         }
     }
 }
+
+/// Why a forked child cannot start a session of its own (see `slicetrace::process`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForkError {
+    /// Not a child forked while a session ran, or one that already traces on its own: there
+    /// is no parent's session to start again. `init` starts one.
+    NoParentSession,
+    /// A lock the new session needs was held by one of the parent's threads at the fork. That
+    /// thread does not exist in the child, so the lock stays held: starting would wait forever.
+    LockHeld(&'static str),
+    /// The parent's exporter was given as a value and cannot be made again; configure it with
+    /// `Config::exporter_factory` (or from the environment) to re-initialise forked children.
+    NoRecipe,
+}
+
+impl fmt::Display for ForkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForkError::NoParentSession => {
+                f.write_str("no session of the parent to start again in this process")
+            }
+            ForkError::LockHeld(what) => write!(
+                f,
+                "{what} was locked by another thread at the fork, and stays locked here"
+            ),
+            ForkError::NoRecipe => {
+                f.write_str("the parent's exporter was given as a value and cannot be made again")
+            }
+        }
+    }
+}
+
+impl Error for ForkError {}
 
 /// A `Config` field whose value `init` refuses.
 #[derive(Clone, Debug, PartialEq, Eq)]

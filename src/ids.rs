@@ -8,7 +8,7 @@
 //! random ids. The traced thread can therefore name a span it opened (for a propagated context)
 //! without asking the drainer, and the drainer rebuilds the same id from the same position.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 /// A request id: a small `Copy` value to keep and pass on the hot path.
 ///
@@ -105,26 +105,98 @@ fn nonzero(v: u64) -> u64 {
     }
 }
 
-/// 128 random bits drawn once per process.
+/// 128 random bits per process: drawn at first use, and changed in a forked child at the fork
+/// (see [`reseed_in_child`]).
 pub fn process_seed() -> [u64; 2] {
-    static SEED: OnceLock<[u64; 2]> = OnceLock::new();
-    *SEED.get_or_init(|| {
-        let mut b = [0u8; 16];
-        if getrandom::fill(&mut b).is_err() {
-            // No OS randomness: fall back to what differs between processes and runs.
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            let addr = &b as *const _ as u64;
-            b[..8].copy_from_slice(&mix64(t ^ std::process::id() as u64).to_le_bytes());
-            b[8..].copy_from_slice(&mix64(addr ^ t.rotate_left(32)).to_le_bytes());
+    let b = base_seed();
+    [
+        b[0] ^ FORK_SALT[0].load(Ordering::Relaxed),
+        b[1] ^ FORK_SALT[1].load(Ordering::Relaxed),
+    ]
+}
+
+/// The random part, made once, lock-free: a `OnceLock` being drawn by another thread at a fork
+/// would stay "being initialised" in the child, which would wait on it forever. Two threads
+/// racing here each draw one; the loser's is dropped unused.
+static BASE: AtomicPtr<[u64; 2]> = AtomicPtr::new(std::ptr::null_mut());
+/// What a forked child mixes in, so that its seed is not the parent's: it would otherwise
+/// derive the very ids the parent derives for the same ring positions.
+static FORK_SALT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+fn base_seed() -> &'static [u64; 2] {
+    let b = BASE.load(Ordering::Acquire);
+    if !b.is_null() {
+        // SAFETY: a non-null pointer in `BASE` came from `Box::into_raw` below, never freed.
+        return unsafe { &*b };
+    }
+    let mine = Box::into_raw(Box::new(draw_seed()));
+    let b = match BASE.compare_exchange(
+        std::ptr::null_mut(),
+        mine,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => mine,
+        Err(theirs) => {
+            // SAFETY: `mine` came from `Box::into_raw` just above and was never shared.
+            drop(unsafe { Box::from_raw(mine) });
+            theirs
         }
-        [
-            u64::from_le_bytes(b[..8].try_into().unwrap()),
-            u64::from_le_bytes(b[8..].try_into().unwrap()),
-        ]
-    })
+    };
+    // SAFETY: `b` is the pointer `BASE` holds, from `Box::into_raw`, never freed.
+    unsafe { &*b }
+}
+
+/// In a forked child, right after the fork (from its fork handler: atomic stores and two
+/// system calls that are safe there). Done at the fork, before any thread of the child claims
+/// a ring, so that the child's threads and its drainer derive ids from one seed. The salt
+/// mixes the child's pid and the time into the parent's salt: siblings differ by pid, a later
+/// child with a reused pid by time, and a grandchild from its parent.
+pub(crate) fn reseed_in_child() {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    let pid = unsafe { libc::getpid() } as u64;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let t = (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64);
+    let s = [
+        FORK_SALT[0].load(Ordering::Relaxed),
+        FORK_SALT[1].load(Ordering::Relaxed),
+    ];
+    FORK_SALT[0].store(
+        mix64(s[0] ^ mix64(pid ^ 0x6368_696c_6400_0001) ^ mix64(t)),
+        Ordering::Relaxed,
+    );
+    FORK_SALT[1].store(
+        mix64(s[1] ^ mix64(pid.rotate_left(32) ^ 0x6368_696c_6400_0002) ^ mix64(!t)),
+        Ordering::Relaxed,
+    );
+}
+
+fn draw_seed() -> [u64; 2] {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: fall back to what differs between processes and runs.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let addr = &b as *const _ as u64;
+        b[..8].copy_from_slice(&mix64(t ^ std::process::id() as u64).to_le_bytes());
+        b[8..].copy_from_slice(&mix64(addr ^ t.rotate_left(32)).to_le_bytes());
+    }
+    let mut halves = [0u64; 2];
+    for (h, bytes) in halves.iter_mut().zip(b.chunks_exact(8)) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(bytes);
+        *h = u64::from_le_bytes(a);
+    }
+    halves
 }
 
 /// Tells this process's contexts from other processes' (carried in `PropagateContext`).

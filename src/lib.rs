@@ -28,9 +28,11 @@ mod collector;
 mod env;
 pub mod error;
 pub mod export;
+mod fork;
 mod ids;
 mod local;
 mod name;
+pub mod process;
 mod propagate;
 mod session;
 mod slice_chain;
@@ -76,6 +78,13 @@ pub mod limits {
 pub mod __private {
     pub use crate::wire::decode::{decode, DecodeError, Decoded};
     pub use crate::wire::record::Record;
+
+    /// A thread takes the named lock (`"names"`: the name table, `"session"`: the session
+    /// slot) and holds it for `hold`; returns once it is held. For tests of a fork while
+    /// another thread holds a lock that starting a session needs.
+    pub fn hold_lock(which: &str, hold: std::time::Duration) -> bool {
+        crate::process::hold_lock(which, hold)
+    }
 
     /// A tracestate as it travels: written into a start record's payload by the calling
     /// thread, read back and parsed by the drainer. `None` where the drainer refuses it.

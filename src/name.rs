@@ -36,6 +36,9 @@ static OVERFLOW: Name = Name::new(OVERFLOW_NAME);
 
 /// Strings refused since the process started; sessions report the change since theirs began.
 static REFUSED: AtomicU64 = AtomicU64::new(0);
+/// Names made while the table could not be locked (see `Name::intern`), and their bound.
+static UNREGISTERED: AtomicU64 = AtomicU64::new(0);
+const MAX_UNREGISTERED: u64 = 1024;
 
 /// What one table may take in; the process's table takes the documented bounds, tests smaller.
 #[derive(Clone, Copy)]
@@ -70,7 +73,16 @@ impl Name {
     /// gets the shared name [`OVERFLOW_NAME`] and is counted in `Stats::names_refused`
     /// (strings interned before still get their own).
     pub fn intern(text: &str) -> &'static Name {
-        let mut t = table().lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut t) = lock_table() else {
+            // A forked child whose table lock is held forever: a name that registers itself at
+            // its first traced use, up to a bound; past it the shared overflow name, counted.
+            if UNREGISTERED.fetch_add(1, Ordering::Relaxed) >= MAX_UNREGISTERED {
+                REFUSED.fetch_add(1, Ordering::Relaxed);
+                return &OVERFLOW;
+            }
+            let text: &'static str = Box::leak(text.to_owned().into_boxed_str());
+            return Box::leak(Box::new(Name::new(text)));
+        };
         t.intern(text, BOUNDS, &REFUSED)
     }
 
@@ -90,7 +102,10 @@ impl Name {
 
     #[cold]
     fn register(&'static self) -> u32 {
-        let mut t = table().lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut t) = lock_table() else {
+            // No text has this id: a record carrying it is counted as undecodable.
+            return u32::MAX;
+        };
         let id = match t.by_text.get(self.text) {
             // Two statics with the same text share an id, so a start and an end written with
             // different statics still match by name.
@@ -179,6 +194,36 @@ pub(crate) fn refused() -> u64 {
 /// Strings `intern` holds in this process (at most [`MAX_INTERNED_NAMES`]).
 pub(crate) fn interned() -> usize {
     table().lock().unwrap_or_else(|e| e.into_inner()).interned
+}
+
+/// The table, locked; `None` in a forked child that has not started tracing again when the
+/// lock is taken: the thread that held it at the fork may not exist there, and would never let
+/// go (see `slicetrace::process`).
+fn lock_table() -> Option<std::sync::MutexGuard<'static, Table>> {
+    if !crate::fork::forked() {
+        return Some(table().lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    match table().try_lock() {
+        Ok(t) => Some(t),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Whether the table's lock is free now (for a forked child deciding whether it may trace).
+pub(crate) fn table_lock_free() -> bool {
+    !matches!(table().try_lock(), Err(std::sync::TryLockError::WouldBlock))
+}
+
+/// Runs `f` with the table's lock held (a test of a fork while another thread holds it).
+pub(crate) fn while_table_locked(f: impl FnOnce()) {
+    let _t = table().lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
+/// Makes the table, so that a fork never finds it half-made.
+pub(crate) fn prepare_table() {
+    let _ = table();
 }
 
 /// The drainer's lock-free view of the table: refreshed only when it meets an id it lacks.

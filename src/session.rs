@@ -1,4 +1,5 @@
-//! Process set-up: `init` starts a tracing session, the `Guard` it returns ends it.
+//! Process set-up: `init` starts a tracing session, the `Guard` it returns ends it. A forked
+//! child starts its own from the parent's configuration (see `slicetrace::process`).
 
 use crate::collector::clock::{self, ClockSource, TickClock};
 use crate::collector::control::Control;
@@ -8,17 +9,18 @@ use crate::collector::sink::Sink;
 use crate::collector::stats::Stats;
 use crate::collector::tree::{ProcessInfo, SystemClock, Tree, TreeLimits};
 use crate::env::{Destination, EnvSettings};
-use crate::error::{ConfigError, ExporterError, InitError};
+use crate::error::{ConfigError, ExporterError, ForkError, InitError};
 use crate::export::jsonl::JsonLinesExporter;
 use crate::export::otlp::OtlpSink;
 use crate::export::perfetto::PerfettoExporter;
-use crate::local::handle::{self, ENABLED, LOST_NO_HANDLE, RING_CAPACITY};
+use crate::fork;
+use crate::local::handle::{self, ENABLED, LOST_NO_HANDLE, ORPHANED, RING_CAPACITY};
 use crate::wire::ownership;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SpanExporter;
 use opentelemetry_sdk::Resource;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,6 +30,12 @@ use crate::local::handle::DEFAULT_RING_CAPACITY;
 const DEFAULT_SCOPE: &str = "slicetrace";
 
 /// How a session runs. `Config::new(service).exporter(e)` is enough; the rest has defaults.
+///
+/// A clone carries the way to make its exporter, not the exporter: a configuration from the
+/// environment, or with [`Config::exporter_factory`], makes a new one when the clone starts a
+/// session (so does a forked child re-initialising); one given an exporter as a value
+/// ([`Config::exporter`], [`Config::sink`]) clones without it, and `init` with that clone is
+/// `InitError::NoExporter`.
 pub struct Config {
     /// `service.name` of the resource.
     pub service_name: String,
@@ -66,8 +74,40 @@ pub struct Config {
     /// replacement keeps so that queries on the scope still match.
     pub scope_name: String,
     sink: Option<Box<dyn Sink>>,
+    /// Makes the exporter again, for a clone (a forked child's session among them).
+    recipe: Option<Recipe>,
     /// Where the environment sent spans, when the configuration came from it.
     destination: Option<String>,
+}
+
+/// Makes an exporter, and says where it sends spans when that is known.
+type Recipe = Arc<dyn Fn() -> Result<(Box<dyn Sink>, Option<String>), InitError> + Send + Sync>;
+
+impl Clone for Config {
+    fn clone(&self) -> Config {
+        Config {
+            service_name: self.service_name.clone(),
+            resource_attributes: self.resource_attributes.clone(),
+            ring_capacity: self.ring_capacity,
+            sweep_interval: self.sweep_interval,
+            idle_timeout: self.idle_timeout,
+            finish_grace: self.finish_grace,
+            joined_linger: self.joined_linger,
+            park_timeout: self.park_timeout,
+            max_open_requests: self.max_open_requests,
+            max_parked: self.max_parked,
+            max_export_batch: self.max_export_batch,
+            export_interval: self.export_interval,
+            report_losses_every: self.report_losses_every,
+            export_queue_batches: self.export_queue_batches,
+            shutdown_timeout: self.shutdown_timeout,
+            announce: self.announce,
+            scope_name: self.scope_name.clone(),
+            sink: None,
+            recipe: self.recipe.clone(),
+            destination: self.destination.clone(),
+        }
+    }
 }
 
 impl Config {
@@ -92,6 +132,7 @@ impl Config {
             announce: true,
             scope_name: DEFAULT_SCOPE.to_owned(),
             sink: None,
+            recipe: None,
             destination: None,
         }
     }
@@ -100,6 +141,7 @@ impl Config {
     #[must_use]
     pub fn exporter(mut self, exporter: impl SpanExporter + 'static) -> Config {
         self.sink = Some(Box::new(exporter));
+        self.recipe = None;
         self
     }
 
@@ -107,6 +149,28 @@ impl Config {
     #[must_use]
     pub fn sink(mut self, sink: Box<dyn Sink>) -> Config {
         self.sink = Some(sink);
+        self.recipe = None;
+        self
+    }
+
+    /// Export to an exporter that `make` makes when the session starts, and makes again for a
+    /// clone of this configuration and in a process forked from one running it
+    /// ([`crate::process::reinit_after_fork`]): each process then exports through its own.
+    /// An error is `InitError::Exporter` with it as the source.
+    #[must_use]
+    pub fn exporter_factory<E, F>(mut self, make: F) -> Config
+    where
+        E: SpanExporter + 'static,
+        F: Fn() -> Result<E, Box<dyn std::error::Error + Send + Sync>> + Send + Sync + 'static,
+    {
+        self.sink = None;
+        self.recipe = Some(Arc::new(move || match make() {
+            Ok(e) => Ok((Box::new(e) as Box<dyn Sink>, None)),
+            Err(e) => Err(InitError::Exporter(ExporterError::caused(
+                "the exporter factory failed",
+                e,
+            ))),
+        }));
         self
     }
 }
@@ -171,46 +235,79 @@ impl Config {
             .iter()
             .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
             .collect();
-        let sink: Box<dyn Sink> = match &env.destination {
-            Destination::Otlp {
-                endpoint,
-                protocol,
-                timeout,
-                tls,
-                connections,
-                ..
-            } => {
-                let tls = tls.load().map_err(InitError::Env)?;
-                // Headers from the environment are read by the OTLP exporter itself.
-                Box::new(
-                    OtlpSink::with_tls(endpoint, *protocol, &[], *timeout, &tls)
-                        .and_then(|s| s.with_connections(*connections))
-                        .map_err(InitError::Exporter)?,
-                )
-            }
-            Destination::File(path) => {
-                let cannot = |e| {
-                    InitError::Exporter(ExporterError::caused(format!("cannot create {path}"), e))
-                };
-                if path.ends_with(".jsonl") {
-                    Box::new(JsonLinesExporter::create(path).map_err(cannot)?)
-                } else {
-                    let mut e = PerfettoExporter::create(path).map_err(cannot)?;
-                    if let Some(r) = env.file_rotation {
-                        e = e.with_rotation(r);
-                    }
-                    Box::new(e)
-                }
-            }
-        };
-        cfg.destination = Some(match &env.destination {
-            Destination::File(path) => path.clone(),
-            Destination::Otlp {
-                endpoint, protocol, ..
-            } => format!("{endpoint} over OTLP {protocol:?}"),
-        });
-        Ok(cfg.sink(sink))
+        let made_in = std::process::id();
+        let settings = env.clone();
+        let recipe: Recipe = Arc::new(move || sink_for(&settings, made_in));
+        let (sink, destination) = recipe()?;
+        cfg.sink = Some(sink);
+        cfg.recipe = Some(recipe);
+        cfg.destination = destination;
+        Ok(cfg)
     }
+}
+
+/// The exporter the environment names, and where it sends spans.
+fn sink_for(env: &EnvSettings, made_in: u32) -> Result<(Box<dyn Sink>, Option<String>), InitError> {
+    Ok(match &env.destination {
+        Destination::Otlp {
+            endpoint,
+            protocol,
+            timeout,
+            tls,
+            connections,
+            ..
+        } => {
+            let tls = tls.load().map_err(InitError::Env)?;
+            // Headers from the environment are read by the OTLP exporter itself.
+            let sink = OtlpSink::with_tls(endpoint, *protocol, &[], *timeout, &tls)
+                .and_then(|s| s.with_connections(*connections))
+                .map_err(InitError::Exporter)?;
+            (
+                Box::new(sink) as Box<dyn Sink>,
+                Some(format!("{endpoint} over OTLP {protocol:?}")),
+            )
+        }
+        Destination::File(pattern) => {
+            let path = file_path(pattern, made_in, std::process::id());
+            let cannot =
+                |e| InitError::Exporter(ExporterError::caused(format!("cannot create {path}"), e));
+            let sink: Box<dyn Sink> = if path.ends_with(".jsonl") {
+                Box::new(JsonLinesExporter::create(&path).map_err(cannot)?)
+            } else {
+                let mut e = PerfettoExporter::create(&path).map_err(cannot)?;
+                if let Some(r) = env.file_rotation {
+                    e = e.with_rotation(r);
+                }
+                Box::new(e)
+            };
+            (sink, Some(path))
+        }
+    })
+}
+
+/// The local trace file of process `pid`, for a name configured in process `made_in`. `{pid}`
+/// stands for the pid. A name without it is the configuring process's own: a process forked
+/// from it writes beside it, its pid before the extension (`spans.jsonl` → `spans.4242.jsonl`),
+/// since a second writer would truncate the parent's file and then interleave with it.
+pub(crate) fn file_path(pattern: &str, made_in: u32, pid: u32) -> String {
+    if pattern.contains("{pid}") {
+        return pattern.replace("{pid}", &pid.to_string());
+    }
+    if pid == made_in {
+        return pattern.to_owned();
+    }
+    let (dir, name) = match pattern.rfind('/') {
+        Some(i) => pattern.split_at(i + 1),
+        None => ("", pattern),
+    };
+    let (stem, ext) = match name.strip_suffix(".trace.json") {
+        Some(stem) if !stem.is_empty() => (stem, ".trace.json"),
+        _ => match name.rfind('.') {
+            Some(i) if i > 0 => name.split_at(i),
+            _ => (name, ""),
+        },
+    };
+    format!("{dir}{stem}.{pid}{ext}")
 }
 
 /// Starts tracing if the environment switches it on (`SLICETRACE=1`), configured by the
@@ -232,16 +329,24 @@ struct Live {
     lost_base: u64,
     unknown_base: u64,
     names_refused_base: u64,
+    /// What the session started with (without its exporter, which it owns): a process forked
+    /// from this one starts its own session from it.
+    config: Config,
 }
 
 static SESSION: Mutex<Option<Live>> = Mutex::new(None);
 
 /// Ends the session when dropped (or by [`Guard::shutdown`]): every span recorded before is
 /// exported, open requests as unfinished.
+///
+/// Only in the process that started the session: a forked child holds a copy of the parent's
+/// guard, whose drainer does not exist there, and dropping that copy does nothing.
 #[must_use = "dropping the guard ends tracing at once"]
 pub struct Guard {
     join: Option<JoinHandle<()>>,
     clock: ClockSource,
+    /// The process the session runs in.
+    pid: u32,
 }
 
 fn host_id() -> String {
@@ -273,14 +378,84 @@ fn ring_totals() -> (u64, u64) {
 
 /// Starts tracing in this process: the hot calls record from now on, and a drainer thread turns
 /// records into spans for the configured exporter.
-pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
+///
+/// In a process forked from a traced one, before it traces again, this starts the child's own
+/// session with `cfg` as [`crate::process::reinit_after_fork`] does with the parent's
+/// configuration, and is refused the same way (`InitError::Forked`).
+pub fn init(cfg: Config) -> Result<Guard, InitError> {
+    prepare();
+    if fork::forked() {
+        return start_in_child(Some(cfg));
+    }
     let mut session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    start(&mut session, cfg, false)
+}
+
+/// Makes what is otherwise made lazily behind a `OnceLock` (a child must never inherit one of
+/// those half-made: it would wait on it forever), then installs the fork handlers.
+fn prepare() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = handle::clock();
+        let _ = crate::ids::process_seed();
+        crate::name::prepare_table();
+        let _ = crate::local::directory::directory();
+        let _ = ownership::global();
+        handle::install_fork_handler();
+    });
+}
+
+fn fork_counts(s: &mut Stats) {
+    (s.calls_dropped_after_fork, s.forks_reinitialised) = fork::counts();
+}
+
+/// A session for a forked child: from `cfg`, or from the configuration of the parent's session
+/// (`None`). Every lock the new session takes is tried first, never waited for: one held at the
+/// fork is held forever here (see `slicetrace::process`).
+pub(crate) fn start_in_child(cfg: Option<Config>) -> Result<Guard, InitError> {
+    let held = |what| Err(InitError::Forked(ForkError::LockHeld(what)));
+    let mut session = match SESSION.try_lock() {
+        Ok(s) => s,
+        Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(TryLockError::WouldBlock) => return held("the session"),
+    };
+    if !crate::name::table_lock_free() {
+        return held("the name table");
+    }
+    let inherited = session.take();
+    let cfg = match (cfg, &inherited) {
+        (Some(cfg), _) => cfg,
+        (None, Some(live)) if live.config.recipe.is_some() => live.config.clone(),
+        (None, Some(_)) => {
+            *session = inherited;
+            return Err(InitError::Forked(ForkError::NoRecipe));
+        }
+        (None, None) => return Err(InitError::Forked(ForkError::NoParentSession)),
+    };
+    match start(&mut session, cfg, true) {
+        Ok(guard) => {
+            // The parent's session is let go of, never dropped: its parts belong to threads
+            // that do not exist here (see `slicetrace::process`).
+            std::mem::forget(inherited);
+            ORPHANED.store(false, Ordering::Release);
+            fork::started_in_child();
+            Ok(guard)
+        }
+        Err(e) => {
+            // Kept for another attempt (its configuration is what re-initialising uses).
+            *session = inherited;
+            Err(e)
+        }
+    }
+}
+
+fn start(session: &mut Option<Live>, mut cfg: Config, in_child: bool) -> Result<Guard, InitError> {
     if session.is_some() {
         return Err(InitError::AlreadyRunning);
     }
-    let Some(mut sink) = cfg.sink.take() else {
+    if cfg.sink.is_none() && cfg.recipe.is_none() {
         return Err(InitError::NoExporter);
-    };
+    }
     if cfg.ring_capacity < 64 || cfg.ring_capacity > (1 << 26) {
         return Err(InitError::BadConfig(ConfigError {
             setting: "ring_capacity",
@@ -295,14 +470,31 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
             expected: "at least 1",
         }));
     }
+    let mut sink = match (cfg.sink.take(), cfg.recipe.clone()) {
+        (Some(sink), _) => sink,
+        (None, Some(recipe)) => {
+            let (sink, destination) = recipe()?;
+            if destination.is_some() {
+                cfg.destination = destination;
+            }
+            sink
+        }
+        (None, None) => return Err(InitError::NoExporter),
+    };
     RING_CAPACITY.store(cfg.ring_capacity, Ordering::Relaxed);
     let quanta_clock = handle::clock().clone();
     let source = clock::source(&quanta_clock);
+    let pid = std::process::id();
     if cfg.announce {
-        eprintln!(
-            "slicetrace: tracing on for {:?}; clock: {source}",
+        let child = if in_child {
+            format!(" in process {pid}, forked from a traced one")
+        } else {
+            String::new()
+        };
+        fork::stderr_line(&format!(
+            "slicetrace: tracing on for {:?}{child}; clock: {source}",
             cfg.service_name
-        );
+        ));
     }
 
     // What earlier sessions left unread is not this session's: skip it, and free rings whose
@@ -324,7 +516,7 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
     let host = host_id();
     let mut attrs = vec![
         KeyValue::new("host.name", hostname_or(&host)),
-        KeyValue::new("process.pid", std::process::id() as i64),
+        KeyValue::new("process.pid", pid as i64),
     ];
     attrs.extend(cfg.resource_attributes.iter().cloned());
     let resource = Resource::builder()
@@ -394,11 +586,13 @@ pub fn init(mut cfg: Config) -> Result<Guard, InitError> {
         lost_base: LOST_NO_HANDLE.load(Ordering::Relaxed),
         unknown_base: crate::local::api::PROPAGATE_UNKNOWN.load(Ordering::Relaxed),
         names_refused_base: crate::name::refused(),
+        config: cfg.clone(),
     });
     ENABLED.store(true, Ordering::Release);
     Ok(Guard {
         join: Some(join),
         clock: source,
+        pid,
     })
 }
 
@@ -425,24 +619,42 @@ fn stats_of(live: &Live) -> Stats {
     s.rings = ownership::global().ring_count() as u64;
     s.names_refused = crate::name::refused() - live.names_refused_base;
     s.names_interned = crate::name::interned() as u64;
+    fork_counts(&mut s);
     s
 }
 
-/// The counters of the running session (all zero when none runs).
+/// The counters of the running session (all zero when none runs). In a forked child that has
+/// not started tracing again, only its dropped calls: the session it holds is the parent's, and
+/// its lock is never waited for there.
 pub fn stats() -> Stats {
+    if fork::forked() {
+        let mut s = Stats::default();
+        fork_counts(&mut s);
+        return s;
+    }
     let session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
     session.as_ref().map(stats_of).unwrap_or_default()
 }
 
-/// True while a session records.
+/// Runs `f` with the session slot's lock held (a test of a fork while another thread holds it).
+pub(crate) fn while_session_locked(f: impl FnOnce()) {
+    let _s = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
+/// True while a session records (not in a forked child until it starts its own).
 pub fn is_enabled() -> bool {
-    handle::enabled()
+    handle::enabled() && !ORPHANED.load(Ordering::Relaxed)
 }
 
 impl Guard {
     /// Waits until every record written before this call is exported as far as its spans have
-    /// ended (open spans stay open). False if that took longer than `timeout`.
+    /// ended (open spans stay open). False if that took longer than `timeout`, and in a forked
+    /// child for the parent's guard.
     pub fn flush(&self, timeout: Duration) -> bool {
+        if self.pid != std::process::id() {
+            return false;
+        }
         let session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
         let Some(live) = session.as_ref() else {
             return false;
@@ -462,6 +674,8 @@ impl Guard {
     }
 
     /// Ends the session: stops recording, exports everything, and returns the final counters.
+    /// In a forked child, for the parent's guard: returns at once, all zero, and leaves
+    /// whatever the child traces alone.
     pub fn shutdown(mut self) -> Stats {
         self.end()
     }
@@ -470,6 +684,12 @@ impl Guard {
         let Some(join) = self.join.take() else {
             return Stats::default();
         };
+        if self.pid != std::process::id() {
+            // The parent's drainer: never joined (it does not exist here), and its session
+            // never flushed from here (its spans are the parent's to export).
+            std::mem::forget(join);
+            return Stats::default();
+        }
         ENABLED.store(false, Ordering::Release);
         let live = SESSION.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(live) = live else {

@@ -188,6 +188,14 @@ pub fn take_room(room: u64) -> Option<Incoming> {
     got
 }
 
+/// In a forked child starting its own session: the contexts kept are the parent's requests'.
+pub fn forget_rooms() {
+    if let Ok(mut g) = ROOMS.try_lock() {
+        *g = None;
+        ROOMS_LEN.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Whether a context is kept for `room`.
 pub fn has_room(room: &str) -> bool {
     if ROOMS_LEN.load(Ordering::Relaxed) == 0 {

@@ -29,6 +29,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session::flush, m)?)?;
     m.add_function(wrap_pyfunction!(session::stats, m)?)?;
     m.add_function(wrap_pyfunction!(session::_at_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(session::_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(session::_hold_lock, m)?)?;
     m.add_function(wrap_pyfunction!(calls::trace_set_thread_info, m)?)?;
     m.add_function(wrap_pyfunction!(calls::trace_req_start, m)?)?;
     m.add_function(wrap_pyfunction!(calls::trace_req_finish, m)?)?;

@@ -4,11 +4,17 @@
 //! Every lock here is taken with the interpreter released (`Python::detach`), so a thread that
 //! waits for one never holds the GIL that the holder may need.
 //!
-//! Fork: the child has the parent's memory but none of its threads, so the core's session in
-//! it has no drainer, and the core cannot start another while that one is registered. The
-//! child therefore stops recording at once (a `pthread_atfork` handler clears the switch),
-//! warns once, and counts each traced call in `calls_dropped_after_fork`; it never touches the
-//! parent's rings, drainer or locks.
+//! Fork: the child has the parent's memory but only the thread that forked, so the session it
+//! holds is the parent's, with no drainer behind it. A `pthread_atfork` handler stops the calls
+//! at once (only atomic stores: nothing else is allowed there); then the package's
+//! `os.register_at_fork(after_in_child=…)` hook, which runs in the child before any other
+//! Python code, with the GIL and no other thread, starts the child's own session from the
+//! parent's configuration (the core's `process::reinit_after_fork`). Nothing can wait there,
+//! and nothing does: this module's own lock is tried, and the core tries its own. Refused (a
+//! lock held by one of the parent's threads at the fork, which stays held), the child keeps
+//! the calls off, warns once, and counts each in `calls_dropped_after_fork`. Either way the
+//! parent's guard is forgotten, never shut down: its drainer does not exist in the child, and
+//! its spans are the parent's to export.
 
 use crate::context;
 use pyo3::create_exception;
@@ -17,7 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use slicetrace::{Config, Guard, Stats};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, Once, TryLockError};
 use std::time::Duration;
 
 create_exception!(
@@ -32,11 +38,16 @@ create_exception!(
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// A core session exists in this process (set before `ACTIVE`, cleared after shutdown).
 static LIVE: AtomicBool = AtomicBool::new(false);
-/// This process was forked while a session was live.
+/// This process was forked while a session was live, and has not started its own.
 static FORKED: AtomicBool = AtomicBool::new(false);
+/// The session was started by the fork hook, and `process_tracing_init` has not been called
+/// since: the first call is the one a worker makes at start-up, and keeps it quietly.
+static INHERITED: AtomicBool = AtomicBool::new(false);
 static FORK_WARNED: AtomicBool = AtomicBool::new(false);
 static DROPPED_AFTER_FORK: AtomicU64 = AtomicU64::new(0);
 static GUARD: Mutex<Option<Guard>> = Mutex::new(None);
+/// Why a forked child could not start its own session (read with the GIL held, as it is set).
+static REFUSAL: Mutex<String> = Mutex::new(String::new());
 /// `context::REFUSED` when the session started: the counters are the session's, as the core's.
 static REFUSED_BASE: AtomicU64 = AtomicU64::new(0);
 
@@ -57,21 +68,90 @@ pub fn off(py: Python<'_>) {
 
 fn warn_forked(py: Python<'_>) {
     if !FORK_WARNED.swap(true, Ordering::Relaxed) {
-        let msg = c"slicetrace: this process was forked from a traced one; its tracing calls are \
-                    dropped (counted in stats()['calls_dropped_after_fork']). Start worker \
-                    processes with 'spawn' and call process_tracing_init in each.";
+        let why = match REFUSAL.try_lock() {
+            Ok(r) if !r.is_empty() => r.clone(),
+            _ => "it could not start tracing again".to_owned(),
+        };
+        let msg = format!(
+            "slicetrace: this process was forked from a traced one and does not trace ({why}); \
+             its tracing calls are dropped (counted in stats()['calls_dropped_after_fork'])"
+        );
+        let Ok(msg) = std::ffi::CString::new(msg) else {
+            return;
+        };
         // A warnings filter set to "error" must not turn a tracing call into a failure.
-        let _ = PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), msg, 1);
+        let _ = PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), &msg, 1);
     }
 }
 
 extern "C" fn after_fork_in_child() {
     // Only atomic stores: this runs in the child right after fork, where just
-    // async-signal-safe work is allowed.
+    // async-signal-safe work is allowed. The child starts again later, in `_after_fork`.
     if LIVE.load(Ordering::Relaxed) {
         ACTIVE.store(false, Ordering::Relaxed);
         FORKED.store(true, Ordering::Relaxed);
+        INHERITED.store(false, Ordering::Relaxed);
+        FORK_WARNED.store(false, Ordering::Relaxed);
+        DROPPED_AFTER_FORK.store(0, Ordering::Relaxed);
     }
+}
+
+/// The package's `after_in_child` fork hook: starts the child's own session from the parent's
+/// configuration; true if it did. Runs with the GIL as the child's only thread, so nothing is
+/// waited for: every lock is tried.
+#[pyfunction]
+pub fn _after_fork() -> bool {
+    if !FORKED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let refuse = |why: String| {
+        if let Ok(mut r) = REFUSAL.try_lock() {
+            *r = why;
+        }
+        false
+    };
+    let mut g = match GUARD.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(TryLockError::WouldBlock) => return refuse(GUARD_HELD.to_owned()),
+    };
+    // The parent's: its drainer is not in this process.
+    if let Some(parent) = g.take() {
+        std::mem::forget(parent);
+    }
+    match slicetrace::process::reinit_after_fork() {
+        Ok(guard) => {
+            *g = Some(guard);
+            REFUSED_BASE.store(context::REFUSED.load(Ordering::Relaxed), Ordering::Relaxed);
+            context::forget_rooms();
+            INHERITED.store(true, Ordering::Relaxed);
+            FORKED.store(false, Ordering::Relaxed);
+            ACTIVE.store(true, Ordering::Release);
+            true
+        }
+        Err(e) => refuse(error_text(&e)),
+    }
+}
+
+/// Holds a lock that starting a session needs, from another thread, for `seconds`: for the
+/// tests of a fork at such a moment. Returns once it is held.
+#[pyfunction]
+pub fn _hold_lock(py: Python<'_>, which: &str, seconds: f64) -> bool {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return false;
+    }
+    if which == "guard" {
+        let hold = Duration::from_secs_f64(seconds);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().spawn(move || {
+            let _g = GUARD.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = tx.send(());
+            std::thread::sleep(hold);
+        });
+        return spawned.is_ok() && py.detach(move || rx.recv().is_ok());
+    }
+    let which = which.to_owned();
+    py.detach(|| slicetrace::__private::hold_lock(&which, Duration::from_secs_f64(seconds)))
 }
 
 pub fn install_fork_handler() {
@@ -140,7 +220,9 @@ fn config(endpoint: Option<&str>, server_name: &str) -> Result<Config, String> {
 /// Starts tracing in this process (SGLang: once per process). The endpoint (`host:port`,
 /// `http(s)://…`) or the standard `OTEL_EXPORTER_OTLP_*` variables choose OTLP; with neither,
 /// spans go to the local file `SLICETRACE_FILE` (default `slicetrace-{pid}.trace.json`).
-/// A second call while tracing runs keeps the running session.
+/// A second call while tracing runs keeps the running session. In a forked child the first
+/// call keeps, quietly, the session started at the fork from the parent's configuration; in
+/// one that could not start one then, it tries again with its own.
 #[pyfunction]
 #[pyo3(signature = (otlp_endpoint, server_name))]
 pub fn process_tracing_init(
@@ -149,7 +231,11 @@ pub fn process_tracing_init(
     server_name: &str,
 ) -> PyResult<()> {
     if FORKED.load(Ordering::Relaxed) {
-        warn_forked(py);
+        return start_again_in_child(py, otlp_endpoint, server_name);
+    }
+    if INHERITED.swap(false, Ordering::Relaxed) {
+        // A forked worker's start-up call: its session already runs, from the parent's
+        // configuration.
         return Ok(());
     }
     let cfg = config(otlp_endpoint, server_name)
@@ -185,6 +271,59 @@ pub fn process_tracing_init(
     }
 }
 
+enum Again {
+    Refused(String),
+    Failed(String),
+}
+
+/// `process_tracing_init` in a forked child that could not start its own session at the fork:
+/// one more try, with this call's configuration. Every lock is tried, never waited for; one
+/// held at the fork is still held and refuses it again, with no more than the one warning.
+fn start_again_in_child(
+    py: Python<'_>,
+    otlp_endpoint: Option<&str>,
+    server_name: &str,
+) -> PyResult<()> {
+    let cfg = config(otlp_endpoint, server_name)
+        .map_err(|e| InitError::new_err(format!("process_tracing_init: {e}")))?;
+    let started = py.detach(|| {
+        let mut g = match GUARD.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(Again::Refused(GUARD_HELD.to_owned())),
+        };
+        match slicetrace::init(cfg) {
+            Ok(guard) => {
+                if let Some(parent) = g.replace(guard) {
+                    std::mem::forget(parent);
+                }
+                Ok(())
+            }
+            Err(slicetrace::InitError::Forked(e)) => Err(Again::Refused(e.to_string())),
+            Err(e) => Err(Again::Failed(error_text(&e))),
+        }
+    });
+    match started {
+        Ok(()) => {
+            REFUSED_BASE.store(context::REFUSED.load(Ordering::Relaxed), Ordering::Relaxed);
+            context::forget_rooms();
+            FORKED.store(false, Ordering::Relaxed);
+            ACTIVE.store(true, Ordering::Release);
+            Ok(())
+        }
+        Err(Again::Refused(why)) => {
+            if let Ok(mut r) = REFUSAL.try_lock() {
+                *r = why;
+            }
+            warn_forked(py);
+            Ok(())
+        }
+        Err(Again::Failed(e)) => Err(InitError::new_err(format!("process_tracing_init: {e}"))),
+    }
+}
+
+const GUARD_HELD: &str = "the session lock was held by another thread at the fork";
+
 /// Whether the calls record now (SGLang's `is_tracing_enabled`).
 #[pyfunction]
 pub fn is_tracing_enabled() -> bool {
@@ -196,7 +335,9 @@ pub fn is_tracing_enabled() -> bool {
 #[pyfunction]
 pub fn shutdown(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     if FORKED.load(Ordering::Relaxed) {
-        return stats_dict(py, &Stats::default());
+        // The guard is the parent's; the core answers without waiting for anything.
+        let s = py.detach(slicetrace::stats);
+        return stats_dict(py, &s);
     }
     ACTIVE.store(false, Ordering::Release);
     let final_stats = py.detach(|| {
@@ -224,14 +365,11 @@ pub fn flush(py: Python<'_>, timeout: f64) -> bool {
 }
 
 /// The counters of the running session, as a dict (all zero when none runs), with this
-/// module's own: `calls_dropped_after_fork` and `contexts_refused`.
+/// module's own `contexts_refused`; `calls_dropped_after_fork` counts the calls of both layers.
 #[pyfunction]
 pub fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let s = if FORKED.load(Ordering::Relaxed) {
-        Stats::default()
-    } else {
-        py.detach(slicetrace::stats)
-    };
+    // In a forked child that did not start again the core answers without its lock.
+    let s = py.detach(slicetrace::stats);
     stats_dict(py, &s)
 }
 
@@ -242,14 +380,15 @@ fn stats_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
     }
     d.set_item(
         "calls_dropped_after_fork",
-        DROPPED_AFTER_FORK.load(Ordering::Relaxed),
+        s.calls_dropped_after_fork + DROPPED_AFTER_FORK.load(Ordering::Relaxed),
     )?;
     let refused = context::REFUSED.load(Ordering::Relaxed) - REFUSED_BASE.load(Ordering::Relaxed);
     d.set_item("contexts_refused", refused)?;
     Ok(d)
 }
 
-/// For the interpreter's exit: shutdown if a session runs (not in a forked child).
+/// For the interpreter's exit (and a forked child's, through multiprocessing's finalizers):
+/// shutdown if a session of this process runs; nothing in a forked child that does not trace.
 #[pyfunction]
 pub fn _at_exit(py: Python<'_>) -> PyResult<()> {
     if !FORKED.load(Ordering::Relaxed) && LIVE.load(Ordering::Relaxed) {

@@ -254,13 +254,13 @@ impl Drainer {
         let now = self.losses();
         let was = std::mem::replace(&mut self.reported, now);
         if now != was {
-            eprintln!(
+            crate::fork::stderr_line(&format!(
                 "slicetrace: lost in the last {every:?}: {} records (ring full), {} records (unknown request), {} spans (export failed), {} spans (export queue full)",
                 now.ring_full - was.ring_full,
                 now.unknown_rid - was.unknown_rid,
                 now.export_failed - was.export_failed,
                 now.export_dropped - was.export_dropped,
-            );
+            ));
         }
     }
 }

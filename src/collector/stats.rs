@@ -29,6 +29,12 @@ macro_rules! counters {
             pub names_refused: u64,
             /// Gauge: strings `Name::intern` holds in the process (names made at run time).
             pub names_interned: u64,
+            /// Calls made in this process after it was forked from a traced one and before it
+            /// started tracing again (dropped: see `slicetrace::process`).
+            pub calls_dropped_after_fork: u64,
+            /// 1 when this process is a forked child that started a session of its own (by
+            /// `process::reinit_after_fork` or `init`), else 0.
+            pub forks_reinitialised: u64,
             $($(#[$doc])* pub $field: u64,)*
         }
 
@@ -44,6 +50,8 @@ macro_rules! counters {
                     ("rings", self.rings),
                     ("names_refused", self.names_refused),
                     ("names_interned", self.names_interned),
+                    ("calls_dropped_after_fork", self.calls_dropped_after_fork),
+                    ("forks_reinitialised", self.forks_reinitialised),
                     $((stringify!($field), self.$field),)*
                 ]
                 .into_iter()

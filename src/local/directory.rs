@@ -128,9 +128,47 @@ impl Directory {
     }
 }
 
+/// The process's directory. Made on first use like the ring registry, and for the same reason
+/// (see `ownership::global`) without a `OnceLock`: a forked child drops the parent's (its
+/// entries are the parent's requests, and a slot the parent was writing stays odd forever) and
+/// makes its own.
 pub(crate) fn directory() -> &'static Directory {
-    static D: std::sync::OnceLock<Directory> = std::sync::OnceLock::new();
-    D.get_or_init(|| Directory::new(SLOTS))
+    let d = DIRECTORY.load(std::sync::atomic::Ordering::Acquire);
+    if !d.is_null() {
+        // SAFETY: a non-null pointer in `DIRECTORY` came from `Box::into_raw` in
+        // `make_directory` and is never freed.
+        return unsafe { &*d };
+    }
+    make_directory()
+}
+
+static DIRECTORY: std::sync::atomic::AtomicPtr<Directory> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+#[cold]
+fn make_directory() -> &'static Directory {
+    use std::sync::atomic::Ordering as O;
+    let mine = Box::into_raw(Box::new(Directory::new(SLOTS)));
+    let d = match DIRECTORY.compare_exchange(std::ptr::null_mut(), mine, O::AcqRel, O::Acquire) {
+        Ok(_) => mine,
+        Err(theirs) => {
+            // SAFETY: `mine` came from `Box::into_raw` just above and was never shared.
+            drop(unsafe { Box::from_raw(mine) });
+            theirs
+        }
+    };
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    HANDLER.call_once(|| {
+        crate::fork::install();
+        crate::fork::at_fork_in_child(forget_in_child);
+    });
+    // SAFETY: `d` is the pointer `DIRECTORY` holds, from `Box::into_raw`, never freed.
+    unsafe { &*d }
+}
+
+/// In a forked child, right after the fork (an atomic store): its first use makes a new one.
+extern "C" fn forget_in_child() {
+    DIRECTORY.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
 }
 
 #[cfg(all(test, not(slicetrace_loom)))]

@@ -1,13 +1,19 @@
 //! The calling thread's handle: its ring's producer, its id seed and the clock.
 
-use crate::wire::ownership::{self, RingSlot};
+use crate::wire::ownership::{self, Registry, RingSlot};
 use crate::wire::ring::Producer;
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// The one switch the hot path reads.
 pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Set in a child forked while a session ran, until it starts its own. The switch stays on
+/// there, so that a call with tracing off still costs one load and a branch: every thread of
+/// the child is without a ring (the forking thread's is let go of at the fork), and the claim
+/// a call then makes refuses, counting the call as dropped. Only that cold path reads this.
+pub(crate) static ORPHANED: AtomicBool = AtomicBool::new(false);
 
 /// Records per thread ring unless configured: 512 KiB of 32-byte records.
 pub const DEFAULT_RING_CAPACITY: usize = 16 * 1024;
@@ -31,21 +37,33 @@ pub(crate) fn clock() -> &'static quanta::Clock {
 pub(crate) struct Local {
     pub producer: Producer,
     pub slot: Arc<RingSlot>,
+    /// The registry the ring came from, to give it back to (the process's registry is
+    /// replaced in a forked child).
+    registry: &'static Registry,
     /// Seed of the span ids this tenure derives (see `ids`).
     pub seed: u64,
     pub clock: quanta::Clock,
 }
 
 impl Local {
+    /// `None` (and the call counted as dropped) in a forked child that has not started again.
     #[cold]
-    fn claim() -> Local {
-        let c = ownership::global().claim(RING_CAPACITY.load(Ordering::Relaxed));
-        Local {
+    fn claim() -> Option<Local> {
+        if ORPHANED.load(Ordering::Acquire) {
+            crate::fork::dropped_call();
+            return None;
+        }
+        install_fork_handler();
+        let registry = ownership::global();
+        let c = registry.claim(RING_CAPACITY.load(Ordering::Relaxed));
+        let _ = HAS_LOCAL.try_with(|h| h.set(true));
+        Some(Local {
             seed: crate::ids::owner_seed(c.slot.index, c.owner),
             producer: c.producer,
             slot: c.slot,
+            registry,
             clock: clock().clone(),
-        }
+        })
     }
 }
 
@@ -53,18 +71,54 @@ struct Handle(UnsafeCell<Option<Local>>);
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        let _ = HAS_LOCAL.try_with(|h| h.set(false));
         if let Some(local) = self.0.get_mut().take() {
-            ownership::global().detach(&local.slot, local.producer);
+            local.registry.detach(&local.slot, local.producer);
         }
     }
 }
 
 thread_local! {
     static HANDLE: Handle = const { Handle(UnsafeCell::new(None)) };
+    /// Whether this thread's `HANDLE` holds a ring. Constant-initialised with nothing to drop,
+    /// so reading it is a plain thread-local load with no lazy registration: the fork handler,
+    /// where nothing may allocate, reads it to know that `HANDLE` is live and safe to touch.
+    static HAS_LOCAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs this room's fork handler (once per process; a child inherits it).
+pub(crate) fn install_fork_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        crate::fork::install();
+        crate::fork::at_fork_in_child(in_child);
+    });
+}
+
+/// In a forked child, right after the fork, on the thread that forked (the only one there):
+/// the calls stop (counted, if a session was running: see `ORPHANED`), and this thread lets go
+/// of the ring it had in the parent, so that its next call claims one of the child's own. The
+/// old `Local` is forgotten, not dropped: giving its ring back would touch the parent's
+/// registry. No allocation and no lock: `HANDLE` is touched only when `HAS_LOCAL` says it is
+/// already initialised, and forgetting is a move.
+extern "C" fn in_child() {
+    if ENABLED.load(Ordering::Relaxed) {
+        ORPHANED.store(true, Ordering::Release);
+    }
+    let had = HAS_LOCAL.try_with(|h| h.replace(false)).unwrap_or(false);
+    if had {
+        let _ = HANDLE.try_with(|h| {
+            // SAFETY: the handle is reachable only from its own thread, which is here in the
+            // fork handler and so inside no `with_local` call.
+            let old = unsafe { (*h.0.get()).take() };
+            std::mem::forget(old);
+        });
+    }
 }
 
 /// Runs `f` with this thread's handle, claiming a ring on first use. `None` (and a counted loss)
-/// when the thread is being torn down and its handle is gone.
+/// when the thread is being torn down and its handle is gone, or in a forked child that has
+/// not started tracing again (counted as dropped).
 #[inline(always)]
 pub(crate) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
     let r = HANDLE.try_with(|h| {
@@ -73,12 +127,12 @@ pub(crate) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
         let slot = unsafe { &mut *h.0.get() };
         let local = match slot {
             Some(l) => l,
-            None => slot.insert(Local::claim()),
+            None => slot.insert(Local::claim()?),
         };
-        f(local)
+        Some(f(local))
     });
     match r {
-        Ok(v) => Some(v),
+        Ok(v) => v,
         Err(_) => {
             LOST_NO_HANDLE.fetch_add(1, Ordering::Relaxed);
             None
