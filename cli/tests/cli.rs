@@ -50,6 +50,9 @@ fn collector_json_converts_to_the_golden_trace_file() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&out).unwrap();
     std::fs::remove_file(&out).unwrap();
+    if std::env::var_os("SLICETRACE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(data("collector.trace.json"), &text).unwrap();
+    }
     let golden = std::fs::read_to_string(data("collector.trace.json")).unwrap();
     assert_eq!(
         text, golden,

@@ -150,8 +150,8 @@ pub fn thread_title(label: &str, tp_rank: Option<i64>, dp_rank: Option<i64>) -> 
 const TP_TAG: &str = " [TP ";
 const DP_TAG: &str = " [DP ";
 
-/// The label and ranks of a track named by [`thread_title`]: what a trace-event file keeps of a
-/// thread span.
+/// The label and ranks of a track named by [`thread_title`], for a trace-event file whose
+/// tracks do not carry them as fields (an older version's): a label holding `" ["` is cut there.
 pub fn parse_thread_title(title: &str) -> (String, Option<i64>, Option<i64>) {
     let rank = |tag: &str| {
         let i = title.find(tag)?;

@@ -49,6 +49,15 @@ fn parse_process(name: &str) -> ProcessKey {
     ProcessKey { service, host, pid }
 }
 
+/// The label and ranks a thread's own track carries in its `thread_name` args; none for a
+/// track that carries no label (an overlap lane, the unplaced track, an unlabelled thread, or
+/// an older file).
+fn thread_fields(args: &Value) -> Option<(String, Option<i64>, Option<i64>)> {
+    let label = args.get(schema::THREAD_LABEL)?.as_str()?.to_owned();
+    let rank = |k| args.get(k).and_then(Value::as_i64);
+    Some((label, rank(schema::TP_RANK), rank(schema::DP_RANK)))
+}
+
 /// A span of `role` from an event: its name, and from its `args` the ids, links and error; the
 /// other args are its attributes.
 fn span_from_args(
@@ -259,11 +268,15 @@ impl Reader {
             }
             Some("thread_name") => {
                 let tid = field_u64(&e, "tid")?;
-                if schema::is_derived_track_title(&name) {
-                    return Ok(0);
-                }
+                let (label, tp, dp) = match args.and_then(thread_fields) {
+                    Some(fields) => fields,
+                    // A lane, the unplaced track, a thread with no label, or a file from
+                    // before tracks carried their fields: the title is all there is, and it
+                    // reads back only for a label without " [".
+                    None if schema::is_derived_track_title(&name) => return Ok(0),
+                    None => schema::parse_thread_title(&name),
+                };
                 // A thread span standing for the track, so the output names it the same way.
-                let (label, tp, dp) = schema::parse_thread_title(&name);
                 let mut attrs = vec![
                     (schema::THREAD_LABEL.to_owned(), AttrValue::Str(label)),
                     (schema::THREAD_ID.to_owned(), AttrValue::Int(tid as i64)),
@@ -352,6 +365,120 @@ impl LineReader for Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use slicetrace_spans::writer::{Limits, TraceEventWriter};
+
+    /// Label, TP and DP rank of each thread span read from `file`, by thread id.
+    fn threads_read(file: &[u8]) -> Vec<(i64, String, Option<i64>, Option<i64>)> {
+        let mut threads = Vec::new();
+        super::super::read_from(file, "t", &mut |_: &ProcessKey, s: Span| {
+            if s.role == Role::Thread {
+                let int = |k| s.attr(k).and_then(AttrValue::as_i64);
+                let label = match s.attr(schema::THREAD_LABEL) {
+                    Some(AttrValue::Str(l)) => l.clone(),
+                    other => panic!("thread span with label {other:?}"),
+                };
+                let tid = int(schema::THREAD_ID).unwrap();
+                threads.push((tid, label, int(schema::TP_RANK), int(schema::DP_RANK)));
+            }
+            Ok(())
+        })
+        .unwrap();
+        threads.sort();
+        threads
+    }
+
+    fn thread_span(tid: i64, label: &str, tp: Option<i64>, dp: Option<i64>) -> Span {
+        let mut attrs = vec![
+            (schema::THREAD_LABEL.into(), AttrValue::Str(label.into())),
+            (schema::THREAD_ID.into(), AttrValue::Int(tid)),
+        ];
+        attrs.extend(tp.map(|tp| (schema::TP_RANK.into(), AttrValue::Int(tp))));
+        attrs.extend(dp.map(|dp| (schema::DP_RANK.into(), AttrValue::Int(dp))));
+        Span {
+            trace_id: 1,
+            span_id: tid as u64,
+            parent: 0,
+            name: String::new(),
+            start_ns: 1_700_000_000_000_000_000,
+            end_ns: 1_700_000_000_000_001_000,
+            attrs,
+            events: Vec::new(),
+            links: Vec::new(),
+            error: None,
+            role: Role::Thread,
+        }
+    }
+
+    fn written(spans: Vec<(ProcessKey, Span)>) -> Vec<u8> {
+        let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+        for (p, s) in spans {
+            w.push(&p, s).unwrap();
+        }
+        w.finish().unwrap().0
+    }
+
+    /// Labels that hold what a title adds (`" [TP 9]"`) come back as they were given, with
+    /// their own ranks, and convert again to the same track names and fields.
+    #[test]
+    fn a_thread_whose_label_looks_like_a_title_reads_back_as_given() {
+        let given = vec![
+            (5, "scheduler [TP 9]".to_owned(), None, None),
+            (6, "worker [TP 9] pool".to_owned(), Some(1), Some(2)),
+            (7, "plain".to_owned(), Some(0), None),
+        ];
+        let p = ProcessKey {
+            service: "svc".into(),
+            host: "h".into(),
+            pid: 42,
+        };
+        let spans = given
+            .iter()
+            .map(|(tid, l, tp, dp)| (p.clone(), thread_span(*tid, l, *tp, *dp)))
+            .collect();
+        let file = written(spans);
+        assert_eq!(threads_read(&file), given);
+
+        let mut again = Vec::new();
+        super::super::read_from(&file[..], "t", &mut |p: &ProcessKey, s: Span| {
+            again.push((p.clone(), s));
+            Ok(())
+        })
+        .unwrap();
+        let track_names = |file: &[u8]| -> Vec<String> {
+            let all: Value = serde_json::from_slice(file).unwrap();
+            let mut names: Vec<String> = all
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["name"] == "thread_name")
+                .map(|e| e["args"].to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(track_names(&written(again)), track_names(&file));
+    }
+
+    /// A file from before tracks carried their fields still reads: label and ranks from the
+    /// title, overlap lanes passed over.
+    #[test]
+    fn a_file_without_thread_fields_reads_them_from_the_titles() {
+        let file = r#"[
+{"ph":"M","pid":1,"name":"process_name","args":{"name":"svc (pid 1)","slicetrace_epoch_unix_ns":0}},
+{"ph":"M","pid":1,"tid":5,"name":"thread_name","args":{"name":"scheduler [TP 1] [DP 0]"}},
+{"ph":"M","pid":1,"tid":5,"name":"thread_sort_index","args":{"sort_index":320}},
+{"ph":"M","pid":1,"tid":6,"name":"thread_name","args":{"name":"tokenizer"}},
+{"ph":"M","pid":1,"tid":2147483649,"name":"thread_name","args":{"name":"scheduler [TP 1] [DP 0] · overlap 1"}}
+]
+"#;
+        assert_eq!(
+            threads_read(file.as_bytes()),
+            [
+                (5, "scheduler".to_owned(), Some(1), Some(0)),
+                (6, "tokenizer".to_owned(), None, None),
+            ]
+        );
+    }
 
     #[test]
     fn names_parse_back() {

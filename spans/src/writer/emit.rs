@@ -6,6 +6,7 @@
 use super::decimal::{push_u64, push_us};
 use super::held::{HeldSlice, Names};
 use super::hex::{push_hex128, push_hex64};
+use super::tracks::ThreadFields;
 use crate::model::{AttrValue, SpanEvent};
 use crate::schema::{member, text_member};
 use crate::util::{json_str, MixHash};
@@ -93,7 +94,8 @@ impl<W: Write> Emitter<W> {
         self.emit_line()
     }
 
-    /// Names track `tid`, lane `lane` of thread `base` (0: the thread's own track).
+    /// Names track `tid`, lane `lane` of thread `base` (0: the thread's own track), with the
+    /// fields of the thread span that named it when given.
     pub fn thread_name(
         &mut self,
         pid: u32,
@@ -101,6 +103,7 @@ impl<W: Write> Emitter<W> {
         base: u64,
         name: &str,
         lane: u64,
+        thread: Option<&ThreadFields>,
     ) -> io::Result<()> {
         self.start_line();
         let _ = write!(
@@ -108,6 +111,16 @@ impl<W: Write> Emitter<W> {
             "{{\"ph\":\"M\",\"pid\":{pid},\"tid\":{tid},\"name\":\"thread_name\",\"args\":{{\"name\":"
         );
         json_str(&mut self.buf, name);
+        if let Some(t) = thread {
+            self.buf.push_str(member::THREAD_LABEL);
+            json_str(&mut self.buf, &t.label);
+            if let Some(tp) = t.tp_rank {
+                let _ = write!(self.buf, "{}{tp}", member::TP_RANK);
+            }
+            if let Some(dp) = t.dp_rank {
+                let _ = write!(self.buf, "{}{dp}", member::DP_RANK);
+            }
+        }
         self.buf.push_str("}}");
         self.emit_line()?;
         // Keeps a thread's overlap lanes right under it: sorted by the thread id, then lane.
@@ -407,11 +420,39 @@ mod tests {
     #[test]
     fn a_lane_sorts_under_its_thread() {
         let mut e = Emitter::new(Vec::new()).unwrap();
-        e.thread_name(1, 9, 5, "w · overlap 2", 2).unwrap();
+        e.thread_name(1, 9, 5, "w · overlap 2", 2, None).unwrap();
         let (text, _) = text(e);
         assert!(text
             .contains("\"tid\":9,\"name\":\"thread_name\",\"args\":{\"name\":\"w · overlap 2\"}"));
         assert!(text.contains("\"sort_index\":322}"));
+    }
+
+    /// A thread's own track carries its label and ranks beside the title, the label escaped,
+    /// each rank only when known.
+    #[test]
+    fn a_thread_track_carries_its_label_and_ranks() {
+        let mut e = Emitter::new(Vec::new()).unwrap();
+        let both = ThreadFields {
+            label: "a \"b\" [TP 9]".into(),
+            tp_rank: Some(1),
+            dp_rank: Some(0),
+        };
+        let dp_only = ThreadFields {
+            label: "w".into(),
+            tp_rank: None,
+            dp_rank: Some(3),
+        };
+        e.thread_name(1, 5, 5, "a \"b\" [TP 9] [TP 1] [DP 0]", 0, Some(&both))
+            .unwrap();
+        e.thread_name(1, 6, 6, "w [DP 3]", 0, Some(&dp_only))
+            .unwrap();
+        let (text, _) = text(e);
+        assert!(text.contains(
+            "\"args\":{\"name\":\"a \\\"b\\\" [TP 9] [TP 1] [DP 0]\",\"thread_label\":\"a \\\"b\\\" [TP 9]\",\"tp_rank\":1,\"dp_rank\":0}}"
+        ));
+        assert!(
+            text.contains("\"args\":{\"name\":\"w [DP 3]\",\"thread_label\":\"w\",\"dp_rank\":3}}")
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ use processes::Processes;
 use queue::{Class, EventQueue, Held};
 use rids::Rids;
 use std::io::{self, Write};
-use tracks::Tracks;
+use tracks::{ThreadFields, TrackName, Tracks};
 use waiting::Taken;
 
 /// Bounds of the writer's memory, and how long it waits for late spans.
@@ -158,7 +158,7 @@ pub struct Carry {
     limits: Limits,
     epoch_ns: u64,
     processes: Vec<(ProcessKey, u32)>,
-    names: Vec<((u32, u64), String)>,
+    names: Vec<((u32, u64), TrackName)>,
     next_synthetic_pid: u32,
     next_synthetic_tid: u64,
 }
@@ -326,12 +326,19 @@ impl<W: Write> TraceEventWriter<W> {
         }
         self.write_ready(true)?;
         for (pid, tid) in self.tracks.unnamed() {
-            let name = if tid == UNPLACED_TID {
+            let title = if tid == UNPLACED_TID {
                 schema::UNPLACED_TRACK.to_owned()
             } else {
                 schema::unlabelled_thread_title(tid)
             };
-            self.name_track(pid, tid, name)?;
+            self.name_track(
+                pid,
+                tid,
+                TrackName {
+                    title,
+                    thread: None,
+                },
+            )?;
         }
         self.stats.links_unresolved += self.flows.unresolved();
         let mut stats = self.stats();
@@ -467,14 +474,19 @@ impl<W: Write> TraceEventWriter<W> {
             let label = span
                 .attr(schema::THREAD_LABEL)
                 .map(attr_text)
-                .filter(|l| !l.is_empty())
+                .filter(|l| !l.is_empty());
+            let tp_rank = span.attr(schema::TP_RANK).and_then(AttrValue::as_i64);
+            let dp_rank = span.attr(schema::DP_RANK).and_then(AttrValue::as_i64);
+            let shown = label
+                .clone()
                 .unwrap_or_else(|| schema::unlabelled_thread_title(tid));
-            let name = schema::thread_title(
-                &label,
-                span.attr(schema::TP_RANK).and_then(AttrValue::as_i64),
-                span.attr(schema::DP_RANK).and_then(AttrValue::as_i64),
-            );
-            self.name_track(pid, tid, name)?;
+            let title = schema::thread_title(&shown, tp_rank, dp_rank);
+            let thread = label.map(|label| ThreadFields {
+                label,
+                tp_rank,
+                dp_rank,
+            });
+            self.name_track(pid, tid, TrackName { title, thread })?;
         }
         if let Some(mut children) = self.placement.place_thread(span.span_id, at) {
             while let Some((_, child)) = self.placement.next_taken(&mut children) {
@@ -592,7 +604,7 @@ impl<W: Write> TraceEventWriter<W> {
         }
         if let Some((n, name)) = lane.name_lane {
             let title = schema::overlap_lane_title(&name, n);
-            self.emit.thread_name(pid, lane.tid, tid, &title, n)?;
+            self.emit.thread_name(pid, lane.tid, tid, &title, n, None)?;
         }
         let thread_id =
             (slice.attr(schema::THREAD_ID).is_none() && tid != UNPLACED_TID).then_some(tid);
@@ -617,14 +629,16 @@ impl<W: Write> TraceEventWriter<W> {
         Ok(())
     }
 
-    /// Names track `pid`/`tid` and its overlap lanes.
-    fn name_track(&mut self, pid: u32, tid: u64, name: String) -> io::Result<()> {
+    /// Names track `pid`/`tid` and its overlap lanes; only the thread's own track carries the
+    /// thread span's fields, as a lane is no thread of its own.
+    fn name_track(&mut self, pid: u32, tid: u64, name: TrackName) -> io::Result<()> {
         let lanes = self.tracks.name(pid, tid, name.clone());
-        self.emit.thread_name(pid, tid, tid, &name, 0)?;
+        self.emit
+            .thread_name(pid, tid, tid, &name.title, 0, name.thread.as_ref())?;
         for (i, lane_tid) in lanes.into_iter().enumerate() {
             let n = i as u64 + 1;
-            let title = schema::overlap_lane_title(&name, n);
-            self.emit.thread_name(pid, lane_tid, tid, &title, n)?;
+            let title = schema::overlap_lane_title(&name.title, n);
+            self.emit.thread_name(pid, lane_tid, tid, &title, n, None)?;
         }
         Ok(())
     }
@@ -766,6 +780,74 @@ mod tests {
             .iter()
             .any(|e| e["name"] == "thread_name" && e["args"]["name"] == "scheduler [TP 1]"));
         assert_eq!(stats.spans_unplaced, 0);
+    }
+
+    /// The thread span's label and ranks go into the `thread_name` of its own track only: not
+    /// into an overlap lane's, the track of a thread that gave no label, or the unplaced track.
+    /// A file that goes on from another names the thread's track with them again.
+    #[test]
+    fn only_a_thread_track_carries_the_label_and_ranks() {
+        let thread_span = |id: u64, tid: i64, label: &str| {
+            let mut s = slice(id, 0, T0, T0 + 1_000, None);
+            s.attrs = vec![
+                (schema::THREAD_LABEL.into(), AttrValue::Str(label.into())),
+                (schema::THREAD_ID.into(), AttrValue::Int(tid)),
+                (schema::TP_RANK.into(), AttrValue::Int(1)),
+                (schema::DP_RANK.into(), AttrValue::Int(0)),
+            ];
+            s.role = Role::Thread;
+            s
+        };
+        let fields = |ev: &[serde_json::Value]| -> Vec<(String, serde_json::Value)> {
+            ev.iter()
+                .filter(|e| e["name"] == "thread_name")
+                .map(|e| {
+                    let mut args = e["args"].as_object().unwrap().clone();
+                    let name = args.remove("name").unwrap();
+                    (name.as_str().unwrap().to_owned(), args.into())
+                })
+                .collect()
+        };
+        let p = ProcessKey::default();
+        let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+        w.push(&p, thread_span(1, 5, "sched [TP 9]")).unwrap();
+        w.push(&p, thread_span(2, 6, "")).unwrap();
+        w.push(&p, slice(3, 1, T0 + 10, T0 + 100, Some(5))).unwrap();
+        w.push(&p, slice(4, 1, T0 + 50, T0 + 150, Some(5))).unwrap();
+        w.push(&p, slice(5, 999, T0 + 10, T0 + 20, None)).unwrap();
+        let carry = w.carry();
+        let (out, stats) = w.finish().unwrap();
+        assert_eq!((stats.overlap_lanes, stats.spans_unplaced), (1, 1));
+        let own = serde_json::json!({"thread_label": "sched [TP 9]", "tp_rank": 1, "dp_rank": 0});
+        let none = serde_json::json!({});
+        let mut got = fields(&events(out));
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [
+                ("sched [TP 9] [TP 1] [DP 0]".to_owned(), own.clone()),
+                (
+                    "sched [TP 9] [TP 1] [DP 0] · overlap 1".to_owned(),
+                    none.clone()
+                ),
+                ("thread 6 [TP 1] [DP 0]".to_owned(), none.clone()),
+                (schema::UNPLACED_TRACK.to_owned(), none.clone()),
+            ]
+        );
+        // Taken while the slices were held, before the lane was opened: only the two threads.
+        let (out, _) = TraceEventWriter::resume(Vec::new(), carry)
+            .unwrap()
+            .finish()
+            .unwrap();
+        let mut got = fields(&events(out));
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [
+                ("sched [TP 9] [TP 1] [DP 0]".to_owned(), own),
+                ("thread 6 [TP 1] [DP 0]".to_owned(), none),
+            ]
+        );
     }
 
     #[test]

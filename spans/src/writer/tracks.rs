@@ -10,9 +10,26 @@ use std::collections::{HashMap, VecDeque};
 /// thread id (below 2^22), within the 32 bits viewers keep.
 pub(super) const FIRST_SYNTHETIC_TID: u64 = 1 << 31;
 
+/// What a thread span said of its thread, written beside its track's title so that a reader
+/// need not take the title apart (a label may itself hold `" ["`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct ThreadFields {
+    pub label: String,
+    pub tp_rank: Option<i64>,
+    pub dp_rank: Option<i64>,
+}
+
+/// A named track's title, and the fields of the thread span that named it (none for a thread
+/// that gave no label).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct TrackName {
+    pub title: String,
+    pub thread: Option<ThreadFields>,
+}
+
 #[derive(Default)]
 struct Track {
-    name: Option<String>,
+    name: Option<TrackName>,
     lanes: Lanes,
 }
 
@@ -76,7 +93,7 @@ impl Tracks {
     }
 
     /// Names track `pid`/`tid`; returns the tids of its overlap lanes, to be named after it.
-    pub fn name(&mut self, pid: u32, tid: u64, name: String) -> Vec<u64> {
+    pub fn name(&mut self, pid: u32, tid: u64, name: TrackName) -> Vec<u64> {
         let track = self.track(pid, tid);
         track.name = Some(name);
         track.lanes.overlap_tids().collect()
@@ -92,7 +109,7 @@ impl Tracks {
     }
 
     /// Every named track, with its name.
-    pub fn names(&self) -> Vec<((u32, u64), String)> {
+    pub fn names(&self) -> Vec<((u32, u64), TrackName)> {
         self.tracks
             .iter()
             .filter_map(|(k, t)| t.name.clone().map(|n| (*k, n)))
@@ -120,7 +137,7 @@ impl Tracks {
         }
         Laned {
             tid: lane,
-            name_lane: opened.and_then(|n| track.name.clone().map(|name| (n, name))),
+            name_lane: opened.and_then(|n| track.name.as_ref().map(|name| (n, name.title.clone()))),
             opened: opened.is_some(),
         }
     }
@@ -173,12 +190,19 @@ impl Tracks {
 mod tests {
     use super::*;
 
+    fn titled(title: &str) -> TrackName {
+        TrackName {
+            title: title.to_owned(),
+            thread: None,
+        }
+    }
+
     /// A named thread's new lane comes back with the name, to be written; the lane's tid is a
     /// synthetic one, and arrow ends find it by the slice.
     #[test]
     fn lanes_are_made_with_synthetic_tids_and_found_by_slice() {
         let mut t = Tracks::new(1 << 10, 1 << 10);
-        assert!(t.name(1, 5, "scheduler".into()).is_empty());
+        assert!(t.name(1, 5, titled("scheduler")).is_empty());
         let a = t.lane_for(1, 5, 10, 0, 100);
         assert_eq!((a.tid, a.opened, a.name_lane), (5, false, None));
         let b = t.lane_for(1, 5, 11, 50, 150);
@@ -188,14 +212,14 @@ mod tests {
         assert_eq!(t.lane_of(10), None);
         assert_eq!(t.lane_of(11), Some(FIRST_SYNTHETIC_TID + 1));
         // Renamed (a resumed file), its lanes are named again after it.
-        assert_eq!(t.name(1, 5, "scheduler".into()), [FIRST_SYNTHETIC_TID + 1]);
+        assert_eq!(t.name(1, 5, titled("scheduler")), [FIRST_SYNTHETIC_TID + 1]);
         // An unnamed thread's lane comes with no name to write.
         let c = t.lane_for(1, 6, 12, 0, 100);
         let d = t.lane_for(1, 6, 13, 50, 150);
         assert_eq!(c.tid, 6);
         assert!(d.opened && d.name_lane.is_none());
         assert_eq!(t.unnamed(), [(1, 6)]);
-        assert_eq!(t.names(), [((1, 5), "scheduler".to_owned())]);
+        assert_eq!(t.names(), [((1, 5), titled("scheduler"))]);
     }
 
     /// Tracks of threads with no id are forgotten beyond what the index can still reach; others
@@ -203,10 +227,10 @@ mod tests {
     #[test]
     fn minted_tracks_are_bounded() {
         let mut t = Tracks::new(1 << 10, 4);
-        t.name(1, 5, "scheduler".into());
+        t.name(1, 5, titled("scheduler"));
         for _ in 0..100 {
             let tid = t.synthetic_tid();
-            t.name(1, tid, "worker".into());
+            t.name(1, tid, titled("worker"));
         }
         assert_eq!(t.len(), 5);
         assert!(t.is_named(1, 5));
