@@ -5,8 +5,71 @@
 //! (the ring registry, the request directory, the calling thread's handle), so that none of
 //! them reaches up into another; this one marks the process as forked.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Once;
+
+/// A process-wide value made on first use, and made anew on first use in a forked child: the
+/// parent's copy is left as it is there (its threads do not exist, so whatever they held in it
+/// stays held, and nothing in the child may touch it). Lock-free on purpose: a `OnceLock` that
+/// a parent's thread was initialising at the fork would stay "being initialised" in the child
+/// forever, and every later use would wait on it. Two threads racing to make it each make one;
+/// the loser's is dropped unused. A value is never freed, so the reference lives for the process.
+pub(crate) struct PerProcess<T> {
+    ptr: AtomicPtr<T>,
+    handler: Once,
+}
+
+impl<T> PerProcess<T> {
+    pub const fn new() -> Self {
+        PerProcess {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            handler: Once::new(),
+        }
+    }
+
+    /// The value, made by `make` if this process has none yet. `forget` is the fork handler
+    /// that calls [`forget`](Self::forget) on this value (one `extern "C" fn` per value, as
+    /// `pthread_atfork` takes no argument).
+    #[inline]
+    pub fn get(&'static self, make: fn() -> T, forget: unsafe extern "C" fn()) -> &'static T {
+        let p = self.ptr.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: a non-null pointer here came from `Box::into_raw` in `make` and is never
+            // freed.
+            return unsafe { &*p };
+        }
+        self.make(make, forget)
+    }
+
+    #[cold]
+    fn make(&'static self, make: fn() -> T, forget: unsafe extern "C" fn()) -> &'static T {
+        let mine = Box::into_raw(Box::new(make()));
+        let p = match self.ptr.compare_exchange(
+            std::ptr::null_mut(),
+            mine,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => mine,
+            Err(theirs) => {
+                // SAFETY: `mine` came from `Box::into_raw` just above and was never shared.
+                drop(unsafe { Box::from_raw(mine) });
+                theirs
+            }
+        };
+        self.handler.call_once(|| {
+            install();
+            at_fork_in_child(forget);
+        });
+        // SAFETY: `p` is the pointer this holds, from `Box::into_raw`, never freed.
+        unsafe { &*p }
+    }
+
+    /// In a forked child, right after the fork (an atomic store): its first use makes a new one.
+    pub fn forget(&self) {
+        self.ptr.store(std::ptr::null_mut(), Ordering::Release);
+    }
+}
 
 /// Set in a child forked from a process where slicetrace was set up, until it starts a session
 /// of its own: its locks may be held by threads that do not exist.

@@ -133,42 +133,14 @@ impl Directory {
 /// entries are the parent's requests, and a slot the parent was writing stays odd forever) and
 /// makes its own.
 pub(crate) fn directory() -> &'static Directory {
-    let d = DIRECTORY.load(std::sync::atomic::Ordering::Acquire);
-    if !d.is_null() {
-        // SAFETY: a non-null pointer in `DIRECTORY` came from `Box::into_raw` in
-        // `make_directory` and is never freed.
-        return unsafe { &*d };
-    }
-    make_directory()
+    DIRECTORY.get(|| Directory::new(SLOTS), forget_in_child)
 }
 
-static DIRECTORY: std::sync::atomic::AtomicPtr<Directory> =
-    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+static DIRECTORY: crate::fork::PerProcess<Directory> = crate::fork::PerProcess::new();
 
-#[cold]
-fn make_directory() -> &'static Directory {
-    use std::sync::atomic::Ordering as O;
-    let mine = Box::into_raw(Box::new(Directory::new(SLOTS)));
-    let d = match DIRECTORY.compare_exchange(std::ptr::null_mut(), mine, O::AcqRel, O::Acquire) {
-        Ok(_) => mine,
-        Err(theirs) => {
-            // SAFETY: `mine` came from `Box::into_raw` just above and was never shared.
-            drop(unsafe { Box::from_raw(mine) });
-            theirs
-        }
-    };
-    static HANDLER: std::sync::Once = std::sync::Once::new();
-    HANDLER.call_once(|| {
-        crate::fork::install();
-        crate::fork::at_fork_in_child(forget_in_child);
-    });
-    // SAFETY: `d` is the pointer `DIRECTORY` holds, from `Box::into_raw`, never freed.
-    unsafe { &*d }
-}
-
-/// In a forked child, right after the fork (an atomic store): its first use makes a new one.
+/// In a forked child, right after the fork: the parent's entries are not the child's.
 extern "C" fn forget_in_child() {
-    DIRECTORY.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
+    DIRECTORY.forget();
 }
 
 #[cfg(all(test, not(slicetrace_loom)))]

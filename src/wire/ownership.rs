@@ -209,51 +209,17 @@ pub struct Registry {
     detached_now: AtomicUsize,
 }
 
-/// The process's registry: made on first use, and made again on first use in a forked child
-/// (see [`forget_global`]). A registry is never freed, so the reference lives for the process.
+/// The process's registry: made on first use, and made again on first use in a forked child,
+/// where the parent's is left as it is, rings, locks and all (see `fork::PerProcess`).
 pub fn global() -> &'static Registry {
-    let r = GLOBAL.load(std::sync::atomic::Ordering::Acquire);
-    if !r.is_null() {
-        // SAFETY: a non-null pointer in `GLOBAL` came from `Box::into_raw` in `make_global`, and
-        // is never freed.
-        return unsafe { &*r };
-    }
-    make_global()
+    GLOBAL.get(Registry::new, forget_in_child)
 }
 
-/// Lock-free on purpose: a `OnceLock` that a parent's thread was initialising at the fork would
-/// stay "being initialised" in the child forever, and every later use would wait on it. Two
-/// threads racing here each make one; the loser's is dropped unused.
-static GLOBAL: std::sync::atomic::AtomicPtr<Registry> =
-    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+static GLOBAL: crate::fork::PerProcess<Registry> = crate::fork::PerProcess::new();
 
-#[cold]
-fn make_global() -> &'static Registry {
-    use std::sync::atomic::Ordering as O;
-    let mine = Box::into_raw(Box::new(Registry::new()));
-    let r = match GLOBAL.compare_exchange(std::ptr::null_mut(), mine, O::AcqRel, O::Acquire) {
-        Ok(_) => mine,
-        Err(theirs) => {
-            // SAFETY: `mine` came from `Box::into_raw` just above and was never shared.
-            drop(unsafe { Box::from_raw(mine) });
-            theirs
-        }
-    };
-    static HANDLER: std::sync::Once = std::sync::Once::new();
-    HANDLER.call_once(|| {
-        crate::fork::install();
-        crate::fork::at_fork_in_child(forget_in_child);
-    });
-    // SAFETY: `r` is the pointer `GLOBAL` holds, from `Box::into_raw`, never freed.
-    unsafe { &*r }
-}
-
-/// In a forked child, right after the fork (an atomic store): the parent's registry is left as
-/// it is, rings, locks and all, and the child's first use makes a registry of its own. The
-/// parent's threads do not exist there; whatever they held in it stays held, so nothing in the
-/// child may touch it.
+/// In a forked child, right after the fork: its first use makes a registry of its own.
 extern "C" fn forget_in_child() {
-    GLOBAL.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
+    GLOBAL.forget();
 }
 
 /// How long a new thread's first traced call waits for the drainer to free an exited thread's
