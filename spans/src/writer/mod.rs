@@ -407,9 +407,11 @@ impl<W: Write> TraceEventWriter<W> {
         self.write_ready(false)
     }
 
+    /// A request span, or the bootstrap room span above one (which names no rid, and is not
+    /// counted as a request): an async slice of the process.
     fn push_request(&mut self, pid: u32, span: Span) {
-        self.stats.requests += 1;
         if let Some(rid) = span.attr(schema::RID).map(attr_text) {
+            self.stats.requests += 1;
             self.rids.insert(span.trace_id, &rid);
         }
         let mut args = String::with_capacity(128);
@@ -739,6 +741,30 @@ mod tests {
             push_us(&mut out, ns);
             assert_eq!(out, format!("{}.{:03}", ns / 1000, ns % 1000));
         }
+    }
+
+    #[test]
+    fn a_room_span_is_an_async_slice_but_not_a_request() {
+        let p = ProcessKey::default();
+        let mut w = TraceEventWriter::new(Vec::new(), Limits::default()).unwrap();
+        let mut room = slice(1, 0, T0, T0 + 100, None);
+        room.name = "Bootstrap Room 0x0".into();
+        room.attrs = vec![(schema::BOOTSTRAP_ROOM.into(), AttrValue::Str("0x0".into()))];
+        room.role = schema::role_of(&room.attrs);
+        let mut req = slice(2, 1, T0, T0 + 100, None);
+        req.name = " Req r1".into();
+        req.attrs = vec![(schema::RID.into(), AttrValue::Str("r1".into()))];
+        req.role = schema::role_of(&req.attrs);
+        w.push(&p, room).unwrap();
+        w.push(&p, req).unwrap();
+        let (out, stats) = w.finish().unwrap();
+        let begins: Vec<String> = events(out)
+            .iter()
+            .filter(|e| e["ph"] == "b")
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(begins, ["Bootstrap Room 0x0", " Req r1"]);
+        assert_eq!((stats.requests, stats.slices), (1, 0));
     }
 
     #[test]
