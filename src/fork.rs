@@ -43,32 +43,45 @@ impl<T> PerProcess<T> {
 
     #[cold]
     fn make(&'static self, make: fn() -> T, forget: unsafe extern "C" fn()) -> &'static T {
-        let mine = Box::into_raw(Box::new(make()));
-        let p = match self.ptr.compare_exchange(
-            std::ptr::null_mut(),
-            mine,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => mine,
-            Err(theirs) => {
-                // SAFETY: `mine` came from `Box::into_raw` just above and was never shared.
-                drop(unsafe { Box::from_raw(mine) });
-                theirs
-            }
-        };
+        let value = make_once(&self.ptr, make);
         self.handler.call_once(|| {
             install();
             at_fork_in_child(forget);
         });
-        // SAFETY: `p` is the pointer this holds, from `Box::into_raw`, never freed.
-        unsafe { &*p }
+        value
     }
 
     /// In a forked child, right after the fork (an atomic store): its first use makes a new one.
     pub fn forget(&self) {
         self.ptr.store(std::ptr::null_mut(), Ordering::Release);
     }
+}
+
+/// The value `slot` points to, made by `make` and published there if it points nowhere yet;
+/// without a lock, for the reason [`PerProcess`] gives. Two threads racing each make one; the
+/// loser's is dropped unused. A published value is never freed.
+pub(crate) fn make_once<T>(slot: &'static AtomicPtr<T>, make: fn() -> T) -> &'static T {
+    let p = slot.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: a non-null pointer in `slot` came from `Box::into_raw` below, never freed.
+        return unsafe { &*p };
+    }
+    let mine = Box::into_raw(Box::new(make()));
+    let p = match slot.compare_exchange(
+        std::ptr::null_mut(),
+        mine,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => mine,
+        Err(theirs) => {
+            // SAFETY: `mine` came from `Box::into_raw` just above and was never shared.
+            drop(unsafe { Box::from_raw(mine) });
+            theirs
+        }
+    };
+    // SAFETY: `p` is the pointer `slot` holds, from `Box::into_raw`, never freed.
+    unsafe { &*p }
 }
 
 /// Set in a child forked from a process where slicetrace was set up, until it starts a session

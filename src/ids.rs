@@ -124,27 +124,7 @@ static BASE: AtomicPtr<[u64; 2]> = AtomicPtr::new(std::ptr::null_mut());
 static FORK_SALT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 fn base_seed() -> &'static [u64; 2] {
-    let b = BASE.load(Ordering::Acquire);
-    if !b.is_null() {
-        // SAFETY: a non-null pointer in `BASE` came from `Box::into_raw` below, never freed.
-        return unsafe { &*b };
-    }
-    let mine = Box::into_raw(Box::new(draw_seed()));
-    let b = match BASE.compare_exchange(
-        std::ptr::null_mut(),
-        mine,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    ) {
-        Ok(_) => mine,
-        Err(theirs) => {
-            // SAFETY: `mine` came from `Box::into_raw` just above and was never shared.
-            drop(unsafe { Box::from_raw(mine) });
-            theirs
-        }
-    };
-    // SAFETY: `b` is the pointer `BASE` holds, from `Box::into_raw`, never freed.
-    unsafe { &*b }
+    crate::fork::make_once(&BASE, draw_seed)
 }
 
 /// In a forked child, right after the fork (from its fork handler: atomic stores and two
