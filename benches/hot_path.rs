@@ -8,8 +8,11 @@
 //! turns the figures into ratios and checks them against `benches/gate.toml`.
 //!
 //! The enabled benchmarks run with the drainer live and a sink that discards spans. They time
-//! blocks of calls small enough to fit the ring, and let the drainer read the ring between blocks
-//! (untimed), so every timed call takes the normal path: no record is dropped for a full ring.
+//! blocks of calls small enough to fit the ring, and flush between blocks (untimed), so every
+//! timed call takes the normal path (no record is dropped for a full ring) and the timed thread
+//! has the machine to itself, as fastrace's has: on two cores, a drainer and an export thread
+//! still busy with the last block would take turns on the timed thread's core, and the figure
+//! would be the scheduler's rather than the call's.
 
 mod common;
 
@@ -23,35 +26,73 @@ use std::time::{Duration, Instant};
 const RING: usize = 1 << 16;
 const BLOCK_RECORDS: u64 = (RING / 4) as u64;
 
+/// The drainer's sweep interval: longer than any block, so it sweeps when nudged between
+/// blocks and not amid one.
+const QUIET: Duration = Duration::from_millis(200);
+/// How long the timed thread spins between its wait and a block.
+const WAKE: Duration = Duration::from_micros(30);
+
 fn start() -> Guard {
     let mut c = Config::new("bench").exporter(Discard);
     c.ring_capacity = RING;
     c.announce = false;
     c.report_losses_every = None;
-    c.sweep_interval = Duration::from_micros(200);
+    c.sweep_interval = QUIET;
     slicetrace::init(c).expect("init")
 }
 
-/// Waits (untimed) until the drainer has read every record written so far. Unlike a flush it
-/// does not wait for the export, so a stalled exporter does not leave the core idle and cold.
-fn drained() {
-    loop {
-        let s = slicetrace::stats();
-        if s.records_read >= s.records_written {
-            return;
+/// What a block waits for (untimed) before it starts.
+#[derive(Clone, Copy)]
+enum Settle {
+    /// The drainer has read every record and the export thread has handed every ended span
+    /// to the sink: nothing of the last block is left running beside the next.
+    Exported,
+    /// The drainer has read every record. With the collector down, an export only ends after
+    /// the exporter's retries, so waiting for it would leave the timed core idle and cold for
+    /// a second at a time; the failing export runs on beside the block, as it would in service.
+    Read,
+}
+
+fn settle(guard: &Guard, how: Settle) {
+    match how {
+        Settle::Exported => assert!(
+            guard.flush(Duration::from_secs(30)),
+            "a flush between blocks timed out"
+        ),
+        Settle::Read => {
+            // A zero-timeout flush wakes the drainer without waiting for the export.
+            guard.flush(Duration::ZERO);
+            loop {
+                let s = slicetrace::stats();
+                if s.records_read >= s.records_written {
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
         }
-        std::thread::sleep(Duration::from_micros(100));
     }
 }
 
-/// Times `iters` runs of `f` (each writing `records_per_iter` records) in ring-sized blocks.
-fn blocks(iters: u64, records_per_iter: u64, mut f: impl FnMut()) -> Duration {
+/// Times `iters` runs of `f` (each writing `records_per_iter` records) in blocks of a quarter
+/// ring, settled as `how` says between blocks.
+fn blocks(
+    guard: &Guard,
+    how: Settle,
+    iters: u64,
+    records_per_iter: u64,
+    mut f: impl FnMut(),
+) -> Duration {
     let per_block = (BLOCK_RECORDS / records_per_iter).max(1);
     let mut total = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
         let n = left.min(per_block);
-        drained();
+        settle(guard, how);
+        // The wait slept: the core is woken with a spin before the block, not by its first calls.
+        let w = Instant::now();
+        while w.elapsed() < WAKE {
+            std::hint::spin_loop();
+        }
         let t = Instant::now();
         for _ in 0..n {
             f();
@@ -93,7 +134,7 @@ fn hot_path(c: &mut Criterion) {
     let rid = slicetrace::req_start("bench-request", None);
     g.bench_function("enabled/slice_pair", |b| {
         b.iter_custom(|iters| {
-            blocks(iters, 2, || {
+            blocks(&guard, Settle::Exported, iters, 2, || {
                 slicetrace::slice_start(name!("decode"), black_box(rid));
                 slicetrace::slice_end(name!("decode"), black_box(rid), End::PLAIN);
             })
@@ -102,14 +143,14 @@ fn hot_path(c: &mut Criterion) {
     g.bench_function("enabled/anon_auto_next", |b| {
         slicetrace::slice_start_anon(rid);
         b.iter_custom(|iters| {
-            blocks(iters, 1, || {
+            blocks(&guard, Settle::Exported, iters, 1, || {
                 slicetrace::slice_end(name!("step"), black_box(rid), End::AUTO_NEXT_ANON)
             })
         })
     });
     g.bench_function("enabled/event", |b| {
         b.iter_custom(|iters| {
-            blocks(iters, 1, || {
+            blocks(&guard, Settle::Exported, iters, 1, || {
                 slicetrace::event(name!("token"), black_box(rid))
             })
         })
@@ -121,7 +162,7 @@ fn hot_path(c: &mut Criterion) {
     let mut n = 1u64 << 40;
     g.bench_function("enabled/request_handoff", |b| {
         b.iter_custom(|iters| {
-            blocks(iters, 8, || {
+            blocks(&guard, Settle::Exported, iters, 8, || {
                 n += 1;
                 let r = slicetrace::req_start(black_box(n), None);
                 slicetrace::slice_start(name!("tokenize"), r);
@@ -146,7 +187,7 @@ fn hot_path(c: &mut Criterion) {
         &batch,
         |b, batch| {
             b.iter_custom(|iters| {
-                blocks(iters, BATCH as u64, || {
+                blocks(&guard, Settle::Exported, iters, BATCH as u64, || {
                     slicetrace::slice_batch(name!("decode"), black_box(batch))
                 })
             })
@@ -178,13 +219,13 @@ fn hot_path(c: &mut Criterion) {
     cfg.ring_capacity = RING;
     cfg.announce = false;
     cfg.report_losses_every = None;
-    cfg.sweep_interval = Duration::from_micros(200);
+    cfg.sweep_interval = QUIET;
     let guard = slicetrace::init(cfg).expect("init");
     let rid = slicetrace::req_start("bench-request", None);
     let mut g = c.benchmark_group("hot_path");
     g.bench_function("collector_down/slice_pair", |b| {
         b.iter_custom(|iters| {
-            blocks(iters, 2, || {
+            blocks(&guard, Settle::Read, iters, 2, || {
                 slicetrace::slice_start(name!("decode"), black_box(rid));
                 slicetrace::slice_end(name!("decode"), black_box(rid), End::PLAIN);
             })

@@ -62,7 +62,7 @@ fn stamp(l: &Local, ts: Option<UnixNanos>) -> (u64, u8) {
     match ts {
         // 0 means now, as the reference's `ts=0`.
         Some(t) if t.0 != 0 => (t.0, flag::TS_UNIX),
-        _ => (l.clock.raw(), 0),
+        _ => (l.now(), 0),
     }
 }
 
@@ -369,7 +369,7 @@ pub fn slice_batch(name: &'static Name, reqs: &[(Rid, bool)]) {
     }
     let id = name.id();
     with_local(|l| {
-        let ts = l.clock.raw();
+        let ts = l.now();
         // Three requests to a record: a third of the memory traffic of one record each.
         for part in reqs.chunks(batch::MAX_ITEMS) {
             let chunks = batch::chunks_for(part.len());
