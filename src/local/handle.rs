@@ -156,3 +156,37 @@ pub(crate) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inlined read is quanta's own reading: it falls between two of quanta's on this
+    /// thread, so the drainer's calibration applies to it unchanged.
+    #[test]
+    fn the_inlined_read_is_quantas_raw_reading() {
+        let registry = ownership::global();
+        let c = registry.claim(64);
+        let local = Local {
+            seed: 0,
+            producer: c.producer,
+            slot: c.slot,
+            registry,
+            clock: clock().clone(),
+            tsc: cfg!(target_arch = "x86_64")
+                && crate::collector::clock::source(clock())
+                    == crate::collector::clock::ClockSource::Tsc,
+        };
+        for _ in 0..1000 {
+            let a = clock().raw();
+            let t = local.now();
+            let b = clock().raw();
+            assert!(a <= t && t <= b, "{a} <= {t} <= {b}");
+        }
+        let q = clock().raw();
+        let t = local.now();
+        // The same scale: a second apart would be billions of ticks, not a few thousand.
+        assert!(t.wrapping_sub(q) < 10_000_000, "{q} then {t}");
+        local.registry.detach(&local.slot, local.producer);
+    }
+}
