@@ -148,6 +148,19 @@ pub fn rid(s: &Bound<'_, PyString>) -> PyResult<Rid> {
     Ok(r)
 }
 
+/// [`name`] and [`rid`] of one call in one visit to the caches, when both are there.
+#[inline]
+pub fn name_and_rid(
+    n: &Bound<'_, PyString>,
+    r: &Bound<'_, PyString>,
+) -> PyResult<(&'static Name, Rid)> {
+    let (np, rp) = (n.as_ptr() as usize, r.as_ptr() as usize);
+    if let Some((Some(a), Some(b))) = with_caches(|c| (c.names.get(np), c.rids.get(rp))) {
+        return Ok((a, b));
+    }
+    Ok((name(n)?, rid(r)?))
+}
+
 /// Runs `f` with one borrow of the calling thread's rid cache for a whole batch: `f` gets the
 /// lookup. Strings evicted meanwhile are dropped after the borrow ends. Python code that `f`
 /// runs (a `rid` property) and that calls back into this module finds the cache borrowed and

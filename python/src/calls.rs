@@ -122,19 +122,22 @@ pub fn trace_slice_start(
     anonymous: bool,
 ) -> PyResult<()> {
     const F: &str = "trace_slice_start";
-    convert::check_name(F, name)?;
-    convert::check_rid(F, rid)?;
+    let name = convert::name_arg(F, name)?;
+    let rid = convert::rid_arg(F, rid)?;
     if !active() {
         session::off(py);
         return Ok(());
     }
-    let rid = convert::rid(F, rid)?;
     match (anonymous, convert::ts(ts)) {
-        (true, None) => slicetrace::slice_start_anon(rid),
-        (true, Some(t)) => slicetrace::options::slice_start_at(None, rid, t),
-        (false, None) => slicetrace::slice_start(convert::name(F, name)?, rid),
+        (true, None) => slicetrace::slice_start_anon(rid.rid(F)?),
+        (true, Some(t)) => slicetrace::options::slice_start_at(None, rid.rid(F)?, t),
+        (false, None) => {
+            let (name, rid) = rid.with_name(F, name)?;
+            slicetrace::slice_start(name, rid)
+        }
         (false, Some(t)) => {
-            slicetrace::options::slice_start_at(Some(convert::name(F, name)?), rid, t)
+            let (name, rid) = rid.with_name(F, name)?;
+            slicetrace::options::slice_start_at(Some(name), rid, t)
         }
     }
     Ok(())
@@ -164,14 +167,13 @@ pub fn trace_slice_end(
     thread_finish_flag: bool,
 ) -> PyResult<()> {
     const F: &str = "trace_slice_end";
-    convert::check_name(F, name)?;
-    convert::check_rid(F, rid)?;
+    let name = convert::name_arg(F, name)?;
+    let rid = convert::rid_arg(F, rid)?;
     if !active() {
         session::off(py);
         return Ok(());
     }
-    let name = convert::name(F, name)?;
-    let rid = convert::rid(F, rid)?;
+    let (name, rid) = rid.with_name(F, name)?;
     let end = end_flags(auto_next_anon, thread_finish_flag);
     let ts = convert::ts(ts);
     match attrs {

@@ -29,6 +29,54 @@ pub fn name(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<&'static Name> {
     }
 }
 
+/// A name argument, its type checked once for both the off path and the lookup.
+#[inline]
+pub fn name_arg<'a, 'py>(
+    func: &str,
+    arg: &'a Bound<'py, PyAny>,
+) -> PyResult<&'a Bound<'py, PyString>> {
+    arg.cast::<PyString>()
+        .map_err(|_| type_error(func, "name", "str", arg))
+}
+
+/// A request id argument, its type checked once for both the off path and the lookup.
+pub enum RidArg<'a, 'py> {
+    Str(&'a Bound<'py, PyString>),
+    Int(&'a Bound<'py, PyAny>),
+}
+
+#[inline]
+pub fn rid_arg<'a, 'py>(func: &str, arg: &'a Bound<'py, PyAny>) -> PyResult<RidArg<'a, 'py>> {
+    if let Ok(s) = arg.cast::<PyString>() {
+        return Ok(RidArg::Str(s));
+    }
+    check_rid(func, arg)?;
+    Ok(RidArg::Int(arg))
+}
+
+impl RidArg<'_, '_> {
+    /// The interned name and this rid, a str rid looked up with the name in one cache visit.
+    #[inline]
+    pub fn with_name(
+        &self,
+        func: &str,
+        name: &Bound<'_, PyString>,
+    ) -> PyResult<(&'static Name, Rid)> {
+        match self {
+            RidArg::Str(s) => cache::name_and_rid(name, s),
+            RidArg::Int(_) => Ok((cache::name(name)?, self.rid(func)?)),
+        }
+    }
+
+    #[inline]
+    pub fn rid(&self, func: &str) -> PyResult<Rid> {
+        match self {
+            RidArg::Str(s) => cache::rid(s),
+            RidArg::Int(a) => Ok(Rid::from_str_id(&rid_text(func, a)?)),
+        }
+    }
+}
+
 /// Checks the type of a name without looking it up (for calls made while tracing is off).
 #[inline]
 pub fn check_name(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<()> {
