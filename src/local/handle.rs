@@ -60,7 +60,11 @@ impl Local {
         let registry = ownership::global();
         let c = registry.claim(RING_CAPACITY.load(Ordering::Relaxed));
         let _ = HAS_LOCAL.try_with(|h| h.set(true));
-        Some(Local {
+        Some(Local::of(registry, c))
+    }
+
+    fn of(registry: &'static Registry, c: ownership::Claim) -> Local {
+        Local {
             seed: crate::ids::owner_seed(c.slot.index, c.owner),
             producer: c.producer,
             slot: c.slot,
@@ -69,7 +73,7 @@ impl Local {
             tsc: cfg!(target_arch = "x86_64")
                 && crate::collector::clock::source(clock())
                     == crate::collector::clock::ClockSource::Tsc,
-        })
+        }
     }
 
     /// A raw tick, the same reading `quanta::Clock::raw` gives.
@@ -166,17 +170,7 @@ mod tests {
     #[test]
     fn the_inlined_read_is_quantas_raw_reading() {
         let registry = ownership::global();
-        let c = registry.claim(64);
-        let local = Local {
-            seed: 0,
-            producer: c.producer,
-            slot: c.slot,
-            registry,
-            clock: clock().clone(),
-            tsc: cfg!(target_arch = "x86_64")
-                && crate::collector::clock::source(clock())
-                    == crate::collector::clock::ClockSource::Tsc,
-        };
+        let local = Local::of(registry, registry.claim(64));
         for _ in 0..1000 {
             let a = clock().raw();
             let t = local.now();
