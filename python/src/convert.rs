@@ -23,10 +23,7 @@ pub fn type_error(func: &str, arg: &str, expected: &str, got: &Bound<'_, PyAny>)
 /// A slice or event name: a `str` (or a subclass, such as SGLang's `RequestStage` enum).
 #[inline]
 pub fn name(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<&'static Name> {
-    match arg.cast::<PyString>() {
-        Ok(s) => cache::name(s),
-        Err(_) => Err(type_error(func, "name", "str", arg)),
-    }
+    cache::name(name_arg(func, arg)?)
 }
 
 /// A name argument, its type checked once for both the off path and the lookup.
@@ -103,10 +100,7 @@ pub fn check_rid(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<()> {
 /// bootstrap rooms serve as rids in its router).
 #[inline]
 pub fn rid(func: &str, arg: &Bound<'_, PyAny>) -> PyResult<Rid> {
-    if let Ok(s) = arg.cast::<PyString>() {
-        return cache::rid(s);
-    }
-    Ok(Rid::from_str_id(&rid_text(func, arg)?))
+    rid_arg(func, arg)?.rid(func)
 }
 
 /// The text of a request id, for the calls that record it whole.
