@@ -574,3 +574,76 @@ fn a_zero_timestamp_means_now() {
         assert!(start <= end, "{name}");
     }
 }
+
+#[test]
+fn a_thread_end_closes_the_threads_slices_and_marks_its_span_as_asked() {
+    use slicetrace::options::{self, ThreadEnd, ThreadInfo};
+    let mut s = session();
+    options::set_thread_info_with(ThreadInfo {
+        label: "Scheduler",
+        tp_rank: Some(0),
+        dp_rank: Some(1),
+        pp_rank: Some(2),
+        all_ranks_in_name: true,
+    });
+    let up = slicetrace::PropagateContext::from_traceparent(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
+    .unwrap();
+    let rid = options::req_start_with(
+        "r-abort",
+        options::ReqStart {
+            parent: Some(&up),
+            no_room_span: true,
+            ..options::ReqStart::default()
+        },
+    );
+    options::req_add_attr(rid, &[Attr::new(name!("module"), "sglang::request")]);
+    slicetrace::slice_start(name!("outer"), rid);
+    slicetrace::slice_start(name!("inner"), rid);
+    options::thread_event_with(name!("retract"), rid, Opts::default());
+    options::thread_add_attr(rid, &[Attr::new(name!("batch"), 4i64)]);
+    let at = UnixNanos(UnixNanos::now().0 + 1_000);
+    options::thread_end_with(
+        rid,
+        ThreadEnd {
+            ts: Some(at),
+            error: true,
+            attrs: &[Attr::new(name!("reason"), "client left")],
+        },
+    );
+    // Nothing of this thread is open now: counted, not applied to the next thread span.
+    options::thread_end_with(rid, ThreadEnd::default());
+    slicetrace::req_finish(rid);
+    let (t, stats) = s.finish();
+    assert_eq!(stats.end_without_start, 1);
+    assert_eq!(stats.slices_unfinished, 0);
+    assert!(
+        t.starting_with("Bootstrap Room").is_empty(),
+        "{}",
+        t.names()
+    );
+    let req = t.one(" Req r-abort");
+    assert_eq!(parent(req), 0x00f0_67aa_0ba9_02b7);
+    assert_eq!(attr(req, "module"), Some(Value::from("sglang::request")));
+    let only = t.children(req)[0];
+    let th = t.one(&format!(
+        "Scheduler [TP 0]  [PP 2]  [DP 1] (host:{} | pid:{})",
+        &attr(only, "host_id").unwrap().as_str()[..8],
+        attr(only, "pid").unwrap()
+    ));
+    assert!(is_error(th));
+    assert_eq!(attr(th, "reason"), Some(Value::from("client left")));
+    assert_eq!(attr(th, "batch"), Some(Value::I64(4)));
+    assert_eq!(attr(th, "pp_rank"), Some(Value::I64(2)));
+    assert_eq!(th.events.events[0].name, "retract");
+    for name in ["outer", "inner"] {
+        let sl = t.one(name);
+        assert!(
+            !is_error(sl) && !unfinished(sl),
+            "{name} ended, not unfinished"
+        );
+        assert_eq!(sl.end_time, th.end_time);
+    }
+    assert_eq!(nanos(th.end_time), at.0 as u128);
+}

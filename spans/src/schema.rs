@@ -39,6 +39,8 @@ keys! {
     TP_RANK = "tp_rank";
     /// Data-parallel rank of the thread, on thread spans.
     DP_RANK = "dp_rank";
+    /// Pipeline-parallel rank of the thread, on thread spans.
+    PP_RANK = "pp_rank";
     /// The OS thread id (the OpenTelemetry convention), on thread spans and on every slice.
     THREAD_ID = "thread.id";
     /// The OS thread name (the OpenTelemetry convention), on thread spans.
@@ -125,14 +127,27 @@ pub fn room_text(room: u64) -> String {
     format!("{room:#x}")
 }
 
-/// A thread span's name: `label(host:<first 8 bytes> | pid:<tid>)`, or with a TP rank
-/// `label [TP n] (host:… | pid:…)`, spaced as the reference writes them.
-pub fn thread_span_name(label: &str, tp_rank: Option<u32>, host_id: &str, tid: u64) -> String {
+/// The ranks a thread span's name shows. SGLang 0.5.9 writes the TP rank only; 0.5.11 and later
+/// write TP, then PP, then DP, each spaced on both sides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameRanks {
+    pub tp: Option<u32>,
+    pub pp: Option<u32>,
+    pub dp: Option<u32>,
+}
+
+/// A thread span's name: `label(host:<first 8 bytes> | pid:<tid>)`, or with ranks
+/// `label [TP n]  [PP n]  [DP n] (host:… | pid:…)`, spaced as the reference writes them.
+pub fn thread_span_name(label: &str, ranks: NameRanks, host_id: &str, tid: u64) -> String {
     let host8 = truncate_str(host_id, 8);
-    match tp_rank {
-        Some(tp) => format!("{label} [TP {tp}] (host:{host8} | pid:{tid})"),
-        None => format!("{label}(host:{host8} | pid:{tid})"),
+    let mut name = label.to_owned();
+    for (tag, rank) in [("TP", ranks.tp), ("PP", ranks.pp), ("DP", ranks.dp)] {
+        if let Some(r) = rank {
+            let _ = write!(name, " [{tag} {r}] ");
+        }
     }
+    let _ = write!(name, "(host:{host8} | pid:{tid})");
+    name
 }
 
 /// A thread's title on a track or a row: `label [TP n] [DP n]`, each rank when known.
@@ -262,6 +277,13 @@ mod tests {
         assert_eq!(text_member::ARG_SPAN_ID, ",\"span_id\":\"");
     }
 
+    fn tp(tp: Option<u32>) -> NameRanks {
+        NameRanks {
+            tp,
+            ..NameRanks::default()
+        }
+    }
+
     #[test]
     fn names_are_formatted_as_the_tree_gives_them() {
         assert_eq!(request_span_name(None, "chat_3f2a9c0e77"), " Req 3f2a9c0e");
@@ -274,12 +296,29 @@ mod tests {
         assert_eq!(room_span_name(0xbeef), "Bootstrap Room 0xbeef");
         assert_eq!(room_text(31), "0x1f");
         assert_eq!(
-            thread_span_name("scheduler", Some(1), "host-0123456", 77),
+            thread_span_name("scheduler", tp(Some(1)), "host-0123456", 77),
             "scheduler [TP 1] (host:host-012 | pid:77)"
         );
         assert_eq!(
-            thread_span_name("tokenizer", None, "h", 5),
+            thread_span_name("tokenizer", tp(None), "h", 5),
             "tokenizer(host:h | pid:5)"
+        );
+        let all = NameRanks {
+            tp: Some(0),
+            pp: Some(1),
+            dp: Some(2),
+        };
+        assert_eq!(
+            thread_span_name("Scheduler", all, "h", 5),
+            "Scheduler [TP 0]  [PP 1]  [DP 2] (host:h | pid:5)"
+        );
+        let dp_only = NameRanks {
+            dp: Some(3),
+            ..NameRanks::default()
+        };
+        assert_eq!(
+            thread_span_name("w", dp_only, "h", 5),
+            "w [DP 3] (host:h | pid:5)"
         );
         assert_eq!(
             overlap_lane_title("scheduler [TP 1]", 2),

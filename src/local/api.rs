@@ -141,11 +141,36 @@ impl Gather {
 /// carry `thread_label`, `tp_rank` and `dp_rank`. Works before `init`; the latest call applies to
 /// thread spans opened after it. A thread that never calls it is traced under its thread name.
 pub fn set_thread_info(label: &str, tp_rank: Option<u32>, dp_rank: Option<u32>) {
+    set_thread_info_with(ThreadInfo {
+        label,
+        tp_rank,
+        dp_rank,
+        ..ThreadInfo::default()
+    })
+}
+
+/// What [`set_thread_info_with`] says of the calling thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadInfo<'a> {
+    pub label: &'a str,
+    pub tp_rank: Option<u32>,
+    pub dp_rank: Option<u32>,
+    /// Pipeline-parallel rank: a `pp_rank` attribute on thread spans.
+    pub pp_rank: Option<u32>,
+    /// Thread span names show every rank given, as SGLang 0.5.11 and later write them:
+    /// `"{label} [TP n]  [PP n]  [DP n] (host:… | pid:…)"`. Else the TP rank only, as 0.5.9.
+    pub all_ranks_in_name: bool,
+}
+
+/// [`set_thread_info`] with a pipeline-parallel rank and the newer naming.
+pub fn set_thread_info_with(info: ThreadInfo<'_>) {
     with_local(|l| {
         l.slot.update_meta(|m| {
-            m.label = Some(label.to_owned());
-            m.tp_rank = tp_rank;
-            m.dp_rank = dp_rank;
+            m.label = Some(info.label.to_owned());
+            m.tp_rank = info.tp_rank;
+            m.dp_rank = info.dp_rank;
+            m.pp_rank = info.pp_rank;
+            m.all_ranks_in_name = info.all_ranks_in_name;
         });
         if enabled() {
             let (ts, tf) = stamp(l, None);
@@ -177,6 +202,9 @@ pub struct ReqStart<'a> {
     /// The server's part in the request (`prefill`, `decode`, …): the request span is named
     /// `"{role} Req {rid}"`. Cut to `limits::MAX_ROLE_BYTES`.
     pub role: Option<&'a str>,
+    /// Open no bootstrap room span: the request span is the top of this process's tree, under
+    /// the upstream's parent span when there is one (SGLang 0.5.10 and later).
+    pub no_room_span: bool,
 }
 
 /// Opens the request in this process: its bootstrap room span (`Bootstrap Room 0x{room:x}`,
@@ -201,6 +229,9 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
         let mut flags = tf;
         if opts.bootstrap_room.is_some() {
             flags |= flag::HAS_ROOM;
+        }
+        if opts.no_room_span {
+            flags |= flag::NO_ROOM_SPAN;
         }
         let up = opts.parent.map(|p| {
             if p.is_sampled() {
@@ -285,20 +316,8 @@ pub fn req_finish_with(rid: Rid, opts: Opts<'_>) {
     if !enabled() {
         return;
     }
-    with_local(|l| {
-        let mut g = Gather::new();
-        g.add_attrs(l, rid, flag::TARGET_REQUEST, opts.attrs);
-        let (ts, tf) = stamp(l, opts.ts);
-        let head = Record {
-            ts,
-            rid: rid.0,
-            kind: Kind::ReqFinish as u8,
-            flags: tf,
-            ..Record::default()
-        };
-        g.add(l, head, &[]);
-        g.flush(l);
-    });
+    let (target, attrs) = (flag::TARGET_REQUEST, opts.attrs);
+    attrs_then_head(rid, target, attrs, Kind::ReqFinish, 0, 0, opts.ts);
     directory().remove(rid.0);
 }
 
@@ -343,16 +362,38 @@ pub fn slice_end_with(name: &'static Name, rid: Rid, end: End, opts: Opts<'_>) {
     if !enabled() {
         return;
     }
+    let (target, attrs) = (flag::TARGET_SLICE, opts.attrs);
+    attrs_then_head(
+        rid,
+        target,
+        attrs,
+        Kind::SliceEnd,
+        name.id(),
+        end.0,
+        opts.ts,
+    );
+}
+
+/// Records `attrs` for `target`, then the head record of `kind`, as one unit where they fit.
+fn attrs_then_head(
+    rid: Rid,
+    target: u8,
+    attrs: &[Attr<'_>],
+    kind: Kind,
+    name: u32,
+    flags: u8,
+    ts: Option<UnixNanos>,
+) {
     with_local(|l| {
         let mut g = Gather::new();
-        g.add_attrs(l, rid, flag::TARGET_SLICE, opts.attrs);
-        let (ts, tf) = stamp(l, opts.ts);
+        g.add_attrs(l, rid, target, attrs);
+        let (ts, tf) = stamp(l, ts);
         let head = Record {
             ts,
             rid: rid.0,
-            name: name.id(),
-            kind: Kind::SliceEnd as u8,
-            flags: end.0 | tf,
+            name,
+            kind: kind as u8,
+            flags: flags | tf,
             ..Record::default()
         };
         g.add(l, head, &[]);
@@ -396,6 +437,10 @@ pub fn event(name: &'static Name, rid: Rid) {
 
 /// [`event`] with a timestamp and event attributes.
 pub fn event_with(name: &'static Name, rid: Rid, opts: Opts<'_>) {
+    event_record(name, rid, 0, opts)
+}
+
+fn event_record(name: &'static Name, rid: Rid, flags: u8, opts: Opts<'_>) {
     if !enabled() {
         return;
     }
@@ -407,7 +452,7 @@ pub fn event_with(name: &'static Name, rid: Rid, opts: Opts<'_>) {
             rid: rid.0,
             name: name.id(),
             kind: Kind::Event as u8,
-            flags: tf,
+            flags: tf | flags,
             ..Record::default()
         };
         g.add(l, head, &[]);
@@ -418,14 +463,55 @@ pub fn event_with(name: &'static Name, rid: Rid, opts: Opts<'_>) {
 
 /// Attributes on the innermost open slice of this request on this thread.
 pub fn slice_add_attr(rid: Rid, attrs: &[Attr<'_>]) {
+    add_attrs(rid, flag::TARGET_SLICE, attrs)
+}
+
+/// Attributes on this request's span on this thread (dropped, counted, when none is open).
+pub fn thread_add_attr(rid: Rid, attrs: &[Attr<'_>]) {
+    add_attrs(rid, flag::TARGET_THREAD, attrs)
+}
+
+/// Attributes on the request span; on the thread span in a process that joined the request,
+/// where the request span is another's.
+pub fn req_add_attr(rid: Rid, attrs: &[Attr<'_>]) {
+    add_attrs(rid, flag::TARGET_REQUEST, attrs)
+}
+
+fn add_attrs(rid: Rid, target: u8, attrs: &[Attr<'_>]) {
     if !enabled() || attrs.is_empty() {
         return;
     }
     with_local(|l| {
         let mut g = Gather::new();
-        g.add_attrs(l, rid, flag::TARGET_SLICE, attrs);
+        g.add_attrs(l, rid, target, attrs);
         g.flush(l);
     });
+}
+
+/// [`event_with`] for this request's span on this thread, even while a slice is open.
+pub fn thread_event_with(name: &'static Name, rid: Rid, opts: Opts<'_>) {
+    event_record(name, rid, flag::ON_THREAD, opts)
+}
+
+/// Options of [`thread_end_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadEnd<'a> {
+    pub ts: Option<UnixNanos>,
+    /// The thread span's status is an error (SGLang's `abort` with its reason).
+    pub error: bool,
+    /// Attributes for the thread span.
+    pub attrs: &'a [Attr<'a>],
+}
+
+/// Ends this request's span on this thread: its open slices end at the same instant (ended,
+/// not marked unfinished), then the thread span. A later call on this thread opens a new one.
+pub fn thread_end_with(rid: Rid, opts: ThreadEnd<'_>) {
+    if !enabled() {
+        return;
+    }
+    let error = if opts.error { flag::THREAD_ERROR } else { 0 };
+    let (target, attrs) = (flag::TARGET_THREAD, opts.attrs);
+    attrs_then_head(rid, target, attrs, Kind::ThreadEnd, 0, error, opts.ts);
 }
 
 /// The context to send with the request to another thread or process. `None` when tracing is

@@ -196,6 +196,7 @@ fn replay(p: &Producer, seed: u64, rid: u64, from: u64) -> SliceChain {
                 chain.start(seed, at, Salt::SLICE);
             }
             Some(Kind::SliceEnd) if r.rid == rid => end(&mut chain, seed, at, 0, r.flags),
+            Some(Kind::ThreadEnd) if r.rid == rid => chain.finish_thread(|_| {}),
             Some(Kind::Batch) => {
                 let n = batch::chunks_for(r.len as usize) as u64;
                 let chunks = (at + 1..tail.min(at + 1 + n)).map(|c| p.read_back(c));

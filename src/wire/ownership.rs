@@ -34,6 +34,9 @@ pub struct ThreadMeta {
     pub label: Option<String>,
     pub tp_rank: Option<u32>,
     pub dp_rank: Option<u32>,
+    pub pp_rank: Option<u32>,
+    /// Thread span names show the PP and DP ranks too, as SGLang 0.5.11 and later write them.
+    pub all_ranks_in_name: bool,
 }
 
 impl ThreadMeta {
@@ -53,6 +56,16 @@ impl ThreadMeta {
     /// The label spans carry: the one set, else the thread's name.
     pub fn label(&self) -> &str {
         self.label.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The ranks the thread span's name shows.
+    pub fn name_ranks(&self) -> slicetrace_spans::schema::NameRanks {
+        let all = self.all_ranks_in_name;
+        slicetrace_spans::schema::NameRanks {
+            tp: self.tp_rank,
+            pp: self.pp_rank.filter(|_| all),
+            dp: self.dp_rank.filter(|_| all),
+        }
     }
 }
 

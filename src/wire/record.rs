@@ -60,6 +60,8 @@ pub enum Kind {
     ThreadInfo = 9,
     /// `slice_batch`: `len` items packed three to a chunk (see `batch`).
     Batch = 10,
+    /// Ends this request's open slices on the thread, then its thread span.
+    ThreadEnd = 11,
 }
 
 impl Kind {
@@ -76,6 +78,7 @@ impl Kind {
             8 => Kind::Propagate,
             9 => Kind::ThreadInfo,
             10 => Kind::Batch,
+            11 => Kind::ThreadEnd,
             _ => return None,
         })
     }
@@ -105,6 +108,13 @@ pub mod flag {
     pub const JOINS_ROOM: u8 = 1 << 4;
     /// ReqStart: a role (its length, then the text) follows the tracestate.
     pub const ROLE: u8 = 1 << 5;
+    /// ReqStart: no bootstrap room span; the request span hangs under the upstream's parent
+    /// span, if any (SGLang 0.5.10 and later).
+    pub const NO_ROOM_SPAN: u8 = 1 << 6;
+    /// ThreadEnd: the thread span's status is an error.
+    pub const THREAD_ERROR: u8 = 1 << 0;
+    /// Event: for the thread span, whether or not a slice is open.
+    pub const ON_THREAD: u8 = 1 << 0;
     /// Attr: the value type, in the low two bits.
     pub const VALUE_MASK: u8 = 0b11;
     pub const VALUE_I64: u8 = 0;
@@ -116,6 +126,7 @@ pub mod flag {
     pub const TARGET_SLICE: u8 = 0;
     pub const TARGET_EVENT: u8 = 1 << 2;
     pub const TARGET_REQUEST: u8 = 2 << 2;
+    pub const TARGET_THREAD: u8 = 3 << 2;
 }
 
 /// Number of chunk records needed for `len` payload bytes.

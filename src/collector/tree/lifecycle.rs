@@ -291,6 +291,7 @@ pub(super) fn finish_thread(
     t.own_events.clear();
     t.dropped_attrs = 0;
     t.dropped_events = 0;
+    t.error = false;
     t.id = 0;
     t.last_event = EventAt::None;
 }

@@ -208,6 +208,12 @@ impl Tree {
                     update_linger(req, linger, self.now, &mut self.lingering);
                 }
             }
+            Kind::ThreadEnd => {
+                if req.thread_end(&r, &self.info, &mut self.out) {
+                    let linger = self.limits.joined_linger;
+                    update_linger(req, linger, self.now, &mut self.lingering);
+                }
+            }
             Kind::Event => req.event(&r),
             Kind::Attr => req.attr(&r),
             Kind::Propagate => Counters::add(&c.propagations, 1),

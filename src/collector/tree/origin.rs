@@ -33,6 +33,8 @@ pub struct Origin<'a> {
     /// A start whose upstream names another node's room span: the request span hangs there,
     /// and this process opens no room span.
     pub joins_room: bool,
+    /// A start that opens no room span: the request span hangs under `room_parent`, if any.
+    pub no_room_span: bool,
     /// The remote parent of this process's own room span (a gateway's `traceparent`).
     pub room_parent: Option<u64>,
     /// For a join: the sender's request span, which this thread continues.
@@ -87,6 +89,7 @@ impl Origin<'_> {
             request_span: ids.request_span,
             room_span: ids.room_span,
             joins_room,
+            no_room_span: rec.kind == Kind::ReqStart && head.flags & flag::NO_ROOM_SPAN != 0,
             room_parent,
             parent,
             link,

@@ -52,6 +52,8 @@ pub struct ThreadSpan {
     pub own_attrs: Vec<KeyValue>,
     pub dropped_events: u32,
     pub dropped_attrs: u32,
+    /// The thread span ends with an error status (a `ThreadEnd` that said so).
+    pub error: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,7 @@ impl ThreadSpan {
             own_attrs: Vec::new(),
             dropped_events: 0,
             dropped_attrs: 0,
+            error: false,
         }
     }
 
@@ -150,11 +153,16 @@ impl Request {
     /// The request `origin` opens at `ns`; its tracestate counted if refused.
     pub fn open(c: &Counters, rid: Rid, origin: &Origin<'_>, ns: u64, now: Instant) -> Request {
         let local = origin.arrival == Arrival::Started;
-        let room_span = (local && !origin.joins_room).then_some(RoomSpan {
+        let room_span = (local && !origin.joins_room && !origin.no_room_span).then_some(RoomSpan {
             id: origin.room_span,
             parent: origin.room_parent,
         });
-        let (parent, parent_remote) = if local {
+        let (parent, parent_remote) = if local && origin.no_room_span {
+            (
+                origin.room_parent.unwrap_or(0),
+                origin.room_parent.is_some(),
+            )
+        } else if local {
             (origin.room_span, origin.joins_room)
         } else {
             (origin.parent.unwrap_or(0), true)

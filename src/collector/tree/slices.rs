@@ -76,8 +76,63 @@ impl Request {
         true
     }
 
+    /// `ThreadEnd`: ends the thread's open slices at the record's time, innermost first (ended
+    /// as asked, not as unfinished), then its thread span, with an error status when flagged.
+    /// False when the thread had no span open (counted).
+    pub(super) fn thread_end(
+        &mut self,
+        r: &Rec<'_>,
+        info: &ProcessInfo,
+        out: &mut SpanOut,
+    ) -> bool {
+        let (c, ns) = (r.c, r.ns);
+        let trace = self.trace_id;
+        let Some(ti) = self
+            .thread_of(r.tenure)
+            .filter(|&i| self.threads[i].is_open())
+        else {
+            Counters::add(&c.end_without_start, 1);
+            return false;
+        };
+        while !self.threads[ti].slices.is_empty() {
+            let t = &mut self.threads[ti];
+            let id = match t.chain.end() {
+                Ended::Closed { id, .. } => id,
+                Ended::Overflowed => continue,
+                Ended::Nothing => break,
+            };
+            let Some(s) = t.slices.pop().filter(|s| s.id == id) else {
+                debug_assert!(false, "slice data out of step with the chain");
+                Counters::add(&c.records_undecodable, 1);
+                break;
+            };
+            let name = s.name.unwrap_or(schema::ANONYMOUS);
+            let rid = out.rid(&mut self.rid_attr);
+            let (state, tid) = (&self.trace_state, t.tenure.meta.tid);
+            out.push(|| spans::slice(trace, state, s, name, ns, Status::Unset, false, tid, rid));
+        }
+        let t = &mut self.threads[ti];
+        t.last_ns = t.last_ns.max(ns);
+        t.error = r.rec.head.flags & flag::THREAD_ERROR != 0;
+        let parent = self.thread_parent();
+        let (state, rid) = (&self.trace_state, &mut self.rid_attr);
+        finish_thread(
+            c,
+            info,
+            trace,
+            state,
+            rid,
+            parent,
+            &mut self.threads[ti],
+            ns,
+            out,
+        );
+        true
+    }
+
     /// `Event`: on the thread's innermost open slice, else (counted) its thread span, else the
     /// request span; in a joined request, which has no request span here, dropped (counted).
+    /// One flagged `ON_THREAD` goes to the thread span, uncounted, as its writer asked.
     pub(super) fn event(&mut self, r: &Rec<'_>) {
         let ev = Event::new(
             r.name.unwrap_or(schema::EVENT),
@@ -85,9 +140,10 @@ impl Request {
             Vec::new(),
             0,
         );
+        let on_thread = r.rec.head.flags & flag::ON_THREAD != 0;
         let ti = self.thread_of(r.tenure);
         let at = match ti.map(|i| &mut self.threads[i]) {
-            Some(t) if !t.slices.is_empty() => {
+            Some(t) if !on_thread && !t.slices.is_empty() => {
                 let i = t.slices.len() - 1;
                 let x = t.slices[i].extras();
                 push_capped(
@@ -99,7 +155,9 @@ impl Request {
                 EventAt::Slice(i)
             }
             Some(t) if t.is_open() => {
-                Counters::add(&r.c.events_without_slice, 1);
+                if !on_thread {
+                    Counters::add(&r.c.events_without_slice, 1);
+                }
                 push_capped(
                     &mut t.own_events,
                     &mut t.dropped_events,
@@ -148,6 +206,16 @@ impl Request {
         }
         let (attrs, dropped) = (&mut self.attrs, &mut self.dropped_attrs);
         match (target, ti) {
+            (flag::TARGET_THREAD, Some(i)) if self.threads[i].is_open() => {
+                let t = &mut self.threads[i];
+                push_capped(
+                    &mut t.own_attrs,
+                    &mut t.dropped_attrs,
+                    kv,
+                    MAX_ATTRS_PER_SPAN,
+                )
+            }
+            (flag::TARGET_THREAD, _) => Counters::add(&c.annotations_dropped, 1),
             (flag::TARGET_REQUEST, _) | (_, None) => {
                 push_capped(attrs, dropped, kv, MAX_ATTRS_PER_SPAN)
             }
@@ -241,8 +309,8 @@ fn push_capped<T>(v: &mut Vec<T>, dropped: &mut u32, item: T, cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{sorted, Harness};
-    use crate::wire::record::flag::{AUTO_NEXT_ANON, THREAD_FINISH};
-    use crate::wire::record::flag::{TARGET_EVENT, TARGET_REQUEST, TARGET_SLICE};
+    use crate::wire::record::flag::{AUTO_NEXT_ANON, THREAD_ERROR, THREAD_FINISH};
+    use crate::wire::record::flag::{TARGET_EVENT, TARGET_REQUEST, TARGET_SLICE, TARGET_THREAD};
 
     struct Case {
         what: &'static str,
@@ -255,6 +323,33 @@ mod tests {
     }
 
     const CASES: &[Case] = &[
+        Case {
+            what: "a thread end ends the open slices, then the thread span, in error as asked",
+            rids: &[1],
+            script: |h| {
+                h.slice(0, 1, "a");
+                h.slice(0, 1, "b");
+                h.thread_event(0, 1, "queued");
+                h.attr(0, 1, TARGET_THREAD, "reason", 7);
+                h.thread_end(0, 1, THREAD_ERROR);
+                // A later slice opens a new thread span; the chain goes on from `a`.
+                h.slice(0, 1, "c");
+                h.end(0, 1, "c", 0);
+                h.thread_end(0, 1, 0);
+                h.thread_end(0, 1, 0);
+                h.attr(0, 1, TARGET_THREAD, "late", 1);
+            },
+            shape: &[
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "a <t0",
+                "b <a",
+                "c <t0 ~a",
+                "t0 < Req 1",
+                "t0 < Req 1 {reason=7} [queued] !",
+            ],
+            counted: &[("end_without_start", 1), ("annotations_dropped", 1)],
+        },
         Case {
             what: "plain slice",
             rids: &[1],
@@ -468,6 +563,40 @@ mod tests {
             counted.sort();
             assert_eq!(got, counted, "{}", k.what);
         }
+    }
+
+    #[test]
+    fn a_request_without_a_room_span_hangs_under_its_upstream_or_is_a_root() {
+        use super::super::testing::Upstream;
+        use crate::wire::record::flag::{NO_ROOM_SPAN, UPSTREAM};
+        let mut h = Harness::new();
+        h.start_with(0, 1, NO_ROOM_SPAN, 0, None, None, "");
+        let up = Upstream {
+            trace_id: 0xfeed,
+            link: 0,
+            extra: 0x66,
+        };
+        h.start_with(1, 2, NO_ROOM_SPAN | UPSTREAM, 0, Some(up), None, "");
+        for (th, rid) in [(0, 1), (1, 2)] {
+            h.slice(th, rid, "s");
+            h.end(th, rid, "s", 0);
+            h.finish(th, rid);
+        }
+        h.advance(20);
+        h.housekeeping(false);
+        assert_eq!(
+            h.shape(),
+            sorted(&[
+                " Req 1 <-",
+                " Req 2 <?66",
+                "s <t0",
+                "s <t1",
+                "t0 < Req 1",
+                "t1 < Req 2"
+            ])
+        );
+        let trace = h.span(" Req 2").span_context.trace_id();
+        assert_eq!(trace, opentelemetry::trace::TraceId::from(0xfeed_u128));
     }
 
     #[test]

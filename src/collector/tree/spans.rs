@@ -118,6 +118,9 @@ pub fn thread(
     if let Some(tp) = m.tp_rank {
         attrs.push(KeyValue::new(schema::TP_RANK, tp as i64));
     }
+    if let Some(pp) = m.pp_rank {
+        attrs.push(KeyValue::new(schema::PP_RANK, pp as i64));
+    }
     if let Some(dp) = m.dp_rank {
         attrs.push(KeyValue::new(schema::DP_RANK, dp as i64));
     }
@@ -132,7 +135,7 @@ pub fn thread(
         span_kind: SpanKind::Internal,
         name: Cow::Owned(schema::thread_span_name(
             label,
-            m.tp_rank,
+            m.name_ranks(),
             &info.host_id,
             m.tid,
         )),
@@ -142,7 +145,11 @@ pub fn thread(
         dropped_attributes_count: std::mem::take(&mut t.dropped_attrs),
         events,
         links: SpanLinks::default(),
-        status: Status::Unset,
+        status: if t.error {
+            error_status("")
+        } else {
+            Status::Unset
+        },
         instrumentation_scope: info.scope.clone(),
     }))
 }

@@ -188,8 +188,7 @@ impl Harness {
                     tid: 100 + th as u64,
                     name: format!("thread-{th}"),
                     label: Some(format!("t{th}")),
-                    tp_rank: None,
-                    dp_rank: None,
+                    ..ThreadMeta::default()
                 },
             };
             (Arc::new(t), 0)
@@ -309,6 +308,16 @@ impl Harness {
     pub fn attr_str(&mut self, th: usize, rid: u64, target: u8, key: &str, v: &str) {
         let head = rec(Kind::Attr, rid, key, target | flag::VALUE_STR, 0);
         self.write(th, &with_payload(head, v.as_bytes()));
+    }
+
+    /// `thread_end_with` (`flags`: `THREAD_ERROR` or 0).
+    pub fn thread_end(&mut self, th: usize, rid: u64, flags: u8) {
+        self.write(th, &[rec(Kind::ThreadEnd, rid, "", flags, 0)]);
+    }
+
+    /// `thread_event_with`: an event for the thread span.
+    pub fn thread_event(&mut self, th: usize, rid: u64, name: &str) {
+        self.write(th, &[rec(Kind::Event, rid, name, flag::ON_THREAD, 0)]);
     }
 
     pub fn finish(&mut self, th: usize, rid: u64) {
