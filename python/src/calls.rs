@@ -44,24 +44,10 @@ pub fn trace_req_start(
         return Ok(());
     }
     let remote: Option<Incoming> = bootstrap_room.and_then(context::take_room);
-    let mut header_ctx: Option<PropagateContext> = None;
-    let mut header_state: Option<String> = None;
-    if remote.is_none() {
-        if let Some(h) = external_trace_header {
-            if let Some(tp) = h.get_item("traceparent")? {
-                let tp = tp.cast::<PyString>().map_err(|_| {
-                    type_error(F, "external_trace_header['traceparent']", "str", &tp)
-                })?;
-                // As SGLang: a header that does not parse starts a new trace.
-                header_ctx = PropagateContext::from_traceparent(tp.to_str()?).ok();
-                if header_ctx.is_some() {
-                    if let Some(st) = h.get_item("tracestate")? {
-                        header_state = st.cast::<PyString>().ok().map(|s| s.to_string());
-                    }
-                }
-            }
-        }
-    }
+    let (header_ctx, header_state) = match external_trace_header {
+        Some(h) if remote.is_none() => header_parent(F, h)?,
+        _ => (None, None),
+    };
     let (parent, tracestate) = match &remote {
         Some(r) => (Some(&r.ctx), r.tracestate.as_deref()),
         None => (header_ctx.as_ref(), header_state.as_deref()),
@@ -74,9 +60,32 @@ pub fn trace_req_start(
             parent,
             tracestate,
             role,
+            ..ReqStart::default()
         },
     );
     Ok(())
+}
+
+/// The upstream context and tracestate of a gateway's W3C headers (`traceparent`,
+/// `tracestate`). As SGLang: a `traceparent` that does not parse starts a new trace.
+pub fn header_parent(
+    func: &str,
+    h: &Bound<'_, PyDict>,
+) -> PyResult<(Option<PropagateContext>, Option<String>)> {
+    let Some(tp) = h.get_item("traceparent")? else {
+        return Ok((None, None));
+    };
+    let tp = tp
+        .cast::<PyString>()
+        .map_err(|_| type_error(func, "external_trace_header['traceparent']", "str", &tp))?;
+    let Ok(ctx) = PropagateContext::from_traceparent(tp.to_str()?) else {
+        return Ok((None, None));
+    };
+    let state = match h.get_item("tracestate")? {
+        Some(st) => st.cast::<PyString>().ok().map(|s| s.to_string()),
+        None => None,
+    };
+    Ok((Some(ctx), state))
 }
 
 /// Ends the request in this process; `attrs` go on the request span.
@@ -203,6 +212,19 @@ pub fn trace_event(
     ts: Option<u64>,
     attrs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<()> {
+    record_event(py, name, rid, ts, attrs, false)
+}
+
+/// An event: on this request's innermost open slice on this thread, or (`on_thread`) on its
+/// thread span even while a slice is open.
+pub fn record_event(
+    py: Python<'_>,
+    name: &Bound<'_, PyAny>,
+    rid: &Bound<'_, PyAny>,
+    ts: Option<u64>,
+    attrs: Option<&Bound<'_, PyDict>>,
+    on_thread: bool,
+) -> PyResult<()> {
     const F: &str = "trace_event";
     convert::check_name(F, name)?;
     convert::check_rid(F, rid)?;
@@ -214,17 +236,18 @@ pub fn trace_event(
     let rid = convert::rid(F, rid)?;
     let ts = convert::ts(ts);
     match attrs {
-        None if ts.is_none() => slicetrace::event(name, rid),
+        None if ts.is_none() && !on_thread => slicetrace::event(name, rid),
         _ => {
             let attrs = Attrs::from_dict(F, "attrs", attrs)?;
-            slicetrace::options::event_with(
-                name,
-                rid,
-                Opts {
-                    ts,
-                    attrs: &attrs.as_core(),
-                },
-            );
+            let opts = Opts {
+                ts,
+                attrs: &attrs.as_core(),
+            };
+            if on_thread {
+                slicetrace::options::thread_event_with(name, rid, opts);
+            } else {
+                slicetrace::options::event_with(name, rid, opts);
+            }
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 use crate::cache;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 use slicetrace::options::UnixNanos;
 use slicetrace::{Attr, Name, Rid, Value};
@@ -125,11 +126,12 @@ pub fn ts(t: Option<u64>) -> Option<UnixNanos> {
 
 /// An attribute value as the core takes it. `None` values are skipped (as OpenTelemetry drops
 /// them); integers beyond 64 bits and values of other types are recorded as their `str()`.
+/// Strings are borrowed from their Python objects, not copied.
 pub enum OwnedValue {
     I64(i64),
     F64(f64),
     Bool(bool),
-    Str(String),
+    Str(PyBackedStr),
 }
 
 pub struct Attrs {
@@ -150,19 +152,19 @@ impl Attrs {
             };
             let value = if v.is_none() {
                 continue;
+            } else if let Ok(s) = v.cast::<PyString>() {
+                OwnedValue::Str(PyBackedStr::try_from(s.clone())?)
             } else if let Ok(b) = v.cast::<PyBool>() {
                 OwnedValue::Bool(b.is_true())
             } else if v.is_instance_of::<PyInt>() {
                 match v.extract::<i64>() {
                     Ok(i) => OwnedValue::I64(i),
-                    Err(_) => OwnedValue::Str(v.str()?.to_str()?.to_owned()),
+                    Err(_) => OwnedValue::Str(PyBackedStr::try_from(v.str()?)?),
                 }
             } else if let Ok(f) = v.cast::<PyFloat>() {
                 OwnedValue::F64(f.value())
-            } else if let Ok(s) = v.cast::<PyString>() {
-                OwnedValue::Str(s.to_str()?.to_owned())
             } else {
-                OwnedValue::Str(v.str()?.to_str()?.to_owned())
+                OwnedValue::Str(PyBackedStr::try_from(v.str()?)?)
             };
             items.push((key, value));
         }

@@ -9,6 +9,7 @@ mod calls;
 mod context;
 mod convert;
 mod fast;
+mod observability;
 mod session;
 
 use pyo3::prelude::*;
@@ -35,6 +36,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(calls::trace_req_start, m)?)?;
     m.add_function(wrap_pyfunction!(calls::trace_req_finish, m)?)?;
     fast::add(m)?;
+    observability::add(m)?;
     m.add_function(wrap_pyfunction!(calls::trace_slice_add_attr, m)?)?;
     m.add_function(wrap_pyfunction!(calls::_slice_batch, m)?)?;
     m.add_function(wrap_pyfunction!(

@@ -1,0 +1,226 @@
+//! The native half of `slicetrace.sglang.observability` (SGLang 0.5.10 and later): the calls its
+//! `TraceReqContext` makes that the 0.5.9 calls do not cover. The request context itself is a
+//! Python class (SGLang rebuilds it with `object.__new__` and `__setstate__`); these take its
+//! rid and record on the calling thread.
+
+use crate::calls::header_parent;
+use crate::convert::{self, Attrs};
+use crate::session::{self, active};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use slicetrace::options::{Opts, ReqStart, ThreadEnd, ThreadInfo, UnixNanos};
+use slicetrace::End;
+
+/// Names the calling thread as SGLang 0.5.11 and later do: every rank given shows in its thread
+/// span names, `"{label} [TP n]  [PP n]  [DP n] (host:… | pid:…)"`.
+#[pyfunction]
+#[pyo3(signature = (thread_label, tp_rank = None, dp_rank = None, pp_rank = None))]
+pub fn _set_thread_info(
+    thread_label: &str,
+    tp_rank: Option<u32>,
+    dp_rank: Option<u32>,
+    pp_rank: Option<u32>,
+) {
+    slicetrace::options::set_thread_info_with(ThreadInfo {
+        label: thread_label,
+        tp_rank,
+        dp_rank,
+        pp_rank,
+        all_ranks_in_name: true,
+    });
+}
+
+/// Opens the request with no bootstrap room span: the request span `"{role} Req {rid[:8]}"`
+/// (under the gateway's span when `external_trace_header` holds a `traceparent`) with `attrs`,
+/// and this thread's span.
+#[pyfunction]
+#[pyo3(signature = (rid, role, ts, external_trace_header, attrs))]
+pub fn _req_start(
+    py: Python<'_>,
+    rid: &Bound<'_, PyAny>,
+    role: &str,
+    ts: Option<u64>,
+    external_trace_header: Option<&Bound<'_, PyDict>>,
+    attrs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    const F: &str = "trace_req_start";
+    let text = convert::rid_text(F, rid)?;
+    if !active() {
+        session::off(py);
+        return Ok(());
+    }
+    let (parent, tracestate) = match external_trace_header {
+        Some(h) => header_parent(F, h)?,
+        None => (None, None),
+    };
+    let attrs = Attrs::from_dict(F, "attrs", attrs)?;
+    let id = slicetrace::options::req_start_with(
+        &*text,
+        ReqStart {
+            ts: convert::ts(ts),
+            parent: parent.as_ref(),
+            tracestate: tracestate.as_deref(),
+            role: Some(role).filter(|r| !r.is_empty()),
+            no_room_span: true,
+            ..ReqStart::default()
+        },
+    );
+    slicetrace::options::req_add_attr(id, &attrs.as_core());
+    Ok(())
+}
+
+/// Ends this request's span on this thread: open slices end at `ts`, then the thread span, with
+/// `attrs` and an error status when `error`.
+#[pyfunction]
+#[pyo3(signature = (rid, ts, error, attrs))]
+pub fn _thread_end(
+    py: Python<'_>,
+    rid: &Bound<'_, PyAny>,
+    ts: Option<u64>,
+    error: bool,
+    attrs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    const F: &str = "abort";
+    convert::check_rid(F, rid)?;
+    if !active() {
+        session::off(py);
+        return Ok(());
+    }
+    let rid = convert::rid(F, rid)?;
+    let attrs = Attrs::from_dict(F, "abort_info", attrs)?;
+    slicetrace::options::thread_end_with(
+        rid,
+        ThreadEnd {
+            ts: convert::ts(ts),
+            error,
+            attrs: &attrs.as_core(),
+        },
+    );
+    Ok(())
+}
+
+/// Attributes for this request's thread span (`on_thread`) or its request span.
+#[pyfunction]
+#[pyo3(signature = (rid, attrs, on_thread))]
+pub fn _add_attrs(
+    py: Python<'_>,
+    rid: &Bound<'_, PyAny>,
+    attrs: &Bound<'_, PyDict>,
+    on_thread: bool,
+) -> PyResult<()> {
+    const F: &str = "trace_set_attrs";
+    convert::check_rid(F, rid)?;
+    if !active() {
+        session::off(py);
+        return Ok(());
+    }
+    let rid = convert::rid(F, rid)?;
+    let attrs = Attrs::from_dict(F, "attrs", Some(attrs))?;
+    if on_thread {
+        slicetrace::options::thread_add_attr(rid, &attrs.as_core());
+    } else {
+        slicetrace::options::req_add_attr(rid, &attrs.as_core());
+    }
+    Ok(())
+}
+
+/// An event for this request's thread span, at `ts`.
+#[pyfunction]
+#[pyo3(signature = (name, rid, ts, attrs))]
+pub fn _thread_event(
+    py: Python<'_>,
+    name: &Bound<'_, PyAny>,
+    rid: &Bound<'_, PyAny>,
+    ts: Option<u64>,
+    attrs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    crate::calls::record_event(py, name, rid, ts, attrs, true)
+}
+
+/// A slice's end (and with `record_start`, its start: a slice recorded after the fact), with the
+/// events of `cache` that its interval `[start, end)` holds, which leave the cache. `cache` is
+/// the context's list of `(name, ts, attrs)` tuples. One call where the Python side would make
+/// one per record.
+#[pyfunction]
+#[pyo3(signature = (name, rid, start, end, attrs, cache, record_start))]
+#[allow(clippy::too_many_arguments)]
+pub fn _slice_with_events(
+    py: Python<'_>,
+    name: &Bound<'_, PyAny>,
+    rid: &Bound<'_, PyAny>,
+    start: u64,
+    end: u64,
+    attrs: Option<&Bound<'_, PyDict>>,
+    cache: &Bound<'_, PyList>,
+    record_start: bool,
+) -> PyResult<()> {
+    const F: &str = "trace_slice";
+    let name = convert::name_arg(F, name)?;
+    let rid = convert::rid_arg(F, rid)?;
+    if !active() {
+        session::off(py);
+        return Ok(());
+    }
+    let (name, rid) = rid.with_name(F, name)?;
+    let attrs = Attrs::from_dict(F, "attrs", attrs)?;
+    // Everything is read and checked before anything is recorded: a bad event records nothing.
+    let mut events = Vec::new();
+    let mut kept = Vec::new();
+    for item in cache.iter() {
+        let t = item
+            .cast::<PyTuple>()
+            .map_err(|_| convert::type_error(F, "cache item", "tuple", &item))?;
+        let ts: u64 = t.get_item(1)?.extract()?;
+        if start <= ts && ts < end {
+            let ev_name = convert::name(F, &t.get_item(0)?)?;
+            let ev_attrs = t.get_item(2)?;
+            let ev_attrs = match ev_attrs.cast::<PyDict>() {
+                Ok(d) => Attrs::from_dict(F, "attrs", Some(d))?,
+                Err(_) if ev_attrs.is_none() => Attrs::from_dict(F, "attrs", None)?,
+                Err(_) => return Err(convert::type_error(F, "attrs", "dict", &ev_attrs)),
+            };
+            events.push((ev_name, ts, ev_attrs));
+        } else {
+            kept.push(item);
+        }
+    }
+    if record_start {
+        slicetrace::options::slice_start_at(Some(name), rid, UnixNanos(start));
+    }
+    for (ev_name, ts, ev_attrs) in &events {
+        slicetrace::options::event_with(
+            ev_name,
+            rid,
+            Opts {
+                ts: Some(UnixNanos(*ts)),
+                attrs: &ev_attrs.as_core(),
+            },
+        );
+    }
+    slicetrace::options::slice_end_with(
+        name,
+        rid,
+        End::PLAIN,
+        Opts {
+            ts: Some(UnixNanos(end)),
+            attrs: &attrs.as_core(),
+        },
+    );
+    if !events.is_empty() {
+        cache.del_slice(0, cache.len())?;
+        for item in kept {
+            cache.append(item)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn add(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_slice_with_events, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_thread_info, m)?)?;
+    m.add_function(wrap_pyfunction!(_req_start, m)?)?;
+    m.add_function(wrap_pyfunction!(_thread_end, m)?)?;
+    m.add_function(wrap_pyfunction!(_add_attrs, m)?)?;
+    m.add_function(wrap_pyfunction!(_thread_event, m)?)?;
+    Ok(())
+}
