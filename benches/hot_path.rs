@@ -235,6 +235,35 @@ fn hot_path(c: &mut Criterion) {
     let stats = guard.shutdown();
     assert_eq!(stats.records_dropped_ring_full, 0);
     assert_eq!(stats.spans_exported, 0, "nothing listens there");
+
+    // A request a ratio sampler leaves out: every call for it returns on the traced thread.
+    let tenth = slicetrace::sampling::Ratio::new(0.1).unwrap();
+    let mut cfg = Config::new("bench")
+        .exporter(Discard)
+        .sampler(slicetrace::sampling::Sampler::TraceIdRatio(tenth));
+    cfg.announce = false;
+    cfg.report_losses_every = None;
+    let guard = slicetrace::init(cfg).expect("init");
+    let left_out = (0u64..)
+        .map(Rid)
+        .find(|r| !tenth.admits(*r))
+        .expect("nine in ten are left out");
+    let mut g = c.benchmark_group("hot_path");
+    g.bench_function("sampled_out/slice_start", |b| {
+        b.iter(|| slicetrace::slice_start(name!("decode"), black_box(left_out)))
+    });
+    g.bench_function("sampled_out/slice_pair", |b| {
+        b.iter(|| {
+            slicetrace::slice_start(name!("decode"), black_box(left_out));
+            slicetrace::slice_end(name!("decode"), black_box(left_out), End::PLAIN);
+        })
+    });
+    g.finish();
+    let stats = guard.shutdown();
+    assert_eq!(
+        stats.records_written, 0,
+        "a request left out records nothing"
+    );
 }
 
 /// Spans per fastrace root: its local spans are kept until the root ends, so each timed block

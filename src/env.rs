@@ -20,6 +20,7 @@
 //! | `OTEL_BSP_MAX_QUEUE_SIZE` | most spans waiting for export; more are dropped and counted (default 131072) |
 //! | `OTEL_SERVICE_NAME` | `service.name` (else the name the program passes) |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,…` resource attributes |
+//! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | which requests are traced: `parentbased_always_on` (default), `parentbased_always_off`, `parentbased_traceidratio`, `always_on`, `always_off`, `traceidratio`; the ratio from 0 to 1 (default 1) |
 //!
 //! A value that cannot be used is an error at `init`, naming the variable and what it expected.
 
@@ -104,6 +105,8 @@ pub struct EnvSettings {
     pub export_interval: Option<Duration>,
     /// `OTEL_BSP_MAX_QUEUE_SIZE`: most spans waiting for export.
     pub max_queue_spans: Option<usize>,
+    /// `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: crate::sampling::Sampler,
 }
 
 /// A variable with a value that cannot be used.
@@ -412,8 +415,21 @@ impl EnvSettings {
                 ));
             }
         }
+        let sampler_name = get("OTEL_TRACES_SAMPLER");
+        let sampler_arg = get("OTEL_TRACES_SAMPLER_ARG");
+        let sampler =
+            crate::sampling::Sampler::from_vars(sampler_name.as_deref(), sampler_arg.as_deref())
+                .map_err(|(variable, expected)| {
+                    let value = if variable == "OTEL_TRACES_SAMPLER" {
+                        &sampler_name
+                    } else {
+                        &sampler_arg
+                    };
+                    err(variable, value.as_deref().unwrap_or(""), expected)
+                })?;
         Ok(EnvSettings {
             enabled,
+            sampler,
             service_name: get("OTEL_SERVICE_NAME").filter(|v| !v.trim().is_empty()),
             resource_attributes,
             destination,

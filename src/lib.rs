@@ -34,6 +34,7 @@ mod local;
 mod name;
 pub mod process;
 mod propagate;
+pub mod sampling;
 mod session;
 mod slice_chain;
 mod sync;

@@ -14,7 +14,7 @@ use crate::export::jsonl::JsonLinesExporter;
 use crate::export::otlp::OtlpSink;
 use crate::export::perfetto::PerfettoExporter;
 use crate::fork;
-use crate::local::handle::{self, ENABLED, LOST_NO_HANDLE, ORPHANED, RING_CAPACITY};
+use crate::local::handle::{self, LOST_NO_HANDLE, ORPHANED, RING_CAPACITY, SWITCH};
 use crate::wire::ownership;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SpanExporter;
@@ -73,6 +73,9 @@ pub struct Config {
     /// unless changed; SGLang's module names its own `sglang server`, which a drop-in
     /// replacement keeps so that queries on the scope still match.
     pub scope_name: String,
+    /// Which requests are traced (`OTEL_TRACES_SAMPLER`); by default those an upstream sampled,
+    /// and every one that came with no upstream decision.
+    pub sampler: crate::sampling::Sampler,
     sink: Option<Box<dyn Sink>>,
     /// Makes the exporter again, for a clone (a forked child's session among them).
     recipe: Option<Recipe>,
@@ -103,6 +106,7 @@ impl Clone for Config {
             shutdown_timeout: self.shutdown_timeout,
             announce: self.announce,
             scope_name: self.scope_name.clone(),
+            sampler: self.sampler,
             sink: None,
             recipe: self.recipe.clone(),
             destination: self.destination.clone(),
@@ -131,6 +135,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(5),
             announce: true,
             scope_name: DEFAULT_SCOPE.to_owned(),
+            sampler: crate::sampling::Sampler::default(),
             sink: None,
             recipe: None,
             destination: None,
@@ -142,6 +147,13 @@ impl Config {
     pub fn exporter(mut self, exporter: impl SpanExporter + 'static) -> Config {
         self.sink = Some(Box::new(exporter));
         self.recipe = None;
+        self
+    }
+
+    /// Which requests are traced (see [`crate::sampling`]).
+    #[must_use]
+    pub fn sampler(mut self, sampler: crate::sampling::Sampler) -> Config {
+        self.sampler = sampler;
         self
     }
 
@@ -218,6 +230,7 @@ impl Config {
         service_name: &str,
     ) -> Result<Config, InitError> {
         let mut cfg = Config::new(env.service_name.as_deref().unwrap_or(service_name));
+        cfg.sampler = env.sampler;
         // The queue's bound is kept in whole batches; in spans it stays as set (or as default)
         // whatever the batch size.
         let queue_spans = env
@@ -328,6 +341,7 @@ struct Live {
     dropped_base: u64,
     lost_base: u64,
     unknown_base: u64,
+    left_out_base: u64,
     names_refused_base: u64,
     /// What the session started with (without its exporter, which it owns): a process forked
     /// from this one starts its own session from it.
@@ -585,10 +599,17 @@ fn start(session: &mut Option<Live>, mut cfg: Config, in_child: bool) -> Result<
         dropped_base,
         lost_base: LOST_NO_HANDLE.load(Ordering::Relaxed),
         unknown_base: crate::local::api::PROPAGATE_UNKNOWN.load(Ordering::Relaxed),
+        left_out_base: crate::sampling::LEFT_OUT_AT_ORIGIN.load(Ordering::Relaxed),
         names_refused_base: crate::name::refused(),
         config: cfg.clone(),
     });
-    ENABLED.store(true, Ordering::Release);
+    let filtered = crate::sampling::install(cfg.sampler);
+    let on = if filtered {
+        handle::FILTERED
+    } else {
+        handle::ON
+    };
+    SWITCH.store(on, Ordering::Release);
     Ok(Guard {
         join: Some(join),
         clock: source,
@@ -616,6 +637,8 @@ fn stats_of(live: &Live) -> Stats {
     s.calls_lost_in_teardown = LOST_NO_HANDLE.load(Ordering::Relaxed) - live.lost_base;
     s.propagate_unknown =
         crate::local::api::PROPAGATE_UNKNOWN.load(Ordering::Relaxed) - live.unknown_base;
+    s.requests_sampled_out +=
+        crate::sampling::LEFT_OUT_AT_ORIGIN.load(Ordering::Relaxed) - live.left_out_base;
     s.rings = ownership::global().ring_count() as u64;
     s.names_refused = crate::name::refused() - live.names_refused_base;
     s.names_interned = crate::name::interned() as u64;
@@ -690,7 +713,7 @@ impl Guard {
             std::mem::forget(join);
             return Stats::default();
         }
-        ENABLED.store(false, Ordering::Release);
+        SWITCH.store(handle::OFF, Ordering::Release);
         let live = SESSION.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(live) = live else {
             return Stats::default();

@@ -329,3 +329,35 @@ def test_the_thread_table_forgets_threads_that_are_gone(v2, monkeypatch):
     assert len(ob.threads_info) <= 8
     ob.trace_set_thread_info("main")
     assert ob.threads_info[threading.get_native_id()].thread_label == "main"
+
+
+def test_a_request_its_gateway_did_not_sample_is_not_exported(v2):
+    unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    ctx = ob.TraceReqContext(RID, external_trace_header={"traceparent": unsampled})
+    ctx.trace_req_start()
+    ctx.trace_slice_start("tokenize", 1)
+    ctx.trace_slice_end("tokenize", 1)
+    # The decision travels on: the carrier's traceparent says "not sampled".
+    assert ctx.__getstate__()["root_span_context"]["traceparent"].endswith("-00")
+    ctx.trace_req_finish()
+    t = v2.finish()
+    assert t.spans == []
+    assert v2.final_stats["requests_sampled_out"] == 1
+
+
+def test_a_ratio_sampler_from_the_environment_keeps_a_share_by_request_id(traced, monkeypatch):
+    slicetrace.shutdown()
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    monkeypatch.setattr(ob, "opentelemetry_initialized", False)
+    ob.process_tracing_init(None, "v2-test")
+    for i in range(400):
+        ctx = ob.TraceReqContext(f"req-{i}")
+        ctx.trace_req_start()
+        ctx.trace_slice_start("tokenize", 1)
+        ctx.trace_slice_end("tokenize", 1)
+        ctx.trace_req_finish()
+    t = traced.finish()
+    kept = len([s for s in t.spans if s["name"] == "tokenize"])
+    assert 50 <= kept <= 150, kept
+    assert traced.final_stats["requests_sampled_out"] == 400 - kept

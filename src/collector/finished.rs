@@ -172,6 +172,7 @@ fn span_context(trace: u128, span: u64, remote: bool, state: TraceState) -> Span
     SpanContext::new(
         TraceId::from_bytes(trace.to_be_bytes()),
         SpanId::from_bytes(span.to_be_bytes()),
+        // Only requests the sampler keeps are built into spans (see `sampling`).
         TraceFlags::SAMPLED,
         remote,
         state,

@@ -16,6 +16,8 @@ pub struct SpanOut {
     /// Spans the export queue can still take.
     room: usize,
     shed: u64,
+    /// Set while a request the sampler left out is applied: its spans are not built.
+    pub muted: bool,
 }
 
 /// Finished spans with the table of request ids their slices name.
@@ -49,12 +51,16 @@ impl Default for SpanOut {
             epoch: 1,
             room: usize::MAX,
             shed: 0,
+            muted: false,
         }
     }
 }
 
 impl SpanOut {
     pub fn push(&mut self, make: impl FnOnce() -> Finished) {
+        if self.muted {
+            return;
+        }
         if self.spans.len() >= self.room {
             self.shed += 1;
         } else {

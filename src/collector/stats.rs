@@ -96,6 +96,9 @@ counters! {
     requests_restarted,
     /// Requests refused because `max_open_requests` were open; their records count as unknown.
     requests_rejected,
+    /// Requests the sampler left out (not a loss): by a ratio sampler where they entered this
+    /// process (nothing recorded), or by a parent-based one in the drainer (nothing exported).
+    requests_sampled_out,
     /// Slices closed because their thread span or request ended first (status error).
     slices_unfinished,
     /// Slices nested deeper than `MAX_DEPTH`, dropped.

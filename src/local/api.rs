@@ -2,7 +2,7 @@
 //! tracing is off each is one relaxed load and a branch.
 
 use super::directory::{directory, Entry};
-use super::handle::{enabled, with_local, Local};
+use super::handle::{admits, enabled, with_local, Local, FILTERED, OFF, ON, SWITCH};
 use super::history::{self, Lookup, Target};
 use crate::args::{Attr, End, Opts, UnixNanos, Value};
 use crate::ids::{process_tag, Rid};
@@ -221,7 +221,8 @@ pub fn req_start(rid: impl RequestKey, bootstrap_room: Option<u64>) -> Rid {
 
 pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
     let id = rid.rid();
-    if !enabled() {
+    if !admits(id) {
+        left_out(id);
         return id;
     }
     with_local(|l| {
@@ -259,6 +260,14 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
     id
 }
 
+/// Counts a request the session's ratio sampler left out where it entered this process.
+#[cold]
+fn left_out(_rid: Rid) {
+    if SWITCH.load(Ordering::Relaxed) == FILTERED {
+        crate::sampling::LEFT_OUT_AT_ORIGIN.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Writes the origin record `head` (a `ReqStart` or `SetPropagate`) with its payload, then
 /// publishes it.
 fn start_origin(
@@ -290,12 +299,14 @@ fn start_origin(
 /// Makes the request findable by `propagate_context` on this process's other threads.
 fn publish(l: &Local, rid: Rid, pos: u64, head: &Record, up: Option<&Upstream>) {
     if let Some(ids) = origin_ids(l.seed, pos, head, up) {
+        let flagged = up.map(|_| head.flags & flag::SAMPLED != 0);
         directory().insert(
             rid.0,
             Entry {
                 trace_id: ids.trace_id,
                 request_span: ids.request_span,
                 room_span: ids.room_span,
+                sampled: crate::sampling::decide(rid, flagged),
             },
         );
     }
@@ -305,7 +316,7 @@ fn publish(l: &Local, rid: Rid, pos: u64, head: &Record, up: Option<&Upstream>) 
 /// then its request span.
 #[inline]
 pub fn req_finish(rid: Rid) {
-    if enabled() {
+    if admits(rid) {
         record_one(Kind::ReqFinish, 0, rid, 0, 0, None);
         directory().remove(rid.0);
     }
@@ -313,7 +324,7 @@ pub fn req_finish(rid: Rid) {
 
 /// [`req_finish`] with a timestamp and attributes for the request span.
 pub fn req_finish_with(rid: Rid, opts: Opts<'_>) {
-    if !enabled() {
+    if !admits(rid) {
         return;
     }
     let (target, attrs) = (flag::TARGET_REQUEST, opts.attrs);
@@ -325,7 +336,7 @@ pub fn req_finish_with(rid: Rid, opts: Opts<'_>) {
 /// thread span (then linked to the previous top-level slice).
 #[inline]
 pub fn slice_start(name: &'static Name, rid: Rid) {
-    if enabled() {
+    if admits(rid) {
         record_one(Kind::SliceStart, 0, rid, name.id(), 0, None);
     }
 }
@@ -333,14 +344,14 @@ pub fn slice_start(name: &'static Name, rid: Rid) {
 /// Opens an anonymous slice, named by the `slice_end` that closes it.
 #[inline]
 pub fn slice_start_anon(rid: Rid) {
-    if enabled() {
+    if admits(rid) {
         record_one(Kind::SliceStart, flag::ANON, rid, 0, 0, None);
     }
 }
 
 /// [`slice_start`] (or, with `name: None`, [`slice_start_anon`]) at a given time.
 pub fn slice_start_at(name: Option<&'static Name>, rid: Rid, ts: UnixNanos) {
-    if enabled() {
+    if admits(rid) {
         let (id, f) = match name {
             Some(n) => (n.id(), 0),
             None => (0, flag::ANON),
@@ -352,14 +363,14 @@ pub fn slice_start_at(name: Option<&'static Name>, rid: Rid, ts: UnixNanos) {
 /// Ends the innermost open slice of this request on this thread.
 #[inline]
 pub fn slice_end(name: &'static Name, rid: Rid, end: End) {
-    if enabled() {
+    if admits(rid) {
         record_one(Kind::SliceEnd, end.0, rid, name.id(), 0, None);
     }
 }
 
 /// [`slice_end`] with a timestamp and attributes for the ending slice.
 pub fn slice_end_with(name: &'static Name, rid: Rid, end: End, opts: Opts<'_>) {
-    if !enabled() {
+    if !admits(rid) {
         return;
     }
     let (target, attrs) = (flag::TARGET_SLICE, opts.attrs);
@@ -405,32 +416,59 @@ fn attrs_then_head(
 /// opens the next anonymous slice, or, for a finished request, ends its thread span. One clock
 /// read for the whole batch.
 pub fn slice_batch(name: &'static Name, reqs: &[(Rid, bool)]) {
-    if !enabled() || reqs.is_empty() {
+    if reqs.is_empty() {
         return;
     }
-    let id = name.id();
-    with_local(|l| {
-        let ts = l.now();
-        // Three requests to a record: a third of the memory traffic of one record each.
-        for part in reqs.chunks(batch::MAX_ITEMS) {
-            let chunks = batch::chunks_for(part.len());
-            l.producer.push_unit(1 + chunks, |i| {
-                if i == 0 {
-                    return batch::head(ts, id, part.len());
-                }
-                let at = (i - 1) * batch::PER_CHUNK;
-                let items = &part[at..(at + batch::PER_CHUNK).min(part.len())];
-                let get = |k: usize| items.get(k).map_or((0, false), |(r, f)| (r.0, *f));
-                batch::pack_chunk(&[get(0), get(1), get(2)][..items.len()])
+    match SWITCH.load(Ordering::Relaxed) {
+        OFF => {}
+        ON => {
+            with_local(|l| {
+                let ts = l.now();
+                batch_records(l, ts, name.id(), reqs);
             });
         }
-    });
+        _ => {
+            with_local(|l| {
+                // Only the requests the sampler keeps, gathered a record's worth at a time.
+                let ts = l.now();
+                let mut kept = [(Rid(0), false); batch::MAX_ITEMS];
+                let mut n = 0;
+                for &item in reqs {
+                    if crate::sampling::passes_filter(item.0) {
+                        kept[n] = item;
+                        n += 1;
+                        if n == kept.len() {
+                            batch_records(l, ts, name.id(), &kept);
+                            n = 0;
+                        }
+                    }
+                }
+                batch_records(l, ts, name.id(), &kept[..n]);
+            });
+        }
+    }
+}
+
+fn batch_records(l: &mut Local, ts: u64, id: u32, reqs: &[(Rid, bool)]) {
+    // Three requests to a record: a third of the memory traffic of one record each.
+    for part in reqs.chunks(batch::MAX_ITEMS) {
+        let chunks = batch::chunks_for(part.len());
+        l.producer.push_unit(1 + chunks, |i| {
+            if i == 0 {
+                return batch::head(ts, id, part.len());
+            }
+            let at = (i - 1) * batch::PER_CHUNK;
+            let items = &part[at..(at + batch::PER_CHUNK).min(part.len())];
+            let get = |k: usize| items.get(k).map_or((0, false), |(r, f)| (r.0, *f));
+            batch::pack_chunk(&[get(0), get(1), get(2)][..items.len()])
+        });
+    }
 }
 
 /// A span event on the innermost open slice of this request on this thread.
 #[inline]
 pub fn event(name: &'static Name, rid: Rid) {
-    if enabled() {
+    if admits(rid) {
         record_one(Kind::Event, 0, rid, name.id(), 0, None);
     }
 }
@@ -441,7 +479,7 @@ pub fn event_with(name: &'static Name, rid: Rid, opts: Opts<'_>) {
 }
 
 fn event_record(name: &'static Name, rid: Rid, flags: u8, opts: Opts<'_>) {
-    if !enabled() {
+    if !admits(rid) {
         return;
     }
     with_local(|l| {
@@ -478,7 +516,7 @@ pub fn req_add_attr(rid: Rid, attrs: &[Attr<'_>]) {
 }
 
 fn add_attrs(rid: Rid, target: u8, attrs: &[Attr<'_>]) {
-    if !enabled() || attrs.is_empty() {
+    if !admits(rid) || attrs.is_empty() {
         return;
     }
     with_local(|l| {
@@ -506,7 +544,7 @@ pub struct ThreadEnd<'a> {
 /// Ends this request's span on this thread: its open slices end at the same instant (ended,
 /// not marked unfinished), then the thread span. A later call on this thread opens a new one.
 pub fn thread_end_with(rid: Rid, opts: ThreadEnd<'_>) {
-    if !enabled() {
+    if !admits(rid) {
         return;
     }
     let error = if opts.error { flag::THREAD_ERROR } else { 0 };
@@ -530,7 +568,7 @@ pub fn propagate_context_for_room(rid: Rid) -> Option<PropagateContext> {
 }
 
 fn propagate(rid: Rid, target: Target) -> Option<PropagateContext> {
-    if !enabled() {
+    if !admits(rid) {
         return None;
     }
     with_local(|l| {
@@ -571,10 +609,11 @@ pub fn set_propagate_context_with(
     ctx: &PropagateContext,
     tracestate: Option<&str>,
 ) {
-    if !enabled() {
+    let id = rid.rid();
+    if !admits(id) {
+        left_out(id);
         return;
     }
-    let id = rid.rid();
     with_local(|l| {
         let (ts, tf) = stamp(l, None);
         let up = Upstream {
@@ -600,7 +639,7 @@ pub fn set_propagate_context_with(
 /// none, or its origin is no longer in this thread's history. Allocates: for hand-offs, not for
 /// the hot path.
 pub fn propagate_tracestate(rid: Rid) -> Option<String> {
-    if !enabled() {
+    if !admits(rid) {
         return None;
     }
     with_local(|l| history::origin_tracestate(&l.producer, rid.0)).flatten()

@@ -14,7 +14,7 @@
 //! fields (`Relaxed`), an `Acquire` fence, and `seq` again: equal and even means the fields are
 //! one writer's.
 
-use crate::sync::{fence, AtomicU64, Ordering};
+use crate::sync::{fence, AtomicBool, AtomicU64, Ordering};
 
 const SLOTS: usize = 4096;
 
@@ -25,6 +25,7 @@ struct Slot {
     trace_lo: AtomicU64,
     span: AtomicU64,
     room: AtomicU64,
+    sampled: AtomicBool,
 }
 
 impl Slot {
@@ -36,6 +37,7 @@ impl Slot {
             trace_lo: AtomicU64::new(0),
             span: AtomicU64::new(0),
             room: AtomicU64::new(0),
+            sampled: AtomicBool::new(false),
         }
     }
 }
@@ -47,6 +49,8 @@ pub(crate) struct Entry {
     pub trace_id: u128,
     pub request_span: u64,
     pub room_span: u64,
+    /// The sampler's decision for the request.
+    pub sampled: bool,
 }
 
 pub(crate) struct Directory {
@@ -93,6 +97,7 @@ impl Directory {
             slot.trace_lo.store(e.trace_id as u64, Ordering::Relaxed);
             slot.span.store(e.request_span, Ordering::Relaxed);
             slot.room.store(e.room_span, Ordering::Relaxed);
+            slot.sampled.store(e.sampled, Ordering::Relaxed);
         });
     }
 
@@ -115,6 +120,7 @@ impl Directory {
         let lo = slot.trace_lo.load(Ordering::Relaxed);
         let span = slot.span.load(Ordering::Relaxed);
         let room = slot.room.load(Ordering::Relaxed);
+        let sampled = slot.sampled.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
         let s2 = slot.seq.load(Ordering::Relaxed);
         if s1 != s2 || r != rid || span == 0 {
@@ -124,6 +130,7 @@ impl Directory {
             trace_id: ((hi as u128) << 64) | lo as u128,
             request_span: span,
             room_span: room,
+            sampled,
         })
     }
 }
@@ -154,6 +161,7 @@ mod tests {
             trace_id: (n as u128) << 64 | 1,
             request_span: n,
             room_span: n ^ 1,
+            sampled: n % 2 == 0,
         };
         d.insert(10, e(10));
         assert_eq!(d.get(10), Some(e(10)));
@@ -202,6 +210,7 @@ mod loom_tests {
                 trace_id: ((n as u128) << 64) | n as u128,
                 request_span: n,
                 room_span: n + 7,
+                sampled: n == 1,
             };
             let writers: Vec<_> = [1u64, 2]
                 .into_iter()

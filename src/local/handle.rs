@@ -1,13 +1,18 @@
 //! The calling thread's handle: its ring's producer, its id seed and the clock.
 
+use crate::ids::Rid;
 use crate::wire::ownership::{self, Registry, RingSlot};
 use crate::wire::ring::Producer;
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// The one switch the hot path reads.
-pub(crate) static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The one switch the hot path reads: `OFF`, `ON`, or `FILTERED` (on, and a call records only
+/// for a request the session's ratio sampler keeps).
+pub(crate) static SWITCH: AtomicU8 = AtomicU8::new(OFF);
+pub(crate) const OFF: u8 = 0;
+pub(crate) const ON: u8 = 1;
+pub(crate) const FILTERED: u8 = 2;
 
 /// Set in a child forked while a session ran, until it starts its own. The switch stays on
 /// there, so that a call with tracing off still costs one load and a branch: every thread of
@@ -26,7 +31,18 @@ pub(crate) static LOST_NO_HANDLE: AtomicU64 = AtomicU64::new(0);
 
 #[inline(always)]
 pub(crate) fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    SWITCH.load(Ordering::Relaxed) != OFF
+}
+
+/// Whether a call for `rid` records: tracing is on and the sampler keeps the request. One load
+/// when off; with a ratio sampler, a multiply more.
+#[inline(always)]
+pub(crate) fn admits(rid: Rid) -> bool {
+    match SWITCH.load(Ordering::Relaxed) {
+        OFF => false,
+        ON => true,
+        _ => crate::sampling::passes_filter(rid),
+    }
 }
 
 pub(crate) fn clock() -> &'static quanta::Clock {
@@ -123,7 +139,7 @@ pub(crate) fn install_fork_handler() {
 /// registry. No allocation and no lock: `HANDLE` is touched only when `HAS_LOCAL` says it is
 /// already initialised, and forgetting is a move.
 extern "C" fn in_child() {
-    if ENABLED.load(Ordering::Relaxed) {
+    if enabled() {
         ORPHANED.store(true, Ordering::Release);
     }
     let had = HAS_LOCAL.try_with(|h| h.replace(false)).unwrap_or(false);

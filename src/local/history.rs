@@ -138,8 +138,11 @@ pub(crate) fn lookup(
         return Lookup::Unknown;
     };
     let chain = replay(p, seed, rid, opos + 1);
-    let sampled = head.kind == Kind::ReqStart as u8 && head.flags & flag::UPSTREAM == 0
-        || head.flags & flag::SAMPLED != 0;
+    let flagged = origin
+        .upstream
+        .as_ref()
+        .map(|_| head.flags & flag::SAMPLED != 0);
+    let sampled = crate::sampling::decide(crate::ids::Rid(rid), flagged);
     // A thread that joined the request knows no room span; another thread of this process
     // that started it may have published one.
     let room_span = match ids.room_span {
@@ -179,7 +182,7 @@ fn lookup_elsewhere(p: &Producer, seed: u64, rid: u64, process_tag: u64, target:
         e.room_span,
         link,
         process_tag,
-        true,
+        e.sampled,
         target,
     ))
 }

@@ -59,6 +59,9 @@ impl Tree {
             return;
         };
         Counters::add(&c.requests_started, 1);
+        if !origin.sampled {
+            Counters::add(&c.requests_sampled_out, 1);
+        }
         let mut req = Request::open(c, rid, &origin, ns, self.now);
         req.thread_span(tenure, rec.pos, ns).pending_link = origin.link;
         self.requests.insert(rid, req);
@@ -90,6 +93,9 @@ impl Tree {
                 return true;
             }
             Counters::add(&c.requests_joined, 1);
+            if !origin.sampled {
+                Counters::add(&c.requests_sampled_out, 1);
+            }
             let req = Request::open(c, rid, &origin, ns, self.now);
             self.requests.insert(rid, req);
         }
@@ -108,8 +114,10 @@ impl Tree {
         req.linger_until = None;
         let (trace, state) = (req.trace_id, req.trace_state.clone());
         let rid = self.out.rid(&mut req.rid_attr);
+        self.out.muted = !req.sampled;
         let t = req.thread_span(tenure, rec.pos, ns);
         close_unfinished(c, trace, &state, rid, t, ns, &mut self.out);
+        self.out.muted = false;
         t.chain = SliceChain::default();
         t.pending_link = origin.link;
         true
@@ -186,7 +194,13 @@ impl Tree {
 
     /// Ends a request: its open slices (unfinished), thread spans, then the request span.
     /// `why` marks the request unfinished with that reason.
-    fn close_request(&mut self, c: &Counters, mut req: Request, why: Option<&'static str>) {
+    fn close_request(&mut self, c: &Counters, req: Request, why: Option<&'static str>) {
+        self.out.muted = !req.sampled;
+        self.export_request(c, req, why);
+        self.out.muted = false;
+    }
+
+    fn export_request(&mut self, c: &Counters, mut req: Request, why: Option<&'static str>) {
         let end_ns = match req.finishing {
             Some((ns, _)) => ns,
             None => req.last_ns,

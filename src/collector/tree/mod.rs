@@ -189,6 +189,7 @@ impl Tree {
             Counters::add(&c.records_undecodable, 1);
         }
         req.touch(self.now, ns);
+        self.out.muted = !req.sampled;
         let r = Rec {
             c,
             tenure,
@@ -219,6 +220,7 @@ impl Tree {
             Kind::Propagate => Counters::add(&c.propagations, 1),
             Kind::ReqStart | Kind::SetPropagate | Kind::ThreadInfo | Kind::Chunk | Kind::Batch => {}
         }
+        self.out.muted = false;
         true
     }
 }

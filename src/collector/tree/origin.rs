@@ -3,6 +3,7 @@
 
 use super::super::finished::LinkTo;
 use super::super::stats::Counters;
+use crate::ids::Rid;
 use crate::wire::decode::Decoded;
 use crate::wire::origin::{decode_origin, origin_ids};
 use crate::wire::record::{flag, Kind};
@@ -41,9 +42,8 @@ pub struct Origin<'a> {
     pub parent: Option<u64>,
     /// Where the thread's first slice links to (the upstream's or the sender's slice).
     pub link: Option<LinkTo>,
-    /// The upstream or sender asked for the request to be sampled; a local start always is.
-    // Read by the sampling decision the tree does not make yet; decoded here with the rest.
-    #[allow(dead_code)]
+    /// The session's sampler keeps the request: by the upstream's or sender's decision under a
+    /// parent-based sampler, else by its root sampler.
     pub sampled: bool,
     /// `req_start`'s bootstrap room.
     pub room: Option<u64>,
@@ -60,7 +60,8 @@ impl Origin<'_> {
         let parts = decode_origin(head, &rec.payload).ok()?;
         let upstream = parts.upstream;
         let ids = origin_ids(seed, rec.pos, head, upstream.as_ref())?;
-        let sampled = upstream.is_none() || head.flags & flag::SAMPLED != 0;
+        let flagged = upstream.as_ref().map(|_| head.flags & flag::SAMPLED != 0);
+        let sampled = crate::sampling::decide(Rid(head.rid), flagged);
         let joins_room =
             rec.kind == Kind::ReqStart && upstream.is_some() && head.flags & flag::JOINS_ROOM != 0;
         let (arrival, parent, room_parent, link) = match (rec.kind, &upstream) {

@@ -136,6 +136,9 @@ pub struct Request {
     /// Started here (`req_start`), not joined: only then does this process export a request
     /// span (and a room span) for it.
     pub local: bool,
+    /// The sampler keeps it; else its records are applied (so that it closes as any request
+    /// does) and nothing of it is exported.
+    pub sampled: bool,
 }
 
 /// A bootstrap room span this process opened: its id, and its remote parent (a gateway's span).
@@ -189,6 +192,7 @@ impl Request {
             finishing: None,
             linger_until: None,
             local,
+            sampled: origin.sampled,
         };
         req.set_rid_text(origin.rid_text());
         req

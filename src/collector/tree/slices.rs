@@ -600,6 +600,48 @@ mod tests {
     }
 
     #[test]
+    fn a_request_its_upstream_did_not_sample_closes_and_exports_nothing() {
+        use super::super::testing::{Upstream, NOT_SAMPLED};
+        use crate::wire::record::flag::UPSTREAM;
+        let mut h = Harness::new();
+        let up = Upstream {
+            trace_id: 0xfeed,
+            link: 0,
+            extra: 0x66,
+        };
+        h.start_with(0, 1, UPSTREAM | NOT_SAMPLED, 0, Some(up), None, "");
+        h.start(0, 2);
+        for rid in [1, 2] {
+            h.slice(0, rid, "s");
+            h.event(0, rid, "e");
+            h.end(0, rid, "s", THREAD_FINISH);
+            h.finish(0, rid);
+        }
+        h.advance(20);
+        h.housekeeping(false);
+        assert_eq!(h.tree.open_requests(), 0);
+        assert_eq!(
+            h.shape(),
+            sorted(&[
+                " Req 2 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                "s <t0 [e]",
+                "t0 < Req 2"
+            ])
+        );
+        let mut got = h.counted();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("requests_finished", 2),
+                ("requests_sampled_out", 1),
+                ("requests_started", 2)
+            ]
+        );
+    }
+
+    #[test]
     fn slices_nested_past_the_limit_are_dropped_and_counted() {
         let mut h = Harness::new();
         h.start(0, 1);

@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 /// The process tag of the harness's process.
 pub const TAG: u64 = 0x7a6;
 
+/// A flag of `Harness::start_with` only, stripped before the record is written (the timestamp
+/// flag, which the harness never sets): the upstream asked for the request not to be sampled.
+pub const NOT_SAMPLED: u8 = flag::TS_UNIX;
+
 pub(crate) use crate::wire::origin::Upstream;
 
 /// A clock that moves when `advance` says.
@@ -241,6 +245,12 @@ impl Harness {
         tracestate: Option<&str>,
         text: &str,
     ) {
+        // An upstream here asked for the request to be sampled, unless `flags` say otherwise.
+        let flags = if upstream.is_some() && flags & NOT_SAMPLED == 0 {
+            flags | flag::SAMPLED
+        } else {
+            flags & !NOT_SAMPLED
+        };
         let recs = origin_records(
             Kind::ReqStart,
             rid,
@@ -265,7 +275,7 @@ impl Harness {
         let recs = origin_records(
             Kind::SetPropagate,
             rid,
-            0,
+            flag::SAMPLED,
             parent,
             Some(ctx),
             None,
@@ -382,7 +392,7 @@ impl Harness {
     }
 }
 
-fn outcomes(s: &Stats) -> [(&'static str, u64); 18] {
+fn outcomes(s: &Stats) -> [(&'static str, u64); 19] {
     [
         ("records_undecodable", s.records_undecodable),
         ("unknown_rid_records", s.unknown_rid_records),
@@ -392,6 +402,7 @@ fn outcomes(s: &Stats) -> [(&'static str, u64); 18] {
         ("requests_evicted", s.requests_evicted),
         ("requests_restarted", s.requests_restarted),
         ("requests_rejected", s.requests_rejected),
+        ("requests_sampled_out", s.requests_sampled_out),
         ("slices_unfinished", s.slices_unfinished),
         ("slices_dropped_depth", s.slices_dropped_depth),
         ("end_without_start", s.end_without_start),
