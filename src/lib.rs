@@ -58,10 +58,10 @@ pub use session::{init, init_from_env, is_enabled, stats, Config, Guard};
 pub mod options {
     pub use crate::args::{Opts, UnixNanos};
     pub use crate::local::api::{
-        event_with, propagate_context_for_room, propagate_tracestate, req_add_attr,
-        req_finish_with, req_start_with, set_propagate_context_with, set_thread_info_with,
-        slice_end_with, slice_start_at, thread_add_attr, thread_end_with, thread_event_with,
-        ReqStart, ThreadEnd, ThreadInfo,
+        event_for_slice_with, event_with, propagate_context_for_room, propagate_tracestate,
+        req_add_attr, req_finish_with, req_start_with, set_propagate_context_with,
+        set_thread_info_with, slice_end_with, slice_start_at, thread_add_attr, thread_end_with,
+        thread_event_with, ReqStart, ThreadEnd, ThreadInfo,
     };
 }
 

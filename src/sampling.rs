@@ -28,15 +28,21 @@ impl Ratio {
     /// Whether the request falls inside the share: the same answer for the same id anywhere.
     #[inline(always)]
     pub fn admits(self, rid: Rid) -> bool {
-        rid_hash(rid) < self.0
+        key(rid) < self.bound()
+    }
+
+    /// The bound keys are compared with: from 1 (none) to 2^63 + 1 (all).
+    fn bound(self) -> u64 {
+        self.0 + 1
     }
 }
 
-/// The top 63 bits of the id times the golden ratio (Fibonacci hashing): string ids are hashes
-/// already, and integer ids that count up spread evenly over them.
+/// The request's sampling key: the top 63 bits of the id times the golden ratio (Fibonacci
+/// hashing; string ids are hashes already, and integer ids that count up spread evenly), made
+/// odd so that it is never 0: from 1 to 2^63 - 1.
 #[inline(always)]
-fn rid_hash(rid: Rid) -> u64 {
-    rid.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 1
+pub(crate) fn key(rid: Rid) -> u64 {
+    (rid.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 1) | 1
 }
 
 /// What decides a request that has no upstream decision (or, with [`Sampler::TraceIdRatio`],
@@ -107,8 +113,6 @@ impl Sampler {
 static ROOT_KIND: AtomicU8 = AtomicU8::new(ROOT_ON);
 static ROOT_RATIO: AtomicU64 = AtomicU64::new(0);
 static PARENT_BASED: AtomicU8 = AtomicU8::new(1);
-/// The bound of the ratio applied on the traced thread (`traceidratio`, `always_off`).
-static FILTER: AtomicU64 = AtomicU64::new(u64::MAX);
 /// Requests the traced threads left out (their `req_start` or `set_propagate_context`).
 pub(crate) static LEFT_OUT_AT_ORIGIN: AtomicU64 = AtomicU64::new(0);
 
@@ -116,12 +120,14 @@ const ROOT_ON: u8 = 0;
 const ROOT_OFF: u8 = 1;
 const ROOT_RATIO_KIND: u8 = 2;
 
-/// Sets the session's sampler; returns whether the traced threads filter requests themselves.
-pub(crate) fn install(s: Sampler) -> bool {
+/// Sets the session's sampler; returns the traced threads' gate for it: every request, or the
+/// bound of a ratio's keys (1 for `always_off`: no key is below it).
+pub(crate) fn install(s: Sampler) -> u64 {
+    let none = Ratio::new(0.0).expect("0 is a ratio");
     let (root, parent_based, filter) = match s {
         Sampler::AlwaysOn => (Root::AlwaysOn, false, None),
-        Sampler::AlwaysOff => (Root::AlwaysOff, false, Some(0)),
-        Sampler::TraceIdRatio(r) => (Root::AlwaysOn, false, Some(r.0)),
+        Sampler::AlwaysOff => (Root::AlwaysOff, false, Some(none)),
+        Sampler::TraceIdRatio(r) => (Root::AlwaysOn, false, Some(r)),
         Sampler::ParentBased(root) => (root, true, None),
     };
     let (kind, ratio) = match root {
@@ -132,14 +138,7 @@ pub(crate) fn install(s: Sampler) -> bool {
     ROOT_KIND.store(kind, Ordering::Relaxed);
     ROOT_RATIO.store(ratio, Ordering::Relaxed);
     PARENT_BASED.store(parent_based as u8, Ordering::Relaxed);
-    FILTER.store(filter.unwrap_or(u64::MAX), Ordering::Relaxed);
-    filter.is_some()
-}
-
-/// The traced thread's filter: whether calls for `rid` record (with a ratio filter installed).
-#[inline(always)]
-pub(crate) fn passes_filter(rid: Rid) -> bool {
-    rid_hash(rid) < FILTER.load(Ordering::Relaxed)
+    filter.map_or(crate::local::handle::ALL, Ratio::bound)
 }
 
 /// Whether the request is sampled: by the upstream's decision `upstream` under a parent-based
@@ -223,5 +222,14 @@ mod tests {
         }
         assert!((0..1000).all(|i| Ratio::new(1.0).unwrap().admits(Rid(i))));
         assert!((0..1000).all(|i| !Ratio::new(0.0).unwrap().admits(Rid(i))));
+        // Keys sit strictly between the gate's "off" and "all", for any id.
+        for r in [0, 1, u64::MAX, 1 << 63, 0x9e37_79b9_7f4a_7c15] {
+            let k = key(Rid(r));
+            assert!(
+                k > crate::local::handle::OFF && k < crate::local::handle::ALL,
+                "{r:x}"
+            );
+            assert!(k < Ratio::new(1.0).unwrap().bound() && k >= Ratio::new(0.0).unwrap().bound());
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::export::jsonl::JsonLinesExporter;
 use crate::export::otlp::OtlpSink;
 use crate::export::perfetto::PerfettoExporter;
 use crate::fork;
-use crate::local::handle::{self, LOST_NO_HANDLE, ORPHANED, RING_CAPACITY, SWITCH};
+use crate::local::handle::{self, GATE, LOST_NO_HANDLE, ORPHANED, RING_CAPACITY};
 use crate::wire::ownership;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SpanExporter;
@@ -603,13 +603,7 @@ fn start(session: &mut Option<Live>, mut cfg: Config, in_child: bool) -> Result<
         names_refused_base: crate::name::refused(),
         config: cfg.clone(),
     });
-    let filtered = crate::sampling::install(cfg.sampler);
-    let on = if filtered {
-        handle::FILTERED
-    } else {
-        handle::ON
-    };
-    SWITCH.store(on, Ordering::Release);
+    GATE.store(crate::sampling::install(cfg.sampler), Ordering::Release);
     Ok(Guard {
         join: Some(join),
         clock: source,
@@ -713,7 +707,7 @@ impl Guard {
             std::mem::forget(join);
             return Stats::default();
         }
-        SWITCH.store(handle::OFF, Ordering::Release);
+        GATE.store(handle::OFF, Ordering::Release);
         let live = SESSION.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(live) = live else {
             return Stats::default();

@@ -212,18 +212,27 @@ pub fn trace_event(
     ts: Option<u64>,
     attrs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<()> {
-    record_event(py, name, rid, ts, attrs, false)
+    record_event(py, name, rid, ts, attrs, EventFor::InnermostSlice)
 }
 
-/// An event: on this request's innermost open slice on this thread, or (`on_thread`) on its
-/// thread span even while a slice is open.
+/// Where an event goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum EventFor {
+    /// This request's innermost open slice on this thread.
+    InnermostSlice,
+    /// Its thread span, even while a slice is open.
+    Thread,
+    /// The next of its slices to end on this thread whose interval holds the event's time.
+    SliceHoldingIt,
+}
+
 pub fn record_event(
     py: Python<'_>,
     name: &Bound<'_, PyAny>,
     rid: &Bound<'_, PyAny>,
     ts: Option<u64>,
     attrs: Option<&Bound<'_, PyDict>>,
-    on_thread: bool,
+    to: EventFor,
 ) -> PyResult<()> {
     const F: &str = "trace_event";
     convert::check_name(F, name)?;
@@ -236,17 +245,19 @@ pub fn record_event(
     let rid = convert::rid(F, rid)?;
     let ts = convert::ts(ts);
     match attrs {
-        None if ts.is_none() && !on_thread => slicetrace::event(name, rid),
+        None if ts.is_none() && to == EventFor::InnermostSlice => slicetrace::event(name, rid),
         _ => {
             let attrs = Attrs::from_dict(F, "attrs", attrs)?;
             let opts = Opts {
                 ts,
                 attrs: &attrs.as_core(),
             };
-            if on_thread {
-                slicetrace::options::thread_event_with(name, rid, opts);
-            } else {
-                slicetrace::options::event_with(name, rid, opts);
+            match to {
+                EventFor::InnermostSlice => slicetrace::options::event_with(name, rid, opts),
+                EventFor::Thread => slicetrace::options::thread_event_with(name, rid, opts),
+                EventFor::SliceHoldingIt => {
+                    slicetrace::options::event_for_slice_with(name, rid, opts)
+                }
             }
         }
     }

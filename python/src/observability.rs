@@ -3,11 +3,11 @@
 //! Python class (SGLang rebuilds it with `object.__new__` and `__setstate__`); these take its
 //! rid and record on the calling thread.
 
-use crate::calls::header_parent;
+use crate::calls::{self, header_parent, EventFor};
 use crate::convert::{self, Attrs};
 use crate::session::{self, active};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::PyDict;
 use slicetrace::options::{Opts, ReqStart, ThreadEnd, ThreadInfo, UnixNanos};
 use slicetrace::End;
 
@@ -134,25 +134,34 @@ pub fn _thread_event(
     ts: Option<u64>,
     attrs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<()> {
-    crate::calls::record_event(py, name, rid, ts, attrs, true)
+    calls::record_event(py, name, rid, ts, attrs, EventFor::Thread)
 }
 
-/// A slice's end (and with `record_start`, its start: a slice recorded after the fact), with the
-/// events of `cache` that its interval `[start, end)` holds, which leave the cache. `cache` is
-/// the context's list of `(name, ts, attrs)` tuples. One call where the Python side would make
-/// one per record.
+/// SGLang's cached event: for the next slice of this request to end on this thread whose
+/// interval holds `ts`; else the thread span's, when that ends. The drainer holds it meanwhile.
 #[pyfunction]
-#[pyo3(signature = (name, rid, start, end, attrs, cache, record_start))]
-#[allow(clippy::too_many_arguments)]
-pub fn _slice_with_events(
+#[pyo3(signature = (name, rid, ts, attrs))]
+pub fn _event_for_slice(
+    py: Python<'_>,
+    name: &Bound<'_, PyAny>,
+    rid: &Bound<'_, PyAny>,
+    ts: Option<u64>,
+    attrs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    calls::record_event(py, name, rid, ts, attrs, EventFor::SliceHoldingIt)
+}
+
+/// A slice recorded after the fact, from `start` to `end`, with `attrs`: one call where the
+/// Python side would make two.
+#[pyfunction]
+#[pyo3(signature = (name, rid, start, end, attrs))]
+pub fn _slice_after(
     py: Python<'_>,
     name: &Bound<'_, PyAny>,
     rid: &Bound<'_, PyAny>,
     start: u64,
     end: u64,
     attrs: Option<&Bound<'_, PyDict>>,
-    cache: &Bound<'_, PyList>,
-    record_start: bool,
 ) -> PyResult<()> {
     const F: &str = "trace_slice";
     let name = convert::name_arg(F, name)?;
@@ -163,40 +172,7 @@ pub fn _slice_with_events(
     }
     let (name, rid) = rid.with_name(F, name)?;
     let attrs = Attrs::from_dict(F, "attrs", attrs)?;
-    // Everything is read and checked before anything is recorded: a bad event records nothing.
-    let mut events = Vec::new();
-    let mut kept = Vec::new();
-    for item in cache.iter() {
-        let t = item
-            .cast::<PyTuple>()
-            .map_err(|_| convert::type_error(F, "cache item", "tuple", &item))?;
-        let ts: u64 = t.get_item(1)?.extract()?;
-        if start <= ts && ts < end {
-            let ev_name = convert::name(F, &t.get_item(0)?)?;
-            let ev_attrs = t.get_item(2)?;
-            let ev_attrs = match ev_attrs.cast::<PyDict>() {
-                Ok(d) => Attrs::from_dict(F, "attrs", Some(d))?,
-                Err(_) if ev_attrs.is_none() => Attrs::from_dict(F, "attrs", None)?,
-                Err(_) => return Err(convert::type_error(F, "attrs", "dict", &ev_attrs)),
-            };
-            events.push((ev_name, ts, ev_attrs));
-        } else {
-            kept.push(item);
-        }
-    }
-    if record_start {
-        slicetrace::options::slice_start_at(Some(name), rid, UnixNanos(start));
-    }
-    for (ev_name, ts, ev_attrs) in &events {
-        slicetrace::options::event_with(
-            ev_name,
-            rid,
-            Opts {
-                ts: Some(UnixNanos(*ts)),
-                attrs: &ev_attrs.as_core(),
-            },
-        );
-    }
+    slicetrace::options::slice_start_at(Some(name), rid, UnixNanos(start));
     slicetrace::options::slice_end_with(
         name,
         rid,
@@ -206,17 +182,12 @@ pub fn _slice_with_events(
             attrs: &attrs.as_core(),
         },
     );
-    if !events.is_empty() {
-        cache.del_slice(0, cache.len())?;
-        for item in kept {
-            cache.append(item)?;
-        }
-    }
     Ok(())
 }
 
 pub fn add(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(_slice_with_events, m)?)?;
+    m.add_function(wrap_pyfunction!(_slice_after, m)?)?;
+    m.add_function(wrap_pyfunction!(_event_for_slice, m)?)?;
     m.add_function(wrap_pyfunction!(_set_thread_info, m)?)?;
     m.add_function(wrap_pyfunction!(_req_start, m)?)?;
     m.add_function(wrap_pyfunction!(_thread_end, m)?)?;

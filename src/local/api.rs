@@ -2,7 +2,7 @@
 //! tracing is off each is one relaxed load and a branch.
 
 use super::directory::{directory, Entry};
-use super::handle::{admits, enabled, with_local, Local, FILTERED, OFF, ON, SWITCH};
+use super::handle::{admits, enabled, filtering, with_local, Local, ALL, GATE, OFF};
 use super::history::{self, Lookup, Target};
 use crate::args::{Attr, End, Opts, UnixNanos, Value};
 use crate::ids::{process_tag, Rid};
@@ -11,8 +11,9 @@ use crate::propagate::PropagateContext;
 use crate::wire::batch;
 use crate::wire::origin::{encode_origin, origin_ids, Upstream, MAX_ORIGIN_PAYLOAD};
 use crate::wire::record::{
-    chunks_for, flag, truncate_str, write_chunks, Kind, Record, MAX_STR_BYTES,
+    chunk, chunks_for, flag, truncate_str, Kind, Record, CHUNK_BYTES, MAX_STR_BYTES,
 };
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A request id as `req_start` and `set_propagate_context` take it: a string (hashed, and kept
@@ -83,9 +84,10 @@ fn record_one(kind: Kind, flags: u8, rid: Rid, name: u32, value: u64, ts: Option
 }
 
 /// Records of one call that carries more than a head record, gathered on the stack and pushed
-/// as whole units.
+/// as whole units. The buffer is left uninitialised: filling 2 KiB on every call that carries
+/// an attribute would cost more than the records it holds.
 struct Gather {
-    buf: [Record; Gather::CAP],
+    buf: [MaybeUninit<Record>; Gather::CAP],
     n: usize,
 }
 
@@ -94,20 +96,36 @@ impl Gather {
 
     fn new() -> Gather {
         Gather {
-            buf: [Record::default(); Gather::CAP],
+            buf: [const { MaybeUninit::uninit() }; Gather::CAP],
             n: 0,
         }
     }
 
     /// Adds a head record followed by chunks holding `payload`.
-    fn add(&mut self, l: &mut Local, mut head: Record, payload: &[u8]) {
-        let need = 1 + chunks_for(payload.len());
-        if self.n + need > Gather::CAP {
+    fn add(&mut self, l: &mut Local, head: Record, payload: &[u8]) {
+        if self.n + 1 + chunks_for(payload.len()) > Gather::CAP {
             self.flush(l);
         }
+        self.put(head, payload);
+    }
+
+    /// `add` with room known: a payload is at most a few hundred bytes (a string attribute's
+    /// 256, an origin's context, tracestate, role and rid), far fewer records than `CAP`.
+    fn put(&mut self, mut head: Record, payload: &[u8]) {
         head.len = payload.len() as u16;
-        self.buf[self.n] = head;
-        self.n = write_chunks(payload, &mut self.buf, self.n + 1);
+        self.buf[self.n].write(head);
+        self.n += 1;
+        for part in payload.chunks(CHUNK_BYTES) {
+            self.buf[self.n].write(chunk(part));
+            self.n += 1;
+        }
+    }
+
+    /// The records gathered so far.
+    fn records(&self) -> &[Record] {
+        // SAFETY: `put` writes each of the first `n` slots before it counts it, and
+        // `MaybeUninit<Record>` has the layout of `Record`, so they are `n` initialised records.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<Record>(), self.n) }
     }
 
     fn add_attrs(&mut self, l: &mut Local, rid: Rid, target: u8, attrs: &[Attr<'_>]) {
@@ -132,8 +150,9 @@ impl Gather {
 
     /// Pushes what is gathered; false if the ring had no room for it (dropped, counted).
     fn flush(&mut self, l: &mut Local) -> bool {
-        let n = std::mem::take(&mut self.n);
-        n == 0 || l.producer.push_all(&self.buf[..n])
+        let pushed = self.n == 0 || l.producer.push_all(self.records());
+        self.n = 0;
+        pushed
     }
 }
 
@@ -263,7 +282,7 @@ pub fn req_start_with(rid: impl RequestKey, opts: ReqStart<'_>) -> Rid {
 /// Counts a request the session's ratio sampler left out where it entered this process.
 #[cold]
 fn left_out(_rid: Rid) {
-    if SWITCH.load(Ordering::Relaxed) == FILTERED {
+    if filtering() {
         crate::sampling::LEFT_OUT_AT_ORIGIN.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -419,22 +438,22 @@ pub fn slice_batch(name: &'static Name, reqs: &[(Rid, bool)]) {
     if reqs.is_empty() {
         return;
     }
-    match SWITCH.load(Ordering::Relaxed) {
+    match GATE.load(Ordering::Relaxed) {
         OFF => {}
-        ON => {
+        ALL => {
             with_local(|l| {
                 let ts = l.now();
                 batch_records(l, ts, name.id(), reqs);
             });
         }
-        _ => {
+        bound => {
             with_local(|l| {
                 // Only the requests the sampler keeps, gathered a record's worth at a time.
                 let ts = l.now();
                 let mut kept = [(Rid(0), false); batch::MAX_ITEMS];
                 let mut n = 0;
                 for &item in reqs {
-                    if crate::sampling::passes_filter(item.0) {
+                    if crate::sampling::key(item.0) < bound {
                         kept[n] = item;
                         n += 1;
                         if n == kept.len() {
@@ -524,6 +543,13 @@ fn add_attrs(rid: Rid, target: u8, attrs: &[Attr<'_>]) {
         g.add_attrs(l, rid, target, attrs);
         g.flush(l);
     });
+}
+
+/// An event for the next slice of this request to end on this thread whose interval holds the
+/// event's time (`opts.ts`, else now), as SGLang's cached events; one that no slice holds goes
+/// to the thread span when it ends.
+pub fn event_for_slice_with(name: &'static Name, rid: Rid, opts: Opts<'_>) {
+    event_record(name, rid, flag::FOR_SLICE, opts)
 }
 
 /// [`event_with`] for this request's span on this thread, even while a slice is open.
@@ -643,4 +669,34 @@ pub fn propagate_tracestate(rid: Rid) -> Option<String> {
         return None;
     }
     with_local(|l| history::origin_tracestate(&l.producer, rid.0)).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::record::read_chunks;
+
+    #[test]
+    fn gathered_records_are_the_heads_and_chunks_added() {
+        let mut g = Gather::new();
+        assert!(g.records().is_empty());
+        let text = "a string attribute, longer than one chunk of twenty-eight bytes";
+        let head = |name| Record {
+            rid: 7,
+            name,
+            kind: Kind::Attr as u8,
+            ..Record::default()
+        };
+        g.put(head(1), text.as_bytes());
+        g.put(head(2), &[]);
+        let recs = g.records();
+        let chunks = chunks_for(text.len());
+        assert_eq!(recs.len(), 1 + chunks + 1);
+        assert_eq!((recs[0].name, recs[0].len as usize), (1, text.len()));
+        assert!(recs[1..=chunks].iter().all(|r| r.kind == Kind::Chunk as u8));
+        let mut back = Vec::new();
+        read_chunks(&recs[1..=chunks], text.len(), &mut back);
+        assert_eq!(back, text.as_bytes());
+        assert_eq!((recs[chunks + 1].name, recs[chunks + 1].len), (2, 0));
+    }
 }

@@ -4,15 +4,15 @@ use crate::ids::Rid;
 use crate::wire::ownership::{self, Registry, RingSlot};
 use crate::wire::ring::Producer;
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// The one switch the hot path reads: `OFF`, `ON`, or `FILTERED` (on, and a call records only
-/// for a request the session's ratio sampler keeps).
-pub(crate) static SWITCH: AtomicU8 = AtomicU8::new(OFF);
-pub(crate) const OFF: u8 = 0;
-pub(crate) const ON: u8 = 1;
-pub(crate) const FILTERED: u8 = 2;
+/// The one switch the hot path reads: `OFF`, `ALL` (every request), or the bound of a ratio
+/// sampler's keys (a call records only for a request whose key is below it; see `sampling`).
+/// One word, so that a call for a request left out costs one load, as a call with tracing off.
+pub(crate) static GATE: AtomicU64 = AtomicU64::new(OFF);
+pub(crate) const OFF: u64 = 0;
+pub(crate) const ALL: u64 = u64::MAX;
 
 /// Set in a child forked while a session ran, until it starts its own. The switch stays on
 /// there, so that a call with tracing off still costs one load and a branch: every thread of
@@ -31,18 +31,21 @@ pub(crate) static LOST_NO_HANDLE: AtomicU64 = AtomicU64::new(0);
 
 #[inline(always)]
 pub(crate) fn enabled() -> bool {
-    SWITCH.load(Ordering::Relaxed) != OFF
+    GATE.load(Ordering::Relaxed) != OFF
 }
 
-/// Whether a call for `rid` records: tracing is on and the sampler keeps the request. One load
-/// when off; with a ratio sampler, a multiply more.
+/// Whether a call for `rid` records: tracing is on and the sampler keeps the request. Every key
+/// is at least 1 and below `ALL`, so one compare answers for on and a ratio alike; off returns
+/// before the key is made.
 #[inline(always)]
 pub(crate) fn admits(rid: Rid) -> bool {
-    match SWITCH.load(Ordering::Relaxed) {
-        OFF => false,
-        ON => true,
-        _ => crate::sampling::passes_filter(rid),
-    }
+    let gate = GATE.load(Ordering::Relaxed);
+    gate != OFF && crate::sampling::key(rid) < gate
+}
+
+/// A ratio sampler decides on the traced threads.
+pub(crate) fn filtering() -> bool {
+    !matches!(GATE.load(Ordering::Relaxed), OFF | ALL)
 }
 
 pub(crate) fn clock() -> &'static quanta::Clock {

@@ -115,6 +115,9 @@ pub mod flag {
     pub const THREAD_ERROR: u8 = 1 << 0;
     /// Event: for the thread span, whether or not a slice is open.
     pub const ON_THREAD: u8 = 1 << 0;
+    /// Event: for the next slice of the request to end on this thread whose interval holds the
+    /// event's time; else the thread span's, when it ends.
+    pub const FOR_SLICE: u8 = 1 << 1;
     /// Attr: the value type, in the low two bits.
     pub const VALUE_MASK: u8 = 0b11;
     pub const VALUE_I64: u8 = 0;
@@ -138,18 +141,25 @@ pub const fn chunks_for(len: usize) -> usize {
 /// Packs `bytes` into chunk records, appending them to `out` (a fixed array filled from index
 /// `at`). Returns the next free index.
 #[inline]
+#[cfg(test)]
 pub fn write_chunks(bytes: &[u8], out: &mut [Record], mut at: usize) -> usize {
     for part in bytes.chunks(CHUNK_BYTES) {
-        let mut raw = [0u8; RECORD_BYTES];
-        raw[..part.len()].copy_from_slice(part);
-        let mut rec: Record = bytemuck::cast(raw);
-        rec.kind = Kind::Chunk as u8;
-        rec.flags = 0;
-        rec.len = 0;
-        out[at] = rec;
+        out[at] = chunk(part);
         at += 1;
     }
     at
+}
+
+/// The chunk record holding `part` (at most `CHUNK_BYTES`).
+#[inline]
+pub fn chunk(part: &[u8]) -> Record {
+    let mut raw = [0u8; RECORD_BYTES];
+    raw[..part.len()].copy_from_slice(part);
+    let mut rec: Record = bytemuck::cast(raw);
+    rec.kind = Kind::Chunk as u8;
+    rec.flags = 0;
+    rec.len = 0;
+    rec
 }
 
 /// Appends the payload bytes of `chunks` to `out`, `len` bytes in all (fewer if `chunks` hold

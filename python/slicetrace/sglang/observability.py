@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 from slicetrace import _native
+from slicetrace._native import _event_for_slice, _slice_after
 from slicetrace._native import trace_event as _event
 from slicetrace._native import trace_get_proc_propagate_context as _context_here
 from slicetrace._native import trace_set_proc_propagate_context as _continue_from
@@ -41,9 +42,6 @@ _trace_context_propagator = None
 global_trace_modules: Optional[List[str]] = None
 #: Called with a :class:`TraceThreadInfo` when a thread first names itself.
 _on_thread_info_set = None
-
-#: Events kept per context while no slice holds their time; more are dropped and counted.
-MAX_CACHED_EVENTS = 128
 
 _process_level: Optional[int] = None
 
@@ -177,20 +175,12 @@ def _name_thread_if_unnamed() -> None:
         trace_set_thread_info("unknown")
 
 
-_EVENTS_DROPPED = [0]
-
-
-def events_dropped() -> int:
-    """Events dropped because a context already held :data:`MAX_CACHED_EVENTS` waiting for a
-    slice."""
-    return _EVENTS_DROPPED[0]
-
-
 class TraceReqContext:
     """One request's trace on one thread: made where the request starts, sent to other
     processes pickled (SGLang's carrier dict) and to other threads by :meth:`copy_for_thread`,
     continued there by :meth:`rebuild_thread_context`. Calls whose level is above the level
-    the context was made with record nothing."""
+    the context was made with record nothing. Events wait for their slice in the extension's
+    background thread, not in the context."""
 
     def __init__(
         self,
@@ -225,8 +215,6 @@ class TraceReqContext:
     def _reset_thread(self) -> None:
         self._thread = False
         self._stack: List[tuple] = []
-        # (name, ts, attrs) of each event waiting for the slice whose interval holds it.
-        self.events_cache: List[tuple] = []
 
     def is_tracing_enabled(self) -> bool:
         return self.tracing_enable
@@ -280,9 +268,8 @@ class TraceReqContext:
         top-level one links to the slice before it."""
         if self._skip(level):
             return
-        ts = ts or time.time_ns()
-        _slice_start(name, self.rid, ts)
-        self._stack.append((name, level, ts))
+        _slice_start(name, self.rid, ts or time.time_ns())
+        self._stack.append((name, level))
 
     def trace_slice_end(
         self,
@@ -301,16 +288,12 @@ class TraceReqContext:
         if not self._stack:
             logger.warning("trace_slice_end(%r): no slice is open", name)
             return
-        open_name, open_level, start = self._stack[-1]
+        open_name, open_level = self._stack[-1]
         if open_name != name or open_level != level:
             logger.warning(
                 "trace_slice_end(%r, %r) ends the open slice %r of level %r", name, level, open_name, open_level
             )
-        ts = ts or time.time_ns()
-        if self.events_cache:
-            _native._slice_with_events(name, self.rid, start, ts, attrs, self.events_cache, False)
-        else:
-            _slice_end(name, self.rid, ts, attrs)
+        _slice_end(name, self.rid, ts or time.time_ns(), attrs)
         # Popped once recorded: an end refused for its arguments leaves the slice open.
         self._stack.pop()
         if thread_finish_flag:
@@ -323,28 +306,23 @@ class TraceReqContext:
         if not self.tracing_enable or not self._thread or (level and level > self.trace_level):
             return
         end = slice.end_time_ns or time.time_ns()
-        started = False
         if slice.events:
             _slice_start(slice.slice_name, self.rid, slice.start_time_ns)
             for e in slice.events:
                 _event(e.event_name, self.rid, e.ts, e.attrs)
-            started = True
-        _native._slice_with_events(
-            slice.slice_name, self.rid, slice.start_time_ns, end, slice.attrs, self.events_cache, not started
-        )
+            _slice_end(slice.slice_name, self.rid, end, slice.attrs)
+        else:
+            _slice_after(slice.slice_name, self.rid, slice.start_time_ns, end, slice.attrs)
         if thread_finish_flag:
             self.abort(end)
 
     def trace_event(self, name: str, level: int, ts: Optional[int] = None, attrs: Dict[str, Any] = None) -> None:
-        """An event, kept until a slice whose interval holds ``ts`` ends on this thread (else it
-        goes to the thread span when that ends)."""
+        """An event for the next slice to end on this thread whose interval holds ``ts`` (else
+        the thread span, when that ends), as SGLang's cached events. At most 128 wait per
+        thread span; more are counted in its dropped events."""
         if not self.tracing_enable or not self._thread or (level and level > self.trace_level):
             return
-        cache = self.events_cache
-        if len(cache) >= MAX_CACHED_EVENTS:
-            _EVENTS_DROPPED[0] += 1
-            return
-        cache.append((name, ts or time.time_ns(), attrs))
+        _event_for_slice(name, self.rid, ts or time.time_ns(), attrs)
 
     def abort(self, ts=None, abort_info: Optional[Dict] = None) -> None:
         """Ends this thread's open slices and its thread span at ``ts``; with ``abort_info``
@@ -354,8 +332,6 @@ class TraceReqContext:
         ts = ts or time.time_ns()
         if abort_info is not None and not isinstance(abort_info, dict) and hasattr(abort_info, "to_json"):
             abort_info = abort_info.to_json()
-        for name, at, attrs in self.events_cache:
-            _native._thread_event(name, self.rid, at, attrs)
         _native._thread_end(self.rid, ts, bool(abort_info), abort_info or None)
         self._reset_thread()
 
@@ -489,7 +465,6 @@ __all__ = [
     "TraceReqContext",
     "TraceSliceContext",
     "TraceThreadInfo",
-    "events_dropped",
     "extract_trace_headers",
     "fastapi_telemetry_disabled_kwargs",
     "get_cur_time_ns",

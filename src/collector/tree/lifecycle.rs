@@ -298,6 +298,14 @@ pub(super) fn finish_thread(
     // Unused when no slice is open: no table entry for it.
     let rid = if t.slices.is_empty() { 0 } else { out.rid(rid) };
     close_unfinished(c, trace, state, rid, t, ns, out);
+    // Events no slice's interval held go to the thread span, after its own.
+    for ev in std::mem::take(&mut t.waiting) {
+        if t.own_events.len() < crate::collector::tree::MAX_EVENTS_PER_SPAN {
+            t.own_events.push(ev);
+        } else {
+            t.dropped_events += 1;
+        }
+    }
     // Built only when the export queue has room for it (see `SpanOut`).
     out.push(|| spans::thread(info, trace, state, parent, t, ns));
     // Left here when the span was not built: a thread span opened later must not inherit them.

@@ -49,6 +49,8 @@ pub struct ThreadSpan {
     /// Where the last event went, for the event's attributes.
     pub last_event: EventAt,
     pub own_events: Vec<Event>,
+    /// `FOR_SLICE` events waiting for the slice whose interval holds them.
+    pub waiting: Vec<Event>,
     pub own_attrs: Vec<KeyValue>,
     pub dropped_events: u32,
     pub dropped_attrs: u32,
@@ -61,6 +63,7 @@ pub enum EventAt {
     None,
     Slice(usize),
     Thread,
+    Waiting,
     Request,
 }
 
@@ -77,6 +80,7 @@ impl ThreadSpan {
             pending_link: None,
             last_event: EventAt::None,
             own_events: Vec::new(),
+            waiting: Vec::new(),
             own_attrs: Vec::new(),
             dropped_events: 0,
             dropped_attrs: 0,

@@ -36,11 +36,14 @@ impl Request {
             Ended::Closed { id, .. } => {
                 // The chain and the slice data move together; a gap would be a bug here, which
                 // must not take the drainer down.
-                let Some(s) = t.slices.pop().filter(|s| s.id == id) else {
+                let Some(mut s) = t.slices.pop().filter(|s| s.id == id) else {
                     debug_assert!(false, "slice data out of step with the chain");
                     Counters::add(&c.records_undecodable, 1);
                     return false;
                 };
+                if !t.waiting.is_empty() {
+                    take_waiting(&mut t.waiting, &mut s, ns);
+                }
                 let status = end_status(s.name, r.name);
                 if matches!(status, Status::Error { .. }) {
                     Counters::add(&c.name_mismatches, 1);
@@ -141,8 +144,18 @@ impl Request {
             0,
         );
         let on_thread = r.rec.head.flags & flag::ON_THREAD != 0;
+        let for_slice = r.rec.head.flags & flag::FOR_SLICE != 0;
         let ti = self.thread_of(r.tenure);
         let at = match ti.map(|i| &mut self.threads[i]) {
+            Some(t) if for_slice && t.is_open() => {
+                push_capped(
+                    &mut t.waiting,
+                    &mut t.dropped_events,
+                    ev,
+                    MAX_EVENTS_PER_SPAN,
+                );
+                EventAt::Waiting
+            }
             Some(t) if !on_thread && !t.slices.is_empty() => {
                 let i = t.slices.len() - 1;
                 let x = t.slices[i].extras();
@@ -227,6 +240,7 @@ impl Request {
                         .get_mut(j)
                         .and_then(|s| s.extras.as_mut()?.events.last_mut()),
                     EventAt::Thread => t.own_events.last_mut(),
+                    EventAt::Waiting => t.waiting.last_mut(),
                     EventAt::Request => self.events.last_mut(),
                     EventAt::None => None,
                 };
@@ -298,6 +312,27 @@ fn open_slice(
     });
 }
 
+/// Moves the waiting events whose time falls in `s`'s interval, up to `end_ns`, onto `s`.
+fn take_waiting(waiting: &mut Vec<Event>, s: &mut OpenSlice, end_ns: u64) {
+    let (start, end) = (ns_to_time(s.start_ns), ns_to_time(end_ns));
+    let mut i = 0;
+    while i < waiting.len() {
+        let t = waiting[i].timestamp;
+        if start <= t && t < end {
+            let ev = waiting.remove(i);
+            let x = s.extras();
+            push_capped(
+                &mut x.events,
+                &mut x.dropped_events,
+                ev,
+                MAX_EVENTS_PER_SPAN,
+            );
+        } else {
+            i += 1;
+        }
+    }
+}
+
 fn push_capped<T>(v: &mut Vec<T>, dropped: &mut u32, item: T, cap: usize) {
     if v.len() < cap {
         v.push(item);
@@ -323,6 +358,31 @@ mod tests {
     }
 
     const CASES: &[Case] = &[
+        Case {
+            what: "events for a slice wait for the one whose interval holds them",
+            rids: &[1],
+            script: |h| {
+                h.event_for_slice(0, 1, "early");
+                h.slice(0, 1, "a");
+                h.event_for_slice(0, 1, "inside");
+                h.attr(0, 1, TARGET_EVENT, "n", 1);
+                h.slice(0, 1, "b");
+                h.end(0, 1, "b", 0);
+                h.end(0, 1, "a", 0);
+                h.slice(0, 1, "c");
+                h.end(0, 1, "c", THREAD_FINISH);
+            },
+            shape: &[
+                " Req 1 <Bootstrap Room 0x0",
+                "Bootstrap Room 0x0 <-",
+                // `b` ends first, but "inside" came before it started.
+                "a <t0 [inside{n=1}]",
+                "b <a",
+                "c <t0 ~a",
+                "t0 < Req 1 [early]",
+            ],
+            counted: &[],
+        },
         Case {
             what: "a thread end ends the open slices, then the thread span, in error as asked",
             rids: &[1],

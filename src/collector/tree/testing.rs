@@ -325,6 +325,11 @@ impl Harness {
         self.write(th, &[rec(Kind::ThreadEnd, rid, "", flags, 0)]);
     }
 
+    /// `event_for_slice_with`: an event for the slice whose interval holds it.
+    pub fn event_for_slice(&mut self, th: usize, rid: u64, name: &str) {
+        self.write(th, &[rec(Kind::Event, rid, name, flag::FOR_SLICE, 0)]);
+    }
+
     /// `thread_event_with`: an event for the thread span.
     pub fn thread_event(&mut self, th: usize, rid: u64, name: &str) {
         self.write(th, &[rec(Kind::Event, rid, name, flag::ON_THREAD, 0)]);
