@@ -124,31 +124,25 @@ pub fn _add_attrs(
     Ok(())
 }
 
-/// An event for this request's thread span, at `ts`.
+/// An event at `ts` for this request's thread span, or (`for_slice`) SGLang's cached event:
+/// for the next slice of this request to end on this thread whose interval holds `ts`, else the
+/// thread span's when that ends. The drainer holds it meanwhile.
 #[pyfunction]
-#[pyo3(signature = (name, rid, ts, attrs))]
-pub fn _thread_event(
+#[pyo3(signature = (name, rid, ts, attrs, for_slice))]
+pub fn _event_to(
     py: Python<'_>,
     name: &Bound<'_, PyAny>,
     rid: &Bound<'_, PyAny>,
     ts: Option<u64>,
     attrs: Option<&Bound<'_, PyDict>>,
+    for_slice: bool,
 ) -> PyResult<()> {
-    calls::record_event(py, name, rid, ts, attrs, EventFor::Thread)
-}
-
-/// SGLang's cached event: for the next slice of this request to end on this thread whose
-/// interval holds `ts`; else the thread span's, when that ends. The drainer holds it meanwhile.
-#[pyfunction]
-#[pyo3(signature = (name, rid, ts, attrs))]
-pub fn _event_for_slice(
-    py: Python<'_>,
-    name: &Bound<'_, PyAny>,
-    rid: &Bound<'_, PyAny>,
-    ts: Option<u64>,
-    attrs: Option<&Bound<'_, PyDict>>,
-) -> PyResult<()> {
-    calls::record_event(py, name, rid, ts, attrs, EventFor::SliceHoldingIt)
+    let to = if for_slice {
+        EventFor::SliceHoldingIt
+    } else {
+        EventFor::Thread
+    };
+    calls::record_event(py, name, rid, ts, attrs, to)
 }
 
 /// A slice recorded after the fact, from `start` to `end`, with `attrs`: one call where the
@@ -187,11 +181,10 @@ pub fn _slice_after(
 
 pub fn add(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_slice_after, m)?)?;
-    m.add_function(wrap_pyfunction!(_event_for_slice, m)?)?;
     m.add_function(wrap_pyfunction!(_set_thread_info, m)?)?;
     m.add_function(wrap_pyfunction!(_req_start, m)?)?;
     m.add_function(wrap_pyfunction!(_thread_end, m)?)?;
     m.add_function(wrap_pyfunction!(_add_attrs, m)?)?;
-    m.add_function(wrap_pyfunction!(_thread_event, m)?)?;
+    m.add_function(wrap_pyfunction!(_event_to, m)?)?;
     Ok(())
 }

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 from slicetrace import _native
-from slicetrace._native import _event_for_slice, _slice_after
+from slicetrace._native import _event_to, _slice_after
 from slicetrace._native import trace_event as _event
 from slicetrace._native import trace_get_proc_propagate_context as _context_here
 from slicetrace._native import trace_set_proc_propagate_context as _continue_from
@@ -322,7 +322,7 @@ class TraceReqContext:
         thread span; more are counted in its dropped events."""
         if not self.tracing_enable or not self._thread or (level and level > self.trace_level):
             return
-        _event_for_slice(name, self.rid, ts or time.time_ns(), attrs)
+        _event_to(name, self.rid, ts or time.time_ns(), attrs, True)
 
     def abort(self, ts=None, abort_info: Optional[Dict] = None) -> None:
         """Ends this thread's open slices and its thread span at ``ts``; with ``abort_info``
