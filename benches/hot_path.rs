@@ -267,6 +267,36 @@ fn hot_path(c: &mut Criterion) {
         stats.records_written, 0,
         "a request left out records nothing"
     );
+
+    // A name above the process level: the call checks the level and keeps its thread's
+    // counts of skipped slices, and records nothing.
+    let mut cfg = Config::new("bench").exporter(Discard).level(2);
+    cfg.announce = false;
+    cfg.report_losses_every = None;
+    let guard = slicetrace::init(cfg).expect("init");
+    let rid = slicetrace::req_start(7u64, None);
+    let mut g = c.benchmark_group("hot_path");
+    g.bench_function("above_level/slice_start", |b| {
+        b.iter(|| slicetrace::slice_start(name!("decode_loop", level = 3), black_box(rid)))
+    });
+    // Each start ended, so the counts stay as a server's do.
+    g.bench_function("above_level/calls_16", |b| {
+        b.iter(|| {
+            for _ in 0..8 {
+                let n = name!("decode_loop", level = 3);
+                slicetrace::slice_start(n, black_box(rid));
+                slicetrace::slice_end(n, black_box(rid), End::PLAIN);
+            }
+        })
+    });
+    g.finish();
+    slicetrace::req_finish(rid);
+    let stats = guard.shutdown();
+    slicetrace::set_level(slicetrace::limits::DEFAULT_PROCESS_LEVEL);
+    assert_eq!(
+        stats.records_written, 2,
+        "above the level, only the request's start and finish are recorded"
+    );
 }
 
 /// Spans per fastrace root: its local spans are kept until the root ends, so each timed block

@@ -20,6 +20,7 @@
 //! | `OTEL_BSP_MAX_QUEUE_SIZE` | most spans waiting for export; more are dropped and counted (default 131072) |
 //! | `OTEL_SERVICE_NAME` | `service.name` (else the name the program passes) |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,…` resource attributes |
+//! | `SLICETRACE_LEVEL` | the trace level, 0 to 7 (default 3): slices and events of names above it are not recorded (see `slicetrace::set_level`) |
 //! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | which requests are traced: `parentbased_always_on` (default), `parentbased_always_off`, `parentbased_traceidratio`, `always_on`, `always_off`, `traceidratio`; the ratio from 0 to 1 (default 1) |
 //!
 //! A value that cannot be used is an error at `init`, naming the variable and what it expected.
@@ -107,6 +108,8 @@ pub struct EnvSettings {
     pub max_queue_spans: Option<usize>,
     /// `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`.
     pub sampler: crate::sampling::Sampler,
+    /// `SLICETRACE_LEVEL`: the process trace level.
+    pub level: Option<u8>,
 }
 
 /// A variable with a value that cannot be used.
@@ -427,9 +430,17 @@ impl EnvSettings {
                     };
                     err(variable, value.as_deref().unwrap_or(""), expected)
                 })?;
+        let level = match get("SLICETRACE_LEVEL") {
+            None => None,
+            Some(v) => match v.trim().parse::<u8>() {
+                Ok(n) if n <= crate::level::MAX_LEVEL => Some(n),
+                _ => return Err(err("SLICETRACE_LEVEL", &v, "a whole number from 0 to 7")),
+            },
+        };
         Ok(EnvSettings {
             enabled,
             sampler,
+            level,
             service_name: get("OTEL_SERVICE_NAME").filter(|v| !v.trim().is_empty()),
             resource_attributes,
             destination,
@@ -600,6 +611,8 @@ mod tests {
                 "SLICETRACE_FILE_MAX_MB",
             ),
             (vec![("SLICETRACE_FILE_KEEP", "0")], "SLICETRACE_FILE_KEEP"),
+            (vec![("SLICETRACE_LEVEL", "8")], "SLICETRACE_LEVEL"),
+            (vec![("SLICETRACE_LEVEL", "high")], "SLICETRACE_LEVEL"),
             (
                 vec![("OTEL_EXPORTER_OTLP_INSECURE", "perhaps")],
                 "OTEL_EXPORTER_OTLP_INSECURE",
@@ -623,6 +636,16 @@ mod tests {
             assert_eq!(e.variable, var, "{e}");
             assert!(e.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn the_trace_level_is_taken_as_given_or_left_alone() {
+        assert_eq!(parse(&[]).unwrap().level, None);
+        assert_eq!(
+            parse(&[("SLICETRACE_LEVEL", " 1 ")]).unwrap().level,
+            Some(1)
+        );
+        assert_eq!(parse(&[("SLICETRACE_LEVEL", "0")]).unwrap().level, Some(0));
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod error;
 pub mod export;
 mod fork;
 mod ids;
+mod level;
 mod local;
 mod name;
 pub mod process;
@@ -45,6 +46,7 @@ pub use collector::clock::ClockSource;
 pub use collector::stats::Stats;
 pub use error::InitError;
 pub use ids::Rid;
+pub use level::{level, set_level};
 pub use local::api::{
     event, propagate_context, req_finish, req_start, set_propagate_context, set_thread_info,
     slice_add_attr, slice_batch, slice_end, slice_start, slice_start_anon, RequestKey,
@@ -68,6 +70,7 @@ pub mod options {
 /// The bounds slicetrace keeps: past each, input is cut or refused and counted.
 pub mod limits {
     pub use crate::collector::tree::{MAX_ATTRS_PER_SPAN, MAX_EVENTS_PER_SPAN};
+    pub use crate::level::{DEFAULT_NAME_LEVEL, DEFAULT_PROCESS_LEVEL, MAX_LEVEL};
     pub use crate::local::handle::DEFAULT_RING_CAPACITY;
     pub use crate::name::{MAX_INTERNED_BYTES, MAX_INTERNED_NAMES, OVERFLOW_NAME};
     pub use crate::propagate::CONTEXT_LEN;

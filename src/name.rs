@@ -57,14 +57,35 @@ const BOUNDS: Bounds = Bounds {
 pub struct Name {
     text: &'static str,
     id: AtomicU32,
+    level: u8,
 }
 
 impl Name {
+    /// A name at [`DEFAULT_NAME_LEVEL`](crate::limits::DEFAULT_NAME_LEVEL): its slices and
+    /// events are recorded unless the process level is 0.
     pub const fn new(text: &'static str) -> Name {
+        Name::with_level(text, crate::level::DEFAULT_NAME_LEVEL)
+    }
+
+    /// A name whose slices and events are recorded only while the process level
+    /// ([`set_level`](crate::set_level)) is at least `level` (at most
+    /// [`MAX_LEVEL`](crate::limits::MAX_LEVEL)). Two names of one text share their id whatever
+    /// their levels; each call goes by the level of the name it is given.
+    pub const fn with_level(text: &'static str, level: u8) -> Name {
+        assert!(
+            level <= crate::level::MAX_LEVEL,
+            "a name's level is at most MAX_LEVEL"
+        );
         Name {
             text,
             id: AtomicU32::new(0),
+            level,
         }
+    }
+
+    /// This name's trace level.
+    pub const fn level(&self) -> u8 {
+        self.level
     }
 
     /// A name for a string known only at run time. Each distinct string is leaked once and kept
@@ -138,6 +159,10 @@ impl std::fmt::Debug for Name {
 macro_rules! name {
     ($text:literal) => {{
         static NAME: $crate::Name = $crate::Name::new($text);
+        &NAME
+    }};
+    ($text:literal, level = $level:expr) => {{
+        static NAME: $crate::Name = $crate::Name::with_level($text, $level);
         &NAME
     }};
 }

@@ -76,6 +76,10 @@ pub struct Config {
     /// Which requests are traced (`OTEL_TRACES_SAMPLER`); by default those an upstream sampled,
     /// and every one that came with no upstream decision.
     pub sampler: crate::sampling::Sampler,
+    /// The process trace level the session starts with (`SLICETRACE_LEVEL`); `None` leaves it
+    /// as it is ([`DEFAULT_PROCESS_LEVEL`](crate::limits::DEFAULT_PROCESS_LEVEL) unless
+    /// [`set_level`](crate::set_level) changed it).
+    pub level: Option<u8>,
     sink: Option<Box<dyn Sink>>,
     /// Makes the exporter again, for a clone (a forked child's session among them).
     recipe: Option<Recipe>,
@@ -107,6 +111,7 @@ impl Clone for Config {
             announce: self.announce,
             scope_name: self.scope_name.clone(),
             sampler: self.sampler,
+            level: self.level,
             sink: None,
             recipe: self.recipe.clone(),
             destination: self.destination.clone(),
@@ -136,6 +141,7 @@ impl Config {
             announce: true,
             scope_name: DEFAULT_SCOPE.to_owned(),
             sampler: crate::sampling::Sampler::default(),
+            level: None,
             sink: None,
             recipe: None,
             destination: None,
@@ -154,6 +160,13 @@ impl Config {
     #[must_use]
     pub fn sampler(mut self, sampler: crate::sampling::Sampler) -> Config {
         self.sampler = sampler;
+        self
+    }
+
+    /// The process trace level the session starts with (see [`crate::set_level`]).
+    #[must_use]
+    pub fn level(mut self, level: u8) -> Config {
+        self.level = Some(level);
         self
     }
 
@@ -231,6 +244,7 @@ impl Config {
     ) -> Result<Config, InitError> {
         let mut cfg = Config::new(env.service_name.as_deref().unwrap_or(service_name));
         cfg.sampler = env.sampler;
+        cfg.level = env.level;
         // The queue's bound is kept in whole batches; in spans it stays as set (or as default)
         // whatever the batch size.
         let queue_spans = env
@@ -603,6 +617,9 @@ fn start(session: &mut Option<Live>, mut cfg: Config, in_child: bool) -> Result<
         names_refused_base: crate::name::refused(),
         config: cfg.clone(),
     });
+    if let Some(level) = cfg.level {
+        crate::level::set_level(level);
+    }
     GATE.store(crate::sampling::install(cfg.sampler), Ordering::Release);
     Ok(Guard {
         join: Some(join),

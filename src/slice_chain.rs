@@ -11,6 +11,8 @@ pub use slicetrace_spans::schema::MAX_DEPTH;
 #[derive(Clone, Debug)]
 pub struct SliceChain {
     open: [u64; MAX_DEPTH],
+    /// Per open slice, what an uncertain end must name to close it (see `key`).
+    keys: [u64; MAX_DEPTH],
     depth: usize,
     /// Starts beyond `MAX_DEPTH` not yet matched by an end.
     overflow: u32,
@@ -26,12 +28,16 @@ pub enum Ended {
     Overflowed,
     /// Nothing was open.
     Nothing,
+    /// Closed nothing: an end recorded across a change of the trace level whose start was not
+    /// recorded (see `end_applies`).
+    Discarded,
 }
 
 impl Default for SliceChain {
     fn default() -> Self {
         SliceChain {
             open: [0; MAX_DEPTH],
+            keys: [ANY; MAX_DEPTH],
             depth: 0,
             overflow: 0,
             last_top: 0,
@@ -39,17 +45,60 @@ impl Default for SliceChain {
     }
 }
 
+/// The key of a slice that any end closes: an anonymous one, named by its end.
+pub const ANY: u64 = u64::MAX;
+
+/// The key of a named slice: an end recorded across a change of the trace level closes it only
+/// if it names the same name at the same level.
+pub fn key(level: u64, name: u32) -> u64 {
+    (level.min(u32::MAX as u64 - 1) << 32) | name as u64
+}
+
+/// The key of the slice a `SliceStart` record opens.
+pub fn start_key(r: &crate::wire::record::Record) -> u64 {
+    if r.flags & crate::wire::record::flag::ANON != 0 {
+        ANY
+    } else {
+        key(r.value, r.name)
+    }
+}
+
+/// Whether a `SliceEnd` record (or a batch item's) closes the innermost slice of `chain`: an
+/// end recorded across a change of the trace level only closes one it names.
+pub fn end_applies(chain: &SliceChain, r: &crate::wire::record::Record) -> bool {
+    r.flags & crate::wire::record::flag::MAYBE_UNSTARTED == 0 || chain.closes(key(r.value, r.name))
+}
+
 impl SliceChain {
-    /// Opens the slice started by the record at `pos`; `None` when too deep (dropped).
+    /// Opens the slice started by the record at `pos`, anonymous; `None` when too deep
+    /// (dropped).
     pub fn start(&mut self, seed: u64, pos: u64, salt: Salt) -> Option<u64> {
+        self.start_keyed(seed, pos, salt, ANY)
+    }
+
+    /// [`SliceChain::start`] for a slice with a [`key`].
+    pub fn start_keyed(&mut self, seed: u64, pos: u64, salt: Salt, key: u64) -> Option<u64> {
         if self.depth == MAX_DEPTH {
             self.overflow += 1;
             return None;
         }
         let id = derive_span_id(seed, pos, salt);
         self.open[self.depth] = id;
+        self.keys[self.depth] = key;
         self.depth += 1;
         Some(id)
+    }
+
+    /// Whether an end whose start may not have been recorded (`flag::MAYBE_UNSTARTED`) closes
+    /// the innermost open slice: only one of its `key`, or an anonymous one. Past the depth
+    /// limit the keys are not kept, and such an end is taken as the plain end it may be.
+    pub fn closes(&self, key: u64) -> bool {
+        if self.overflow > 0 {
+            return true;
+        }
+        self.depth
+            .checked_sub(1)
+            .is_some_and(|i| self.keys[i] == ANY || self.keys[i] == key)
     }
 
     /// Ends the innermost open slice.

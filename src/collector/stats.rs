@@ -105,6 +105,9 @@ counters! {
     slices_dropped_depth,
     /// `slice_end` with no slice open.
     end_without_start,
+    /// Ends recorded across a change of the trace level whose start was not recorded (it was
+    /// above the level then): discarded, not a loss (see `slicetrace::set_level`).
+    level_ends_discarded,
     /// `slice_end` whose name differs from its named start (the span gets status error).
     name_mismatches,
     /// `event` with no slice of its request open on the thread: kept on the thread span (or the

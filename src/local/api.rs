@@ -6,6 +6,7 @@ use super::handle::{admits, enabled, filtering, with_local, Local, ALL, GATE, OF
 use super::history::{self, Lookup, Target};
 use crate::args::{Attr, End, Opts, UnixNanos, Value};
 use crate::ids::{process_tag, Rid};
+use crate::level::{self, DEFAULT_NAME_LEVEL};
 use crate::name::Name;
 use crate::propagate::PropagateContext;
 use crate::wire::batch;
@@ -346,44 +347,78 @@ pub fn req_finish_with(rid: Rid, opts: Opts<'_>) {
     if !admits(rid) {
         return;
     }
-    let (target, attrs) = (flag::TARGET_REQUEST, opts.attrs);
-    attrs_then_head(rid, target, attrs, Kind::ReqFinish, 0, 0, opts.ts);
+    let head = Head {
+        kind: Kind::ReqFinish,
+        name: 0,
+        value: 0,
+        flags: 0,
+        ts: opts.ts,
+    };
+    attrs_then_head(rid, flag::TARGET_REQUEST, opts.attrs, head);
     directory().remove(rid.0);
 }
 
 /// Opens a slice: a child of this request's innermost open slice on this thread, else of the
 /// thread span (then linked to the previous top-level slice).
-#[inline]
+/// A name above the process level ([`set_level`](crate::set_level)) records nothing.
+#[inline(always)]
 pub fn slice_start(name: &'static Name, rid: Rid) {
-    if admits(rid) {
-        record_one(Kind::SliceStart, 0, rid, name.id(), 0, None);
+    if admits(rid) && level::start(name.level()) {
+        let lv = name.level() as u64;
+        record_one(Kind::SliceStart, 0, rid, name.id(), lv, None);
     }
 }
 
-/// Opens an anonymous slice, named by the `slice_end` that closes it.
-#[inline]
+/// Opens an anonymous slice, named by the `slice_end` that closes it. Its level is the default
+/// name level (see [`set_level`](crate::set_level)).
+#[inline(always)]
 pub fn slice_start_anon(rid: Rid) {
-    if admits(rid) {
-        record_one(Kind::SliceStart, flag::ANON, rid, 0, 0, None);
+    if admits(rid) && level::start_anon(DEFAULT_NAME_LEVEL) {
+        let lv = DEFAULT_NAME_LEVEL as u64;
+        record_one(Kind::SliceStart, flag::ANON, rid, 0, lv, None);
     }
 }
 
 /// [`slice_start`] (or, with `name: None`, [`slice_start_anon`]) at a given time.
 pub fn slice_start_at(name: Option<&'static Name>, rid: Rid, ts: UnixNanos) {
+    if !admits(rid) {
+        return;
+    }
+    let (id, f, lv) = match name {
+        Some(n) if level::start(n.level()) => (n.id(), 0, n.level()),
+        Some(_) => return,
+        None if level::start_anon(DEFAULT_NAME_LEVEL) => (0, flag::ANON, DEFAULT_NAME_LEVEL),
+        None => return,
+    };
+    record_one(Kind::SliceStart, f, rid, id, lv as u64, Some(ts));
+}
+
+/// Ends the innermost open slice of this request on this thread. Of a name above the process
+/// level, recorded only if this thread may have recorded its start (see
+/// [`set_level`](crate::set_level)).
+#[inline(always)]
+pub fn slice_end(name: &'static Name, rid: Rid, end: End) {
     if admits(rid) {
-        let (id, f) = match name {
-            Some(n) => (n.id(), 0),
-            None => (0, flag::ANON),
-        };
-        record_one(Kind::SliceStart, f, rid, id, 0, Some(ts));
+        if let Some((f, at)) = level::end(name.level()) {
+            let lv = name.level() as u64;
+            let end = ended(name, end, at);
+            record_one(Kind::SliceEnd, end.0 | f, rid, name.id(), lv, None);
+        }
     }
 }
 
-/// Ends the innermost open slice of this request on this thread.
-#[inline]
-pub fn slice_end(name: &'static Name, rid: Rid, end: End) {
-    if admits(rid) {
-        record_one(Kind::SliceEnd, end.0, rid, name.id(), 0, None);
+/// The flags an end of `name` is recorded with: above the level (`at` false) it opens no next
+/// slice; at or below it, the next slice it opens is counted.
+#[inline(always)]
+fn ended(name: &Name, end: End, at: bool) -> End {
+    if end.0 & (flag::AUTO_NEXT_ANON | flag::THREAD_FINISH) != flag::AUTO_NEXT_ANON {
+        return end;
+    }
+    if at {
+        level::anon_opened(name.level());
+        end
+    } else {
+        End(end.0 & !flag::AUTO_NEXT_ANON)
     }
 }
 
@@ -392,38 +427,43 @@ pub fn slice_end_with(name: &'static Name, rid: Rid, end: End, opts: Opts<'_>) {
     if !admits(rid) {
         return;
     }
+    let Some((f, at)) = level::end(name.level()) else {
+        return;
+    };
+    let end = ended(name, end, at);
     let (target, attrs) = (flag::TARGET_SLICE, opts.attrs);
-    attrs_then_head(
-        rid,
-        target,
-        attrs,
-        Kind::SliceEnd,
-        name.id(),
-        end.0,
-        opts.ts,
-    );
+    let head = Head {
+        kind: Kind::SliceEnd,
+        name: name.id(),
+        value: name.level() as u64,
+        flags: end.0 | f,
+        ts: opts.ts,
+    };
+    attrs_then_head(rid, target, attrs, head);
 }
 
-/// Records `attrs` for `target`, then the head record of `kind`, as one unit where they fit.
-fn attrs_then_head(
-    rid: Rid,
-    target: u8,
-    attrs: &[Attr<'_>],
+/// The head record `attrs_then_head` writes after the attributes.
+struct Head {
     kind: Kind,
     name: u32,
+    value: u64,
     flags: u8,
     ts: Option<UnixNanos>,
-) {
+}
+
+/// Records `attrs` for `target`, then the head record, as one unit where they fit.
+fn attrs_then_head(rid: Rid, target: u8, attrs: &[Attr<'_>], h: Head) {
     with_local(|l| {
         let mut g = Gather::new();
         g.add_attrs(l, rid, target, attrs);
-        let (ts, tf) = stamp(l, ts);
+        let (ts, tf) = stamp(l, h.ts);
         let head = Record {
             ts,
             rid: rid.0,
-            name,
-            kind: kind as u8,
-            flags: flags | tf,
+            value: h.value,
+            name: h.name,
+            kind: h.kind as u8,
+            flags: h.flags | tf,
             ..Record::default()
         };
         g.add(l, head, &[]);
@@ -438,43 +478,58 @@ pub fn slice_batch(name: &'static Name, reqs: &[(Rid, bool)]) {
     if reqs.is_empty() {
         return;
     }
-    match GATE.load(Ordering::Relaxed) {
-        OFF => {}
-        ALL => {
-            with_local(|l| {
-                let ts = l.now();
-                batch_records(l, ts, name.id(), reqs);
-            });
-        }
-        bound => {
-            with_local(|l| {
-                // Only the requests the sampler keeps, gathered a record's worth at a time.
-                let ts = l.now();
-                let mut kept = [(Rid(0), false); batch::MAX_ITEMS];
-                let mut n = 0;
-                for &item in reqs {
-                    if crate::sampling::key(item.0) < bound {
-                        kept[n] = item;
-                        n += 1;
-                        if n == kept.len() {
-                            batch_records(l, ts, name.id(), &kept);
-                            n = 0;
-                        }
-                    }
-                }
-                batch_records(l, ts, name.id(), &kept[..n]);
-            });
-        }
+    let gate = GATE.load(Ordering::Relaxed);
+    if gate == OFF {
+        return;
     }
+    let kept = |item: &&(Rid, bool)| gate == ALL || crate::sampling::key(item.0) < gate;
+    let (mut items, mut unfinished) = (0u32, 0u32);
+    for item in reqs.iter().filter(kept) {
+        items += 1;
+        unfinished += !item.1 as u32;
+    }
+    let Some(flags) = level::batch(name.level(), items, unfinished) else {
+        return;
+    };
+    let head = BatchHead {
+        id: name.id(),
+        level: name.level(),
+        flags,
+    };
+    with_local(|l| {
+        let ts = l.now();
+        if gate == ALL {
+            return batch_records(l, ts, &head, reqs);
+        }
+        // Only the requests the sampler keeps, gathered a record's worth at a time.
+        let mut buf = [(Rid(0), false); batch::MAX_ITEMS];
+        let mut n = 0;
+        for &item in reqs.iter().filter(kept) {
+            buf[n] = item;
+            n += 1;
+            if n == buf.len() {
+                batch_records(l, ts, &head, &buf);
+                n = 0;
+            }
+        }
+        batch_records(l, ts, &head, &buf[..n]);
+    });
 }
 
-fn batch_records(l: &mut Local, ts: u64, id: u32, reqs: &[(Rid, bool)]) {
+/// What every record of one `slice_batch` call's head says.
+struct BatchHead {
+    id: u32,
+    level: u8,
+    flags: u8,
+}
+
+fn batch_records(l: &mut Local, ts: u64, h: &BatchHead, reqs: &[(Rid, bool)]) {
     // Three requests to a record: a third of the memory traffic of one record each.
     for part in reqs.chunks(batch::MAX_ITEMS) {
         let chunks = batch::chunks_for(part.len());
         l.producer.push_unit(1 + chunks, |i| {
             if i == 0 {
-                return batch::head(ts, id, part.len());
+                return batch::head(ts, h.id, h.level, h.flags, part.len());
             }
             let at = (i - 1) * batch::PER_CHUNK;
             let items = &part[at..(at + batch::PER_CHUNK).min(part.len())];
@@ -485,9 +540,9 @@ fn batch_records(l: &mut Local, ts: u64, id: u32, reqs: &[(Rid, bool)]) {
 }
 
 /// A span event on the innermost open slice of this request on this thread.
-#[inline]
+#[inline(always)]
 pub fn event(name: &'static Name, rid: Rid) {
-    if admits(rid) {
+    if admits(rid) && level::records(name.level()) {
         record_one(Kind::Event, 0, rid, name.id(), 0, None);
     }
 }
@@ -498,7 +553,7 @@ pub fn event_with(name: &'static Name, rid: Rid, opts: Opts<'_>) {
 }
 
 fn event_record(name: &'static Name, rid: Rid, flags: u8, opts: Opts<'_>) {
-    if !admits(rid) {
+    if !admits(rid) || !level::records(name.level()) {
         return;
     }
     with_local(|l| {
@@ -573,9 +628,14 @@ pub fn thread_end_with(rid: Rid, opts: ThreadEnd<'_>) {
     if !admits(rid) {
         return;
     }
-    let error = if opts.error { flag::THREAD_ERROR } else { 0 };
-    let (target, attrs) = (flag::TARGET_THREAD, opts.attrs);
-    attrs_then_head(rid, target, attrs, Kind::ThreadEnd, 0, error, opts.ts);
+    let head = Head {
+        kind: Kind::ThreadEnd,
+        name: 0,
+        value: 0,
+        flags: if opts.error { flag::THREAD_ERROR } else { 0 },
+        ts: opts.ts,
+    };
+    attrs_then_head(rid, flag::TARGET_THREAD, opts.attrs, head);
 }
 
 /// The context to send with the request to another thread or process. `None` when tracing is

@@ -8,7 +8,7 @@
 
 use crate::ids::Salt;
 use crate::propagate::PropagateContext;
-use crate::slice_chain::SliceChain;
+use crate::slice_chain::{self, SliceChain};
 use crate::wire::batch;
 use crate::wire::origin::{decode_origin, has_upstream, origin_ids, UPSTREAM_BYTES};
 use crate::wire::record::{flag, read_chunks, Kind, Record};
@@ -25,8 +25,11 @@ pub(crate) enum Lookup {
 }
 
 /// An end record (or batch item at `sub`) replayed the drainer's way.
-fn end(chain: &mut SliceChain, seed: u64, pos: u64, sub: u8, flags: u8) {
-    chain.end();
+fn end(chain: &mut SliceChain, seed: u64, pos: u64, sub: u8, r: &Record) {
+    let flags = r.flags;
+    if slice_chain::end_applies(chain, r) {
+        chain.end();
+    }
     if flags & flag::THREAD_FINISH != 0 {
         chain.finish_thread(|_| {});
     } else if flags & flag::AUTO_NEXT_ANON != 0 {
@@ -196,9 +199,9 @@ fn replay(p: &Producer, seed: u64, rid: u64, from: u64) -> SliceChain {
         let r = p.read_back(at);
         match Kind::from_u8(r.kind) {
             Some(Kind::SliceStart) if r.rid == rid => {
-                chain.start(seed, at, Salt::SLICE);
+                chain.start_keyed(seed, at, Salt::SLICE, slice_chain::start_key(&r));
             }
-            Some(Kind::SliceEnd) if r.rid == rid => end(&mut chain, seed, at, 0, r.flags),
+            Some(Kind::SliceEnd) if r.rid == rid => end(&mut chain, seed, at, 0, &r),
             Some(Kind::ThreadEnd) if r.rid == rid => chain.finish_thread(|_| {}),
             Some(Kind::Batch) => {
                 let n = batch::chunks_for(r.len as usize) as u64;
@@ -206,7 +209,7 @@ fn replay(p: &Producer, seed: u64, rid: u64, from: u64) -> SliceChain {
                 for item in batch::items(&r, chunks) {
                     if item.end.rid == rid {
                         let pos = at + 1 + item.chunk as u64;
-                        end(&mut chain, seed, pos, item.sub, item.end.flags);
+                        end(&mut chain, seed, pos, item.sub, &item.end);
                     }
                 }
                 at += 1 + n;

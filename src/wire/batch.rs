@@ -20,17 +20,18 @@ pub const fn chunks_for(items: usize) -> usize {
     items.div_ceil(PER_CHUNK)
 }
 
-/// The head of a batch of `items` requests (at most [`MAX_ITEMS`]) ending slices named `name`.
+/// The head of a batch of `items` requests (at most [`MAX_ITEMS`]) ending slices named `name`
+/// of trace level `level`; `flags` may hold `MAYBE_UNSTARTED` and `CLOSE_ONLY`.
 #[inline(always)]
-pub fn head(ts: u64, name: u32, items: usize) -> Record {
+pub fn head(ts: u64, name: u32, level: u8, flags: u8, items: usize) -> Record {
     debug_assert!(items <= MAX_ITEMS);
     Record {
         ts,
         rid: 0,
-        value: 0,
+        value: level as u64,
         name,
         kind: Kind::Batch as u8,
-        flags: 0,
+        flags,
         len: items as u16,
     }
 }
@@ -93,12 +94,14 @@ fn end_record(head: &Record, rid: u64, finished: bool) -> Record {
     Record {
         ts: head.ts,
         rid,
-        value: 0,
+        value: head.value,
         name: head.name,
         kind: Kind::SliceEnd as u8,
-        flags: (head.flags & flag::TS_UNIX)
+        flags: (head.flags & (flag::TS_UNIX | flag::MAYBE_UNSTARTED))
             | if finished {
                 flag::THREAD_FINISH
+            } else if head.flags & flag::CLOSE_ONLY != 0 {
+                0
             } else {
                 flag::AUTO_NEXT_ANON
             },
@@ -113,7 +116,7 @@ mod tests {
     #[test]
     fn items_come_back_as_the_ends_they_stand_for() {
         let reqs: Vec<(u64, bool)> = (1..=4).map(|r| (r * 11, r == 2)).collect();
-        let head = head(99, 5, reqs.len());
+        let head = head(99, 5, 0, 0, reqs.len());
         let chunks = [pack_chunk(&reqs[..3]), pack_chunk(&reqs[3..])];
         assert_eq!(chunks.len(), chunks_for(reqs.len()));
         let got: Vec<_> = items(&head, chunks)
@@ -136,7 +139,7 @@ mod tests {
 
     #[test]
     fn items_stop_at_the_count_and_at_the_chunks_given() {
-        let head = head(1, 2, 4);
+        let head = head(1, 2, 0, 0, 4);
         let full = pack_chunk(&[(7, false), (8, false), (9, false)]);
         // Chunks past the count are not read; a last chunk's unused places are not items.
         assert_eq!(items(&head, [full, full, full]).count(), 4);
@@ -147,7 +150,7 @@ mod tests {
 
     #[test]
     fn a_timestamp_given_by_the_caller_stays_one() {
-        let mut h = head(5, 1, 1);
+        let mut h = head(5, 1, 0, 0, 1);
         h.flags = flag::TS_UNIX;
         let i = items(&h, [pack_chunk(&[(3, true)])]).next().unwrap();
         assert_eq!(i.end.flags, flag::TS_UNIX | flag::THREAD_FINISH);

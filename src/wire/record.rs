@@ -94,6 +94,11 @@ pub mod flag {
     pub const AUTO_NEXT_ANON: u8 = 1 << 0;
     /// SliceEnd: end this request's thread span after the slice.
     pub const THREAD_FINISH: u8 = 1 << 1;
+    /// SliceEnd, Batch: recorded across a change of the trace level, so its start may not have
+    /// been: it ends only a slice of its level and name (`value` holds its level).
+    pub const MAYBE_UNSTARTED: u8 = 1 << 2;
+    /// Batch: end each request's slice and open no next one (a batch above the trace level).
+    pub const CLOSE_ONLY: u8 = 1 << 3;
     /// ReqStart: `value` holds a bootstrap room.
     pub const HAS_ROOM: u8 = 1 << 0;
     /// ReqStart: an upstream context (`origin::UPSTREAM_BYTES`) begins the payload.

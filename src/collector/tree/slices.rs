@@ -8,7 +8,7 @@ use crate::collector::finished::{ns_to_time, LinkTo};
 use crate::collector::span_out::SpanOut;
 use crate::collector::stats::Counters;
 use crate::ids::Salt;
-use crate::slice_chain::Ended;
+use crate::slice_chain::{self, Ended};
 use crate::wire::record::flag;
 use opentelemetry::trace::{Event, Status};
 use slicetrace_spans::schema;
@@ -20,7 +20,8 @@ impl Request {
         let trace = self.trace_id;
         let t = self.thread_span(r.tenure, r.rec.pos, r.ns);
         let name = if anon { None } else { r.name };
-        open_slice(r.c, t, trace, r.rec.pos, Salt::SLICE, name, r.ns);
+        let key = slice_chain::start_key(&r.rec.head);
+        open_slice(r.c, t, trace, r.rec.pos, (Salt::SLICE, key), name, r.ns);
     }
 
     /// `SliceEnd`, or a batch item: closes the innermost slice, then ends the thread span
@@ -32,7 +33,13 @@ impl Request {
         let ti = self.thread_entry(r.tenure);
         let t = &mut self.threads[ti];
         t.last_ns = t.last_ns.max(ns);
-        match t.chain.end() {
+        let ended = if slice_chain::end_applies(&t.chain, &r.rec.head) {
+            t.chain.end()
+        } else {
+            Counters::add(&c.level_ends_discarded, 1);
+            Ended::Discarded
+        };
+        match ended {
             Ended::Closed { id, .. } => {
                 // The chain and the slice data move together; a gap would be a bug here, which
                 // must not take the drainer down.
@@ -53,7 +60,7 @@ impl Request {
                 let (state, tid) = (&self.trace_state, t.tenure.meta.tid);
                 out.push(|| spans::slice(trace, state, s, name, ns, status, false, tid, rid));
             }
-            Ended::Overflowed => {}
+            Ended::Overflowed | Ended::Discarded => {}
             Ended::Nothing => Counters::add(&c.end_without_start, 1),
         }
         let flags = r.rec.head.flags;
@@ -74,7 +81,8 @@ impl Request {
         } else if flags & flag::AUTO_NEXT_ANON != 0 {
             let pos = r.rec.pos;
             let t = self.threads[ti].open(pos, ns);
-            open_slice(c, t, trace, pos, Salt::next_anon(r.rec.sub), None, ns);
+            let salt = (Salt::next_anon(r.rec.sub), slice_chain::ANY);
+            open_slice(c, t, trace, pos, salt, None, ns);
         }
         true
     }
@@ -102,7 +110,7 @@ impl Request {
             let id = match t.chain.end() {
                 Ended::Closed { id, .. } => id,
                 Ended::Overflowed => continue,
-                Ended::Nothing => break,
+                Ended::Nothing | Ended::Discarded => break,
             };
             let Some(s) = t.slices.pop().filter(|s| s.id == id) else {
                 debug_assert!(false, "slice data out of step with the chain");
@@ -284,14 +292,14 @@ fn open_slice(
     t: &mut ThreadSpan,
     trace: u128,
     pos: u64,
-    salt: Salt,
+    (salt, key): (Salt, u64),
     name: Option<&'static str>,
     ns: u64,
 ) {
     let top = t.chain.depth() == 0;
     let parent = t.chain.current().unwrap_or(t.id);
     let prev_top = t.chain.last_top();
-    let Some(id) = t.chain.start(t.tenure.seed, pos, salt) else {
+    let Some(id) = t.chain.start_keyed(t.tenure.seed, pos, salt, key) else {
         Counters::add(&c.slices_dropped_depth, 1);
         return;
     };

@@ -300,7 +300,7 @@ impl Harness {
 
     /// `slice_batch`: one end per `(rid, finished)` item.
     pub fn batch(&mut self, th: usize, name: &str, items: &[(u64, bool)]) {
-        let mut recs = vec![batch::head(0, name_id(name), items.len())];
+        let mut recs = vec![batch::head(0, name_id(name), 0, 0, items.len())];
         recs.extend(items.chunks(batch::PER_CHUNK).map(batch::pack_chunk));
         self.write(th, &recs);
     }
@@ -397,7 +397,7 @@ impl Harness {
     }
 }
 
-fn outcomes(s: &Stats) -> [(&'static str, u64); 19] {
+fn outcomes(s: &Stats) -> [(&'static str, u64); 20] {
     [
         ("records_undecodable", s.records_undecodable),
         ("unknown_rid_records", s.unknown_rid_records),
@@ -411,6 +411,7 @@ fn outcomes(s: &Stats) -> [(&'static str, u64); 19] {
         ("slices_unfinished", s.slices_unfinished),
         ("slices_dropped_depth", s.slices_dropped_depth),
         ("end_without_start", s.end_without_start),
+        ("level_ends_discarded", s.level_ends_discarded),
         ("name_mismatches", s.name_mismatches),
         ("events_without_slice", s.events_without_slice),
         ("attrs_without_slice", s.attrs_without_slice),
