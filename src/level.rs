@@ -267,47 +267,50 @@ fn slot(level: u8) -> usize {
     (level as usize).min(LEVELS - 1)
 }
 
+/// Runs `f` with this thread's counts and the process level now; on a thread being torn down,
+/// which has no counts, `torn_down` decides from the level alone.
+#[inline(always)]
+fn decide<R>(f: impl FnOnce(&Counts, u8) -> R, torn_down: impl FnOnce(u8) -> R) -> R {
+    let now = LEVEL.load(Ordering::Relaxed);
+    COUNTS
+        .try_with(|c| f(c, now))
+        .unwrap_or_else(|_| torn_down(now))
+}
+
 /// A named slice of `level` starts: whether to record it.
 #[inline(always)]
 pub(crate) fn start(level: u8) -> bool {
-    let now = LEVEL.load(Ordering::Relaxed);
-    // A thread being torn down has no counts: it decides by the level alone.
-    COUNTS
-        .try_with(|c| c.start(level, now))
-        .unwrap_or(level <= now)
+    decide(|c, now| c.start(level, now), |now| level <= now)
 }
 
 /// An anonymous slice opened by a call of `level` starts: whether to record it.
 #[inline(always)]
 pub(crate) fn start_anon(level: u8) -> bool {
-    let now = LEVEL.load(Ordering::Relaxed);
-    COUNTS
-        .try_with(|c| c.start_anon(level, now))
-        .unwrap_or(level <= now)
+    decide(|c, now| c.start_anon(level, now), |now| level <= now)
 }
 
 /// An end of `level` recorded at or below the level opened the next anonymous slice.
 #[inline(always)]
 pub(crate) fn anon_opened(level: u8) {
-    let _ = COUNTS.try_with(|c| c.anon_opened(level, 1));
+    decide(|c, _| c.anon_opened(level, 1), |_| ())
 }
 
 /// A slice of `level` ends: `None` to skip the end, else the flags to record it with, and
 /// whether it is at or below the level.
 #[inline(always)]
 pub(crate) fn end(level: u8) -> Option<(u8, bool)> {
-    let now = LEVEL.load(Ordering::Relaxed);
-    COUNTS
-        .try_with(|c| c.end(level, now))
-        .unwrap_or((level <= now).then_some((0, true)))
+    decide(
+        |c, now| c.end(level, now),
+        |now| (level <= now).then_some((0, true)),
+    )
 }
 
 /// See `Counts::batch`.
 pub(crate) fn batch(level: u8, items: u32, unfinished: u32) -> Option<u8> {
-    let now = LEVEL.load(Ordering::Relaxed);
-    COUNTS
-        .try_with(|c| c.batch(level, now, items, unfinished))
-        .unwrap_or((level <= now).then_some(0))
+    decide(
+        |c, now| c.batch(level, now, items, unfinished),
+        |now| (level <= now).then_some(0),
+    )
 }
 
 #[cfg(test)]
