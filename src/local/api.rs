@@ -2,7 +2,7 @@
 //! tracing is off each is one relaxed load and a branch.
 
 use super::directory::{directory, Entry};
-use super::handle::{admits, admits_at, enabled, filtering, with_local, Local, ALL, GATE, OFF};
+use super::handle::{admits, enabled, filtering, with_local, Local, ALL, GATE, OFF};
 use super::history::{self, Lookup, Target};
 use crate::args::{Attr, End, Opts, UnixNanos, Value};
 use crate::ids::{process_tag, Rid};
@@ -363,7 +363,7 @@ pub fn req_finish_with(rid: Rid, opts: Opts<'_>) {
 /// A name above the process level ([`set_level`](crate::set_level)) records nothing.
 #[inline(always)]
 pub fn slice_start(name: &'static Name, rid: Rid) {
-    if admits_at(rid, name) && level::start(name.level()) {
+    if admits(rid) && level::start(name.level()) {
         let lv = name.level() as u64;
         record_one(Kind::SliceStart, 0, rid, name.id(), lv, None);
     }
@@ -398,7 +398,7 @@ pub fn slice_start_at(name: Option<&'static Name>, rid: Rid, ts: UnixNanos) {
 /// [`set_level`](crate::set_level)).
 #[inline(always)]
 pub fn slice_end(name: &'static Name, rid: Rid, end: End) {
-    if admits_at(rid, name) {
+    if admits(rid) {
         if let Some((f, at)) = level::end(name.level()) {
             let lv = name.level() as u64;
             let end = ended(name, end, at);

@@ -3,17 +3,14 @@
 use crate::ids::Rid;
 use crate::wire::ownership::{self, Registry, RingSlot};
 use crate::wire::ring::Producer;
-use crossbeam_utils::CachePadded;
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// The one switch the hot path reads: `OFF`, `ALL` (every request), or the bound of a ratio
 /// sampler's keys (a call records only for a request whose key is below it; see `sampling`).
-/// One word, so that a call for a request left out costs one load, as a call with tracing off;
-/// on a cache line of its own, so that no counter written beside it makes every thread's call
-/// miss.
-pub(crate) static GATE: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(OFF));
+/// One word, so that a call for a request left out costs one load, as a call with tracing off.
+pub(crate) static GATE: AtomicU64 = AtomicU64::new(OFF);
 pub(crate) const OFF: u64 = 0;
 pub(crate) const ALL: u64 = u64::MAX;
 
@@ -38,19 +35,12 @@ pub(crate) fn enabled() -> bool {
 }
 
 /// Whether a call for `rid` records: tracing is on and the sampler keeps the request. Every key
-/// is at least 1 and below `ALL`, so one compare answers for a ratio; off returns before the
-/// key is made, and so does `ALL`, which saves the multiply on every call of a process that
-/// keeps every request.
+/// is at least 1 and below `ALL`, so one compare answers for on and a ratio alike; off returns
+/// before the key is made.
 #[inline(always)]
 pub(crate) fn admits(rid: Rid) -> bool {
     let gate = GATE.load(Ordering::Relaxed);
-    gate != OFF && (gate == ALL || crate::sampling::key(rid) < gate)
-}
-
-/// [`admits`] for a call of `name`: not above the level with nothing to count on this thread.
-#[inline(always)]
-pub(crate) fn admits_at(rid: Rid, name: &crate::Name) -> bool {
-    admits(rid) && !crate::level::skips_quietly(name)
+    gate != OFF && crate::sampling::key(rid) < gate
 }
 
 /// A ratio sampler decides on the traced threads.
