@@ -58,6 +58,9 @@ pub struct Name {
     text: &'static str,
     id: AtomicU32,
     level: u8,
+    /// `1 << level`, which a call tests against the levels above the process level (bit 0,
+    /// level 0's, is never one of those).
+    level_bit: u8,
 }
 
 impl Name {
@@ -80,12 +83,18 @@ impl Name {
             text,
             id: AtomicU32::new(0),
             level,
+            level_bit: 1 << level,
         }
     }
 
     /// This name's trace level.
     pub const fn level(&self) -> u8 {
         self.level
+    }
+
+    #[inline(always)]
+    pub(crate) const fn level_bit(&self) -> u8 {
+        self.level_bit
     }
 
     /// A name for a string known only at run time. Each distinct string is leaked once and kept

@@ -9,40 +9,38 @@
 use crate::ids::Rid;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-/// A share of requests, kept as the bound the request id's hash is compared with.
+/// A share of requests, kept as the bound the request id's key is compared with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ratio(u64);
+
+/// The bound that lets every key through: keys are below 2^55.
+pub(crate) const EVERY: u64 = 1 << 55;
 
 impl Ratio {
     /// `None` unless `0 <= r <= 1`.
     pub fn new(r: f64) -> Option<Ratio> {
         (0.0..=1.0)
             .contains(&r)
-            .then_some(Ratio((r * (1u64 << 63) as f64) as u64))
+            .then_some(Ratio((r * EVERY as f64) as u64))
     }
 
     pub fn get(self) -> f64 {
-        self.0 as f64 / (1u64 << 63) as f64
+        self.0 as f64 / EVERY as f64
     }
 
     /// Whether the request falls inside the share: the same answer for the same id anywhere.
     #[inline(always)]
     pub fn admits(self, rid: Rid) -> bool {
-        key(rid) < self.bound()
-    }
-
-    /// The bound keys are compared with: from 1 (none) to 2^63 + 1 (all).
-    fn bound(self) -> u64 {
-        self.0 + 1
+        key(rid) < self.0
     }
 }
 
-/// The request's sampling key: the top 63 bits of the id times the golden ratio (Fibonacci
-/// hashing; string ids are hashes already, and integer ids that count up spread evenly), made
-/// odd so that it is never 0: from 1 to 2^63 - 1.
+/// The request's sampling key: the top 55 bits of the id times the golden ratio (Fibonacci
+/// hashing; string ids are hashes already, and integer ids that count up spread evenly). 55,
+/// so that the traced threads' gate has room beside the bound for the levels (`local::handle`).
 #[inline(always)]
 pub(crate) fn key(rid: Rid) -> u64 {
-    (rid.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 1) | 1
+    rid.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 9
 }
 
 /// What decides a request that has no upstream decision (or, with [`Sampler::TraceIdRatio`],
@@ -120,8 +118,8 @@ const ROOT_ON: u8 = 0;
 const ROOT_OFF: u8 = 1;
 const ROOT_RATIO_KIND: u8 = 2;
 
-/// Sets the session's sampler; returns the traced threads' gate for it: every request, or the
-/// bound of a ratio's keys (1 for `always_off`: no key is below it).
+/// Sets the session's sampler; returns the bound of request keys the traced threads let
+/// through: `EVERY`, or a ratio's (0 for `always_off`: no key is below it).
 pub(crate) fn install(s: Sampler) -> u64 {
     let none = Ratio::new(0.0).expect("0 is a ratio");
     let (root, parent_based, filter) = match s {
@@ -138,7 +136,7 @@ pub(crate) fn install(s: Sampler) -> u64 {
     ROOT_KIND.store(kind, Ordering::Relaxed);
     ROOT_RATIO.store(ratio, Ordering::Relaxed);
     PARENT_BASED.store(parent_based as u8, Ordering::Relaxed);
-    filter.map_or(crate::local::handle::ALL, Ratio::bound)
+    filter.map_or(EVERY, |r| r.0)
 }
 
 /// Whether the request is sampled: by the upstream's decision `upstream` under a parent-based
@@ -222,14 +220,31 @@ mod tests {
         }
         assert!((0..1000).all(|i| Ratio::new(1.0).unwrap().admits(Rid(i))));
         assert!((0..1000).all(|i| !Ratio::new(0.0).unwrap().admits(Rid(i))));
-        // Keys sit strictly between the gate's "off" and "all", for any id.
-        for r in [0, 1, u64::MAX, 1 << 63, 0x9e37_79b9_7f4a_7c15] {
+    }
+
+    /// The traced threads' gate decides as the ratio does, for any id, whatever levels it also
+    /// carries, and is never "off".
+    #[test]
+    fn the_gate_decides_as_its_ratio() {
+        use crate::local::handle::{gate, passes, OFF};
+        let ids = [0, 1, 2, 255, 256, u64::MAX, 1 << 63, 0x9e37_79b9_7f4a_7c15]
+            .into_iter()
+            .chain((0..2000).map(|i: u64| i.wrapping_mul(0x2545_f491_4f6c_dd1d)));
+        for r in ids {
             let k = key(Rid(r));
-            assert!(
-                k > crate::local::handle::OFF && k < crate::local::handle::ALL,
-                "{r:x}"
-            );
-            assert!(k < Ratio::new(1.0).unwrap().bound() && k >= Ratio::new(0.0).unwrap().bound());
+            assert!(k < EVERY, "{r:x}");
+            for bound in [0, 1, k, k + 1, EVERY / 3, EVERY - 1, EVERY] {
+                for above in [0u8, 0xfe, 0xf0, 0x80] {
+                    let g = gate(bound, above);
+                    assert_ne!(g, OFF);
+                    assert_eq!(g as u8 & !1, above);
+                    assert_eq!(
+                        passes(g, Rid(r)),
+                        Ratio(bound).admits(Rid(r)),
+                        "{r:x} {bound}"
+                    );
+                }
+            }
         }
     }
 }

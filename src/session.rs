@@ -620,7 +620,10 @@ fn start(session: &mut Option<Live>, mut cfg: Config, in_child: bool) -> Result<
     if let Some(level) = cfg.level {
         crate::level::set_level(level);
     }
-    GATE.store(crate::sampling::install(cfg.sampler), Ordering::Release);
+    let bound = crate::sampling::install(cfg.sampler);
+    crate::level::with_levels_above(|above| {
+        GATE.store(handle::gate(bound, above), Ordering::Release)
+    });
     Ok(Guard {
         join: Some(join),
         clock: source,

@@ -41,6 +41,10 @@ fn names_above_the_level_record_nothing_and_a_change_on_any_thread_applies_at_on
     slicetrace::slice_end(&DECODE_LOOP, rid, End::PLAIN);
     slicetrace::event(name!("scheduled"), rid);
     slicetrace::slice_end(&FORWARD, rid, End::PLAIN);
+    // Skipped, and with nothing of its level open, skipped without a count: the calls after the
+    // rise must not go on skipping it so.
+    slicetrace::slice_start(&DETAIL, rid);
+    slicetrace::slice_end(&DETAIL, rid, End::PLAIN);
     // Another thread raises it: this thread's next call records.
     std::thread::spawn(|| slicetrace::set_level(4))
         .join()
@@ -68,6 +72,31 @@ fn names_above_the_level_record_nothing_and_a_change_on_any_thread_applies_at_on
     );
     assert_eq!(stats.level_ends_discarded, 0);
     assert_eq!(stats.end_without_start, 0);
+}
+
+#[test]
+fn a_level_set_before_the_session_holds_in_it() {
+    let mut s = session_with(|c| {
+        slicetrace::set_level(2);
+        c
+    });
+    let _reset = Reset;
+    let rid = slicetrace::req_start("r-set-before", None);
+    for _ in 0..3 {
+        slicetrace::slice_start(&DECODE_LOOP, rid);
+        slicetrace::slice_end(&DECODE_LOOP, rid, End::PLAIN);
+        slicetrace::slice_start(&FORWARD, rid);
+        slicetrace::slice_end(&FORWARD, rid, End::PLAIN);
+    }
+    slicetrace::set_level(3);
+    slicetrace::slice_start(&DECODE_LOOP, rid);
+    slicetrace::slice_end(&DECODE_LOOP, rid, End::PLAIN);
+    slicetrace::req_finish(rid);
+    let (t, stats) = s.finish();
+    t.assert_well_formed();
+    assert_eq!(t.named("forward").len(), 3, "{}", t.names());
+    assert_eq!(t.named("decode_loop").len(), 1, "{}", t.names());
+    assert_eq!(stats.level_ends_discarded, 0);
 }
 
 #[test]

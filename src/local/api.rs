@@ -2,7 +2,9 @@
 //! tracing is off each is one relaxed load and a branch.
 
 use super::directory::{directory, Entry};
-use super::handle::{admits, enabled, filtering, with_local, Local, ALL, GATE, OFF};
+use super::handle::{
+    admits, admits_at, enabled, every, filtering, passes, with_local, Local, GATE, OFF,
+};
 use super::history::{self, Lookup, Target};
 use crate::args::{Attr, End, Opts, UnixNanos, Value};
 use crate::ids::{process_tag, Rid};
@@ -363,7 +365,7 @@ pub fn req_finish_with(rid: Rid, opts: Opts<'_>) {
 /// A name above the process level ([`set_level`](crate::set_level)) records nothing.
 #[inline(always)]
 pub fn slice_start(name: &'static Name, rid: Rid) {
-    if admits(rid) && level::start(name.level()) {
+    if admits_at(rid, name) && level::start(name.level()) {
         let lv = name.level() as u64;
         record_one(Kind::SliceStart, 0, rid, name.id(), lv, None);
     }
@@ -398,7 +400,7 @@ pub fn slice_start_at(name: Option<&'static Name>, rid: Rid, ts: UnixNanos) {
 /// [`set_level`](crate::set_level)).
 #[inline(always)]
 pub fn slice_end(name: &'static Name, rid: Rid, end: End) {
-    if admits(rid) {
+    if admits_at(rid, name) {
         if let Some((f, at)) = level::end(name.level()) {
             let lv = name.level() as u64;
             let end = ended(name, end, at);
@@ -482,7 +484,7 @@ pub fn slice_batch(name: &'static Name, reqs: &[(Rid, bool)]) {
     if gate == OFF {
         return;
     }
-    let kept = |item: &&(Rid, bool)| gate == ALL || crate::sampling::key(item.0) < gate;
+    let kept = |item: &&(Rid, bool)| passes(gate, item.0);
     let (mut items, mut unfinished) = (0u32, 0u32);
     for item in reqs.iter().filter(kept) {
         items += 1;
@@ -498,7 +500,7 @@ pub fn slice_batch(name: &'static Name, reqs: &[(Rid, bool)]) {
     };
     with_local(|l| {
         let ts = l.now();
-        if gate == ALL {
+        if every(gate) {
             return batch_records(l, ts, &head, reqs);
         }
         // Only the requests the sampler keeps, gathered a record's worth at a time.

@@ -3,16 +3,48 @@
 use crate::ids::Rid;
 use crate::wire::ownership::{self, Registry, RingSlot};
 use crate::wire::ring::Producer;
+use crossbeam_utils::CachePadded;
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// The one switch the hot path reads: `OFF`, `ALL` (every request), or the bound of a ratio
-/// sampler's keys (a call records only for a request whose key is below it; see `sampling`).
-/// One word, so that a call for a request left out costs one load, as a call with tracing off.
-pub(crate) static GATE: AtomicU64 = AtomicU64::new(OFF);
+/// The one word every call reads. `OFF` (0) while tracing is off. Else bit 0 is set; bits 1 to
+/// 7 have a bit per trace level above the process level (level 0 never is, so bit 0 is free);
+/// and bits 8 to 63 hold the sampler's bound on request keys, shifted up by 8: 2^63 (the sign
+/// bit) for every request, or a ratio's bound below it (see `sampling`). One word, so that a
+/// call for a request left out, or of a name above the level, costs one load of it as a call
+/// with tracing off does; on a cache line of its own, so that no counter written beside it
+/// makes every thread's call miss.
+pub(crate) static GATE: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(OFF));
 pub(crate) const OFF: u64 = 0;
-pub(crate) const ALL: u64 = u64::MAX;
+const ON: u64 = 1;
+const LEVELS_ABOVE: u64 = 0xfe;
+
+/// The gate for a sampler's bound (`sampling::install`) and the levels above the process level.
+pub(crate) fn gate(bound: u64, levels_above: u8) -> u64 {
+    debug_assert!(bound <= crate::sampling::EVERY);
+    bound << 8 | (levels_above as u64 & LEVELS_ABOVE) | ON
+}
+
+/// Puts new levels above the process level into the gate, if tracing is on.
+pub(crate) fn set_levels_above(levels_above: u8) {
+    let _ = GATE.fetch_update(Ordering::Release, Ordering::Relaxed, |g| {
+        (g != OFF).then_some(g & !LEVELS_ABOVE | (levels_above as u64 & LEVELS_ABOVE))
+    });
+}
+
+/// Whether a gate lets every request through: its bound is `sampling::EVERY`.
+#[inline(always)]
+pub(crate) fn every(gate: u64) -> bool {
+    (gate as i64) < 0
+}
+
+/// Whether a gate that is on lets `rid` through. The key's low byte is all ones, so it is
+/// below the gate exactly when the key is below the bound, whatever bits 0 to 7 hold.
+#[inline(always)]
+pub(crate) fn passes(gate: u64, rid: Rid) -> bool {
+    every(gate) || (crate::sampling::key(rid) << 8 | 0xff) < gate
+}
 
 /// Set in a child forked while a session ran, until it starts its own. The switch stays on
 /// there, so that a call with tracing off still costs one load and a branch: every thread of
@@ -34,18 +66,27 @@ pub(crate) fn enabled() -> bool {
     GATE.load(Ordering::Relaxed) != OFF
 }
 
-/// Whether a call for `rid` records: tracing is on and the sampler keeps the request. Every key
-/// is at least 1 and below `ALL`, so one compare answers for on and a ratio alike; off returns
-/// before the key is made.
+/// Whether a call for `rid` records: tracing is on and the sampler keeps the request. Off
+/// returns before the key is made, and so does a gate for every request, which saves the
+/// multiply on every call of a process that keeps them all.
 #[inline(always)]
 pub(crate) fn admits(rid: Rid) -> bool {
     let gate = GATE.load(Ordering::Relaxed);
-    gate != OFF && crate::sampling::key(rid) < gate
+    gate != OFF && passes(gate, rid)
+}
+
+/// [`admits`] for a call of `name`: also not above the level with nothing to count on this
+/// thread (`level::skips_quietly`), from the same load of the gate.
+#[inline(always)]
+pub(crate) fn admits_at(rid: Rid, name: &crate::Name) -> bool {
+    let gate = GATE.load(Ordering::Relaxed);
+    gate != OFF && passes(gate, rid) && !crate::level::skips_quietly(gate as u8, name)
 }
 
 /// A ratio sampler decides on the traced threads.
 pub(crate) fn filtering() -> bool {
-    !matches!(GATE.load(Ordering::Relaxed), OFF | ALL)
+    let gate = GATE.load(Ordering::Relaxed);
+    gate != OFF && !every(gate)
 }
 
 pub(crate) fn clock() -> &'static quanta::Clock {
