@@ -44,14 +44,22 @@ impl BitOr for End {
 }
 
 /// An attribute value. Integers, floats and booleans cost one record; a string is copied into
-/// the ring (at most [`MAX_STR_BYTES`](crate::MAX_STR_BYTES), cut at a char boundary), which
-/// costs one record more per 28 bytes.
+/// the ring (at most [`MAX_STR_BYTES`](crate::limits::MAX_STR_BYTES), cut at a char boundary),
+/// which costs one record more per 28 bytes. An array (OpenTelemetry's homogeneous arrays) is
+/// copied the same way, its elements packed into at most
+/// [`MAX_ARRAY_BYTES`](crate::limits::MAX_ARRAY_BYTES): 8 bytes an integer or float, one a
+/// boolean, 2 plus its length a string (each cut as a string attribute is). An array longer
+/// than that keeps its leading elements that fit whole.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Value<'a> {
     I64(i64),
     F64(f64),
     Bool(bool),
     Str(&'a str),
+    I64s(&'a [i64]),
+    F64s(&'a [f64]),
+    Bools(&'a [bool]),
+    Strs(&'a [&'a str]),
 }
 
 impl From<i64> for Value<'_> {
@@ -87,6 +95,26 @@ impl From<bool> for Value<'_> {
 impl<'a> From<&'a str> for Value<'a> {
     fn from(v: &'a str) -> Self {
         Value::Str(v)
+    }
+}
+impl<'a> From<&'a [i64]> for Value<'a> {
+    fn from(v: &'a [i64]) -> Self {
+        Value::I64s(v)
+    }
+}
+impl<'a> From<&'a [f64]> for Value<'a> {
+    fn from(v: &'a [f64]) -> Self {
+        Value::F64s(v)
+    }
+}
+impl<'a> From<&'a [bool]> for Value<'a> {
+    fn from(v: &'a [bool]) -> Self {
+        Value::Bools(v)
+    }
+}
+impl<'a> From<&'a [&'a str]> for Value<'a> {
+    fn from(v: &'a [&'a str]) -> Self {
+        Value::Strs(v)
     }
 }
 

@@ -75,6 +75,7 @@ pub mod limits {
     pub use crate::name::{MAX_INTERNED_BYTES, MAX_INTERNED_NAMES, OVERFLOW_NAME};
     pub use crate::propagate::CONTEXT_LEN;
     pub use crate::slice_chain::MAX_DEPTH;
+    pub use crate::wire::array::MAX_ARRAY_BYTES;
     pub use crate::wire::origin::{MAX_ROLE_BYTES, MAX_TRACESTATE_BYTES};
     pub use crate::wire::record::MAX_STR_BYTES;
 }

@@ -240,6 +240,59 @@ fn events_and_attributes_land_where_recorded() {
 }
 
 #[test]
+fn array_attributes_arrive_as_arrays_on_every_target() {
+    use opentelemetry::{Array, StringValue};
+    static REASONS: slicetrace::Name = slicetrace::Name::new("gen_ai.response.finish_reasons");
+    static STEPS: slicetrace::Name = slicetrace::Name::new("steps");
+    static SCORES: slicetrace::Name = slicetrace::Name::new("scores");
+    static HITS: slicetrace::Name = slicetrace::Name::new("hits");
+    static WORDS: slicetrace::Name = slicetrace::Name::new("words");
+    let mut s = session();
+    let rid = slicetrace::req_start("r-arrays", None);
+    slicetrace::options::thread_add_attr(rid, &[Attr::new(&HITS, &[true, false][..])]);
+    slicetrace::slice_start(name!("decode"), rid);
+    slicetrace::options::event_with(
+        name!("scored"),
+        rid,
+        Opts::attrs(&[Attr::new(&SCORES, &[0.5, -1.25][..])]),
+    );
+    slicetrace::slice_add_attr(rid, &[Attr::new(&STEPS, &[1i64, 2, 3][..])]);
+    slicetrace::slice_end(name!("decode"), rid, End::PLAIN);
+    // More than an array may carry: its leading elements that fit whole.
+    let many = vec!["0123456789"; 200];
+    slicetrace::options::req_finish_with(
+        rid,
+        Opts::attrs(&[
+            Attr::new(&REASONS, &["stop"][..]),
+            Attr::new(&WORDS, many.as_slice()),
+        ]),
+    );
+    let (t, _) = s.finish();
+    let d = t.one("decode");
+    assert_eq!(
+        attr(d, "steps"),
+        Some(Value::Array(Array::I64(vec![1, 2, 3])))
+    );
+    assert_eq!(
+        d.events[0].attributes[0].value,
+        Value::Array(Array::F64(vec![0.5, -1.25]))
+    );
+    let req = t.one(" Req r-arrays");
+    assert_eq!(
+        attr(req, "gen_ai.response.finish_reasons"),
+        Some(Value::Array(Array::String(vec!["stop".into()])))
+    );
+    let fit = slicetrace::limits::MAX_ARRAY_BYTES / (2 + 10);
+    let want: Vec<StringValue> = vec!["0123456789".into(); fit];
+    assert_eq!(attr(req, "words"), Some(Value::Array(Array::String(want))));
+    let th = t.children(req)[0];
+    assert_eq!(
+        attr(th, "hits"),
+        Some(Value::Array(Array::Bool(vec![true, false])))
+    );
+}
+
+#[test]
 fn explicit_timestamps_are_kept_exactly() {
     let mut s = session();
     let base = UnixNanos::now().0 - 1_000_000_000;

@@ -109,13 +109,7 @@ pub fn trace_req_finish(
     if attrs.is_empty() && ts.is_none() {
         slicetrace::req_finish(rid);
     } else {
-        slicetrace::options::req_finish_with(
-            rid,
-            Opts {
-                ts,
-                attrs: &attrs.as_core(),
-            },
-        );
+        attrs.with_core(|attrs| slicetrace::options::req_finish_with(rid, Opts { ts, attrs }));
     }
     Ok(())
 }
@@ -189,15 +183,9 @@ pub fn trace_slice_end(
         None if ts.is_none() => slicetrace::slice_end(name, rid, end),
         _ => {
             let attrs = Attrs::from_dict(F, "attrs", attrs)?;
-            slicetrace::options::slice_end_with(
-                name,
-                rid,
-                end,
-                Opts {
-                    ts,
-                    attrs: &attrs.as_core(),
-                },
-            );
+            attrs.with_core(|attrs| {
+                slicetrace::options::slice_end_with(name, rid, end, Opts { ts, attrs })
+            });
         }
     }
     Ok(())
@@ -248,17 +236,16 @@ pub fn record_event(
         None if ts.is_none() && to == EventFor::InnermostSlice => slicetrace::event(name, rid),
         _ => {
             let attrs = Attrs::from_dict(F, "attrs", attrs)?;
-            let opts = Opts {
-                ts,
-                attrs: &attrs.as_core(),
-            };
-            match to {
-                EventFor::InnermostSlice => slicetrace::options::event_with(name, rid, opts),
-                EventFor::Thread => slicetrace::options::thread_event_with(name, rid, opts),
-                EventFor::SliceHoldingIt => {
-                    slicetrace::options::event_for_slice_with(name, rid, opts)
+            attrs.with_core(|attrs| {
+                let opts = Opts { ts, attrs };
+                match to {
+                    EventFor::InnermostSlice => slicetrace::options::event_with(name, rid, opts),
+                    EventFor::Thread => slicetrace::options::thread_event_with(name, rid, opts),
+                    EventFor::SliceHoldingIt => {
+                        slicetrace::options::event_for_slice_with(name, rid, opts)
+                    }
                 }
-            }
+            })
         }
     }
     Ok(())
@@ -280,7 +267,7 @@ pub fn trace_slice_add_attr(
     }
     let rid = convert::rid(F, rid)?;
     let attrs = Attrs::from_dict(F, "attrs", Some(attrs))?;
-    slicetrace::slice_add_attr(rid, &attrs.as_core());
+    attrs.with_core(|attrs| slicetrace::slice_add_attr(rid, attrs));
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use crate::cache;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use slicetrace::options::UnixNanos;
 use slicetrace::{Attr, Name, Rid, Value};
 use std::borrow::Cow;
@@ -125,13 +125,91 @@ pub fn ts(t: Option<u64>) -> Option<UnixNanos> {
 }
 
 /// An attribute value as the core takes it. `None` values are skipped (as OpenTelemetry drops
-/// them); integers beyond 64 bits and values of other types are recorded as their `str()`.
-/// Strings are borrowed from their Python objects, not copied.
+/// them). A list or tuple whose elements are all `str`, all `bool`, all `int` (within 64 bits)
+/// or all `float` is an array, as OpenTelemetry's sequences; integers beyond 64 bits, other
+/// sequences (mixed, holding `None`, nested) and values of other types are recorded as their
+/// `str()`. Strings are borrowed from their Python objects, not copied.
 pub enum OwnedValue {
     I64(i64),
     F64(f64),
     Bool(bool),
     Str(PyBackedStr),
+    I64s(Vec<i64>),
+    F64s(Vec<f64>),
+    Bools(Vec<bool>),
+    Strs(Vec<PyBackedStr>),
+}
+
+impl OwnedValue {
+    fn from_py(v: &Bound<'_, PyAny>) -> PyResult<OwnedValue> {
+        if let Ok(s) = v.cast::<PyString>() {
+            return Ok(OwnedValue::Str(PyBackedStr::try_from(s.clone())?));
+        }
+        if let Ok(b) = v.cast::<PyBool>() {
+            return Ok(OwnedValue::Bool(b.is_true()));
+        }
+        if v.is_instance_of::<PyInt>() {
+            if let Ok(i) = v.extract::<i64>() {
+                return Ok(OwnedValue::I64(i));
+            }
+        } else if let Ok(f) = v.cast::<PyFloat>() {
+            return Ok(OwnedValue::F64(f.value()));
+        } else if let Ok(list) = v.cast::<PyList>() {
+            if let Some(array) = Self::array(list.iter())? {
+                return Ok(array);
+            }
+        } else if let Ok(tuple) = v.cast::<PyTuple>() {
+            if let Some(array) = Self::array(tuple.iter())? {
+                return Ok(array);
+            }
+        }
+        Ok(OwnedValue::Str(PyBackedStr::try_from(v.str()?)?))
+    }
+
+    /// The array a sequence's elements make, if they are all of one type the core takes.
+    fn array<'py>(
+        items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
+    ) -> PyResult<Option<OwnedValue>> {
+        let mut out: Option<OwnedValue> = None;
+        let n = items.len();
+        for item in items {
+            let Some(e) = OwnedValue::from_element(&item)? else {
+                return Ok(None);
+            };
+            let out = out.get_or_insert_with(|| match e {
+                OwnedValue::I64(_) => OwnedValue::I64s(Vec::with_capacity(n)),
+                OwnedValue::F64(_) => OwnedValue::F64s(Vec::with_capacity(n)),
+                OwnedValue::Bool(_) => OwnedValue::Bools(Vec::with_capacity(n)),
+                _ => OwnedValue::Strs(Vec::with_capacity(n)),
+            });
+            match (out, e) {
+                (OwnedValue::I64s(xs), OwnedValue::I64(i)) => xs.push(i),
+                (OwnedValue::F64s(xs), OwnedValue::F64(f)) => xs.push(f),
+                (OwnedValue::Bools(xs), OwnedValue::Bool(b)) => xs.push(b),
+                (OwnedValue::Strs(xs), OwnedValue::Str(s)) => xs.push(s),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(out.unwrap_or(OwnedValue::Strs(Vec::new()))))
+    }
+
+    /// An array element: a `str`, `bool`, `float`, or `int` within 64 bits; else `None`.
+    fn from_element(v: &Bound<'_, PyAny>) -> PyResult<Option<OwnedValue>> {
+        Ok(Some(if let Ok(s) = v.cast::<PyString>() {
+            OwnedValue::Str(PyBackedStr::try_from(s.clone())?)
+        } else if let Ok(b) = v.cast::<PyBool>() {
+            OwnedValue::Bool(b.is_true())
+        } else if v.is_instance_of::<PyInt>() {
+            match v.extract::<i64>() {
+                Ok(i) => OwnedValue::I64(i),
+                Err(_) => return Ok(None),
+            }
+        } else if let Ok(f) = v.cast::<PyFloat>() {
+            OwnedValue::F64(f.value())
+        } else {
+            return Ok(None);
+        }))
+    }
 }
 
 pub struct Attrs {
@@ -150,23 +228,10 @@ impl Attrs {
                 Ok(s) => cache::name(s)?,
                 Err(_) => return Err(type_error(func, &format!("{arg}' key '{k}"), "str", &k)),
             };
-            let value = if v.is_none() {
+            if v.is_none() {
                 continue;
-            } else if let Ok(s) = v.cast::<PyString>() {
-                OwnedValue::Str(PyBackedStr::try_from(s.clone())?)
-            } else if let Ok(b) = v.cast::<PyBool>() {
-                OwnedValue::Bool(b.is_true())
-            } else if v.is_instance_of::<PyInt>() {
-                match v.extract::<i64>() {
-                    Ok(i) => OwnedValue::I64(i),
-                    Err(_) => OwnedValue::Str(PyBackedStr::try_from(v.str()?)?),
-                }
-            } else if let Ok(f) = v.cast::<PyFloat>() {
-                OwnedValue::F64(f.value())
-            } else {
-                OwnedValue::Str(PyBackedStr::try_from(v.str()?)?)
-            };
-            items.push((key, value));
+            }
+            items.push((key, OwnedValue::from_py(&v)?));
         }
         Ok(Attrs { items })
     }
@@ -175,9 +240,20 @@ impl Attrs {
         self.items.is_empty()
     }
 
-    /// The attributes as the core's calls borrow them.
-    pub fn as_core(&self) -> Vec<Attr<'_>> {
-        self.items
+    /// Runs `f` with the attributes as the core's calls borrow them.
+    pub fn with_core<R>(&self, f: impl FnOnce(&[Attr<'_>]) -> R) -> R {
+        // A string array is borrowed as a slice of `&str`, which the stored strings are not.
+        let texts: Vec<Vec<&str>> = self
+            .items
+            .iter()
+            .filter_map(|(_, v)| match v {
+                OwnedValue::Strs(xs) => Some(xs.iter().map(|s| &**s).collect()),
+                _ => None,
+            })
+            .collect();
+        let mut texts = texts.iter();
+        let core: Vec<Attr<'_>> = self
+            .items
             .iter()
             .map(|(k, v)| Attr {
                 key: k,
@@ -186,8 +262,13 @@ impl Attrs {
                     OwnedValue::F64(f) => Value::F64(*f),
                     OwnedValue::Bool(b) => Value::Bool(*b),
                     OwnedValue::Str(s) => Value::Str(s),
+                    OwnedValue::I64s(xs) => Value::I64s(xs),
+                    OwnedValue::F64s(xs) => Value::F64s(xs),
+                    OwnedValue::Bools(xs) => Value::Bools(xs),
+                    OwnedValue::Strs(_) => Value::Strs(texts.next().map_or(&[], |t| t)),
                 },
             })
-            .collect()
+            .collect();
+        f(&core)
     }
 }

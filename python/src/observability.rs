@@ -65,7 +65,7 @@ pub fn _req_start(
             ..ReqStart::default()
         },
     );
-    slicetrace::options::req_add_attr(id, &attrs.as_core());
+    attrs.with_core(|attrs| slicetrace::options::req_add_attr(id, attrs));
     Ok(())
 }
 
@@ -88,14 +88,10 @@ pub fn _thread_end(
     }
     let rid = convert::rid(F, rid)?;
     let attrs = Attrs::from_dict(F, "abort_info", attrs)?;
-    slicetrace::options::thread_end_with(
-        rid,
-        ThreadEnd {
-            ts: convert::ts(ts),
-            error,
-            attrs: &attrs.as_core(),
-        },
-    );
+    let ts = convert::ts(ts);
+    attrs.with_core(|attrs| {
+        slicetrace::options::thread_end_with(rid, ThreadEnd { ts, error, attrs })
+    });
     Ok(())
 }
 
@@ -116,11 +112,13 @@ pub fn _add_attrs(
     }
     let rid = convert::rid(F, rid)?;
     let attrs = Attrs::from_dict(F, "attrs", Some(attrs))?;
-    if on_thread {
-        slicetrace::options::thread_add_attr(rid, &attrs.as_core());
-    } else {
-        slicetrace::options::req_add_attr(rid, &attrs.as_core());
-    }
+    attrs.with_core(|attrs| {
+        if on_thread {
+            slicetrace::options::thread_add_attr(rid, attrs)
+        } else {
+            slicetrace::options::req_add_attr(rid, attrs)
+        }
+    });
     Ok(())
 }
 
@@ -167,15 +165,10 @@ pub fn _slice_after(
     let (name, rid) = rid.with_name(F, name)?;
     let attrs = Attrs::from_dict(F, "attrs", attrs)?;
     slicetrace::options::slice_start_at(Some(name), rid, UnixNanos(start));
-    slicetrace::options::slice_end_with(
-        name,
-        rid,
-        End::PLAIN,
-        Opts {
-            ts: Some(UnixNanos(end)),
-            attrs: &attrs.as_core(),
-        },
-    );
+    let ts = Some(UnixNanos(end));
+    attrs.with_core(|attrs| {
+        slicetrace::options::slice_end_with(name, rid, End::PLAIN, Opts { ts, attrs })
+    });
     Ok(())
 }
 

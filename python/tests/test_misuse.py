@@ -148,18 +148,20 @@ def test_attribute_values(traced):
     t.trace_req_start(RID)
     t.trace_slice_start("s", RID)
     t.trace_slice_add_attr(
-        RID, {"i": -3, "f": 0.25, "b": False, "s": "text", "none": None, "big": 1 << 70, "l": [1]}
+        RID,
+        {"i": -3, "f": 0.25, "b": False, "s": "text", "none": None, "big": 1 << 70, "l": [1], "mixed": [1, "a"]},
     )
     t.trace_slice_end("s", RID)
     t.trace_req_finish(RID, ts=0)
     attrs = traced.finish().named("s")["attributes"]
-    assert {k: attrs[k] for k in ("i", "f", "b", "s", "big", "l")} == {
+    assert {k: attrs[k] for k in ("i", "f", "b", "s", "big", "l", "mixed")} == {
         "i": -3,
         "f": 0.25,
         "b": False,
         "s": "text",
         "big": str(1 << 70),
-        "l": "[1]",
+        "l": [1],
+        "mixed": "[1, 'a']",
     }
     assert "none" not in attrs
 

@@ -229,6 +229,39 @@ def test_a_mismatched_end_still_ends_the_open_slice_in_error(v2):
     assert v2.final_stats["name_mismatches"] == 1
 
 
+def test_list_values_are_arrays_as_opentelemetrys_sequences(v2):
+    from opentelemetry.attributes import BoundedAttributes
+
+    lists = {
+        "gen_ai.response.finish_reasons": ["stop", "length"],
+        "steps": (1, 2, 3),
+        "scores": [0.5, -1.25],
+        "flags": [True, False],
+        "none_yet": [],
+    }
+    ctx = ob.TraceReqContext(RID)
+    ctx.trace_req_start()
+    ctx.trace_set_thread_attrs({"flags": [False]})
+    ctx.trace_slice_start("decode", 1)
+    ctx.trace_event("scored", 1, attrs={"scores": [1.0]})
+    ctx.trace_slice_end("decode", 1, attrs=lists)
+    # Not one of OpenTelemetry's sequences (mixed, holding None, nested, a 65-bit integer):
+    # recorded as its str(), where OpenTelemetry would drop it.
+    odd = {"mixed": [1, "a"], "holes": ["a", None], "nested": [[1]], "big": [1 << 64], "ints_floats": [1, 2.0]}
+    ctx.trace_req_finish(attrs={**odd, "gen_ai.response.finish_reasons": ("stop",)})
+    t = v2.finish()
+    # What the OpenTelemetry SDK keeps for the same values, as JSON gives it back.
+    want = {k: list(v) for k, v in BoundedAttributes(attributes=lists).items()}
+    got = t.named("decode")["attributes"]
+    assert {k: got[k] for k in lists} == want
+    assert t.named("decode")["events"][0]["attributes"] == {"scores": [1.0]}
+    req = t.named(" Req c0ffee00")
+    assert req["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
+    assert {k: req["attributes"][k] for k in odd} == {k: str(v) for k, v in odd.items()}
+    (th,) = t.children(req)
+    assert th["attributes"]["flags"] == [False]
+
+
 def test_events_waiting_for_a_slice_are_bounded_and_counted(v2):
     ob.trace_set_thread_info("Waiter")
     ctx = ob.TraceReqContext(RID)

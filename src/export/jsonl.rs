@@ -2,7 +2,7 @@
 //! with no collector running.
 
 use opentelemetry::trace::{SpanKind, Status};
-use opentelemetry::{KeyValue, Value};
+use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
@@ -47,18 +47,49 @@ fn unix_nanos(t: SystemTime) -> u128 {
         .unwrap_or(0)
 }
 
-fn json_value(out: &mut String, v: &Value) {
+/// An attribute value as JSON; an array as a JSON array. A float that JSON cannot hold
+/// (infinite, NaN) is written as its text.
+pub(crate) fn json_value(out: &mut String, v: &Value) {
     match v {
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::I64(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::F64(f) if f.is_finite() => {
-            let _ = write!(out, "{f:?}");
-        }
-        Value::F64(f) => json_str(out, &f.to_string()),
+        Value::Bool(b) => json_bool(out, *b),
+        Value::I64(i) => json_i64(out, *i),
+        Value::F64(f) => json_f64(out, *f),
+        Value::Array(list) => match list {
+            Array::Bool(xs) => json_list(out, xs, |o, x| json_bool(o, *x)),
+            Array::I64(xs) => json_list(out, xs, |o, x| json_i64(o, *x)),
+            Array::F64(xs) => json_list(out, xs, |o, x| json_f64(o, *x)),
+            Array::String(xs) => json_list(out, xs, |o, x| json_str(o, x.as_str())),
+            _ => json_str(out, &list.to_string()),
+        },
         other => json_str(out, other.as_str().as_ref()),
     }
+}
+
+fn json_bool(out: &mut String, b: bool) {
+    out.push_str(if b { "true" } else { "false" })
+}
+
+fn json_i64(out: &mut String, i: i64) {
+    let _ = write!(out, "{i}");
+}
+
+fn json_f64(out: &mut String, f: f64) {
+    if f.is_finite() {
+        let _ = write!(out, "{f:?}");
+    } else {
+        json_str(out, &f.to_string())
+    }
+}
+
+fn json_list<T>(out: &mut String, xs: &[T], mut one: impl FnMut(&mut String, &T)) {
+    out.push('[');
+    for (i, x) in xs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        one(out, x);
+    }
+    out.push(']');
 }
 
 fn json_attrs(out: &mut String, attrs: &[KeyValue]) {
@@ -188,5 +219,25 @@ mod tests {
         let mut v = String::new();
         json_value(&mut v, &Value::F64(f64::NAN));
         assert_eq!(v, "\"NaN\"");
+    }
+
+    #[test]
+    fn an_array_is_written_as_a_json_array() {
+        let cases = [
+            (Array::Bool(vec![true, false]), "[true,false]"),
+            (Array::I64(vec![-1, 2]), "[-1,2]"),
+            (Array::F64(vec![0.5, f64::INFINITY]), "[0.5,\"inf\"]"),
+            (
+                Array::String(vec!["a\"b".into(), "".into()]),
+                "[\"a\\\"b\",\"\"]",
+            ),
+            (Array::I64(vec![]), "[]"),
+        ];
+        for (list, want) in cases {
+            let mut v = String::new();
+            json_value(&mut v, &Value::Array(list));
+            assert_eq!(v, want);
+            serde_json::from_str::<serde_json::Value>(&v).expect("valid JSON");
+        }
     }
 }

@@ -245,6 +245,12 @@ fn attr_value(v: &Value) -> AttrValue {
         Value::Bool(b) => AttrValue::Bool(*b),
         Value::I64(i) => AttrValue::Int(*i),
         Value::F64(f) => AttrValue::F64(*f),
+        // A trace event's args are shown as text: an array as its JSON text.
+        Value::Array(_) => {
+            let mut text = String::new();
+            super::jsonl::json_value(&mut text, v);
+            AttrValue::Str(text)
+        }
         other => AttrValue::Str(other.as_str().into_owned()),
     }
 }

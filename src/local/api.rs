@@ -11,6 +11,7 @@ use crate::ids::{process_tag, Rid};
 use crate::level::{self, DEFAULT_NAME_LEVEL};
 use crate::name::Name;
 use crate::propagate::PropagateContext;
+use crate::wire::array::{self, MAX_ARRAY_BYTES};
 use crate::wire::batch;
 use crate::wire::origin::{encode_origin, origin_ids, Upstream, MAX_ORIGIN_PAYLOAD};
 use crate::wire::record::{
@@ -112,8 +113,9 @@ impl Gather {
         self.put(head, payload);
     }
 
-    /// `add` with room known: a payload is at most a few hundred bytes (a string attribute's
-    /// 256, an origin's context, tracestate, role and rid), far fewer records than `CAP`.
+    /// `add` with room known: a payload is at most about a kilobyte (an array attribute's
+    /// 1024, a string's 256, an origin's context, tracestate, role and rid), 37 chunks at most,
+    /// fewer records than `CAP`.
     fn put(&mut self, mut head: Record, payload: &[u8]) {
         head.len = payload.len() as u16;
         self.buf[self.n].write(head);
@@ -133,13 +135,7 @@ impl Gather {
 
     fn add_attrs(&mut self, l: &mut Local, rid: Rid, target: u8, attrs: &[Attr<'_>]) {
         for a in attrs {
-            let (vt, value, text) = match a.value {
-                Value::I64(v) => (flag::VALUE_I64, v as u64, ""),
-                Value::F64(v) => (flag::VALUE_F64, v.to_bits(), ""),
-                Value::Bool(v) => (flag::VALUE_BOOL, v as u64, ""),
-                Value::Str(s) => (flag::VALUE_STR, 0, truncate_str(s, MAX_STR_BYTES)),
-            };
-            let head = Record {
+            let head = |vt: u8, value: u64| Record {
                 rid: rid.0,
                 value,
                 name: a.key.id(),
@@ -147,7 +143,21 @@ impl Gather {
                 flags: vt | target,
                 ..Record::default()
             };
-            self.add(l, head, text.as_bytes());
+            match a.value {
+                Value::I64(v) => self.add(l, head(flag::VALUE_I64, v as u64), &[]),
+                Value::F64(v) => self.add(l, head(flag::VALUE_F64, v.to_bits()), &[]),
+                Value::Bool(v) => self.add(l, head(flag::VALUE_BOOL, v as u64), &[]),
+                Value::Str(s) => {
+                    let text = truncate_str(s, MAX_STR_BYTES);
+                    self.add(l, head(flag::VALUE_STR, 0), text.as_bytes())
+                }
+                ref list => {
+                    let mut packed = [0u8; MAX_ARRAY_BYTES];
+                    if let Some((vt, n, len)) = array::encode(list, &mut packed) {
+                        self.add(l, head(vt | flag::ARRAY, n), &packed[..len]);
+                    }
+                }
+            }
         }
     }
 

@@ -1,13 +1,18 @@
 //! The drainer's reading of ring contents: head records with their payloads, a batch expanded
 //! into the ends it stands for. Total on arbitrary input, since the drainer trusts no ring.
 
+use super::array::MAX_ARRAY_BYTES;
 use super::batch;
 use super::origin::MAX_ORIGIN_PAYLOAD;
 use super::record::{chunks_for, read_chunks, Kind, Record};
 
-/// The most chunk records one call writes: an origin record's, the longest payload (an
-/// attribute's string is shorter).
-const MAX_CHUNKS: usize = chunks_for(MAX_ORIGIN_PAYLOAD);
+/// The most chunk records one head record has: an array attribute's or an origin record's,
+/// the two longest payloads.
+const MAX_CHUNKS: usize = if MAX_ARRAY_BYTES > MAX_ORIGIN_PAYLOAD {
+    chunks_for(MAX_ARRAY_BYTES)
+} else {
+    chunks_for(MAX_ORIGIN_PAYLOAD)
+};
 
 /// One head record with the payload of its chunks, as the drainer decodes it.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,6 +4,7 @@
 //! Everything here is shared by both sides: the traced thread (`local`) writes and reads back
 //! its own ring, the drainer (`collector`) consumes it. Neither side defines a byte of its own.
 
+pub mod array;
 pub mod batch;
 pub mod decode;
 pub mod origin;

@@ -135,6 +135,9 @@ pub mod flag {
     pub const TARGET_EVENT: u8 = 1 << 2;
     pub const TARGET_REQUEST: u8 = 2 << 2;
     pub const TARGET_THREAD: u8 = 3 << 2;
+    /// Attr: an array of the value type; the payload packs its elements (`array`), `value`
+    /// holds how many.
+    pub const ARRAY: u8 = 1 << 4;
 }
 
 /// Number of chunk records needed for `len` payload bytes.

@@ -4,6 +4,7 @@
 use super::request::{OpenSlice, Request, RoomSpan, ThreadSpan};
 use super::ProcessInfo;
 use crate::collector::finished::{ns_to_time, own_ctx, Finished, SliceExtras, SliceSpan};
+use crate::wire::array;
 use crate::wire::decode::Decoded;
 use crate::wire::record::flag;
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceState};
@@ -42,7 +43,12 @@ pub fn end_status(started: Option<&'static str>, ended: Option<&'static str>) ->
 pub fn decode_attr(rec: &Decoded, key: Option<&'static str>) -> Option<KeyValue> {
     let key = key?;
     let v = rec.head.value;
-    let value = match rec.head.flags & flag::VALUE_MASK {
+    let vt = rec.head.flags & flag::VALUE_MASK;
+    if rec.head.flags & flag::ARRAY != 0 {
+        let list = array::decode(vt, v, &rec.payload);
+        return Some(KeyValue::new(key, OtelValue::Array(list)));
+    }
+    let value = match vt {
         flag::VALUE_I64 => OtelValue::I64(v as i64),
         flag::VALUE_F64 => OtelValue::F64(f64::from_bits(v)),
         flag::VALUE_BOOL => OtelValue::Bool(v != 0),
