@@ -142,28 +142,20 @@ pub enum OwnedValue {
 
 impl OwnedValue {
     fn from_py(v: &Bound<'_, PyAny>) -> PyResult<OwnedValue> {
-        if let Ok(s) = v.cast::<PyString>() {
-            return Ok(OwnedValue::Str(PyBackedStr::try_from(s.clone())?));
+        if let Some(scalar) = OwnedValue::from_element(v)? {
+            return Ok(scalar);
         }
-        if let Ok(b) = v.cast::<PyBool>() {
-            return Ok(OwnedValue::Bool(b.is_true()));
-        }
-        if v.is_instance_of::<PyInt>() {
-            if let Ok(i) = v.extract::<i64>() {
-                return Ok(OwnedValue::I64(i));
-            }
-        } else if let Ok(f) = v.cast::<PyFloat>() {
-            return Ok(OwnedValue::F64(f.value()));
-        } else if let Ok(list) = v.cast::<PyList>() {
-            if let Some(array) = Self::array(list.iter())? {
-                return Ok(array);
-            }
+        let array = if let Ok(list) = v.cast::<PyList>() {
+            Self::array(list.iter())?
         } else if let Ok(tuple) = v.cast::<PyTuple>() {
-            if let Some(array) = Self::array(tuple.iter())? {
-                return Ok(array);
-            }
+            Self::array(tuple.iter())?
+        } else {
+            None
+        };
+        match array {
+            Some(array) => Ok(array),
+            None => Ok(OwnedValue::Str(PyBackedStr::try_from(v.str()?)?)),
         }
-        Ok(OwnedValue::Str(PyBackedStr::try_from(v.str()?)?))
     }
 
     /// The array a sequence's elements make, if they are all of one type the core takes.
@@ -193,7 +185,8 @@ impl OwnedValue {
         Ok(Some(out.unwrap_or(OwnedValue::Strs(Vec::new()))))
     }
 
-    /// An array element: a `str`, `bool`, `float`, or `int` within 64 bits; else `None`.
+    /// A scalar the core takes (also an array's element): a `str`, `bool`, `float`, or `int`
+    /// within 64 bits; else `None`.
     fn from_element(v: &Bound<'_, PyAny>) -> PyResult<Option<OwnedValue>> {
         Ok(Some(if let Ok(s) = v.cast::<PyString>() {
             OwnedValue::Str(PyBackedStr::try_from(s.clone())?)
