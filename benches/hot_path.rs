@@ -18,7 +18,8 @@ mod common;
 
 use common::Discard;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use slicetrace::{name, Config, End, Guard, Rid};
+use slicetrace::{name, Config, End, Guard, InSlice, Rid};
+use std::future::Future;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -158,6 +159,36 @@ fn hot_path(c: &mut Criterion) {
         b.iter_custom(|iters| {
             blocks(&guard, Settle::Exported, iters, 1, || {
                 slicetrace::event(name!("token"), black_box(rid))
+            })
+        })
+    });
+
+    // A slice of async work, which may end on another thread: its handle, and a future that
+    // completes at its first poll, made and polled inside the slice adapter.
+    g.bench_function("enabled/async_slice", |b| {
+        b.iter_custom(|iters| {
+            blocks(&guard, Settle::Exported, iters, 2, || {
+                drop(slicetrace::AsyncSlice::start(
+                    name!("route"),
+                    black_box(rid),
+                ))
+            })
+        })
+    });
+    g.bench_function("enabled/in_slice_future", |b| {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        b.iter_custom(|iters| {
+            blocks(&guard, Settle::Exported, iters, 2, || {
+                let fut = std::future::ready(black_box(7u32)).in_slice(name!("route"), rid);
+                let mut fut = std::pin::pin!(fut);
+                assert!(black_box(fut.as_mut().poll(&mut cx)).is_ready());
+            })
+        })
+    });
+    g.bench_function("enabled/slice_guard", |b| {
+        b.iter_custom(|iters| {
+            blocks(&guard, Settle::Exported, iters, 2, || {
+                let _slice = slicetrace::slice(name!("decode"), black_box(rid));
             })
         })
     });
@@ -389,9 +420,36 @@ fn peers(c: &mut Criterion) {
             b.iter(|| tracing::info_span!("decode").in_scope(|| black_box(())))
         });
     });
+    slicetrace_layer(&mut g);
     g.finish();
     let _ = provider.shutdown();
 }
+
+/// The same span through `tracing` with slicetrace's layer, inside a request (a root span
+/// carrying its rid): an async slice per span.
+#[cfg(feature = "tracing")]
+fn slicetrace_layer(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    let guard = start();
+    let rid = slicetrace::req_start("bench-layer", None);
+    let subscriber = tracing_subscriber::registry().with(slicetrace::layer::SliceLayer::new());
+    tracing::subscriber::with_default(subscriber, || {
+        let root = tracing::info_span!("request", rid = rid.0);
+        let _in_root = root.enter();
+        g.bench_function("peer/tracing_slicetrace_layer", |b| {
+            b.iter_custom(|iters| {
+                blocks(&guard, Settle::Exported, iters, 2, || {
+                    tracing::info_span!("decode").in_scope(|| black_box(()))
+                })
+            })
+        });
+    });
+    slicetrace::req_finish(rid);
+    guard.shutdown();
+}
+
+#[cfg(not(feature = "tracing"))]
+fn slicetrace_layer(_: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {}
 
 criterion_group! {
     name = benches;

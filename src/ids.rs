@@ -64,6 +64,8 @@ impl Salt {
     pub const THREAD: Salt = Salt(3);
     /// The bootstrap room span above a request started by a `ReqStart` record.
     pub const ROOM: Salt = Salt(7);
+    /// An async slice opened by a `TaskStart` record.
+    pub const TASK: Salt = Salt(8);
 
     /// The anonymous slice opened by item `k` (0, 1, 2) of a packed batch record.
     pub const fn batch_item(k: u8) -> Salt {

@@ -30,6 +30,8 @@ pub mod error;
 pub mod export;
 mod fork;
 mod ids;
+#[cfg(feature = "tracing")]
+pub mod layer;
 mod level;
 mod local;
 mod name;
@@ -37,8 +39,10 @@ pub mod process;
 mod propagate;
 pub mod sampling;
 mod session;
+mod shutdown;
 mod slice_chain;
 mod sync;
+pub mod w3c;
 mod wire;
 
 pub use args::{Attr, End, Value};
@@ -51,9 +55,11 @@ pub use local::api::{
     event, propagate_context, req_finish, req_start, set_propagate_context, set_thread_info,
     slice_add_attr, slice_batch, slice_end, slice_start, slice_start_anon, RequestKey,
 };
+pub use local::task::{slice, AsyncSlice, Entered, InSlice, SliceGuard, Traced};
 pub use name::Name;
 pub use propagate::PropagateContext;
 pub use session::{init, init_from_env, is_enabled, stats, Config, Guard};
+pub use shutdown::Shutdown;
 
 /// The calls' forms that take more: a caller's timestamp, attributes, an upstream context or a
 /// W3C tracestate (each the root call of the same name without `_with`), and their options.
@@ -69,7 +75,7 @@ pub mod options {
 
 /// The bounds slicetrace keeps: past each, input is cut or refused and counted.
 pub mod limits {
-    pub use crate::collector::tree::{MAX_ATTRS_PER_SPAN, MAX_EVENTS_PER_SPAN};
+    pub use crate::collector::tree::{MAX_ATTRS_PER_SPAN, MAX_EVENTS_PER_SPAN, MAX_OPEN_TASKS};
     pub use crate::level::{DEFAULT_NAME_LEVEL, DEFAULT_PROCESS_LEVEL, MAX_LEVEL};
     pub use crate::local::handle::DEFAULT_RING_CAPACITY;
     pub use crate::name::{MAX_INTERNED_BYTES, MAX_INTERNED_NAMES, OVERFLOW_NAME};

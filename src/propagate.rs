@@ -110,6 +110,12 @@ impl PropagateContext {
         }
     }
 
+    /// This context with `span` as the parent of what the receiver records.
+    pub(crate) fn with_parent(mut self, span: u64) -> Self {
+        self.parent_span_id = span;
+        self
+    }
+
     /// This context with `link` as the span the receiver's first top-level slice links to
     /// (`None` or 0: no link). For a context read from elsewhere: SGLang's `prev_span`, say.
     #[must_use]

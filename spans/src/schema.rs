@@ -54,6 +54,10 @@ keys! {
     BOOTSTRAP_ROOM = "bootstrap_room";
     /// `true` on a span that was still open when it had to be closed.
     UNFINISHED = "slicetrace.unfinished";
+    /// `true` on an async slice whose future was dropped before it completed.
+    CANCELLED = "slicetrace.cancelled";
+    /// On an async slice that ended on another thread than it started on: that thread's id.
+    END_THREAD_ID = "slicetrace.end_thread.id";
     /// How many requests a batch item's link stands for.
     BATCH = "batch";
 

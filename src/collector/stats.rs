@@ -103,7 +103,9 @@ counters! {
     slices_unfinished,
     /// Slices nested deeper than `MAX_DEPTH`, dropped.
     slices_dropped_depth,
-    /// `slice_end` with no slice open.
+    /// Async slices started while `limits::MAX_OPEN_TASKS` of their request were open: dropped.
+    async_slices_dropped,
+    /// `slice_end` with no slice open, or an async slice's end whose start never arrived.
     end_without_start,
     /// Ends recorded across a change of the trace level whose start was not recorded (it was
     /// above the level then): discarded, not a loss (see `slicetrace::set_level`).

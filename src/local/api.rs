@@ -63,7 +63,7 @@ impl RequestKey for Rid {
 pub(crate) static PROPAGATE_UNKNOWN: AtomicU64 = AtomicU64::new(0);
 
 #[inline(always)]
-fn stamp(l: &Local, ts: Option<UnixNanos>) -> (u64, u8) {
+pub(super) fn stamp(l: &Local, ts: Option<UnixNanos>) -> (u64, u8) {
     match ts {
         // 0 means now, as the reference's `ts=0`.
         Some(t) if t.0 != 0 => (t.0, flag::TS_UNIX),
@@ -90,7 +90,7 @@ fn record_one(kind: Kind, flags: u8, rid: Rid, name: u32, value: u64, ts: Option
 /// Records of one call that carries more than a head record, gathered on the stack and pushed
 /// as whole units. The buffer is left uninitialised: filling 2 KiB on every call that carries
 /// an attribute would cost more than the records it holds.
-struct Gather {
+pub(super) struct Gather {
     buf: [MaybeUninit<Record>; Gather::CAP],
     n: usize,
 }
@@ -98,7 +98,7 @@ struct Gather {
 impl Gather {
     const CAP: usize = 64;
 
-    fn new() -> Gather {
+    pub(super) fn new() -> Gather {
         Gather {
             buf: [const { MaybeUninit::uninit() }; Gather::CAP],
             n: 0,
@@ -106,7 +106,7 @@ impl Gather {
     }
 
     /// Adds a head record followed by chunks holding `payload`.
-    fn add(&mut self, l: &mut Local, head: Record, payload: &[u8]) {
+    pub(super) fn add(&mut self, l: &mut Local, head: Record, payload: &[u8]) {
         if self.n + 1 + chunks_for(payload.len()) > Gather::CAP {
             self.flush(l);
         }
@@ -126,6 +126,11 @@ impl Gather {
         }
     }
 
+    /// How many records are gathered and not yet pushed.
+    pub(super) fn len(&self) -> usize {
+        self.n
+    }
+
     /// The records gathered so far.
     fn records(&self) -> &[Record] {
         // SAFETY: `put` writes each of the first `n` slots before it counts it, and
@@ -133,7 +138,7 @@ impl Gather {
         unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<Record>(), self.n) }
     }
 
-    fn add_attrs(&mut self, l: &mut Local, rid: Rid, target: u8, attrs: &[Attr<'_>]) {
+    pub(super) fn add_attrs(&mut self, l: &mut Local, rid: Rid, target: u8, attrs: &[Attr<'_>]) {
         for a in attrs {
             let head = |vt: u8, value: u64| Record {
                 rid: rid.0,
@@ -162,7 +167,7 @@ impl Gather {
     }
 
     /// Pushes what is gathered; false if the ring had no room for it (dropped, counted).
-    fn flush(&mut self, l: &mut Local) -> bool {
+    pub(super) fn flush(&mut self, l: &mut Local) -> bool {
         let pushed = self.n == 0 || l.producer.push_all(self.records());
         self.n = 0;
         pushed

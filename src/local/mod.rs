@@ -5,3 +5,4 @@ pub mod api;
 pub(crate) mod directory;
 pub(crate) mod handle;
 pub(crate) mod history;
+pub mod task;

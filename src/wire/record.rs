@@ -62,6 +62,13 @@ pub enum Kind {
     Batch = 10,
     /// Ends this request's open slices on the thread, then its thread span.
     ThreadEnd = 11,
+    /// Opens an async slice (`AsyncSlice`): its span id derives from this record's position,
+    /// `value` holds its parent's (0: the request's span).
+    TaskStart = 12,
+    /// Ends the async slice whose span id `value` holds, from any thread.
+    TaskEnd = 13,
+    /// Gives the attributes before it (flagged `TASK`) to the async slice `value` names.
+    TaskAttrs = 14,
 }
 
 impl Kind {
@@ -79,6 +86,9 @@ impl Kind {
             9 => Kind::ThreadInfo,
             10 => Kind::Batch,
             11 => Kind::ThreadEnd,
+            12 => Kind::TaskStart,
+            13 => Kind::TaskEnd,
+            14 => Kind::TaskAttrs,
             _ => return None,
         })
     }
@@ -123,6 +133,13 @@ pub mod flag {
     /// Event: for the next slice of the request to end on this thread whose interval holds the
     /// event's time; else the thread span's, when it ends.
     pub const FOR_SLICE: u8 = 1 << 1;
+    /// Event: for the async slice whose span id `value` holds.
+    pub const FOR_TASK: u8 = 1 << 2;
+    /// TaskEnd: the slice's future was dropped before it completed.
+    pub const CANCELLED: u8 = 1 << 0;
+    /// Attr: for an async slice: the task record that ends the unit (`TaskStart`, `TaskEnd`,
+    /// `TaskAttrs`), or with `TARGET_EVENT` the `FOR_TASK` event before it.
+    pub const TASK: u8 = 1 << 5;
     /// Attr: the value type, in the low two bits.
     pub const VALUE_MASK: u8 = 0b11;
     pub const VALUE_I64: u8 = 0;

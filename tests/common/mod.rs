@@ -43,6 +43,11 @@ pub struct Session {
     _turn: MutexGuard<'static, ()>,
 }
 
+/// Holds the process's one session slot for a test that starts its own session.
+pub fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn config() -> Config {
     let mut c = Config::new("slicetrace-test");
     c.announce = false;

@@ -129,6 +129,17 @@ impl Tree {
     /// second for idleness.
     pub fn housekeeping(&mut self, c: &Counters, force: bool) {
         let now = self.clock.now();
+        while let Some(&(sweep, rid)) = self.closing_tasks.front() {
+            if !force && sweep >= self.sweep {
+                break;
+            }
+            self.closing_tasks.pop_front();
+            if let Some(req) = self.requests.get_mut(&rid) {
+                self.out.muted = !req.sampled;
+                req.export_closed_tasks(self.sweep, force, &mut self.out);
+                self.out.muted = false;
+            }
+        }
         while let Some((due, rid)) = self.finishing.pop_due(now, force) {
             let current = self.requests.get(&rid).and_then(|r| r.finishing);
             if current.is_some_and(|(_, d)| d == due) {
@@ -206,6 +217,7 @@ impl Tree {
             None => req.last_ns,
         };
         let (trace, parent) = (req.trace_id, req.thread_parent());
+        req.close_tasks(c, end_ns, &mut self.out);
         for t in &mut req.threads {
             if t.is_open() {
                 let ns = end_ns.max(t.last_ns);
@@ -248,9 +260,11 @@ pub(super) fn finish(req: &mut Request, ns: u64, due: Instant, q: &mut Deadlines
     }
 }
 
-/// A joined request (no local req_start) ends once none of its thread spans is open.
+/// A joined request (no local req_start) ends once none of its thread spans or async slices
+/// is open.
 pub(super) fn update_linger(req: &mut Request, linger: Duration, now: Instant, q: &mut Deadlines) {
-    if !req.local && req.finishing.is_none() && req.threads.iter().all(|t| !t.is_open()) {
+    let idle = req.threads.iter().all(|t| !t.is_open()) && req.tasks_open() == 0;
+    if !req.local && req.finishing.is_none() && idle {
         let due = now + linger;
         req.linger_until = Some(due);
         q.push(due, req.rid);

@@ -15,6 +15,7 @@ mod origin;
 mod request;
 mod slices;
 mod spans;
+mod tasks;
 #[cfg(test)]
 mod testing;
 
@@ -34,6 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(crate) use origin::parse_trace_state;
+pub use tasks::MAX_OPEN_TASKS;
 
 /// Attributes and events kept per span; more are counted in the span's dropped counts.
 pub const MAX_ATTRS_PER_SPAN: usize = 128;
@@ -98,6 +100,10 @@ pub struct Tree {
     finishing: Deadlines,
     /// Joined requests to close once their linger has passed.
     lingering: Deadlines,
+    /// Requests with async slices ended in the sweep given, to export after the next.
+    closing_tasks: std::collections::VecDeque<(u64, Rid)>,
+    /// Sweeps begun (`read_clock`).
+    sweep: u64,
     last_idle_scan: Instant,
     last_park_scan: Instant,
     /// The clock read once per sweep rather than once per record.
@@ -127,6 +133,8 @@ impl Tree {
             requests: HashMap::default(),
             finishing: Deadlines::default(),
             lingering: Deadlines::default(),
+            closing_tasks: Default::default(),
+            sweep: 0,
             last_idle_scan: now,
             last_park_scan: now,
             now,
@@ -137,6 +145,7 @@ impl Tree {
     /// Reads the clock: records applied from now on count as seen at this moment.
     pub fn read_clock(&mut self) {
         self.now = self.clock.now();
+        self.sweep += 1;
     }
 
     pub fn open_requests(&self) -> usize {
@@ -215,6 +224,19 @@ impl Tree {
                     update_linger(req, linger, self.now, &mut self.lingering);
                 }
             }
+            Kind::TaskStart => {
+                if req.task_start(&r, self.sweep) {
+                    self.closing_tasks.push_back((self.sweep, req.rid));
+                }
+            }
+            Kind::TaskEnd => {
+                if req.task_end(&r, self.sweep) {
+                    self.closing_tasks.push_back((self.sweep, req.rid));
+                }
+                let linger = self.limits.joined_linger;
+                update_linger(req, linger, self.now, &mut self.lingering);
+            }
+            Kind::TaskAttrs => req.task_attrs(&r),
             Kind::Event => req.event(&r),
             Kind::Attr => req.attr(&r),
             Kind::Propagate => Counters::add(&c.propagations, 1),

@@ -143,6 +143,8 @@ pub struct Request {
     /// The sampler keeps it; else its records are applied (so that it closes as any request
     /// does) and nothing of it is exported.
     pub sampled: bool,
+    /// Its async slices, made at the first.
+    pub tasks: Option<Box<super::tasks::Tasks>>,
 }
 
 /// A bootstrap room span this process opened: its id, and its remote parent (a gateway's span).
@@ -197,6 +199,7 @@ impl Request {
             linger_until: None,
             local,
             sampled: origin.sampled,
+            tasks: None,
         };
         req.set_rid_text(origin.rid_text());
         req

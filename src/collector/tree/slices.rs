@@ -145,6 +145,9 @@ impl Request {
     /// request span; in a joined request, which has no request span here, dropped (counted).
     /// One flagged `ON_THREAD` goes to the thread span, uncounted, as its writer asked.
     pub(super) fn event(&mut self, r: &Rec<'_>) {
+        if r.rec.head.flags & flag::FOR_TASK != 0 {
+            return self.task_event(r);
+        }
         let ev = Event::new(
             r.name.unwrap_or(schema::EVENT),
             ns_to_time(r.ns),
@@ -210,6 +213,9 @@ impl Request {
             Counters::add(&c.records_undecodable, 1);
             return;
         };
+        if r.rec.head.flags & flag::TASK != 0 {
+            return self.task_attr(r, kv);
+        }
         let target = r.rec.head.flags & flag::TARGET_MASK;
         let ti = self.thread_of(r.tenure);
         if !self.local && (target == flag::TARGET_REQUEST || ti.is_none()) {
@@ -341,7 +347,7 @@ fn take_waiting(waiting: &mut Vec<Event>, s: &mut OpenSlice, end_ns: u64) {
     }
 }
 
-fn push_capped<T>(v: &mut Vec<T>, dropped: &mut u32, item: T, cap: usize) {
+pub(super) fn push_capped<T>(v: &mut Vec<T>, dropped: &mut u32, item: T, cap: usize) {
     if v.len() < cap {
         v.push(item);
     } else {

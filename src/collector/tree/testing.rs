@@ -335,6 +335,41 @@ impl Harness {
         self.write(th, &[rec(Kind::Event, rid, name, flag::ON_THREAD, 0)]);
     }
 
+    /// Where thread `th`'s next record goes.
+    pub fn next_pos(&mut self, th: usize) -> u64 {
+        self.tenure(th);
+        self.threads[&th].1
+    }
+
+    /// The span id of the async slice whose start thread `th` writes next.
+    pub fn next_task_id(&mut self, th: usize) -> u64 {
+        let (seed, pos) = (self.tenure(th).seed, self.next_pos(th));
+        crate::ids::derive_span_id(seed, pos, crate::ids::Salt::TASK)
+    }
+
+    /// `AsyncSlice::start` under `parent` (0: the request); returns the slice's span id.
+    pub fn task_start(&mut self, th: usize, rid: u64, name: &str, parent: u64) -> u64 {
+        let id = self.next_task_id(th);
+        self.write(th, &[rec(Kind::TaskStart, rid, name, 0, parent)]);
+        id
+    }
+
+    /// The end of async slice `id` (`flags`: `CANCELLED` or 0).
+    pub fn task_end(&mut self, th: usize, rid: u64, name: &str, id: u64, flags: u8) {
+        self.write(th, &[rec(Kind::TaskEnd, rid, name, flags, id)]);
+    }
+
+    /// `AsyncSlice::add_attrs` of one integer attribute.
+    pub fn task_attr(&mut self, th: usize, rid: u64, id: u64, key: &str, v: i64) {
+        let attr = rec(Kind::Attr, rid, key, flag::TASK | flag::VALUE_I64, v as u64);
+        self.write(th, &[attr, rec(Kind::TaskAttrs, rid, "", 0, id)]);
+    }
+
+    /// `AsyncSlice::event`.
+    pub fn task_event(&mut self, th: usize, rid: u64, id: u64, name: &str) {
+        self.write(th, &[rec(Kind::Event, rid, name, flag::FOR_TASK, id)]);
+    }
+
     pub fn finish(&mut self, th: usize, rid: u64) {
         self.write(th, &[rec(Kind::ReqFinish, rid, "", 0, 0)]);
     }
@@ -397,7 +432,7 @@ impl Harness {
     }
 }
 
-fn outcomes(s: &Stats) -> [(&'static str, u64); 20] {
+fn outcomes(s: &Stats) -> [(&'static str, u64); 21] {
     [
         ("records_undecodable", s.records_undecodable),
         ("unknown_rid_records", s.unknown_rid_records),
@@ -410,6 +445,7 @@ fn outcomes(s: &Stats) -> [(&'static str, u64); 20] {
         ("requests_sampled_out", s.requests_sampled_out),
         ("slices_unfinished", s.slices_unfinished),
         ("slices_dropped_depth", s.slices_dropped_depth),
+        ("async_slices_dropped", s.async_slices_dropped),
         ("end_without_start", s.end_without_start),
         ("level_ends_discarded", s.level_ends_discarded),
         ("name_mismatches", s.name_mismatches),

@@ -1,0 +1,430 @@
+//! A [`tracing_subscriber::Layer`] that records the spans and events of chosen targets as
+//! async slices of a request (feature `tracing`).
+//!
+//! A `tracing` span belongs to a request when it, or an ancestor, carries the request id in a
+//! field (`rid` unless [`SliceLayer::rid_field`] says otherwise): an unsigned or signed integer
+//! is the [`Rid`] itself, a string (`rid = text.as_str()`, or `rid = %text`) is hashed as
+//! [`req_start`](crate::req_start) hashes it. Such a span of a chosen target becomes an
+//! [`AsyncSlice`] from its creation to its close, under the nearest ancestor span recorded so
+//! (else the request span), with its fields (and those recorded later) as attributes; an event
+//! inside it becomes an event on it, its fields as attributes (the `message` too), named by
+//! its callsite. While such a span is entered, async slices of its request started on that
+//! thread ([`InSlice`](crate::InSlice), [`AsyncSlice::start`]) nest under it.
+//!
+//! With [`SliceLayer::starting_requests`], a span that carries the request id while no
+//! ancestor does starts the request when it is made (under the span of the OpenTelemetry
+//! context current then, if it holds a valid one: what a propagator extracted from a request's
+//! headers) and finishes it when it closes.
+//!
+//! Names come from callsites, which are `'static`: each is interned once, and a span costs a
+//! lock-free lookup of its callsite's name, the visit of its fields, and the async slice's
+//! records.
+
+use crate::args::{Attr, Opts, Value};
+use crate::local::api::{req_finish, req_start_with, ReqStart};
+use crate::local::task::{enter_raw, event_on, restore, AsyncSlice};
+use crate::{Name, PropagateContext, Rid};
+use slicetrace_spans::util::MixHash;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::RwLock;
+use tracing_core::field::{Field, Visit};
+use tracing_core::span::{Attributes, Id, Record};
+use tracing_core::{Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+/// The layer: see the module docs.
+#[derive(Debug, Clone)]
+pub struct SliceLayer {
+    targets: Vec<String>,
+    rid_field: &'static str,
+    start_requests: bool,
+}
+
+impl Default for SliceLayer {
+    fn default() -> Self {
+        SliceLayer::new()
+    }
+}
+
+impl SliceLayer {
+    /// Records spans of every target, the request id in the field `rid`; starts no request.
+    pub fn new() -> SliceLayer {
+        SliceLayer {
+            targets: Vec::new(),
+            rid_field: "rid",
+            start_requests: false,
+        }
+    }
+
+    /// Records only spans and events whose target is one of `prefixes` or below one
+    /// (`"gateway"` takes `gateway` and `gateway::route`). A span of another target inside a
+    /// request is not recorded, but passes the request on to its children.
+    pub fn with_targets<I, S>(mut self, prefixes: I) -> SliceLayer
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.targets = prefixes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The field that carries the request id.
+    pub fn rid_field(mut self, field: &'static str) -> SliceLayer {
+        self.rid_field = field;
+        self
+    }
+
+    /// A span carrying the request id under no span that does starts the request, and
+    /// finishes it when it closes (see the module docs).
+    pub fn starting_requests(mut self) -> SliceLayer {
+        self.start_requests = true;
+        self
+    }
+
+    fn records(&self, target: &str) -> bool {
+        self.targets.is_empty()
+            || self.targets.iter().any(|p| {
+                target
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+            })
+    }
+}
+
+/// What a span of a request keeps in its extensions.
+struct InRequest {
+    rid: Rid,
+    /// The nearest recorded slice, this span's own or an ancestor's (0: none).
+    slice_id: u64,
+    own: Option<AsyncSlice>,
+    /// It started the request, and finishes it when it closes.
+    started: bool,
+}
+
+thread_local! {
+    /// The spans entered on this thread and not exited, innermost last, as the registry's own
+    /// stack: a span made in another's scope finds its parent's request here, unlooked-up.
+    static ENTERED: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+    /// This thread's copy of the names made so far, read without a lock.
+    static LOCAL_NAMES: RefCell<HashMap<(usize, usize), &'static Name, MixHash>> =
+        const { RefCell::new(HashMap::with_hasher(MixHash)) };
+}
+
+thread_local! {
+    /// The span made last on this thread and its request: most spans are entered right after
+    /// they are made (`in_scope`, an instrumented function's first poll), and their entry then
+    /// needs no lookup. A span id names one span while it lives, and the registry's ids carry
+    /// a generation, so a reused slot is another id.
+    static MADE_LAST: Cell<(u64, Option<(Rid, u64)>)> = const { Cell::new((0, None)) };
+}
+
+struct Entry {
+    span: u64,
+    /// Its request and nearest slice, if it is of one.
+    req: Option<(Rid, u64)>,
+    /// The entered slice `on_exit` puts back, when entering it entered a slice.
+    prev: Option<(u64, u64)>,
+}
+
+/// What the parent of a new span says of its request: `Some(None)` when it is known to be of
+/// none (or there is no parent); `None` when it must be looked up.
+fn entered_parent(attrs: &Attributes<'_>) -> Option<Option<(Rid, u64)>> {
+    ENTERED
+        .try_with(|e| {
+            let e = e.borrow();
+            if attrs.is_root() {
+                return Some(None);
+            }
+            let top = e.last();
+            match (attrs.parent(), top) {
+                // In the scope of the innermost span entered here: that is its parent.
+                (None, Some(top)) => Some(top.req),
+                (None, None) => Some(None),
+                (Some(p), Some(top)) if top.span == p.into_u64() => Some(top.req),
+                (Some(_), _) => None,
+            }
+        })
+        .ok()
+        .flatten()
+}
+
+/// The `Name` of a `'static` text (a callsite's or a field's name), made once.
+fn name_of(text: &'static str) -> &'static Name {
+    // By address: a callsite's texts are the same `'static` strings at every call.
+    static NAMES: RwLock<Option<HashMap<(usize, usize), &'static Name>>> = RwLock::new(None);
+    let key = (text.as_ptr() as usize, text.len());
+    let local = LOCAL_NAMES.try_with(|m| m.borrow().get(&key).copied());
+    if let Ok(Some(n)) = local {
+        return n;
+    }
+    let n = shared_name(&NAMES, key, text);
+    let _ = LOCAL_NAMES.try_with(|m| m.borrow_mut().insert(key, n));
+    n
+}
+
+fn shared_name(
+    names: &RwLock<Option<HashMap<(usize, usize), &'static Name>>>,
+    key: (usize, usize),
+    text: &'static str,
+) -> &'static Name {
+    if let Some(n) = names
+        .read()
+        .ok()
+        .and_then(|m| m.as_ref().and_then(|m| m.get(&key).copied()))
+    {
+        return n;
+    }
+    let mut map = names.write().unwrap_or_else(|e| e.into_inner());
+    map.get_or_insert_with(HashMap::new)
+        .entry(key)
+        .or_insert_with(|| Box::leak(Box::new(Name::new(text))))
+}
+
+enum Owned {
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    Str(String),
+}
+
+/// A span's or event's fields, and the request id among them.
+struct Fields<'l> {
+    rid_field: &'l str,
+    rid: Option<(Rid, Option<String>)>,
+    attrs: Vec<(&'static Name, Owned)>,
+}
+
+impl<'l> Fields<'l> {
+    fn new(rid_field: &'l str) -> Fields<'l> {
+        Fields {
+            rid_field,
+            rid: None,
+            attrs: Vec::new(),
+        }
+    }
+
+    /// A field: the request id (which every slice carries as `rid` already), or an attribute.
+    fn put(&mut self, field: &Field, v: Owned) {
+        if field.name() != self.rid_field {
+            self.attrs.push((name_of(field.name()), v));
+            return;
+        }
+        self.rid = match v {
+            Owned::I64(i) => Some((Rid(i as u64), None)),
+            Owned::Str(s) => Some((Rid::from_str_id(&s), Some(s))),
+            _ => None,
+        };
+    }
+
+    /// The attributes, borrowing their values, for a call to take.
+    fn with_attrs<R>(&self, f: impl FnOnce(&[Attr<'_>]) -> R) -> R {
+        let attrs: Vec<Attr<'_>> = self
+            .attrs
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    Owned::I64(i) => Value::I64(*i),
+                    Owned::F64(x) => Value::F64(*x),
+                    Owned::Bool(b) => Value::Bool(*b),
+                    Owned::Str(s) => Value::Str(s),
+                };
+                Attr::new(k, value)
+            })
+            .collect();
+        f(&attrs)
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, Owned::I64(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        // OpenTelemetry has no unsigned integers: one past i64's range is kept as text; a
+        // request id is the integer's bits.
+        if field.name() == self.rid_field {
+            self.rid = Some((Rid(value), None));
+            return;
+        }
+        match i64::try_from(value) {
+            Ok(v) => self.put(field, Owned::I64(v)),
+            Err(_) => self.put(field, Owned::Str(value.to_string())),
+        }
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, Owned::F64(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, Owned::Bool(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Owned::Str(value.to_owned()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, Owned::Str(format!("{value:?}")));
+    }
+}
+
+/// The span context OpenTelemetry holds as current, as a parent for a request started here.
+fn current_otel_parent() -> Option<PropagateContext> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = opentelemetry::Context::current();
+    PropagateContext::from_span_context(cx.span().span_context())
+}
+
+impl<S> tracing_subscriber::Layer<S> for SliceLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if !crate::is_enabled() {
+            return;
+        }
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut fields = Fields::new(self.rid_field);
+        attrs.record(&mut fields);
+        let inherited = entered_parent(attrs).unwrap_or_else(|| {
+            let p = span.parent()?;
+            let ext = p.extensions();
+            ext.get::<InRequest>().map(|r| (r.rid, r.slice_id))
+        });
+        let mut started = false;
+        let (rid, parent) = match (inherited, fields.rid.take()) {
+            // A span naming another request than its ancestors' starts afresh under it.
+            (Some((rid, parent)), own) if own.as_ref().is_none_or(|(r, _)| *r == rid) => {
+                (rid, parent)
+            }
+            (_, Some((rid, text))) => {
+                if self.start_requests {
+                    let parent = current_otel_parent();
+                    let opts = ReqStart {
+                        parent: parent.as_ref(),
+                        no_room_span: true,
+                        ..ReqStart::default()
+                    };
+                    match &text {
+                        Some(t) => req_start_with(t.as_str(), opts),
+                        None => req_start_with(rid, opts),
+                    };
+                    started = true;
+                }
+                (rid, 0)
+            }
+            (_, None) => {
+                let _ = MADE_LAST.try_with(|m| m.set((id.into_u64(), None)));
+                return;
+            }
+        };
+        let meta = span.metadata();
+        let own = self.records(meta.target()).then(|| {
+            let name = name_of(meta.name());
+            fields.with_attrs(|attrs| {
+                AsyncSlice::start_under(name, rid, Some(parent), Opts { ts: None, attrs })
+            })
+        });
+        let slice_id = own.as_ref().and_then(AsyncSlice::span_id).unwrap_or(parent);
+        let _ = MADE_LAST.try_with(|m| m.set((id.into_u64(), Some((rid, slice_id)))));
+        span.extensions_mut().insert(InRequest {
+            rid,
+            slice_id,
+            own,
+            started,
+        });
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let ext = span.extensions();
+        let Some(slice) = ext.get::<InRequest>().and_then(|r| r.own.as_ref()) else {
+            return;
+        };
+        let mut fields = Fields::new(self.rid_field);
+        values.record(&mut fields);
+        fields.with_attrs(|attrs| slice.add_attrs(attrs));
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if !crate::is_enabled() || !self.records(event.metadata().target()) {
+            return;
+        }
+        let Some(span) = ctx.event_span(event) else {
+            return;
+        };
+        let found = span
+            .extensions()
+            .get::<InRequest>()
+            .map(|r| (r.rid, r.slice_id));
+        let Some((rid, slice_id)) = found.filter(|f| f.1 != 0) else {
+            return;
+        };
+        let mut fields = Fields::new(self.rid_field);
+        event.record(&mut fields);
+        let name = name_of(event.metadata().name());
+        fields.with_attrs(|attrs| event_on(rid, slice_id, name, Opts { ts: None, attrs }));
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let made = MADE_LAST
+            .try_with(|m| m.get())
+            .ok()
+            .filter(|m| m.0 == id.into_u64());
+        let req = match made {
+            Some((_, req)) => req,
+            None => {
+                let Some(span) = ctx.span(id) else {
+                    return;
+                };
+                let ext = span.extensions();
+                ext.get::<InRequest>().map(|r| (r.rid, r.slice_id))
+            }
+        };
+        let prev = match req {
+            Some((rid, slice_id)) if slice_id != 0 => Some(enter_raw(rid, slice_id)),
+            _ => None,
+        };
+        let entry = Entry {
+            span: id.into_u64(),
+            req,
+            prev,
+        };
+        let _ = ENTERED.try_with(|e| e.borrow_mut().push(entry));
+    }
+
+    fn on_exit(&self, id: &Id, _: Context<'_, S>) {
+        // Spans exit in the reverse order of their entries on a thread: only the innermost
+        // one entered here can be this one.
+        let _ = ENTERED.try_with(|e| {
+            let mut e = e.borrow_mut();
+            if e.last().is_some_and(|top| top.span == id.into_u64()) {
+                if let Some(prev) = e.pop().and_then(|top| top.prev) {
+                    restore(prev);
+                }
+            }
+        });
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let _ = MADE_LAST.try_with(|m| {
+            if m.get().0 == id.into_u64() {
+                m.set((0, None));
+            }
+        });
+        let Some(span) = ctx.span(&id) else {
+            return;
+        };
+        let Some(r) = span.extensions_mut().remove::<InRequest>() else {
+            return;
+        };
+        drop(r.own);
+        if r.started {
+            req_finish(r.rid);
+        }
+    }
+}
