@@ -6,7 +6,8 @@
 //! is the [`Rid`] itself, a string (`rid = text.as_str()`, or `rid = %text`) is hashed as
 //! [`req_start`](crate::req_start) hashes it. Such a span of a chosen target becomes an
 //! [`AsyncSlice`] from its creation to its close, under the nearest ancestor span recorded so
-//! (else the request span), with its fields (and those recorded later) as attributes; an event
+//! (else the async slice of the request entered on the thread, else the request span), with
+//! its fields (and those recorded later) as attributes; an event
 //! inside it becomes an event on it, its fields as attributes (the `message` too), named by
 //! its callsite. While such a span is entered, async slices of its request started on that
 //! thread ([`InSlice`](crate::InSlice), [`AsyncSlice::start`]) nest under it.
@@ -22,7 +23,7 @@
 
 use crate::args::{Attr, Opts, Value};
 use crate::local::api::{req_finish, req_start_with, ReqStart};
-use crate::local::task::{enter_raw, event_on, restore, AsyncSlice};
+use crate::local::task::{enter_raw, entered_for, event_on, restore, AsyncSlice};
 use crate::{Name, PropagateContext, Rid};
 use slicetrace_spans::util::MixHash;
 use std::cell::{Cell, RefCell};
@@ -313,7 +314,9 @@ where
                     };
                     started = true;
                 }
-                (rid, 0)
+                // At the top of its `tracing` tree: under the async slice of its request
+                // entered here (a future's `in_slice` being polled), else the request's span.
+                (rid, if started { 0 } else { entered_for(rid) })
             }
             (_, None) => {
                 let _ = MADE_LAST.try_with(|m| m.set((id.into_u64(), None)));

@@ -31,7 +31,7 @@ thread_local! {
 
 /// The parent a new async slice of `rid` takes: the entered one, if it is of the same request.
 #[inline(always)]
-fn entered_for(rid: Rid) -> u64 {
+pub(crate) fn entered_for(rid: Rid) -> u64 {
     CURRENT
         .try_with(|c| {
             let (r, id) = c.get();

@@ -359,6 +359,13 @@ mod tests {
     use super::super::testing::{sorted, Harness};
     use crate::wire::record::flag;
 
+    /// Request 1 finishes on thread 0, and its grace passes.
+    fn finish(h: &mut Harness) {
+        h.finish(0, 1);
+        h.advance(50);
+        h.housekeeping(false);
+    }
+
     #[test]
     fn an_async_slice_ends_on_another_thread_under_its_request() {
         let mut h = Harness::new();
@@ -369,9 +376,7 @@ mod tests {
         h.task_event(1, 1, inner, "picked");
         h.task_end(1, 1, "pick", inner, 0);
         h.task_end(0, 1, "handle", outer, 0);
-        h.finish(0, 1);
-        h.advance(50);
-        h.housekeeping(false);
+        finish(&mut h);
         assert_eq!(
             h.shape(),
             sorted(&[
@@ -403,9 +408,7 @@ mod tests {
         let gone = h.task_start(0, 1, "wait", 0);
         h.task_end(0, 1, "wait", gone, flag::CANCELLED);
         h.task_end(1, 1, "lost", 0xdead, 0);
-        h.finish(0, 1);
-        h.advance(50);
-        h.housekeeping(false);
+        finish(&mut h);
         assert_eq!(
             h.shape(),
             sorted(&[
@@ -432,9 +435,7 @@ mod tests {
         h.start(0, 1);
         let outer = h.task_start(0, 1, "stream", 0);
         h.task_start(1, 1, "chunk", outer);
-        h.finish(0, 1);
-        h.advance(50);
-        h.housekeeping(false);
+        finish(&mut h);
         assert_eq!(
             h.shape(),
             sorted(&[
