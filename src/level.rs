@@ -53,7 +53,7 @@
 use crate::wire::record::flag;
 use crate::Name;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 /// The level of a name made without one: recorded unless the process level is 0.
@@ -65,8 +65,12 @@ pub const DEFAULT_PROCESS_LEVEL: u8 = 3;
 /// The highest level a name or the process may have.
 pub const MAX_LEVEL: u8 = 7;
 
-/// The process level.
-static LEVEL: AtomicU8 = AtomicU8::new(DEFAULT_PROCESS_LEVEL);
+/// The process level (the low byte) and the session's epoch (the rest, counting session
+/// starts): one word, so that a call reads both in one load. A thread's counts describe the
+/// slices it opened in one session; its first counting call in a later session finds another
+/// epoch and starts them afresh, so that slices left open in one session (an anonymous one a
+/// request's last end opened, say) do not keep the next one's calls counting.
+static LEVEL: AtomicU32 = AtomicU32::new(DEFAULT_PROCESS_LEVEL as u32);
 
 /// Held while the level and the traced threads' copy of the levels above it (in the gate, see
 /// `local::handle`) are written, so that the last level set is the one both hold.
@@ -83,16 +87,23 @@ const fn above(level: u8) -> u8 {
 pub fn set_level(level: u8) {
     let level = level.min(MAX_LEVEL);
     let _changing = CHANGING.lock().unwrap_or_else(|e| e.into_inner());
-    LEVEL.store(level, Ordering::Relaxed);
+    let word = LEVEL.load(Ordering::Relaxed);
+    LEVEL.store(word & !0xff | level as u32, Ordering::Relaxed);
     crate::local::handle::set_levels_above(above(level));
 }
 
-/// Runs `f`, which opens the gate, with the levels above the process level, which no level
-/// change moves meanwhile.
+/// Runs `f`, which opens the gate of a new session, with the levels above the process level,
+/// which no level change moves meanwhile; the session gets an epoch of its own.
 pub(crate) fn with_levels_above<R>(f: impl FnOnce(u8) -> R) -> R {
     let _changing = CHANGING.lock().unwrap_or_else(|e| e.into_inner());
+    let word = LEVEL.load(Ordering::Relaxed);
+    let epoch = (word >> 8).wrapping_add(1) & EPOCHS;
+    LEVEL.store(epoch << 8 | word & 0xff, Ordering::Relaxed);
     f(above(now()))
 }
+
+/// The epochs a word holds (24 bits).
+const EPOCHS: u32 = 0x00ff_ffff;
 
 /// The process level now.
 pub fn level() -> u8 {
@@ -101,7 +112,7 @@ pub fn level() -> u8 {
 
 #[inline(always)]
 fn now() -> u8 {
-    LEVEL.load(Ordering::Relaxed)
+    LEVEL.load(Ordering::Relaxed) as u8
 }
 
 /// Whether a call of a name at `level` records now.
@@ -206,6 +217,8 @@ struct Counts {
     /// open on the thread: a call above the level need neither count nor mark anything.
     /// Cleared by whatever counts a slice of its level, or opens an anonymous one.
     quiet: Cell<u8>,
+    /// The session epoch the counts are of (see `LEVEL`).
+    epoch: Cell<u32>,
 }
 
 impl Counts {
@@ -214,7 +227,22 @@ impl Counts {
             open: [const { Cell::new(0) }; LEVELS],
             marks: [const { Cell::new(0) }; LEVELS],
             quiet: Cell::new(0),
+            epoch: Cell::new(0),
         }
+    }
+
+    /// The counts of a thread's first counting call in session `epoch`: nothing open. A level
+    /// still quiet keeps its `UNCOUNTED` mark: calls above the level that only read may have
+    /// skipped starts of this session already.
+    #[cold]
+    fn renew(&self, epoch: u32) {
+        let quiet = self.quiet.get();
+        for (i, c) in self.open.iter().enumerate() {
+            c.set(0);
+            let kept = if quiet & 1 << i != 0 { UNCOUNTED } else { 0 };
+            self.marks[i].set(kept);
+        }
+        self.epoch.set(epoch);
     }
 
     #[cfg(test)]
@@ -463,9 +491,15 @@ fn slot(level: u8) -> usize {
 /// which has no counts, `torn_down` decides from the level alone.
 #[inline(always)]
 fn decide<R>(f: impl FnOnce(&Counts, u8) -> R, torn_down: impl FnOnce(u8) -> R) -> R {
-    let now = now();
+    let word = LEVEL.load(Ordering::Relaxed);
+    let now = word as u8;
     COUNTS
-        .try_with(|c| f(c, now))
+        .try_with(|c| {
+            if c.epoch.get() != word >> 8 {
+                c.renew(word >> 8);
+            }
+            f(c, now)
+        })
         .unwrap_or_else(|_| torn_down(now))
 }
 

@@ -100,6 +100,35 @@ fn a_level_set_before_the_session_holds_in_it() {
 }
 
 #[test]
+fn slices_left_open_in_one_session_do_not_count_in_the_next() {
+    {
+        let (mut s, _reset) = at_level(3);
+        let rid = slicetrace::req_start("r-left-open", None);
+        // Never ended: closed with the session, unfinished.
+        slicetrace::slice_start(&DECODE_LOOP, rid);
+        slicetrace::slice_start_anon(rid);
+        let (_, stats) = s.finish();
+        assert_eq!(stats.slices_unfinished, 2, "{stats:?}");
+    }
+    // On the same thread, a session whose level is below `decode_loop`'s: its slices are
+    // skipped whole, as on a thread that never ran, not taken for ends of the old ones.
+    let (mut s, _reset) = at_level(2);
+    let rid = slicetrace::req_start("r-next", None);
+    for _ in 0..3 {
+        slicetrace::slice_start(&DECODE_LOOP, rid);
+        slicetrace::slice_end(&DECODE_LOOP, rid, End::PLAIN);
+    }
+    slicetrace::slice_start(&FORWARD, rid);
+    slicetrace::slice_end(&FORWARD, rid, End::PLAIN);
+    slicetrace::req_finish(rid);
+    let (t, stats) = s.finish();
+    assert!(t.named("decode_loop").is_empty(), "{}", t.names());
+    assert_eq!(t.named("forward").len(), 1, "{}", t.names());
+    assert_eq!(stats.level_ends_discarded, 0, "{stats:?}");
+    assert_eq!(stats.end_without_start, 0, "{stats:?}");
+}
+
+#[test]
 fn a_slice_started_before_the_level_went_down_still_ends_at_its_end() {
     let (mut s, _reset) = at_level(3);
     let rid = slicetrace::req_start("r-down", None);

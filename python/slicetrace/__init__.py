@@ -2,7 +2,8 @@
 
 The SGLang-compatible calls are in :mod:`slicetrace.sglang.tracing`. This module holds the
 session functions: :func:`stats`, :func:`flush` and :func:`shutdown` (also run at interpreter
-exit, within the shutdown timeout).
+exit, within the shutdown timeout), and the process's trace level, :func:`set_level` and
+:func:`level`.
 
 A process forked while tracing runs (multiprocessing ``fork``, pre-forking servers) starts its
 own session from the parent's configuration before any of its own code runs; if that cannot be
@@ -19,7 +20,9 @@ from slicetrace._native import (
     __version__,
     flush,
     is_tracing_enabled,
+    level,
     process_tracing_init,
+    set_level,
     shutdown,
     stats,
 )
@@ -52,7 +55,9 @@ __all__ = [
     "__version__",
     "flush",
     "is_tracing_enabled",
+    "level",
     "process_tracing_init",
+    "set_level",
     "shutdown",
     "stats",
 ]

@@ -29,6 +29,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session::shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(session::flush, m)?)?;
     m.add_function(wrap_pyfunction!(session::stats, m)?)?;
+    m.add_function(wrap_pyfunction!(session::set_level, m)?)?;
+    m.add_function(wrap_pyfunction!(session::level, m)?)?;
     m.add_function(wrap_pyfunction!(session::_at_exit, m)?)?;
     m.add_function(wrap_pyfunction!(session::_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(session::_hold_lock, m)?)?;

@@ -18,7 +18,7 @@
 
 use crate::context;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning};
+use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use slicetrace::{Config, Guard, Stats};
@@ -323,6 +323,30 @@ fn start_again_in_child(
 }
 
 const GUARD_HELD: &str = "the session lock was held by another thread at the fork";
+
+/// Sets the process's trace level, 0 to 7, from any thread, for every thread at once: slices
+/// and events of names above it record nothing. The rid-keyed calls' names are at level 1, so
+/// level 0 stops their slices and events (requests and threads are still marked) and any other
+/// records them. `SLICETRACE_LEVEL` sets it at start-up.
+#[pyfunction]
+pub fn set_level(level: i64) -> PyResult<()> {
+    let max = slicetrace::limits::MAX_LEVEL;
+    match u8::try_from(level) {
+        Ok(l) if l <= max => {
+            slicetrace::set_level(l);
+            Ok(())
+        }
+        _ => Err(PyValueError::new_err(format!(
+            "level must be 0 to {max}, got {level}"
+        ))),
+    }
+}
+
+/// The process's trace level now.
+#[pyfunction]
+pub fn level() -> u8 {
+    slicetrace::level()
+}
 
 /// Whether the calls record now (SGLang's `is_tracing_enabled`).
 #[pyfunction]

@@ -320,3 +320,47 @@ def test_names_made_from_data_stay_bounded_and_are_counted(tmp_path):
     names = {s["name"] for s in read_spans(path)}
     assert {"kept-stage", "slicetrace.name_overflow"} <= names
     assert "stage-after-the-bound" not in names
+
+
+def test_the_process_level_stops_and_restarts_the_rid_keyed_slices(traced):
+    import threading
+
+    assert slicetrace.level() == 3
+    t.trace_req_start(RID)
+    failed = []
+
+    # On a thread of its own: a thread that skipped a start at level 0 marks its later ends of
+    # that level as possibly unstarted (see docs/api.md, "Trace levels"), which would change
+    # what later tests on the main thread see of mismatched ends.
+    def run():
+        try:
+            slicetrace.set_level(0)
+            assert slicetrace.level() == 0
+            t.trace_slice_start("hidden", RID)
+            t.trace_event("hidden event", RID)
+            t.trace_slice_end("hidden", RID)
+            slicetrace.set_level(3)
+            t.trace_slice_start("shown", RID)
+            t.trace_slice_end("shown", RID)
+            with pytest.raises(ValueError, match="0 to 7"):
+                slicetrace.set_level(8)
+            with pytest.raises(ValueError, match="0 to 7"):
+                slicetrace.set_level(-1)
+            with pytest.raises(TypeError):
+                slicetrace.set_level("3")
+            assert slicetrace.level() == 3
+        except BaseException as e:
+            failed.append(e)
+        finally:
+            slicetrace.set_level(3)
+
+    th = threading.Thread(target=run)
+    th.start()
+    th.join()
+    assert not failed, failed
+    t.trace_req_finish(RID)
+    tr = traced.finish()
+    names = {s["name"] for s in tr.spans}
+    assert "shown" in names and "hidden" not in names, names
+    assert traced.final_stats["end_without_start"] == 0
+    assert traced.final_stats["level_ends_discarded"] == 0
