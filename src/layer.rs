@@ -23,7 +23,7 @@
 
 use crate::args::{Attr, Opts, Value};
 use crate::local::api::{req_finish, req_start_with, ReqStart};
-use crate::local::task::{enter_raw, entered_for, event_on, restore, AsyncSlice};
+use crate::local::task::{current_entered, enter_raw, entered_for, event_on, restore, AsyncSlice};
 use crate::{Name, PropagateContext, Rid};
 use slicetrace_spans::util::MixHash;
 use std::cell::{Cell, RefCell};
@@ -108,7 +108,12 @@ struct InRequest {
 thread_local! {
     /// The spans entered on this thread and not exited, innermost last, as the registry's own
     /// stack: a span made in another's scope finds its parent's request here, unlooked-up.
-    static ENTERED: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+    static ENTERED: RefCell<Stack> = const {
+        RefCell::new(Stack {
+            entries: Vec::new(),
+            lost: false,
+        })
+    };
     /// This thread's copy of the names made so far, read without a lock.
     static LOCAL_NAMES: RefCell<HashMap<(usize, usize), &'static Name, MixHash>> =
         const { RefCell::new(HashMap::with_hasher(MixHash)) };
@@ -122,31 +127,81 @@ thread_local! {
     static MADE_LAST: Cell<(u64, Option<(Rid, u64)>)> = const { Cell::new((0, None)) };
 }
 
+/// Spans entered at once on a thread that the stack follows; past it (or with an entry
+/// refused) it is not trusted until it is empty again, and parents are looked up.
+const MAX_ENTERED: usize = 256;
+
+struct Stack {
+    entries: Vec<Entry>,
+    /// An entry was refused: the stack no longer mirrors the registry's.
+    lost: bool,
+}
+
 struct Entry {
     span: u64,
     /// Its request and nearest slice, if it is of one.
     req: Option<(Rid, u64)>,
     /// The entered slice `on_exit` puts back, when entering it entered a slice.
     prev: Option<(u64, u64)>,
+    /// The entered slice once it was entered: another one later means an async slice was
+    /// entered inside it (a future's `in_slice` being polled), innermost since.
+    seen: (u64, u64),
+    /// Entered again while already entered: the registry's current span ignores such an entry.
+    duplicate: bool,
+}
+
+impl Stack {
+    /// The innermost entry the registry counts as current.
+    fn top(&self) -> Option<&Entry> {
+        self.entries.iter().rev().find(|e| !e.duplicate)
+    }
+}
+
+/// What an entry says of the request and slice work in its scope belongs to: its own, or an
+/// async slice of the request entered inside it since.
+fn in_scope_of(e: &Entry) -> Option<(Rid, u64)> {
+    let (rid, slice) = e.req?;
+    let now = current_entered();
+    if now != e.seen && now.0 == rid.0 && now.1 != 0 {
+        return Some((rid, now.1));
+    }
+    Some((rid, slice))
 }
 
 /// What the parent of a new span says of its request: `Some(None)` when it is known to be of
 /// none (or there is no parent); `None` when it must be looked up.
 fn entered_parent(attrs: &Attributes<'_>) -> Option<Option<(Rid, u64)>> {
+    if attrs.is_root() {
+        return Some(None);
+    }
     ENTERED
-        .try_with(|e| {
-            let e = e.borrow();
-            if attrs.is_root() {
-                return Some(None);
+        .try_with(|s| {
+            let s = s.borrow();
+            if s.lost {
+                return None;
             }
-            let top = e.last();
-            match (attrs.parent(), top) {
+            match (attrs.parent(), s.top()) {
                 // In the scope of the innermost span entered here: that is its parent.
-                (None, Some(top)) => Some(top.req),
+                (None, Some(top)) => Some(in_scope_of(top)),
                 (None, None) => Some(None),
                 (Some(p), Some(top)) if top.span == p.into_u64() => Some(top.req),
                 (Some(_), _) => None,
             }
+        })
+        .ok()
+        .flatten()
+}
+
+/// For an event in the scope of span `span`: an async slice of `rid` entered inside it since,
+/// if one is.
+fn entered_inside(span: u64, rid: Rid) -> Option<u64> {
+    ENTERED
+        .try_with(|s| {
+            let s = s.borrow();
+            let top = s.top().filter(|t| t.span == span && !s.lost)?;
+            in_scope_of(top)
+                .filter(|(r, _)| *r == rid)
+                .map(|(_, id)| id)
         })
         .ok()
         .flatten()
@@ -287,6 +342,12 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
+        // Held from here to the insert: one lock of the new span's extensions.
+        let mut ext = span.extensions_mut();
+        if ext.get_mut::<InRequest>().is_some() {
+            // Another `SliceLayer` in the same subscriber took the span.
+            return;
+        }
         let mut fields = Fields::new(self.rid_field);
         attrs.record(&mut fields);
         let inherited = entered_parent(attrs).unwrap_or_else(|| {
@@ -332,7 +393,7 @@ where
         });
         let slice_id = own.as_ref().and_then(AsyncSlice::span_id).unwrap_or(parent);
         let _ = MADE_LAST.try_with(|m| m.set((id.into_u64(), Some((rid, slice_id)))));
-        span.extensions_mut().insert(InRequest {
+        ext.insert(InRequest {
             rid,
             slice_id,
             own,
@@ -364,9 +425,15 @@ where
             .extensions()
             .get::<InRequest>()
             .map(|r| (r.rid, r.slice_id));
-        let Some((rid, slice_id)) = found.filter(|f| f.1 != 0) else {
+        let Some((rid, mut slice_id)) = found else {
             return;
         };
+        if event.is_contextual() {
+            slice_id = entered_inside(span.id().into_u64(), rid).unwrap_or(slice_id);
+        }
+        if slice_id == 0 {
+            return;
+        }
         let mut fields = Fields::new(self.rid_field);
         event.record(&mut fields);
         let name = name_of(event.metadata().name());
@@ -388,27 +455,50 @@ where
                 ext.get::<InRequest>().map(|r| (r.rid, r.slice_id))
             }
         };
-        let prev = match req {
-            Some((rid, slice_id)) if slice_id != 0 => Some(enter_raw(rid, slice_id)),
-            _ => None,
-        };
-        let entry = Entry {
-            span: id.into_u64(),
-            req,
-            prev,
-        };
-        let _ = ENTERED.try_with(|e| e.borrow_mut().push(entry));
+        let span_id = id.into_u64();
+        let _ = ENTERED.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.entries.len() >= MAX_ENTERED {
+                s.lost = true;
+                return;
+            }
+            let duplicate = s.entries.iter().any(|e| e.span == span_id);
+            let prev = match req {
+                Some((rid, slice_id)) if slice_id != 0 && !duplicate => {
+                    Some(enter_raw(rid, slice_id))
+                }
+                _ => None,
+            };
+            s.entries.push(Entry {
+                span: span_id,
+                req,
+                prev,
+                seen: current_entered(),
+                duplicate,
+            });
+        });
     }
 
     fn on_exit(&self, id: &Id, _: Context<'_, S>) {
-        // Spans exit in the reverse order of their entries on a thread: only the innermost
-        // one entered here can be this one.
-        let _ = ENTERED.try_with(|e| {
-            let mut e = e.borrow_mut();
-            if e.last().is_some_and(|top| top.span == id.into_u64()) {
-                if let Some(prev) = e.pop().and_then(|top| top.prev) {
-                    restore(prev);
+        let span_id = id.into_u64();
+        let _ = ENTERED.try_with(|s| {
+            let mut s = s.borrow_mut();
+            // The registry takes off the innermost entry of the span, wherever it is: guards
+            // may be dropped out of order.
+            if let Some(i) = s.entries.iter().rposition(|e| e.span == span_id) {
+                let gone = s.entries.remove(i);
+                if let Some(prev) = gone.prev {
+                    match s.entries[i..].iter_mut().find(|e| e.prev.is_some()) {
+                        // An entry above it put back what this one had entered: it puts back
+                        // what this one found instead.
+                        Some(above) if above.prev == Some(gone.seen) => above.prev = Some(prev),
+                        Some(_) => {}
+                        None => restore(prev),
+                    }
                 }
+            }
+            if s.entries.is_empty() {
+                s.lost = false;
             }
         });
     }

@@ -102,7 +102,17 @@ fn short_lived_threads_reuse_rings_without_mixing_records() {
         });
         tids.push(h.join().map(|_| i).unwrap());
         if i % 50 == 49 {
-            // Let the drainer free the exited threads' rings, as it does every sweep.
+            // Let the drainer free the exited threads' rings, as it does every sweep once it
+            // has read them: a burst may outrun it (and make rings of its own), the next one
+            // finds them free. On a loaded machine a fixed pause was not always enough.
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let st = slicetrace::stats();
+                if st.records_read >= st.records_written || std::time::Instant::now() > until {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }

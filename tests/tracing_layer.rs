@@ -32,9 +32,13 @@ async fn route(rid: u64, attempt: i64) {
 async fn pick(attempt: i64) {
     tokio::task::yield_now().await;
     // An async slice started while the span is entered nests under it.
-    async { tokio::time::sleep(Duration::from_millis(1)).await }
-        .in_slice(name!("connect"), slicetrace::Rid(41))
-        .await;
+    async {
+        // Inside the async slice, not just the span around it.
+        tracing::info!(target: "gateway", "connecting");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    .in_slice(name!("connect"), slicetrace::Rid(41))
+    .await;
     noise().await;
 }
 
@@ -105,7 +109,15 @@ fn spans_of_a_request_are_its_async_slices_with_their_fields() {
     let pick = trace.one("pick");
     assert_eq!(parent(pick), sid(route));
     assert_eq!(attr(pick, "attempt"), Some(Value::I64(2)));
-    assert_eq!(parent(trace.one("connect")), sid(pick));
+    let connect = trace.one("connect");
+    assert_eq!(parent(connect), sid(pick));
+    assert_eq!(
+        connect.events.events.len(),
+        1,
+        "{:?}",
+        connect.events.events
+    );
+    assert!(pick.events.events.is_empty(), "{:?}", pick.events.events);
     // `noise` (target hyper) is not recorded; the span inside it hangs under `pick`.
     assert!(trace.named("noise").is_empty(), "{}", trace.names());
     let body = trace.one("write_body");
@@ -155,4 +167,33 @@ fn a_span_carrying_the_rid_starts_the_request_under_opentelemetrys_current_conte
     assert_eq!(parent(handle), sid(req));
     assert_eq!(parent(trace.one("parse")), sid(handle));
     assert!(trace.spans.iter().all(|s| tid(s) == tid(req)));
+}
+
+#[test]
+fn guards_dropped_out_of_order_leave_no_request_behind() {
+    let mut s = session();
+    let subscriber = tracing_subscriber::registry().with(SliceLayer::new());
+    let rid = slicetrace::req_start(77u64, None);
+    tracing::subscriber::with_default(subscriber, || {
+        let a = tracing::info_span!("outer", rid = 77u64).entered();
+        let b = tracing::info_span!("inner").entered();
+        // Dropped in the order they were made, as two fields of a struct are.
+        drop(a);
+        drop(b);
+        // Outside both: of no request.
+        tracing::info_span!("after").in_scope(|| tracing::info!("x"));
+        // And a second layer in the same subscriber takes nothing twice.
+        let twice = tracing_subscriber::registry()
+            .with(SliceLayer::new())
+            .with(SliceLayer::new());
+        tracing::subscriber::with_default(twice, || {
+            tracing::info_span!("once", rid = 77u64).in_scope(|| ());
+        });
+    });
+    slicetrace::req_finish(rid);
+    let (trace, stats) = s.finish();
+    assert_eq!(stats.end_without_start, 0, "{stats:?}");
+    assert!(trace.named("after").is_empty(), "{}", trace.names());
+    assert_eq!(parent(trace.one("inner")), sid(trace.one("outer")));
+    assert_eq!(trace.named("once").len(), 1, "{}", trace.names());
 }

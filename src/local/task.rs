@@ -261,6 +261,12 @@ pub(crate) fn enter_raw(rid: Rid, id: u64) -> (u64, u64) {
         .unwrap_or((0, 0))
 }
 
+/// The entered slice on this thread: its request and span id.
+#[cfg(feature = "tracing")]
+pub(crate) fn current_entered() -> (u64, u64) {
+    CURRENT.try_with(|c| c.get()).unwrap_or((0, 0))
+}
+
 /// Puts back the entered slice [`enter_raw`] returned.
 #[cfg(feature = "tracing")]
 pub(crate) fn restore(prev: (u64, u64)) {

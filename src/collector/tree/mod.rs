@@ -25,7 +25,7 @@ use crate::ids::Rid;
 use crate::name::NameCache;
 use crate::wire::decode::Decoded;
 use crate::wire::ownership::ThreadMeta;
-use crate::wire::record::Kind;
+use crate::wire::record::{flag, Kind};
 use lifecycle::{update_linger, Deadlines};
 use opentelemetry::InstrumentationScope;
 use request::{Parking, Request};
@@ -206,6 +206,17 @@ impl Tree {
             ns,
             name,
         };
+        if let Some(tasks) = req.tasks.as_mut().filter(|t| t.has_pending()) {
+            let for_task = match rec.kind {
+                Kind::TaskStart | Kind::TaskEnd | Kind::TaskAttrs => true,
+                Kind::Attr => rec.head.flags & flag::TASK != 0,
+                Kind::Event => rec.head.flags & flag::FOR_TASK != 0,
+                _ => false,
+            };
+            if !for_task {
+                tasks.orphan_pending(c, tenure.key());
+            }
+        }
         match rec.kind {
             Kind::ReqFinish => {
                 let due = self.now + self.limits.finish_grace;

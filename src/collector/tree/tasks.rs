@@ -55,10 +55,12 @@ pub struct Tasks {
     /// The last sweep this request was queued for export in (`Tree::closing_tasks`).
     queued: u64,
     early: HashMap<u64, Early, MixHash>,
-    /// `TASK` attributes waiting for the task record that ends their unit.
-    pending: Vec<KeyValue>,
-    /// The slice of the last `FOR_TASK` event, for the event's attributes.
-    last_event: Option<u64>,
+    /// `TASK` attributes waiting for the task record that ends their unit, by the thread
+    /// tenure that wrote them: a unit pushed in two parts can have another ring's records
+    /// applied between them.
+    pending: Vec<(u64, KeyValue)>,
+    /// Per thread tenure, the slice of its last `FOR_TASK` event, for the event's attributes.
+    last_event: Vec<(u64, u64)>,
 }
 
 impl Tasks {
@@ -94,10 +96,33 @@ impl Tasks {
         std::mem::replace(&mut self.queued, sweep) != sweep
     }
 
-    fn take_pending(&mut self, x: &mut SliceExtras) {
-        for kv in self.pending.drain(..) {
-            push_capped(&mut x.attrs, &mut x.dropped_attrs, kv, MAX_ATTRS_PER_SPAN);
+    /// Moves what tenure `from` left pending onto `x`.
+    fn take_pending(&mut self, from: u64, x: &mut SliceExtras) {
+        if self.pending.is_empty() {
+            return;
         }
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].0 == from {
+                let (_, kv) = self.pending.remove(i);
+                push_capped(&mut x.attrs, &mut x.dropped_attrs, kv, MAX_ATTRS_PER_SPAN);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// A record of tenure `from` other than a task's: what it left pending lost its head (a
+    /// unit whose second part met a full ring), and is dropped, counted.
+    pub fn orphan_pending(&mut self, c: &Counters, from: u64) {
+        let before = self.pending.len();
+        self.pending.retain(|(t, _)| *t != from);
+        Counters::add(&c.annotations_dropped, (before - self.pending.len()) as u64);
+        self.last_event.retain(|(t, _)| *t != from);
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || !self.last_event.is_empty()
     }
 }
 
@@ -168,9 +193,7 @@ impl Request {
             tid,
         };
         let tasks = self.tasks();
-        if !tasks.pending.is_empty() {
-            tasks.take_pending(t.slice.extras());
-        }
+        tasks.take_pending(r.tenure.key(), t.slice.extras());
         let early = tasks.early.remove(&id);
         if let Some(e) = &early {
             let x = t.slice.extras();
@@ -196,6 +219,8 @@ impl Request {
             return false;
         }
         tasks.open.insert(id, t);
+        // A joined request does not close while it has async work open.
+        self.linger_until = None;
         false
     }
 
@@ -208,20 +233,19 @@ impl Request {
             r.rec.head.flags & flag::CANCELLED != 0,
             r.tenure.meta.tid,
         );
-        let c = r.c;
+        let (c, from) = (r.c, r.tenure.key());
         let tasks = self.tasks();
         match tasks.open.remove(&id) {
             Some(mut task) => {
-                if !tasks.pending.is_empty() {
-                    tasks.take_pending(task.slice.extras());
-                }
+                tasks.take_pending(from, task.slice.extras());
                 tasks.close(id, task, end, sweep)
             }
             None => {
-                let mut pending = std::mem::take(&mut tasks.pending);
+                let mut x = SliceExtras::default();
+                tasks.take_pending(from, &mut x);
                 if let Some(e) = tasks.early_of(c, id) {
                     e.end = Some(end);
-                    for kv in pending.drain(..) {
+                    for kv in x.attrs {
                         let x = &mut e.extras;
                         push_capped(&mut x.attrs, &mut x.dropped_attrs, kv, MAX_ATTRS_PER_SPAN);
                     }
@@ -264,9 +288,10 @@ impl Request {
     /// `TaskAttrs`: the attributes before it go to the slice it names.
     pub(super) fn task_attrs(&mut self, r: &Rec<'_>) {
         let tasks = self.tasks();
-        let mut pending = std::mem::take(&mut tasks.pending);
+        let mut mine = SliceExtras::default();
+        tasks.take_pending(r.tenure.key(), &mut mine);
         if let Some(x) = tasks.extras_of(r.c, r.rec.head.value) {
-            for kv in pending.drain(..) {
+            for kv in mine.attrs {
                 push_capped(&mut x.attrs, &mut x.dropped_attrs, kv, MAX_ATTRS_PER_SPAN);
             }
         }
@@ -277,8 +302,9 @@ impl Request {
         let id = r.rec.head.value;
         let name = r.name.unwrap_or(schema::EVENT);
         let ev = Event::new(name, ns_to_time(r.ns), Vec::new(), 0);
+        let from = r.tenure.key();
         let tasks = self.tasks();
-        tasks.last_event = None;
+        tasks.last_event.retain(|(t, _)| *t != from);
         if let Some(x) = tasks.extras_of(r.c, id) {
             push_capped(
                 &mut x.events,
@@ -286,26 +312,31 @@ impl Request {
                 ev,
                 MAX_EVENTS_PER_SPAN,
             );
-            tasks.last_event = Some(id);
+            tasks.last_event.push((from, id));
         }
     }
 
     /// An `Attr` flagged `TASK`: for the last task event (`TARGET_EVENT`), else for the task
     /// record that ends its unit.
     pub(super) fn task_attr(&mut self, r: &Rec<'_>, kv: KeyValue) {
-        let c = r.c;
+        let (c, from) = (r.c, r.tenure.key());
         let tasks = self.tasks();
         if r.rec.head.flags & flag::TARGET_MASK != flag::TARGET_EVENT {
-            // A unit holds at most a record's worth of attributes before its head; more than
-            // that many pending means their head never came (a corrupt ring).
-            if tasks.pending.len() < MAX_ATTRS_PER_SPAN {
-                tasks.pending.push(kv);
+            // A call gives at most a span's worth of attributes before its head; past that
+            // many pending, their heads never came (a corrupt ring).
+            if tasks.pending.len() < MAX_ATTRS_PER_SPAN * 4 {
+                tasks.pending.push((from, kv));
             } else {
                 Counters::add(&c.annotations_dropped, 1);
             }
             return;
         }
-        let ev = tasks.last_event.and_then(|id| {
+        let last = tasks
+            .last_event
+            .iter()
+            .find(|(t, _)| *t == from)
+            .map(|e| e.1);
+        let ev = last.and_then(|id| {
             let x = tasks.extras_of(c, id)?;
             x.events.last_mut()
         });
@@ -322,6 +353,7 @@ impl Request {
         let Some(mut tasks) = self.tasks.take() else {
             return;
         };
+        Counters::add(&c.annotations_dropped, tasks.pending.len() as u64);
         for e in tasks.early.values() {
             if e.end.is_some() {
                 Counters::add(&c.end_without_start, 1);
@@ -457,5 +489,36 @@ mod tests {
                 ("slices_unfinished", 2)
             ]
         );
+    }
+
+    #[test]
+    fn a_joined_request_stays_open_while_its_async_slices_are() {
+        use super::super::testing::{Upstream, TAG};
+        let mut h = Harness::new();
+        // From another process: a request this one only joined, which lingers after its
+        // threads end.
+        let up = Upstream {
+            trace_id: 0xabc,
+            link: 0,
+            extra: TAG + 1,
+        };
+        h.join(0, 1, 0x51, up, "joined");
+        h.thread_end(0, 1, 0);
+        let id = h.task_start(1, 1, "stream", 0);
+        // Past the linger (500 ms): still open, its async slice running.
+        h.advance(600);
+        h.housekeeping(false);
+        assert!(h.spans().iter().all(|s| s.name != "stream"));
+        h.task_end(1, 1, "stream", id, 0);
+        h.advance(600);
+        h.housekeeping(false);
+        h.advance(600);
+        h.housekeeping(false);
+        let stream = h.span("stream");
+        assert_eq!(
+            super::super::testing::attr(&stream, "slicetrace.unfinished"),
+            None
+        );
+        assert_eq!(h.counted(), [("requests_joined", 1)]);
     }
 }
