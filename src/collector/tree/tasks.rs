@@ -194,13 +194,13 @@ impl Request {
         };
         let tasks = self.tasks();
         tasks.take_pending(r.tenure.key(), t.slice.extras());
-        let early = tasks.early.remove(&id);
-        if let Some(e) = &early {
+        if let Some(e) = tasks.early.remove(&id) {
+            // What waited for the start is moved onto it, not copied.
             let x = t.slice.extras();
-            for kv in e.extras.attrs.iter().cloned() {
+            for kv in e.extras.attrs {
                 push_capped(&mut x.attrs, &mut x.dropped_attrs, kv, MAX_ATTRS_PER_SPAN);
             }
-            for ev in e.extras.events.iter().cloned() {
+            for ev in e.extras.events {
                 push_capped(
                     &mut x.events,
                     &mut x.dropped_events,
@@ -210,9 +210,9 @@ impl Request {
             }
             x.dropped_attrs += e.extras.dropped_attrs;
             x.dropped_events += e.extras.dropped_events;
-        }
-        if let Some(end) = early.and_then(|e| e.end) {
-            return tasks.close(id, t, end, sweep);
+            if let Some(end) = e.end {
+                return tasks.close(id, t, end, sweep);
+            }
         }
         if tasks.open.len() >= MAX_OPEN_TASKS {
             Counters::add(&r.c.async_slices_dropped, 1);
